@@ -1,0 +1,99 @@
+"""Typed seams between modules: small frozen dataclasses, never bare dicts.
+
+Timestamps are POSIX seconds (float, UTC); conversion to ISO-8601 happens at
+the edges (MQTT payloads, CLI JSON).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One decoded frame. Identity (`is`) is the frame's identity: windows that
+    overlap share Frame objects so the engine can reuse their ViT features."""
+
+    camera: str
+    ts: float  # seconds: POSIX time for live sources, media time + file start for files
+    index: int  # frame number within the source (monotonic per source)
+    image: np.ndarray = field(repr=False)  # [H, W, 3] uint8 BGR
+
+
+@dataclass(frozen=True, eq=False)
+class Window:
+    """A span of a source sampled into N frames (segment mid-points)."""
+
+    camera: str
+    start: float
+    end: float
+    frames: tuple[Frame, ...]
+    change: float | None = None  # gate's change score against the last analysed window
+
+    @property
+    def frame_ts(self) -> list[float]:
+        return [f.ts for f in self.frames]
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock milliseconds spent per stage, plus the modelled AX650N cost."""
+
+    vit_ms: float = 0.0
+    prefill_ms: float = 0.0
+    decode_ms: float = 0.0
+    generated: int = 0
+    modelled_npu_ms: float = 0.0
+
+    @property
+    def tokens_per_s(self) -> float:
+        return 1000.0 * self.generated / self.decode_ms if self.decode_ms > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Result:
+    """The engine's answer to one prompt on one window (or text-only input)."""
+
+    camera: str
+    prompt_id: str
+    question: str
+    window_start: float | None
+    window_end: float | None
+    ts: float  # when the result was produced
+    text: str = ""
+    tokens: tuple[int, ...] = ()
+    stop_reason: str = ""  # "stop" | "length" | "choice"
+    choice: str | None = None
+    probabilities: dict[str, float] | None = None
+    timings: Timings = field(default_factory=Timings)
+    model: str = ""
+
+
+@dataclass(frozen=True)
+class Alert:
+    """A rule fired on a window."""
+
+    camera: str
+    rule: str
+    severity: str  # info | warning | critical
+    text: str
+    ts: float
+    window_start: float
+    window_end: float
+    probability: float | None = None
+    snapshot_jpeg: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A scheduled or on-demand summary of a period of history."""
+
+    job: str
+    period_start: float
+    period_end: float
+    text: str
+    ts: float
+    counts: dict[str, int] = field(default_factory=dict)
+    cameras: tuple[str, ...] = ()

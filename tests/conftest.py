@@ -1,0 +1,1 @@
+"""Shared pytest fixtures. Fixtures used by one test module live in that module."""
