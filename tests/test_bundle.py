@@ -1,0 +1,136 @@
+"""Locating model files in every layout, and the errors a user sees when they are wrong."""
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from daemon.bundle import locate, open_model
+from daemon.errors import ModelError
+
+
+def test_onnx_bundle_is_found_from_its_manifest(tiny_model):
+    files = locate(tiny_model)
+    assert files.kind == "onnx"
+    assert files.layers and all(p.is_file() for p in files.layers)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(ModelError) as err:
+        locate(tmp_path / "nope")
+    assert str(err.value) == f"model directory {tmp_path / 'nope'} does not exist or is not a directory"
+
+
+def test_empty_directory_lists_the_layouts(tmp_path):
+    with pytest.raises(ModelError) as err:
+        locate(tmp_path)
+    msg = str(err.value)
+    assert msg.startswith(f"no model found in {tmp_path}: expected {tmp_path / 'manifest.json'}")
+    assert "(board layout)" in msg and "(reference demo layout)" in msg
+
+
+def test_every_missing_file_is_listed(tiny_model, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_model, bundle, ignore=shutil.ignore_patterns("hf"))
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    gone = [bundle / manifest["files"]["layers"][-1], bundle / manifest["files"]["post"]]
+    for p in gone:
+        p.unlink()
+    with pytest.raises(ModelError) as err:
+        locate(bundle)
+    assert str(err.value) == (
+        "model files are missing or unreadable:\n  " + "\n  ".join(str(p) for p in gone)
+        + "\nCheck --model (and --tokenizer / --vit), or copy the complete model folder.")
+
+
+def test_board_layout_lists_missing_vit_tokenizer_and_layers(tmp_path):
+    llm = tmp_path / "internvl3_2b_axmodel"
+    llm.mkdir()
+    (llm / "qwen2_p128_l0_together.axmodel").touch()
+    (llm / "qwen2_p128_l2_together.axmodel").touch()  # l1 missing
+    with pytest.raises(ModelError) as err:
+        locate(tmp_path)
+    lines = str(err.value).splitlines()
+    assert lines[0] == "model files are missing or unreadable:"
+    assert set(lines[1:-1]) == {f"  {p}" for p in [
+        llm / "qwen2_p128_l1_together.axmodel", llm / "qwen2_post.axmodel",
+        llm / "model.embed_tokens.weight.npy", tmp_path / "vit_axmodel/internvl3_2b_vit_slim.axmodel",
+        tmp_path / "internvl3_2b_tokenizer/tokenizer.json"]}
+
+
+def test_demo_layout_needs_a_tokenizer(tmp_path):
+    (tmp_path / "qwen2_p128_l0_together.axmodel").touch()
+    with pytest.raises(ModelError) as err:
+        locate(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path} is in the reference demo layout, which has no tokenizer:"
+        " pass --tokenizer DIR (the InternVL3-2B tokenizer files)")
+
+
+def test_unknown_backend(tiny_model):
+    with pytest.raises(ModelError) as err:
+        open_model(locate(tiny_model), backend="tensorrt")
+    assert str(err.value) == "unknown backend 'tensorrt': choose one of axengine, onnxruntime"
+
+
+def test_backend_must_fit_the_files(tiny_model):
+    with pytest.raises(ModelError) as err:
+        open_model(locate(tiny_model), backend="axengine")
+    assert str(err.value) == ("the axengine backend runs axmodel files but this bundle holds onnx files:"
+                              " use --backend onnxruntime")
+
+
+def test_onnx_session_rejects_a_wrong_shape_like_the_npu(tiny_model):
+    from daemon.errors import ShapeError
+
+    model = open_model(locate(tiny_model))
+    layer = model.layers[0]
+    feeds = {p.name: np.zeros(p.shape, p.dtype) for p in layer.inputs(2)}
+    feeds["indices"] = feeds["indices"].astype(np.int64)
+    with pytest.raises(ShapeError) as err:
+        layer.run(feeds, 2)
+    shape = list(layer.inputs(2)[2].shape)
+    assert str(err.value) == (f"layer_00.onnx (shape group 2): model inputs(indices) expect shape {shape}"
+                              f" and dtype uint32, however gets input with shape {shape} and dtype int64")
+
+
+RSS_SCRIPT = textwrap.dedent("""
+    import sys, psutil
+    sys.path.insert(0, sys.argv[2])
+    import axengine, transformers  # imports are not what we measure
+    from daemon.bundle import locate, open_model
+    from daemon.engine import Engine
+    proc = psutil.Process()
+    before = proc.memory_info().rss
+    files = locate(sys.argv[1], tokenizer=sys.argv[3])
+    model = open_model(files)
+    engine = Engine(model)
+    engine.embed([1, 2, 3, 151673])
+    print((proc.memory_info().rss - before) / 2**20)
+""")
+
+
+def test_full_size_embedding_table_is_memory_mapped(tmp_path, tiny_model):
+    """A 151674 x 1536 float32 table (0.93 GB) must not be read into memory."""
+    vocab, hidden = 151674, 1536
+    demo = tmp_path / "demo"
+    demo.mkdir()
+    for i in range(28):
+        (demo / f"qwen2_p128_l{i}_together.axmodel").touch()
+    (demo / "qwen2_post.axmodel").touch()
+    table = np.lib.format.open_memmap(demo / "model.embed_tokens.weight.npy", "w+", np.float32, (vocab, hidden))
+    table[:: vocab // 7] = 1.0  # real data in a few rows; the rest stays sparse
+    table.flush()
+    del table
+    fake = Path(__file__).parent / "fake_axengine"
+    out = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(demo), str(fake), str(tiny_model / "tokenizer")],
+                         capture_output=True, text=True, cwd=Path(__file__).parent.parent, timeout=300)
+    assert out.returncode == 0, out.stderr
+    grown_mb = float(out.stdout.strip().splitlines()[-1])
+    # The table alone is 889 MiB; 28 KV caches of 2559 x 256 bf16 add 70 MiB by design.
+    assert grown_mb < 100, f"RSS grew by {grown_mb:.0f} MiB"

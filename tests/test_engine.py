@@ -1,0 +1,180 @@
+"""The per-layer pipeline computes exactly what transformers computes.
+
+Tiny random InternVL models (built offline by `make-tiny-model`) are exported
+to ONNX bundles; greedy tokens from the engine must equal transformers' own
+`generate` on the same input ids and pixels.
+"""
+
+import numpy as np
+import pytest
+
+from daemon.bundle import locate, open_model
+from daemon.engine import Engine, Prompt, Sampling
+from daemon.errors import ModelError, PromptTooLongError
+from daemon.types import Frame
+from daemon.vision import preprocess
+
+SYSTEM = "You are a careful video assistant."
+
+
+@pytest.fixture(scope="module")
+def model(tiny_model):
+    return open_model(locate(tiny_model))
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_model):
+    from transformers import InternVLForConditionalGeneration
+
+    return InternVLForConditionalGeneration.from_pretrained(tiny_model / "hf").eval()
+
+
+def frames(n, seed=0):
+    rng = np.random.default_rng(seed)
+    return [Frame("cam", float(i), i, rng.integers(0, 255, (48 + i, 64, 3), np.uint8)) for i in range(n)]
+
+
+def reference(hf, engine, frames, question, max_new_tokens):
+    """transformers' greedy tokens for the same ids and pixels, stop token removed."""
+    import torch
+
+    ids = engine.prompts.prefix(len(frames)) + engine.prompts.suffix(question)
+    kwargs = {}
+    if frames:
+        pixels = np.concatenate([preprocess(f.image, engine.vision.size) for f in frames])
+        kwargs["pixel_values"] = torch.from_numpy(pixels)
+    with torch.no_grad():
+        out = hf.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                          max_new_tokens=max_new_tokens, do_sample=False,
+                          eos_token_id=sorted(engine.prompts.stop_ids), pad_token_id=0, **kwargs)
+    new = out[0, len(ids):].tolist()
+    while new and new[-1] in engine.prompts.stop_ids:
+        new.pop()
+    return new, len(ids)
+
+
+def check_equal(model, hf, n_frames, question, max_new_tokens=24):
+    engine = Engine(model, system=SYSTEM, max_new_tokens=max_new_tokens)
+    fs = frames(n_frames)
+    answer = engine.ask(fs, [Prompt("q", question)]).answers[0]
+    want, n_ids = reference(hf, engine, fs, question, max_new_tokens)
+    assert answer.prompt_tokens == n_ids
+    assert list(answer.tokens) == want
+    return answer, engine
+
+
+def test_text_only_matches_transformers(model, hf):
+    answer, _ = check_equal(model, hf, 0, "What is the weather like today?")
+    assert answer.tokens
+
+
+def test_one_image_matches_transformers(model, hf):
+    check_equal(model, hf, 1, "Describe the picture.")
+
+
+def test_eight_frames_over_many_prefill_chunks_match_transformers(model, hf):
+    answer, engine = check_equal(model, hf, 8, "Describe what happens in the video.")
+    assert answer.prompt_tokens > 3 * engine.llm.geo.prefill_len
+
+
+def test_prompt_of_exact_multiple_of_prefill_length_matches_transformers(model, hf):
+    engine = Engine(model, system=SYSTEM)
+    P = engine.llm.geo.prefill_len
+    question = "Describe"
+    while (engine.budget(2).prefix_tokens + len(engine.prompts.suffix(question))) % P:
+        question += " it"
+    answer, _ = check_equal(model, hf, 2, question)
+    assert answer.prompt_tokens % P == 0
+
+
+def test_shared_prefix_gives_from_scratch_tokens_and_is_computed_once(model, hf):
+    questions = ["Describe the video.", "Is anyone at the door?", "What moves?"]
+    fs = frames(8, seed=3)
+    scratch = [Engine(model, system=SYSTEM, max_new_tokens=16).ask(fs, [Prompt(str(i), q)]).answers[0]
+               for i, q in enumerate(questions)]
+
+    engine = Engine(model, system=SYSTEM, max_new_tokens=16)
+    before = dict(model.meter.calls)
+    analysis = engine.ask(fs, [Prompt(str(i), q) for i, q in enumerate(questions)])
+    calls = {k: n - before.get(k, 0) for k, n in model.meter.calls.items()}
+
+    assert [a.tokens for a in analysis.answers] == [a.tokens for a in scratch]
+    for a, q in zip(analysis.answers, questions):
+        assert list(a.tokens) == reference(hf, engine, fs, q, 16)[0]
+    P, layers = engine.llm.geo.prefill_len, len(model.layers)
+    full_chunks = analysis.prefix_tokens // P
+    assert full_chunks >= 3
+    for group in range(1, full_chunks + 1):  # shared chunks: once, not once per prompt
+        assert calls.get(("layer", group), 0) == layers
+    assert calls[("vit", 0)] == 8
+
+
+def test_vit_features_are_reused_for_shared_frames(model):
+    engine = Engine(model, system=SYSTEM, max_new_tokens=2)
+    fs = frames(8)
+    engine.ask(fs[:4], [Prompt("a", "Describe.")])
+    engine.ask(fs[2:6], [Prompt("a", "Describe.")])  # overlapping window: two frames are new
+    assert engine.vision.runs == 6
+
+
+def test_choice_probabilities_are_deterministic_and_bounded(model):
+    engine = Engine(model, system=SYSTEM)
+    fs = frames(2)
+    p1 = engine.ask(fs, [Prompt("door", "Is someone there?", ("yes", "no"))]).answers[0]
+    p2 = Engine(model, system=SYSTEM).ask(fs, [Prompt("door", "Is someone there?", ("yes", "no"))]).answers[0]
+    assert p1.stop_reason == "choice" and p1.probabilities == p2.probabilities
+    assert all(0.0 <= v <= 1.0 for v in p1.probabilities.values())
+    assert sum(p1.probabilities.values()) <= 1.0 + 1e-9
+    assert p1.choice == max(p1.probabilities, key=p1.probabilities.get)
+
+
+def test_choice_scoring_takes_no_decode_step(model):
+    engine = Engine(model, system=SYSTEM)
+    before = model.meter.count("layer", 0)
+    engine.ask(frames(1), [Prompt("c", "Is it day?", ("yes", "no"))])
+    assert model.meter.count("layer", 0) == before
+
+
+def test_choices_sharing_a_first_token_are_rejected(model):
+    engine = Engine(model, system=SYSTEM)
+    with pytest.raises(ModelError, match="start with the same token"):
+        engine.choice_tokens(["yes", "yes please"])
+
+
+def test_sampling_is_reproducible_with_a_seed(model):
+    def run(seed):
+        e = Engine(model, system=SYSTEM, sampling=Sampling(temperature=1.0, top_k=50, top_p=0.9, seed=seed),
+                   max_new_tokens=12)
+        return e.ask([], [Prompt("q", "Tell me a story.")]).answers[0].tokens
+
+    assert run(7) == run(7)
+
+
+def test_streaming_callback_receives_the_answer_text(model):
+    pieces = []
+    engine = Engine(model, system=SYSTEM, max_new_tokens=10)
+    answer = engine.ask([], [Prompt("q", "Say something.")], on_token=lambda _id, t: pieces.append(t)).answers[0]
+    assert "".join(pieces) == answer.text
+
+
+def test_kv_capacity_ends_generation_with_length(model):
+    engine = Engine(model, system=SYSTEM, max_new_tokens=100_000)
+    g = engine.llm.geo
+    answer = engine.ask(frames(8), [Prompt("q", "Describe the video in detail.")]).answers[0]
+    if answer.stop_reason == "stop":
+        pytest.skip("the random model emitted a stop token before filling the cache")
+    assert answer.stop_reason == "length"
+    assert answer.prompt_tokens + len(answer.tokens) == g.kv_len + 1
+
+
+def test_too_long_prompt_names_both_numbers(model):
+    engine = Engine(model, system=SYSTEM)
+    limit = engine.llm.geo.max_prompt
+    question = "word " * (limit + 10)
+    n = engine.budget(0).prefix_tokens + len(engine.prompts.suffix(question))
+    with pytest.raises(PromptTooLongError) as err:
+        engine.ask([], [Prompt("q", question)])
+    assert str(err.value) == (
+        f"the prompt 'q' is {n} tokens but the model's largest prefill is {limit} tokens"
+        f" ({engine.llm.geo.groups} chunks of {engine.llm.geo.prefill_len});"
+        " use fewer frames, a shorter question or a shorter system text")
