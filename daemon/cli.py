@@ -17,6 +17,7 @@ from daemon.errors import VlmwatchError
 
 # Modules that contribute sub-commands, in help order.
 COMMAND_MODULES = [
+    "daemon.demo",
     "daemon.describe",
     "daemon.export",
     "daemon.tiny",

@@ -102,9 +102,10 @@ def test_onnx_session_rejects_a_wrong_shape_like_the_npu(tiny_model):
 RSS_SCRIPT = textwrap.dedent("""
     import sys, psutil
     sys.path.insert(0, sys.argv[2])
-    import axengine, transformers  # imports are not what we measure
-    from daemon.bundle import locate, open_model
+    import axengine
+    from daemon.bundle import load_tokenizer, locate, open_model
     from daemon.engine import Engine
+    load_tokenizer(sys.argv[3])  # library imports (transformers pulls in torch) are not what we measure
     proc = psutil.Process()
     before = proc.memory_info().rss
     files = locate(sys.argv[1], tokenizer=sys.argv[3])

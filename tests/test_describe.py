@@ -1,0 +1,93 @@
+"""`vlmwatch describe` end to end on a tiny exported model."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from daemon.cli import main
+from daemon.describe import read_video
+
+
+def write_clip(path, frames=40, size=(96, 64)):
+    out = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, size)
+    for i in range(frames):
+        img = np.full((size[1], size[0], 3), 40, np.uint8)
+        cv2.rectangle(img, (2 * i, 10), (2 * i + 15, 30), (0, 200, 255), -1)  # a box moving right
+        out.write(img)
+    out.release()
+    return path
+
+
+def run_json(capsys, *argv):
+    assert main(["describe", *argv, "--json"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_video_answer_equals_transformers(tiny_model, tmp_path, capsys):
+    from test_engine import reference, SYSTEM
+    from transformers import InternVLForConditionalGeneration
+
+    from daemon.bundle import locate, open_model
+    from daemon.engine import Engine
+
+    clip = write_clip(tmp_path / "clip.mp4")
+    out = run_json(capsys, "--model", str(tiny_model), "--system", SYSTEM, "-q", "What moves?",
+                   "--max-new-tokens", "12", str(clip))
+    assert out["prompt_tokens"] > 8 * 16 and out["stop_reason"] in ("stop", "length")
+    assert set(out["timings"]) == {"vit_ms", "prefill_ms", "decode_ms", "tokens_per_s"}
+    assert out["modelled_npu_ms"] > 8 * 364  # eight ViT calls at least
+
+    hf = InternVLForConditionalGeneration.from_pretrained(tiny_model / "hf").eval()
+    engine = Engine(open_model(locate(tiny_model)), system=SYSTEM)
+    want, n = reference(hf, engine, read_video(clip, 8), "What moves?", 12)
+    assert (out["tokens"], out["prompt_tokens"]) == (want, n)
+
+
+def test_video_frames_are_segment_midpoints(tmp_path):
+    frames = read_video(write_clip(tmp_path / "clip.mp4", frames=40), 8)
+    # 40 frames -> last index 39, segments of 39/8: mid-points as InternVL's get_index
+    assert [f.index for f in frames] == [2, 7, 12, 17, 22, 26, 31, 36]
+
+
+def test_images_with_choices(tiny_model, tmp_path, capsys):
+    paths = []
+    for i in range(2):
+        paths.append(str(tmp_path / f"{i}.png"))
+        cv2.imwrite(paths[-1], np.full((30, 40, 3), 60 * i, np.uint8))
+    out = run_json(capsys, "--model", str(tiny_model), "-q", "Is it dark?", "--choices", "yes,no", *paths)
+    assert out["stop_reason"] == "choice" and set(out["choices"]) == {"yes", "no"}
+    assert out["text"] == max(out["choices"], key=out["choices"].get)
+    assert out["tokens"] == []
+
+
+def test_text_only_streams_the_answer(tiny_model, capsys):
+    assert main(["describe", "--model", str(tiny_model), "-q", "Hello?", "--max-new-tokens", "8"]) == 0
+    streamed = capsys.readouterr().out
+    out = run_json(capsys, "--model", str(tiny_model), "-q", "Hello?", "--max-new-tokens", "8")
+    assert streamed == out["text"] + "\n"
+
+
+@pytest.mark.parametrize("argv, code, message", [
+    (["-q", "x", "/nonexistent.mp4"], 1, "vlmwatch: error: /nonexistent.mp4: no such file"),
+    (["-q", "x", "--frames", "0"], 2, "vlmwatch: error: --frames must be at least 1, got 0"),
+    (["-q", "x", "--choices", "yes"], 2,
+     "vlmwatch: error: --choices needs at least two comma-separated answers, got 'yes'"),
+])
+def test_user_mistakes_are_one_clear_line(tiny_model, capsys, argv, code, message):
+    assert main(["describe", "--model", str(tiny_model), *argv]) == code
+    assert capsys.readouterr().err.strip().splitlines()[-1] == message
+
+
+def test_missing_model_dir(tmp_path, capsys):
+    assert main(["describe", "--model", str(tmp_path / "none"), "-q", "x"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"vlmwatch: error: model directory {tmp_path / 'none'} does not exist or is not a directory")
+
+
+def test_corrupt_video(tiny_model, tmp_path, capsys):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00not a video" * 100)
+    assert main(["describe", "--model", str(tiny_model), "-q", "x", str(bad)]) == 1
+    assert capsys.readouterr().err.strip().startswith(f"vlmwatch: error: {bad}: cannot decode video")
