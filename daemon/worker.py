@@ -1,0 +1,143 @@
+"""The NPU queue and the one worker thread that owns the engine.
+
+The queue is bounded by construction: at most one pending window per camera
+(a newer window replaces the pending one, and the replaced one is counted as
+dropped), a short list of ad-hoc questions that go first, and summary jobs
+that wait behind every window.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from itertools import count
+from typing import Any, Callable
+
+from daemon.types import Window
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class WindowJob:
+    window: Window
+
+
+@dataclass(frozen=True)
+class AskJob:
+    camera: str
+    request: Any  # the MQTT ask request; answered on the camera's latest analysed window
+
+
+@dataclass(frozen=True)
+class SummaryJob:
+    job_id: str
+    run: Callable[[], Any] = field(compare=False)  # does the text-only model work on the NPU thread
+
+
+Job = WindowJob | AskJob | SummaryJob
+
+
+class WorkQueue:
+    """Asks first, then the oldest pending camera window, then summaries."""
+
+    def __init__(self, max_asks: int = 16, max_summaries: int = 16):
+        self._cond = threading.Condition()
+        self._windows: dict[str, tuple[int, WindowJob]] = {}  # camera -> (arrival, newest window)
+        self._asks: deque[AskJob] = deque()
+        self._summaries: deque[SummaryJob] = deque()
+        self._max_asks, self._max_summaries = max_asks, max_summaries
+        self._seq = count()
+        self._closed = False
+        self._in_flight = 0  # jobs handed out and not yet marked done
+
+    def put_window(self, window: Window) -> Window | None:
+        """Queue a window; return the stale window of the same camera it replaced, if any."""
+        with self._cond:
+            old = self._windows.get(window.camera)
+            # A replaced window keeps its place in line: a busy camera is not pushed back.
+            seq = old[0] if old else next(self._seq)
+            self._windows[window.camera] = (seq, WindowJob(window))
+            self._cond.notify()
+        return old[1].window if old else None
+
+    def put_ask(self, job: AskJob) -> bool:
+        return self._put_bounded(self._asks, job, self._max_asks)
+
+    def put_summary(self, job: SummaryJob) -> bool:
+        return self._put_bounded(self._summaries, job, self._max_summaries)
+
+    def _put_bounded(self, q: deque, job, limit: int) -> bool:
+        with self._cond:
+            if len(q) >= limit:
+                return False
+            q.append(job)
+            self._cond.notify()
+        return True
+
+    def get(self, timeout: float | None = None) -> Job | None:
+        """The next job, or None after `timeout` seconds or once closed and empty."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._closed or self.depth, timeout) or not self.depth:
+                return None
+            self._in_flight += 1
+            if self._asks:
+                return self._asks.popleft()
+            if self._windows:
+                camera = min(self._windows, key=lambda c: self._windows[c][0])
+                return self._windows.pop(camera)[1]
+            return self._summaries.popleft()
+
+    def done(self) -> None:
+        """Mark the job last returned by get() as finished."""
+        with self._cond:
+            self._in_flight -= 1
+            self._cond.notify_all()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """True once nothing is queued or running."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self.depth and not self._in_flight, timeout)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    @property
+    def depth(self) -> int:
+        return len(self._asks) + len(self._windows) + len(self._summaries)
+
+
+class NpuWorker:
+    """One named thread: takes jobs and hands them to `handle`; a failure there is fatal."""
+
+    def __init__(self, queue: WorkQueue, handle: Callable[[Job], None], stop: threading.Event):
+        self.queue, self.handle, self.stop = queue, handle, stop
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._loop, name="npu-worker", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self.stop.is_set():
+            job = self.queue.get(timeout=0.2)
+            if job is None:
+                continue
+            try:
+                self.handle(job)
+            except Exception as exc:  # the engine is broken: let systemd restart us
+                log.exception("NPU worker failed on %s", type(job).__name__)
+                self.error = exc
+                self.stop.set()
+            finally:
+                self.queue.done()
+
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)

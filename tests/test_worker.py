@@ -1,0 +1,81 @@
+"""The NPU queue: bounded, latest-wins per camera, asks first, summaries last."""
+
+import threading
+
+import numpy as np
+
+from daemon.types import Frame, Window
+from daemon.worker import AskJob, NpuWorker, SummaryJob, WindowJob, WorkQueue
+
+
+def window(camera, start):
+    f = Frame(camera, start, int(start), np.zeros((2, 2, 3), np.uint8))
+    return Window(camera, start, start + 8, (f,))
+
+
+def test_a_newer_window_replaces_the_pending_one_of_its_camera():
+    q = WorkQueue()
+    assert q.put_window(window("a", 0)) is None
+    dropped = q.put_window(window("a", 8))
+    assert dropped.start == 0
+    assert q.depth == 1
+    assert q.get(0).window.start == 8
+
+
+def test_cameras_are_served_in_arrival_order_and_keep_their_place():
+    q = WorkQueue()
+    q.put_window(window("a", 0))
+    q.put_window(window("b", 0))
+    q.put_window(window("a", 8))  # replaces a's window, a stays first in line
+    assert [q.get(0).window.camera, q.get(0).window.camera] == ["a", "b"]
+
+
+def test_asks_go_first_and_summaries_last():
+    q = WorkQueue()
+    q.put_summary(SummaryJob("daily", lambda: None))
+    q.put_window(window("a", 0))
+    q.put_ask(AskJob("a", "what?"))
+    kinds = [type(q.get(0)) for _ in range(3)]
+    assert kinds == [AskJob, WindowJob, SummaryJob]
+    assert q.get(0) is None
+
+
+def test_ask_and_summary_lists_are_bounded():
+    q = WorkQueue(max_asks=2, max_summaries=1)
+    assert [q.put_ask(AskJob("a", i)) for i in range(3)] == [True, True, False]
+    assert [q.put_summary(SummaryJob(str(i), lambda: None)) for i in range(2)] == [True, False]
+
+
+def test_wait_idle_counts_the_job_in_flight():
+    q = WorkQueue()
+    release, started = threading.Event(), threading.Event()
+    stop = threading.Event()
+
+    def handle(job):
+        started.set()
+        release.wait(5)
+
+    worker = NpuWorker(q, handle, stop)
+    worker.start()
+    q.put_window(window("a", 0))
+    assert started.wait(5)
+    assert q.depth == 0 and not q.wait_idle(0.05)  # queue empty but the job still runs
+    release.set()
+    assert q.wait_idle(5)
+    stop.set()
+    worker.join(5)
+    assert not worker.alive()
+
+
+def test_a_failing_handler_stops_the_worker_and_keeps_the_error():
+    q, stop = WorkQueue(), threading.Event()
+
+    def handle(job):
+        raise RuntimeError("NPU gone")
+
+    worker = NpuWorker(q, handle, stop)
+    worker.start()
+    q.put_window(window("a", 0))
+    assert stop.wait(5)
+    worker.join(5)
+    assert str(worker.error) == "NPU gone"
