@@ -27,6 +27,9 @@ from daemon.types import Timings
 log = logging.getLogger(__name__)
 
 SOURCE_STATES = ("connecting", "connected", "lost", "ended", "error")
+# What each kind of `daemon.sources.SourceEvent` means for the source_state metric.
+_EVENT_STATES = {"connected": "connected", "lost": "lost", "retrying": "connecting", "error": "error",
+                 "finished": "ended"}
 
 
 class MetricsSettings(BaseModel):
@@ -116,6 +119,14 @@ class Metrics:
         if state not in SOURCE_STATES:
             raise ValueError(f"unknown source state {state!r} for camera {camera!r}; "
                              f"expected one of {', '.join(SOURCE_STATES)}")
+        self.source_state.labels(camera=camera).state(state)
+
+    def source_event(self, camera: str, kind: str) -> None:
+        """Follow a source event (`SourceEvent.kind`); kinds that say nothing about the state are ignored."""
+        state = _EVENT_STATES.get(kind)
+        if state is None:
+            log.debug("metrics: source event %r of camera %s does not change its state", kind, camera)
+            return
         self.source_state.labels(camera=camera).state(state)
 
     def set_queue_depth(self, depth: int) -> None:

@@ -10,7 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from daemon.errors import ConfigError
-from daemon.metrics import Metrics, MetricsSettings
+from daemon.metrics import SOURCE_STATES, Metrics, MetricsSettings
 from daemon.types import Timings
 
 
@@ -86,6 +86,19 @@ def test_close_releases_the_port(metrics):
     assert again.port == endpoint.port
     metrics.close()
     metrics.close()  # idempotent
+
+
+def test_source_events_drive_the_state(metrics):
+    def state(camera: str) -> str:
+        [name] = [s for s in SOURCE_STATES
+                  if metrics.registry.get_sample_value(
+                      "vlmwatch_source_state", {"camera": camera, "vlmwatch_source_state": s}) == 1]
+        return name
+
+    for kind, expected in [("connected", "connected"), ("lost", "lost"), ("retrying", "connecting"),
+                           ("error", "error"), ("finished", "ended"), ("something-new", "ended")]:
+        metrics.source_event("front", kind)
+        assert state("front") == expected
 
 
 def test_instances_do_not_collide():
