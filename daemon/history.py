@@ -19,8 +19,8 @@ their writes. synchronous=NORMAL: a power cut may lose the last rows of
 history, never corrupt it (the outbox, which must not lose alerts, uses FULL
 on its own connection).
 
-A file that is not a readable database is reported, never recreated: it may
-hold the only copy of unsent MQTT messages.
+A file that is not a readable database is reported, never recreated: it is
+the user's data (and, once other components share the file, their state too).
 """
 
 from __future__ import annotations
@@ -351,7 +351,7 @@ class History:
         elif isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
             remedy = (f"It is damaged or not a vlmwatch database, and vlmwatch will not overwrite it. Move it "
                       f"away (mv {self.path} {self.path}.broken) to start a new history, or try to rescue "
-                      f"it with: sqlite3 {self.path} .recover. It also holds any unsent MQTT messages.")
+                      f"it with: sqlite3 {self.path} .recover.")
         else:
             remedy = (f"Check that {self.path.parent} exists and is writable by the user vlmwatch runs as "
                       "(under systemd, StateDirectory= creates /var/lib/vlmwatch), or set state_dir to a "
