@@ -21,6 +21,8 @@ COMMAND_MODULES = [
     "daemon.describe",
     "daemon.export",
     "daemon.tiny",
+    "daemon.service",
+    "daemon.windows",
 ]
 
 

@@ -1,0 +1,258 @@
+"""The configuration: a tree of small pydantic models, validated once, every problem
+reported as `FILE:LINE: key.path: message`.
+
+Strings may use `${ENV_VAR}` (or `${ENV_VAR:-default}`); secrets belong in the
+environment or in systemd credentials, never in a logged config.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from daemon.errors import ConfigError
+from daemon.gate import GateSettings
+from daemon.history import RetentionSettings
+from daemon.metrics import MetricsSettings
+from daemon.mqtt_settings import MqttSettings
+
+URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
+ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+NAME_RE = r"^[a-z0-9][a-z0-9_-]*$"  # becomes part of MQTT topics and entity ids
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SamplingSettings(Section):
+    temperature: float = Field(0.0, ge=0, description="0 is greedy (reproducible); above 0 samples.")
+    top_k: int = Field(0, ge=0, description="Sample among the k likeliest tokens (0: all).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (1: off).")
+    seed: int | None = Field(None, description="Seed for sampling; unset: different each start.")
+
+
+class ModelSettings(Section):
+    dir: Path = Field(description="Model folder: board layout, reference demo layout or ONNX bundle.")
+    backend: Literal["axengine", "onnxruntime"] | None = Field(
+        None, description="Runtime; default axengine for .axmodel files, onnxruntime for ONNX bundles.")
+    device_id: int | None = Field(None, ge=0, description="M.2 card number (AXCLRT); unset on the board itself.")
+    tokenizer: Path | None = Field(None, description="Tokenizer folder (reference demo layout only).")
+    vit: Path | None = Field(None, description="ViT graph file (reference demo layout only).")
+    system: str | None = Field(None, description="System text; unset: InternVL's own. Shorter buys question room.")
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings, description="Decoding.")
+
+
+class CameraPrompts(Section):
+    description: str | None = Field(None, description="This camera's description question (overrides prompts.description).")
+    max_new_tokens: int | None = Field(None, ge=1, description="Longest description for this camera.")
+
+
+class CameraSettings(Section):
+    name: str = Field(pattern=NAME_RE, description="Unique name: lower-case letters, digits, '_' and '-'.")
+    source: str = Field(min_length=1, description="rtsp://, rtsps://, http(s):// (MJPEG) URL, a video file or a folder.")
+    realtime: bool = Field(False, description="Files: pace windows at wall-clock speed, as if live.")
+    span: float = Field(8.0, gt=0, description="Seconds one window covers.")
+    stride: float | None = Field(None, gt=0, description="Seconds between window starts; default = span.")
+    frames: int = Field(8, ge=1, le=32, description="Frames sampled per window (segment mid-points).")
+    gate: GateSettings = Field(default_factory=GateSettings, description="Scene-change gate.")
+    prompts: CameraPrompts = Field(default_factory=CameraPrompts, description="Per-camera prompt overrides.")
+
+    @field_validator("source")
+    @classmethod
+    def _source(cls, v: str) -> str:
+        if "://" in v:
+            url = urlsplit(v)
+            if url.scheme not in URL_SCHEMES:
+                raise ValueError(f"unsupported URL scheme {url.scheme!r}: use one of {', '.join(URL_SCHEMES)},"
+                                 " or a file or folder path")
+            if not url.hostname:
+                raise ValueError("the URL has no host (expected e.g. rtsp://camera.local:554/stream)")
+        return v
+
+
+class PromptSettings(Section):
+    description: str = Field("Describe what happens in the video.", min_length=1,
+                             description="The question whose answer is each window's description.")
+    max_new_tokens: int = Field(128, ge=1, description="Longest description in tokens.")
+
+
+class SummaryJob(Section):
+    id: str = Field(pattern=NAME_RE, description="Job name; MQTT topic <base>/summary/<id>.")
+    cron: str = Field(description="Five-field cron expression, e.g. '0 20 * * *'.")
+    cameras: list[str] | None = Field(None, description="Cameras to summarise; default all.")
+    period: str = Field("since_last", description="A duration such as 24h, or since_last.")
+    prompt: str = Field("Summarise what happened.", description="The summary question.")
+    max_new_tokens: int = Field(200, ge=1, description="Longest summary in tokens.")
+    timezone: str | None = Field(None, description="IANA zone of the cron expression; default the system's.")
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        if len(v.split()) != 5:
+            raise ValueError(f"cron {v!r} must have five fields (minute hour day month weekday)")
+        try:
+            CronTrigger.from_crontab(v)
+        except ValueError as exc:
+            raise ValueError(f"invalid cron {v!r}: {exc}") from None
+        return v
+
+
+class LoggingSettings(Section):
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level (stderr/journald).")
+
+
+class Config(Section):
+    model: ModelSettings = Field(description="The model and how to run it.")
+    cameras: list[CameraSettings] = Field(min_length=1, description="Sources to watch.")
+    prompts: PromptSettings = Field(default_factory=PromptSettings, description="Questions asked of every window.")
+    mqtt: MqttSettings | None = Field(None, description="Broker; absent: nothing is published.")
+    rules: Path | None = Field(None, description="Directory of rule files (*.yaml).")
+    summaries: list[SummaryJob] = Field(default_factory=list, description="Scheduled summaries.")
+    state_dir: Path = Field(Path("/var/lib/vlmwatch"), description="History and outbox (SQLite).")
+    retention: RetentionSettings = Field(default_factory=RetentionSettings, description="History retention.")
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Prometheus endpoint.")
+    logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging.")
+
+    def cross_problems(self) -> list[tuple[tuple, str]]:
+        """(key path, message) for what no single field can check."""
+        out: list[tuple[tuple, str]] = []
+        seen: set[str] = set()
+        for i, cam in enumerate(self.cameras):
+            if cam.name in seen:
+                out.append((("cameras", i, "name"), f"camera name {cam.name!r} is used twice: names must be unique"))
+            seen.add(cam.name)
+        for i, job in enumerate(self.summaries):
+            for name in job.cameras or []:
+                if name not in seen:
+                    out.append((("summaries", i, "cameras"), f"camera {name!r} is not configured"))
+        return out
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def load_config(path: Path) -> Config:
+    """Read, substitute ${ENV}, validate. ConfigError lists every problem as FILE:LINE: key: message."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the configuration ({exc})") from None
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        raise ConfigError(f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if node is None:
+        raise ConfigError(f"{path}:1: the configuration is empty")
+    lines: dict[tuple, int] = {}
+    problems: list[str] = []
+    data = _to_python(node, (), lines, problems, path)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("\n".join(_format(path, lines, e) for e in exc.errors())) from None
+    cross = cfg.cross_problems()
+    if cross:
+        raise ConfigError("\n".join(f"{path}:{_line(lines, loc)}: {_dotted(loc)}: {msg}" for loc, msg in cross))
+    return _resolve_paths(cfg, path.parent)
+
+
+def _to_python(node, loc: tuple, lines: dict, problems: list, path: Path) -> Any:
+    """YAML node -> plain data, remembering the line of every key path; ${ENV} substituted."""
+    lines[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        out = {}
+        for key_node, value_node in node.value:
+            key = key_node.value
+            out[key] = _to_python(value_node, loc + (key,), lines, problems, path)
+            lines[loc + (key,)] = key_node.start_mark.line + 1  # the key's line, not its value's
+        return out
+    if isinstance(node, yaml.SequenceNode):
+        return [_to_python(v, loc + (i,), lines, problems, path) for i, v in enumerate(node.value)]
+    value = _scalar(node)
+    if isinstance(value, str) and "${" in value:
+        def sub(m: re.Match) -> str:
+            env = os.environ.get(m.group(1), m.group(2))
+            if env is None:
+                problems.append(f"{path}:{lines[loc]}: {_dotted(loc)}: environment variable {m.group(1)} is not set"
+                                f" (set it, or write ${{{m.group(1)}:-default}})")
+                return ""
+            return env
+        value = ENV_RE.sub(sub, value)
+    return value
+
+
+def _scalar(node):
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+def _dotted(loc: tuple) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def _format(path: Path, lines: dict, err: dict) -> str:
+    loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+    line = _line(lines, loc)
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key (check the spelling; see config.yaml for every option)"
+    elif err["type"] == "missing":
+        msg = "required key is missing"
+    elif msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    value = err.get("input")
+    shown = f" (got {value!r})" if err["type"] not in ("missing", "extra_forbidden") and _short(value) else ""
+    return f"{path}:{line}: {_dotted(loc)}: {msg}{shown}"
+
+
+def _line(lines: dict, loc: tuple) -> int:
+    """Line of the deepest part of `loc` that the file has."""
+    return next((lines[loc[:i]] for i in range(len(loc), -1, -1) if loc[:i] in lines), 1)
+
+
+def _short(value) -> bool:
+    return isinstance(value, (str, int, float, bool)) and len(repr(value)) <= 80
+
+
+def _resolve_paths(cfg: Config, base: Path) -> Config:
+    """Relative paths in the config are relative to the config file, not to the working directory."""
+    def rel(p: Path | None) -> Path | None:
+        return p if p is None or p.is_absolute() else base / p
+
+    model = cfg.model.model_copy(update={"dir": rel(cfg.model.dir), "tokenizer": rel(cfg.model.tokenizer),
+                                         "vit": rel(cfg.model.vit)})
+    cameras = [c if "://" in c.source or Path(c.source).is_absolute()
+               else c.model_copy(update={"source": str(base / c.source)}) for c in cfg.cameras]
+    return cfg.model_copy(update={"model": model, "cameras": cameras, "rules": rel(cfg.rules),
+                                  "state_dir": rel(cfg.state_dir)})
+
+
+def line_of(path: Path, key: tuple) -> int:
+    """Line of a key path in a config file (1 when unknown): for errors found after validation."""
+    try:
+        node = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, yaml.YAMLError):
+        return 1
+    lines: dict[tuple, int] = {}
+    _to_python(node, (), lines, [], Path(path))
+    return _line(lines, key)

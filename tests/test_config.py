@@ -1,0 +1,145 @@
+"""Configuration: every problem reported as FILE:LINE: key.path: message, exit 2."""
+
+import textwrap
+
+import pytest
+
+from daemon.cli import main
+from daemon.config import load_config
+from daemon.errors import ConfigError
+
+
+def write(tmp_path, text, name="config.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+GOOD = """\
+model:
+  dir: {model}
+cameras:
+  - name: front_door
+    source: {clip}
+state_dir: {state}
+"""
+
+
+@pytest.fixture
+def good(tmp_path, tiny_model):
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"")
+    return GOOD.format(model=tiny_model, clip=clip, state=tmp_path / "state")
+
+
+def check(tmp_path, text, capsys):
+    path = write(tmp_path, text)
+    code = main(["check-config", "-c", str(path)])
+    return code, capsys.readouterr().err.strip().splitlines(), path
+
+
+def test_shipped_config_parses():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).parent.parent / "config.yaml")
+    assert cfg.cameras[0].name == "front_door" and cfg.mqtt is None
+    assert cfg.cameras[0].gate.threshold == 0.02 and cfg.metrics.host == "127.0.0.1"
+
+
+def test_good_config_passes(tmp_path, good, capsys):
+    code, err, path = check(tmp_path, good, capsys)
+    assert code == 0, err
+
+
+def test_unknown_key(tmp_path, good, capsys):
+    code, err, path = check(tmp_path, good + "  cameras_typo: 1\n".replace("  ", "", 1), capsys)
+    assert code == 2
+    assert err[-1] == f"{path}:7: cameras_typo: unknown key (check the spelling; see config.yaml for every option)"
+
+
+def test_wrong_type_names_file_line_key_and_value(tmp_path, good, capsys):
+    text = good.replace("    source:", "    span: soon\n    source:")
+    code, err, path = check(tmp_path, text, capsys)
+    assert code == 2
+    assert err[-1] == (f"{path}:5: cameras[0].span: Input should be a valid number,"
+                       " unable to parse string as a number (got 'soon')")
+
+
+def test_missing_model_files(tmp_path, good, capsys):
+    text = good.replace(str(good.split("dir: ")[1].split("\n")[0]), str(tmp_path / "no-model"))
+    code, err, path = check(tmp_path, text, capsys)
+    assert code == 2
+    assert err[-1] == f"{path}:2: model.dir: model directory {tmp_path / 'no-model'} does not exist or is not a directory"
+
+
+def test_bad_cron(tmp_path, good, capsys):
+    code, err, path = check(tmp_path, good + "summaries:\n  - id: daily\n    cron: '61 * * * *'\n", capsys)
+    assert code == 2
+    assert err[-1].startswith(f"{path}:9: summaries[0].cron: invalid cron '61 * * * *': ")
+
+
+def test_cron_needs_five_fields(tmp_path, good, capsys):
+    code, err, path = check(tmp_path, good + "summaries:\n  - id: daily\n    cron: '0 20 * *'\n", capsys)
+    assert err[-1] == (f"{path}:9: summaries[0].cron: cron '0 20 * *' must have five fields"
+                       " (minute hour day month weekday) (got '0 20 * *')")
+
+
+def test_unreadable_rule_file(tmp_path, good, capsys):
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "door.yaml").write_text("- id: door\n  ask: [unclosed\n")
+    code, err, path = check(tmp_path, good + f"rules: {rules}\n", capsys)
+    assert code == 2
+    assert err[-1].startswith(f"{rules / 'door.yaml'}:3: not valid YAML: ")
+
+
+def test_missing_rules_directory(tmp_path, good, capsys):
+    code, err, path = check(tmp_path, good + f"rules: {tmp_path / 'nope'}\n", capsys)
+    assert err[-1] == f"{path}:7: rules: rule directory {tmp_path / 'nope'} does not exist"
+
+
+def test_duplicate_camera_names(tmp_path, good, capsys):
+    text = good.replace("state_dir", "  - name: front_door\n    source: rtsp://cam/x\nstate_dir")
+    code, err, path = check(tmp_path, text, capsys)
+    assert code == 2
+    assert err[-1] == f"{path}:6: cameras[1].name: camera name 'front_door' is used twice: names must be unique"
+
+
+@pytest.mark.parametrize("url, message", [
+    ("ftp://cam/stream", "unsupported URL scheme 'ftp': use one of rtsp, rtsps, http, https, or a file or folder path"),
+    ("rtsp:///stream", "the URL has no host (expected e.g. rtsp://camera.local:554/stream)"),
+])
+def test_bad_source_url(tmp_path, good, capsys, url, message):
+    text = good.replace(good.split("source: ")[1].split("\n")[0], url)
+    code, err, path = check(tmp_path, text, capsys)
+    assert code == 2
+    assert err[-1] == f"{path}:5: cameras[0].source: {message} (got '{url}')"
+
+
+def test_every_problem_is_listed(tmp_path, good, capsys):
+    text = good.replace("    source:", "    frames: 0\n    fps: 3\n    source:")
+    code, err, path = check(tmp_path, text, capsys)
+    assert code == 2 and len(err) == 2
+    assert err[0] == f"{path}:5: cameras[0].frames: Input should be greater than or equal to 1 (got 0)"
+    assert err[1] == f"{path}:6: cameras[0].fps: unknown key (check the spelling; see config.yaml for every option)"
+
+
+def test_env_substitution_and_missing_variable(tmp_path, monkeypatch, good):
+    monkeypatch.setenv("CAM_HOST", "10.0.0.9")
+    path = write(tmp_path, good.replace(good.split("source: ")[1].split("\n")[0], "rtsp://${CAM_HOST}/live"))
+    assert load_config(path).cameras[0].source == "rtsp://10.0.0.9/live"
+    monkeypatch.delenv("CAM_HOST")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (f"{path}:5: cameras[0].source: environment variable CAM_HOST is not set"
+                              " (set it, or write ${CAM_HOST:-default})")
+
+
+def test_invalid_yaml(tmp_path, capsys):
+    code, err, path = check(tmp_path, "model: {dir: x\ncameras: []\n", capsys)
+    assert code == 2 and err[-1].startswith(f"{path}:2: not valid YAML:")
+
+
+def test_missing_config_file(tmp_path, capsys):
+    assert main(["check-config", "-c", str(tmp_path / "none.yaml")]) == 2
+    assert capsys.readouterr().err.strip().startswith(f"{tmp_path / 'none.yaml'}: cannot read the configuration")
