@@ -17,10 +17,10 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from daemon.errors import ConfigError
-from daemon.gate import GateSettings
 from daemon.history import RetentionSettings
 from daemon.metrics import MetricsSettings
 from daemon.mqtt_settings import MqttSettings
+from daemon.sources import SourceSettings
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -54,14 +54,11 @@ class CameraPrompts(Section):
     max_new_tokens: int | None = Field(None, ge=1, description="Longest description for this camera.")
 
 
-class CameraSettings(Section):
+class CameraSettings(SourceSettings):
+    """One camera: a name, a source, the window/gate/connection settings of its source, prompt overrides."""
+
     name: str = Field(pattern=NAME_RE, description="Unique name: lower-case letters, digits, '_' and '-'.")
     source: str = Field(min_length=1, description="rtsp://, rtsps://, http(s):// (MJPEG) URL, a video file or a folder.")
-    realtime: bool = Field(False, description="Files: pace windows at wall-clock speed, as if live.")
-    span: float = Field(8.0, gt=0, description="Seconds one window covers.")
-    stride: float | None = Field(None, gt=0, description="Seconds between window starts; default = span.")
-    frames: int = Field(8, ge=1, le=32, description="Frames sampled per window (segment mid-points).")
-    gate: GateSettings = Field(default_factory=GateSettings, description="Scene-change gate.")
     prompts: CameraPrompts = Field(default_factory=CameraPrompts, description="Per-camera prompt overrides.")
 
     @field_validator("source")

@@ -121,13 +121,9 @@ def read_image(path: Path) -> np.ndarray:
     return img
 
 
-def segment_indices(first: int, last: int, n: int) -> list[int]:
-    """InternVL's `get_index`: the mid-point of each of n equal segments of [first, last]."""
-    seg = (last - first) / n
-    return [int(first + seg / 2 + np.round(seg * i)) for i in range(n)]
-
-
 def read_video(path: Path, n: int) -> list[Frame]:
+    from daemon.windows import segment_indices
+
     try:
         from decord import VideoReader, cpu
     except ImportError:

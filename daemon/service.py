@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ def add_cli(sub) -> None:
     p = sub.add_parser("check-config", help="validate the config, rule files and model files; start nothing")
     p.add_argument("-c", "--config", type=Path, required=True, help="configuration file")
     p.set_defaults(func=run_check)
+    add_run_cli(sub)
 
 
 def run_check(args) -> int:
@@ -24,3 +26,67 @@ def run_check(args) -> int:
         return ConfigError.exit_code
     print(f"{args.config}: OK ({len(cfg.cameras)} camera(s), model {cfg.model.dir})")
     return 0
+
+
+def add_run_cli(sub) -> None:
+    p = sub.add_parser("run", help="run the daemon: watch the cameras, analyse windows, publish")
+    p.add_argument("-c", "--config", type=Path, required=True, help="configuration file")
+    p.add_argument("--once", action="store_true",
+                   help="process file and folder sources to their end, then stop (live cameras run until stopped)")
+    p.set_defaults(func=run_daemon)
+
+
+def run_daemon(args) -> int:
+    import signal
+
+    from daemon.checks import check_all
+
+    cfg, problems = check_all(args.config)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        return ConfigError.exit_code
+    logging.getLogger().setLevel(cfg.logging.level.upper())
+    app, closers = build_app(cfg)
+    previous = {s: signal.signal(s, lambda *_: app.stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return app.run(once=args.once)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        for close in reversed(closers):
+            close()
+
+
+def build_app(cfg):
+    """Open everything the config names; return the App and what to close afterwards, in order."""
+    from daemon.app import App
+    from daemon.bundle import locate, open_model
+    from daemon.engine import Engine, Sampling
+    from daemon.history import History
+    from daemon.metrics import Metrics
+    from daemon.notify import Notifier
+    from daemon.sources import open_source
+
+    try:
+        cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(f"state_dir {cfg.state_dir}: cannot create it ({exc.strerror});"
+                          " point state_dir at a writable folder") from None
+    closers = []
+    m = cfg.model
+    notifier = Notifier()
+    notifier.extend_timeout(300)  # loading 30 graphs onto the NPU takes a while
+    engine = Engine(open_model(locate(m.dir, m.tokenizer, m.vit), m.backend, m.device_id), system=m.system,
+                    sampling=Sampling(**m.sampling.model_dump()), max_new_tokens=cfg.prompts.max_new_tokens)
+    history = History(cfg.state_dir / "history.sqlite").open()
+    closers.append(history.close)
+    metrics = Metrics()
+    if cfg.metrics.enabled:
+        endpoint = metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        closers.append(metrics.close)
+        logging.getLogger(__name__).info("metrics on %s", endpoint.url)
+    on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
+    sources = {c.name: open_source(c.name, c.source, c, on_event=on_event, state_dir=cfg.state_dir)
+               for c in cfg.cameras}
+    return App(cfg, engine, sources, history, metrics, notifier), closers

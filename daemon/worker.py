@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class WindowJob:
     window: Window
+    reason: str = ""  # why the gate let it through
 
 
 @dataclass(frozen=True)
@@ -53,15 +54,16 @@ class WorkQueue:
         self._closed = False
         self._in_flight = 0  # jobs handed out and not yet marked done
 
-    def put_window(self, window: Window) -> Window | None:
-        """Queue a window; return the stale window of the same camera it replaced, if any."""
+    def put_window(self, job: WindowJob) -> WindowJob | None:
+        """Queue a window; return the stale job of the same camera it replaced, if any."""
+        camera = job.window.camera
         with self._cond:
-            old = self._windows.get(window.camera)
+            old = self._windows.get(camera)
             # A replaced window keeps its place in line: a busy camera is not pushed back.
             seq = old[0] if old else next(self._seq)
-            self._windows[window.camera] = (seq, WindowJob(window))
+            self._windows[camera] = (seq, job)
             self._cond.notify()
-        return old[1].window if old else None
+        return old[1] if old else None
 
     def put_ask(self, job: AskJob) -> bool:
         return self._put_bounded(self._asks, job, self._max_asks)

@@ -10,14 +10,14 @@ from daemon.worker import AskJob, NpuWorker, SummaryJob, WindowJob, WorkQueue
 
 def window(camera, start):
     f = Frame(camera, start, int(start), np.zeros((2, 2, 3), np.uint8))
-    return Window(camera, start, start + 8, (f,))
+    return WindowJob(Window(camera, start, start + 8, (f,)), "change")
 
 
 def test_a_newer_window_replaces_the_pending_one_of_its_camera():
     q = WorkQueue()
     assert q.put_window(window("a", 0)) is None
     dropped = q.put_window(window("a", 8))
-    assert dropped.start == 0
+    assert dropped.window.start == 0
     assert q.depth == 1
     assert q.get(0).window.start == 8
 

@@ -1,0 +1,162 @@
+"""The running daemon: capture threads -> gate -> NPU queue -> engine -> history / MQTT.
+
+`App` wires the parts it is given (STYLE: dependencies in one place) and runs
+until stopped, or with `once` until every file and folder source has ended
+and the queue has drained.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+from daemon.config import CameraSettings, Config
+from daemon.engine import Engine, Prompt
+from daemon.gate import Gate
+from daemon.history import History
+from daemon.llm import Cancelled
+from daemon.metrics import Metrics
+from daemon.notify import Notifier
+from daemon.sources import Source, SourceEvent
+from daemon.types import Result, Window
+from daemon.worker import AskJob, NpuWorker, SummaryJob, WindowJob, WorkQueue
+
+log = logging.getLogger(__name__)
+PRUNE_EVERY = 3600.0  # seconds between retention passes
+
+
+class Publisher(Protocol):
+    def publish_result(self, result: Result) -> None: ...
+
+
+@dataclass
+class Camera:
+    settings: CameraSettings
+    source: Source
+    gate: Gate
+    thread: threading.Thread | None = None
+
+
+class App:
+    def __init__(self, config: Config, engine: Engine, sources: dict[str, Source], history: History,
+                 metrics: Metrics | None = None, notifier: Notifier | None = None,
+                 publisher: Publisher | None = None, clock: Callable[[], float] = time.time):
+        self.config, self.engine, self.history = config, engine, history
+        self.metrics, self.publisher, self.clock = metrics or Metrics(), publisher, clock
+        self.notifier = notifier or Notifier("")
+        self.cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate)) for c in config.cameras}
+        self.stop = threading.Event()
+        self.queue = WorkQueue()
+        self.worker = NpuWorker(self.queue, self._handle, self.stop)
+        self.latest: dict[str, Window] = {}  # last analysed window per camera, for ad-hoc questions
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def run(self, once: bool = False) -> int:
+        """Run until stopped (or, with once, until the sources end). 0, or 1 after a fatal engine error."""
+        for name, cam in self.cameras.items():
+            self.metrics.add_camera(name)
+            cam.thread = threading.Thread(target=self._capture, args=(cam,), name=f"capture-{name}", daemon=True)
+            cam.thread.start()
+        self.worker.start()
+        self.notifier.ready("watching %d camera(s)" % len(self.cameras))
+        log.info("vlmwatch running: %d camera(s), model %s", len(self.cameras), self.engine.model.name)
+        interval = min(self.notifier.watchdog_interval() or 1.0, 1.0)
+        last_prune = 0.0
+        while not self.stop.wait(interval):
+            if self.healthy():
+                self.notifier.watchdog()
+            if self.clock() - last_prune > PRUNE_EVERY:
+                last_prune = self.clock()
+                self.history.prune(last_prune, self.config.retention.keep_seconds)
+            self.metrics.set_queue_depth(self.queue.depth)
+            if once and not self._capturing() and self.queue.wait_idle(0):
+                break
+        return self.shutdown()
+
+    def shutdown(self, timeout: float = 10.0) -> int:
+        self.notifier.stopping()
+        self.stop.set()
+        self.queue.close()
+        deadline = time.monotonic() + timeout
+        for cam in self.cameras.values():
+            if cam.thread:
+                cam.thread.join(max(0.1, deadline - time.monotonic()))
+        self.worker.join(max(0.1, deadline - time.monotonic()))
+        if self.worker.error is not None:
+            log.error("stopping after a fatal engine error: %s", self.worker.error)
+            return 1
+        log.info("vlmwatch stopped")
+        return 0
+
+    def healthy(self) -> bool:
+        return self.worker.alive() and self.worker.error is None
+
+    def _capturing(self) -> bool:
+        return any(c.thread and c.thread.is_alive() for c in self.cameras.values())
+
+    # ------------------------------------------------------------------ capture side
+
+    def _capture(self, cam: Camera) -> None:
+        name = cam.settings.name
+        windows = cam.source.windows(self.stop)
+        try:
+            for window in windows:
+                window, decision = cam.gate.check(window, now=window.end)
+                if not decision.analyse:
+                    self.history.record_window(window, False, decision.reason, self.clock())
+                    self.metrics.window_skipped(name)
+                    continue
+                dropped = self.queue.put_window(WindowJob(window, decision.reason))
+                if dropped is not None:
+                    self.history.record_window(dropped.window, False, "dropped: a newer window replaced it",
+                                               self.clock())
+                    self.metrics.window_dropped(name)
+        except Exception:  # one broken camera must not take the others down
+            log.exception("camera %s: capture failed; this camera stops, the others go on", name)
+            self.metrics.set_source_state(name, "error")
+        finally:
+            windows.close()
+
+    def on_source_event(self, event: SourceEvent) -> None:
+        self.metrics.source_event(event.camera, event.kind)
+
+    # ------------------------------------------------------------------ NPU side
+
+    def _handle(self, job) -> None:
+        if isinstance(job, WindowJob):
+            self._analyse(job)
+        elif isinstance(job, SummaryJob):
+            job.run()
+        elif isinstance(job, AskJob):  # queued only once the MQTT publisher is wired in (issue 5)
+            log.error("camera %s: ad-hoc questions are not wired to the engine yet; dropped", job.camera)
+
+    def prompts_for(self, camera: CameraSettings) -> list[Prompt]:
+        p = self.config.prompts
+        return [Prompt("description", camera.prompts.description or p.description,
+                       max_new_tokens=camera.prompts.max_new_tokens or p.max_new_tokens)]
+
+    def _analyse(self, job: WindowJob) -> None:
+        window, cam = job.window, self.cameras[job.window.camera].settings
+        try:
+            analysis = self.engine.ask(window.frames, self.prompts_for(cam), stop=self.stop)
+        except Cancelled:
+            self.history.record_window(window, False, "cancelled: shutting down", self.clock())
+            return
+        window_id = self.history.record_window(window, True, job.reason, self.clock())
+        self.latest[window.camera] = window
+        self.metrics.window_analysed(window.camera)
+        self.metrics.observe_timings(analysis.shared)
+        questions = {p.id: p.question for p in self.prompts_for(cam)}
+        for answer in analysis.answers:
+            result = Result(window.camera, answer.prompt_id, questions[answer.prompt_id], window.start, window.end,
+                            self.clock(), answer.text, answer.tokens, answer.stop_reason, answer.choice,
+                            answer.probabilities, answer.timings, self.engine.model.name)
+            self.history.record_result(window_id, result)
+            self.metrics.observe_timings(answer.timings)
+            if self.publisher is not None:
+                self.publisher.publish_result(result)
+            log.info("camera %s: %s: %s", window.camera, answer.prompt_id, answer.text[:200])

@@ -1,0 +1,89 @@
+"""The daemon end to end: real sources, the tiny exported model, SQLite history, systemd notify."""
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from clips import Scene, Thing, write_scene
+from daemon.cli import main
+from daemon.history import History
+
+ROOT = Path(__file__).parent.parent
+
+
+def config(tmp_path, model, source, **camera):
+    extra = "".join(f"    {k}: {v}\n" for k, v in camera.items())
+    path = tmp_path / "config.yaml"
+    path.write_text(
+        f"model:\n  dir: {model}\n  backend: onnxruntime\n  system: You watch a camera.\n"
+        f"cameras:\n  - name: yard\n    source: {source}\n{extra}"
+        f"prompts:\n  max_new_tokens: 8\n"
+        f"state_dir: {tmp_path / 'state'}\nmetrics:\n  enabled: false\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    """40 s of a still, noisy yard; a box enters at 12 s, crosses, and leaves at 28 s."""
+    scene = Scene(duration=40.0, things=(Thing(appear=12.0, leave=28.0, start=(20, 100), stop=(260, 100),
+                                              move_from=12.0, move_to=28.0),))
+    return write_scene(tmp_path_factory.mktemp("clip") / "yard.mp4", scene)
+
+
+def test_run_once_records_every_window_and_every_result(tmp_path, tiny_model, clip):
+    assert main(["run", "-c", str(config(tmp_path, tiny_model, clip)), "--once"]) == 0
+
+    with History(tmp_path / "state" / "history.sqlite").open() as history:
+        windows = history.windows(0, time.time() + 1)
+        results = history.results(0, time.time() + 1)
+    assert len(windows) == 5  # 40 s in 8 s windows
+    assert all(w.reason for w in windows)
+    analysed = [w for w in windows if w.analysed]
+    assert analysed[0].start == min(w.start for w in windows)  # the first window always goes through
+    by_window = {r.window_id: r for r in results}
+    assert set(by_window) == {w.id for w in analysed}
+    assert all(r.result.prompt_id == "description" and r.token_count > 0 for r in by_window.values())
+    assert all(r.result.timings.modelled_npu_ms > 0 for r in by_window.values())
+    skipped = [w for w in windows if not w.analysed]
+    assert skipped and all(w.reason.startswith("static") for w in skipped)  # 0-8 s vs 32-40 s: both empty
+
+
+def test_run_refuses_a_bad_config_with_exit_2(tmp_path, tiny_model, capsys):
+    path = config(tmp_path, tiny_model, "ftp://cam/x")
+    assert main(["run", "-c", str(path), "--once"]) == 2
+    assert "cameras[0].source: unsupported URL scheme 'ftp'" in capsys.readouterr().err
+
+
+def test_sigterm_on_a_live_source_exits_cleanly_with_systemd_notifications(tmp_path, tiny_model, clip):
+    sock_path = tmp_path / "notify.sock"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(sock_path))
+    sock.settimeout(60)
+    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"}
+    cfg = config(tmp_path, tiny_model, clip, realtime="true")  # paced like a live camera: 40 s
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "-c", str(cfg)], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen = []
+    try:
+        while "WATCHDOG=1" not in seen:
+            seen += sock.recv(4096).decode().split("\n")
+        assert "READY=1" in seen
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=10)
+        elapsed = time.monotonic() - t0
+    finally:
+        proc.kill()
+        out, err = proc.communicate()
+    sock.settimeout(1)
+    while "STOPPING=1" not in seen:
+        seen += sock.recv(4096).decode().split("\n")
+    assert code == 0, err
+    assert elapsed < 10
+    assert "Traceback" not in err
