@@ -85,8 +85,9 @@ class FolderSource:
         processed: ProcessedFiles | None = None,
         on_event: EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
+        once: bool = False,
     ) -> None:
-        self.name, self.folder, self.settings = name, Path(folder), settings
+        self.name, self.folder, self.settings, self.once = name, Path(folder), settings, once
         self.processed = processed or ProcessedFiles(None)
         self.on_event, self._clock = on_event, clock
         self._seen: dict[str, tuple[int, int, float]] = {}  # path -> size, mtime_ns, unchanged since
@@ -94,15 +95,24 @@ class FolderSource:
         self._missing_reported = False
 
     def windows(self, stop: threading.Event) -> Iterator[Window]:
+        """Clips as they appear; with `once`, end when every clip present has been processed."""
         while True:
-            for rel, size in self._ready():
+            ready = self._ready()
+            for rel, size in ready:
                 status = yield from self._clip(rel, stop)
                 if status is not None:  # None: cut short, so it is processed again after a restart
                     self.processed.add((self.name, rel, size), status)
                 if stop.is_set():
                     return
+            if self.once and not ready and not self._pending():
+                report(self.name, "finished", f"folder {self.folder}: every clip processed", self.on_event)
+                return
             if stop.wait(self.settings.folder.poll):
                 return
+
+    def _pending(self) -> bool:
+        """Clips seen but not yet processed (still being written, or waiting to settle)."""
+        return any((rel, size) not in self._done for rel, (size, _, _) in self._seen.items())
 
     def _clip(self, rel: str, stop: threading.Event) -> Generator[Window, None, str | None]:
         """Windows of one clip; returns "done", "error", or None when `stop` cut it short."""

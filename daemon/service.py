@@ -47,7 +47,7 @@ def run_daemon(args) -> int:
     if problems:
         return ConfigError.exit_code
     logging.getLogger().setLevel(cfg.logging.level.upper())
-    app, closers = build_app(cfg)
+    app, closers = build_app(cfg, once=args.once)
     previous = {s: signal.signal(s, lambda *_: app.stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         return app.run(once=args.once)
@@ -58,7 +58,7 @@ def run_daemon(args) -> int:
             close()
 
 
-def build_app(cfg):
+def build_app(cfg, once: bool = False):
     """Open everything the config names; return the App and what to close afterwards, in order."""
     from daemon.app import App
     from daemon.bundle import locate, open_model
@@ -87,6 +87,6 @@ def build_app(cfg):
         closers.append(metrics.close)
         logging.getLogger(__name__).info("metrics on %s", endpoint.url)
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
-    sources = {c.name: open_source(c.name, c.source, c, on_event=on_event, state_dir=cfg.state_dir)
+    sources = {c.name: open_source(c.name, c.source, c, on_event=on_event, state_dir=cfg.state_dir, once=once)
                for c in cfg.cameras}
     return App(cfg, engine, sources, history, metrics, notifier), closers

@@ -102,7 +102,10 @@ class SourceSettings(BaseModel):
     @classmethod
     def _stride_defaults_to_span(cls, data):
         if isinstance(data, dict) and data.get("stride") is None:
-            data = {**data, "stride": data.get("span", cls.model_fields["span"].default)}
+            data = {k: v for k, v in data.items() if k != "stride"}
+            span = data.get("span", cls.model_fields["span"].default)
+            if isinstance(span, (int, float)) and not isinstance(span, bool):  # a bad span is reported once, as span
+                data["stride"] = span
         return data
 
 
@@ -166,8 +169,11 @@ def open_source(
     *,
     on_event: EventSink | None = None,
     state_dir: str | os.PathLike | None = None,
+    once: bool = False,
 ) -> Source:
-    """The source for a URL, a video file or a folder of clips. Opens nothing yet."""
+    """The source for a URL, a video file or a folder of clips. Opens nothing yet.
+
+    `once`: a folder source ends when every clip present has been processed."""
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     if scheme in STREAM_SCHEMES:
         from daemon.capture import StreamSource
@@ -184,7 +190,7 @@ def open_source(
         from daemon.folder import FolderSource, ProcessedFiles
 
         processed = ProcessedFiles(Path(state_dir) / "processed.sqlite") if state_dir else None
-        return FolderSource(name, Path(uri), settings, processed=processed, on_event=on_event)
+        return FolderSource(name, Path(uri), settings, processed=processed, on_event=on_event, once=once)
     return FileSource(name, Path(uri), settings, on_event=on_event)
 
 

@@ -87,3 +87,19 @@ def test_sigterm_on_a_live_source_exits_cleanly_with_systemd_notifications(tmp_p
     assert code == 0, err
     assert elapsed < 10
     assert "Traceback" not in err
+
+
+def test_run_once_on_a_folder_processes_each_clip_once_across_restarts(tmp_path, tiny_model, clip):
+    import shutil
+
+    folder = tmp_path / "exports"
+    folder.mkdir()
+    shutil.copy(clip, folder / "a.mp4")
+    shutil.copy(clip, folder / "b.mp4")
+    cfg = config(tmp_path, tiny_model, folder, folder="{poll: 0.1, settle: 0.3}")
+    assert main(["run", "-c", str(cfg), "--once"]) == 0
+    assert main(["run", "-c", str(cfg), "--once"]) == 0  # restart: nothing new to do
+
+    with History(tmp_path / "state" / "history.sqlite").open() as history:
+        windows = history.windows(0, time.time() + 1)
+    assert len(windows) == 10  # two 40 s clips, 8 s windows, each clip once
