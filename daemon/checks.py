@@ -7,8 +7,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import yaml
-
 from daemon.config import Config, line_of, load_config
 from daemon.errors import ConfigError, ModelError
 
@@ -35,18 +33,11 @@ def model_problems(path: Path, cfg: Config) -> list[str]:
 
 
 def rule_file_problems(path: Path, cfg: Config) -> list[str]:
-    """Each rule file must exist and be readable YAML (rule semantics are checked by the rules module)."""
+    """Every problem of the rule files, as `FILE:LINE: rule id: message` (see daemon.rule_files)."""
+    from daemon.rule_files import check_rules
+
     if cfg.rules is None:
         return []
     if not cfg.rules.is_dir():
         return [f"{path}:{line_of(path, ('rules',))}: rules: rule directory {cfg.rules} does not exist"]
-    problems = []
-    for file in sorted([*cfg.rules.glob("*.yaml"), *cfg.rules.glob("*.yml")]):
-        try:
-            yaml.safe_load(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError) as exc:
-            problems.append(f"{file}:1: cannot read the rule file ({exc})")
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            problems.append(f"{file}:{mark.line + 1 if mark else 1}: not valid YAML: {getattr(exc, 'problem', exc)}")
-    return problems
+    return check_rules(cfg.rules, cameras=[c.name for c in cfg.cameras])[1]

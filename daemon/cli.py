@@ -20,6 +20,8 @@ COMMAND_MODULES = [
     "daemon.demo",
     "daemon.describe",
     "daemon.export",
+    "daemon.replay",
+    "daemon.rule_files",
     "daemon.tiny",
     "daemon.service",
     "daemon.windows",

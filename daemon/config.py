@@ -113,11 +113,25 @@ class Config(Section):
     prompts: PromptSettings = Field(default_factory=PromptSettings, description="Questions asked of every window.")
     mqtt: MqttSettings | None = Field(None, description="Broker; absent: nothing is published.")
     rules: Path | None = Field(None, description="Directory of rule files (*.yaml).")
+    timezone: str | None = Field(None, description="IANA zone (e.g. Europe/Berlin) of the rules' active hours;"
+                                 " default the system's.")
     summaries: list[SummaryJob] = Field(default_factory=list, description="Scheduled summaries.")
     state_dir: Path = Field(Path("/var/lib/vlmwatch"), description="History and outbox (SQLite).")
     retention: RetentionSettings = Field(default_factory=RetentionSettings, description="History retention.")
     metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Prometheus endpoint.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging.")
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str | None) -> str | None:
+        if v is not None:
+            zone_info(v)
+        return v
+
+    @property
+    def tzinfo(self):
+        """The configured zone, or None for the system's."""
+        return None if self.timezone is None else zone_info(self.timezone)
 
     def cross_problems(self) -> list[tuple[tuple, str]]:
         """(key path, message) for what no single field can check."""
@@ -132,6 +146,16 @@ class Config(Section):
                 if name not in seen:
                     out.append((("summaries", i, "cameras"), f"camera {name!r} is not configured"))
         return out
+
+
+def zone_info(name: str):
+    """ZoneInfo for an IANA name; ValueError saying what to write otherwise."""
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(f"unknown time zone {name!r}: use an IANA name such as Europe/Berlin or UTC") from None
 
 
 # --------------------------------------------------------------------------- loading
