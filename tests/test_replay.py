@@ -1,0 +1,103 @@
+"""`vlmwatch replay`: stored results through rules, without a model."""
+
+import json
+import time
+from datetime import datetime, timezone
+
+import pytest
+
+from daemon.cli import main
+from daemon.history import History
+from daemon.types import Result, Window
+
+QUESTION = "Is a person at the door?"
+NOW = time.time()
+T0 = float(int(NOW) - 3600)  # an hour ago, whole seconds
+
+
+def iso(ts):
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="seconds")
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """A config (UTC), a history of four analysed door windows and one old one, and a rule folder."""
+    state = tmp_path / "state"
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model:\n  dir: {tmp_path / 'model'}\ncameras:\n  - name: door\n    source: {tmp_path / 'x.mp4'}\n"
+                      f"  - name: yard\n    source: {tmp_path / 'y.mp4'}\n"
+                      f"state_dir: {state}\ntimezone: UTC\n")
+    with History(state / "history.sqlite") as history:
+        old = history.record_window(Window("door", T0 - 86400, T0 - 86392, ()), True, "first window", T0 - 86400)
+        history.record_result(old, Result("door", "description", "Describe.", T0 - 86400, T0 - 86392, T0 - 86390,
+                                          "A car in the driveway."))
+        windows = [  # (text, p(yes) or None when the question was not asked)
+            ("A car drives into the driveway.", 0.9), ("The car is parked.", None), ("An empty porch.", 0.2),
+            ("A car leaves.", 0.95)]
+        for i, (text, p) in enumerate(windows):
+            start = T0 + 8 * i
+            window_id = history.record_window(Window("door", start, start + 8, ()), True, "change", start + 9)
+            if p is not None:
+                history.record_result(window_id, Result("door", "person", QUESTION, start, start + 8, start + 9, "yes",
+                                                        choice="yes", probabilities={"yes": p, "no": 1 - p}))
+            history.record_result(window_id, Result("door", "description", "Describe.", start, start + 8,
+                                                    start + 10, text))
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    (rules / "home.yaml").write_text(
+        "- id: car\n  match: {any: [car]}\n  cooldown: 0s\n  severity: info\n"
+        f"- id: person\n  cameras: [door]\n  ask: {QUESTION}\n  cooldown: 1h\n")
+    return config, rules
+
+
+def test_replay_prints_the_alerts_that_would_fire_and_where_questions_were_never_asked(setup, capsys):
+    config, rules = setup
+    assert main(["replay", "-c", str(config), "--rules", str(rules), "--since", "2h"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[:4] == [
+        f"{iso(T0 + 9)}  door  person  warning  door: person (90%)",
+        f"{iso(T0 + 10)}  door  car  info  door: car: A car drives into the driveway.",
+        f"{iso(T0 + 18)}  door  car  info  door: car: The car is parked.",
+        f"{iso(T0 + 34)}  door  car  info  door: car: A car leaves.",  # person at +33: still in its 1 h cooldown
+    ]
+    assert lines[4].startswith("4 alert(s) from 4 analysed window(s) between ")
+    assert lines[5] == ("person: no stored answer to its question in 1 of 4 window(s); the daemon stores answers"
+                        " only to the questions its rules asked at the time")
+
+
+def test_replay_json_and_the_period(setup, capsys):
+    config, rules = setup
+    assert main(["replay", "-c", str(config), "--rules", str(rules), "--since", "2d", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["windows"] == 5
+    assert [(a["rule"], a["ts"]) for a in report["alerts"]][:2] == [("car", iso(T0 - 86390)), ("person", iso(T0 + 9))]
+    assert report["alerts"][1] == {"ts": iso(T0 + 9), "camera": "door", "rule": "person", "severity": "warning",
+                                   "text": "door: person (90%)", "window": {"start": iso(T0), "end": iso(T0 + 8)},
+                                   "probability": 0.9}
+    assert report["never_asked"] == {"person": 2}
+
+
+def test_replay_with_the_question_changed_reports_every_window_unasked(setup, capsys):
+    config, rules = setup
+    (rules / "home.yaml").write_text("- id: person\n  ask: Is someone at the door?\n")
+    assert main(["replay", "-c", str(config), "--rules", str(rules), "--since", "2h"]) == 0
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith(
+        "person: no stored answer to its question in 4 of 4 window(s)")
+
+
+def test_replay_refuses_bad_rules_a_bad_since_and_a_missing_history(setup, tmp_path, capsys):
+    config, rules = setup
+    assert main(["replay", "-c", str(config), "--rules", str(rules), "--since", "yesterday"]) == 2
+    assert capsys.readouterr().err.strip() == ("vlmwatch: error: --since 'yesterday': write a duration ago"
+                                               " (30m, 24h, 7d) or an ISO date/time (2026-11-26 or 2026-11-26T08:00)")
+    (rules / "bad.yaml").write_text("- id: x\n  match: {any: [x]}\n  cameras: [garage]\n")
+    assert main(["replay", "-c", str(config), "--rules", str(rules)]) == 2
+    assert capsys.readouterr().err.strip() == (f"vlmwatch: error: {rules / 'bad.yaml'}:3: x: cameras: camera 'garage'"
+                                               " is not configured (cameras: door, yard)")
+    (rules / "bad.yaml").unlink()
+    empty = tmp_path / "other.yaml"
+    empty.write_text(config.read_text().replace(str(tmp_path / "state"), str(tmp_path / "nothing")))
+    assert main(["replay", "-c", str(empty), "--rules", str(rules)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"vlmwatch: error: no history at {tmp_path / 'nothing' / 'history.sqlite'}: the daemon has not run with"
+        f" this state_dir yet (vlmwatch run -c {empty})")
