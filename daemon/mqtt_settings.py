@@ -1,0 +1,183 @@
+"""The `mqtt:` section of the configuration, validated once, plus the two
+look-ups it implies at start-up: the password (from the environment or a
+systemd credential) and the TLS context.
+
+The password is a `SecretStr` or a reference to where it lives; it never
+appears in a repr, a dump or a log line.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import ssl
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+
+from daemon.errors import ConfigError
+
+_TOPIC_CHARS = re.compile(r"^[^#+\x00]+$")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TlsSettings(_Section):
+    """TLS to the broker. Present (even empty) means TLS is on."""
+
+    ca_file: Path | None = Field(
+        None, description="PEM file of the CA that signed the broker's certificate; empty = the system's CAs.")
+    cert_file: Path | None = Field(None, description="PEM client certificate, when the broker requires one.")
+    key_file: Path | None = Field(None, description="PEM private key of cert_file (unencrypted).")
+    verify: bool = Field(
+        True, description="Verify the broker's certificate and host name. Turn off only for a throw-away test broker.")
+
+    @model_validator(mode="after")
+    def _key_needs_cert(self) -> TlsSettings:
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("tls.key_file is set but tls.cert_file is not: give both or neither")
+        return self
+
+
+class DiscoverySettings(_Section):
+    """Home Assistant MQTT discovery."""
+
+    enabled: bool = Field(True, description="Publish Home Assistant discovery configs for cameras, rules and summaries.")
+    prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix (its MQTT settings).",
+                        pattern=r"^[^#+/\x00][^#+\x00]*$")
+    expire_after: int = Field(
+        1800, ge=0, description="Seconds without a new description after which Home Assistant shows the "
+        "description sensor as unavailable; keep it above the gate's heartbeat. 0 = never.")
+
+
+class OutboxSettings(_Section):
+    """Bounds of the persistent outbox (descriptions are dropped first, alerts last)."""
+
+    max_messages: int = Field(10_000, ge=10, description="Unsent messages kept while the broker is away.")
+    max_bytes: int = Field(64 * 1024 * 1024, ge=64 * 1024,
+                           description="Total payload bytes kept while the broker is away (snapshots are large).")
+
+
+class MqttSettings(_Section):
+    """How vlmwatch reaches the MQTT broker and what it publishes there."""
+
+    host: str = Field("localhost", min_length=1, description="Broker host name or IP address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker port (usually 1883, or 8883 with TLS).")
+    client_id: str | None = Field(
+        None, min_length=1, max_length=128,
+        description="MQTT client id; must be unique on the broker. Default: '<base_topic>-<host name>'.")
+    keepalive: int = Field(60, ge=5, le=3600, description="Seconds between keep-alive pings; "
+                           "the broker publishes 'offline' about 1.5x this long after the daemon vanishes silently.")
+    username: str | None = Field(None, min_length=1, description="User name, when the broker requires one.")
+    password: SecretStr | None = Field(
+        None, description="Password written in the config file. Prefer password_env, password_file or "
+        "password_credential so the secret stays out of the config.")
+    password_env: str | None = Field(None, min_length=1, description="Name of an environment variable holding the password.")
+    password_file: Path | None = Field(None, description="File whose content (trailing newline stripped) is the password.")
+    password_credential: str | None = Field(
+        None, min_length=1, pattern=r"^[^/]+$",
+        description="Name of a systemd credential (LoadCredential=/SetCredentialEncrypted=) holding the password; "
+        "read from $CREDENTIALS_DIRECTORY/<name>.")
+    tls: TlsSettings | None = Field(None, description="TLS settings; absent = plain TCP.")
+    base_topic: str = Field("vlmwatch", min_length=1, description="Prefix of every topic vlmwatch publishes; "
+                            "give each daemon sharing a broker its own.")
+    discovery: DiscoverySettings = Field(default_factory=DiscoverySettings,
+                                         description="Home Assistant discovery.")
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings, description="Bounds of the persistent outbox.")
+    refused_attempts: int = Field(
+        3, ge=1, le=20, description="Connection attempts the broker may refuse (bad credentials, rejected client id, "
+        "untrusted TLS certificate) before vlmwatch stops trying and reports the error; unreachable brokers are "
+        "retried for ever.")
+    reconnect_min_delay: float = Field(
+        1.0, gt=0, description="Seconds before the first reconnect attempt; doubles on each failure.")
+    reconnect_max_delay: float = Field(
+        120.0, gt=0, description="Upper bound of the reconnect delay in seconds.")
+    ask_max_bytes: int = Field(4096, ge=64, le=65536, description="Largest accepted payload on <base_topic>/<camera>/ask.")
+
+    @model_validator(mode="after")
+    def _check(self) -> MqttSettings:
+        if not _TOPIC_CHARS.match(self.base_topic) or self.base_topic.startswith("/") or self.base_topic.endswith("/"):
+            raise ValueError(f"base_topic {self.base_topic!r} must not contain '+', '#' or start/end with '/'")
+        sources = [name for name in ("password", "password_env", "password_file", "password_credential")
+                   if getattr(self, name) is not None]
+        if len(sources) > 1:
+            raise ValueError(f"give the password one way only, not {' and '.join(sources)}")
+        if sources and self.username is None:
+            raise ValueError(f"{sources[0]} is set but username is not: the broker needs both")
+        if self.reconnect_max_delay < self.reconnect_min_delay:
+            raise ValueError("reconnect_max_delay must be at least reconnect_min_delay")
+        return self
+
+    # -- start-up look-ups (I/O; called by Publisher.start or a --validate-config run) --
+
+    def effective_client_id(self) -> str:
+        return self.client_id or f"{self.base_topic.replace('/', '-')}-{socket.gethostname()}"
+
+    def password_source(self) -> str:
+        """Where the password comes from, for messages; never the password itself."""
+        if self.password is not None:
+            return "mqtt.password in the config file"
+        if self.password_env is not None:
+            return f"environment variable {self.password_env}"
+        if self.password_file is not None:
+            return f"file {self.password_file}"
+        if self.password_credential is not None:
+            return f"systemd credential {self.password_credential}"
+        return "no password configured"
+
+    def resolve_password(self) -> str | None:
+        """The password, read from wherever it lives; ConfigError with a remedy if it cannot be."""
+        if self.password is not None:
+            return self.password.get_secret_value()
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise ConfigError(f"mqtt.password_env: environment variable {self.password_env} is not set. "
+                                  "Set it in the service environment (EnvironmentFile=) or use password_credential.")
+            return value
+        if self.password_file is not None:
+            return _read_secret(self.password_file, "mqtt.password_file")
+        if self.password_credential is not None:
+            directory = os.environ.get("CREDENTIALS_DIRECTORY")
+            if not directory:
+                raise ConfigError(
+                    f"mqtt.password_credential is {self.password_credential!r} but $CREDENTIALS_DIRECTORY is not set. "
+                    f"Run under systemd with LoadCredential={self.password_credential}:/path/to/file, "
+                    "or use password_file outside systemd.")
+            return _read_secret(Path(directory) / self.password_credential, "mqtt.password_credential")
+        return None
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context for the broker, or None for plain TCP; ConfigError naming the bad file."""
+        tls = self.tls
+        if tls is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        if not tls.verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        try:
+            if tls.ca_file is not None:
+                context.load_verify_locations(cafile=str(tls.ca_file))
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"mqtt.tls.ca_file {tls.ca_file}: cannot load it as a PEM CA certificate ({exc}). "
+                              "Point it at the CA that signed the broker's certificate.") from exc
+        try:
+            if tls.cert_file is not None:
+                context.load_cert_chain(str(tls.cert_file), str(tls.key_file) if tls.key_file else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"mqtt.tls.cert_file {tls.cert_file} / key_file {tls.key_file}: cannot load the client "
+                              f"certificate and key ({exc}). Check both are PEM and belong together.") from exc
+        return context
+
+
+def _read_secret(path: Path, key: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{key}: cannot read the password from {path} ({exc.__class__.__name__}: "
+                          f"{getattr(exc, 'strerror', None) or exc}). Check the path and that the service user "
+                          "may read it.") from exc

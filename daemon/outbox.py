@@ -1,0 +1,241 @@
+"""A bounded, persistent outbox for QoS 1 MQTT messages (SQLite, WAL).
+
+Every message is written here before it is handed to paho and deleted only
+when the broker acknowledges it, so a broker outage or a daemon restart
+loses nothing. Past the size limit the oldest message of the most
+expendable kind is dropped (descriptions first, alerts last); every drop is
+counted and logged.
+
+Row ids come from AUTOINCREMENT, so they never go back: "pending after id N"
+is a stable cursor for the publisher, oldest first.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+from daemon.errors import PublishError
+
+log = logging.getLogger(__name__)
+
+
+class Kind(str, Enum):
+    """What a message is; the order below is the drop order when the outbox is full."""
+
+    DESCRIPTION = "description"
+    ANSWER = "answer"
+    SNAPSHOT = "snapshot"
+    REPLY = "reply"
+    SUMMARY = "summary"
+    RULE = "rule"
+    ALERT = "alert"
+
+    @property
+    def priority(self) -> int:
+        """Lower is dropped first."""
+        return list(Kind).index(self)
+
+
+@dataclass(frozen=True)
+class OutboxMessage:
+    """A QoS 1 message waiting for the broker's acknowledgement."""
+
+    kind: Kind
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """An `OutboxMessage` with its row id (send order) and enqueue time."""
+
+    id: int
+    kind: Kind
+    topic: str
+    payload: bytes
+    retain: bool
+    created: float
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id       INTEGER PRIMARY KEY AUTOINCREMENT,
+    kind     TEXT    NOT NULL,
+    priority INTEGER NOT NULL,
+    topic    TEXT    NOT NULL,
+    payload  BLOB    NOT NULL,
+    retain   INTEGER NOT NULL,
+    created  REAL    NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outbox_drop_order ON outbox (priority, id);
+"""
+
+
+class Outbox:
+    """Thread-safe: `put` runs on producer threads, `ack` on the publisher's sender thread."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        max_messages: int = 10_000,
+        max_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if max_messages < 1 or max_bytes < 1:
+            raise ValueError("outbox limits must be positive")
+        self.path = Path(path)
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._db: sqlite3.Connection | None = None
+        self._depth = 0
+        self._bytes = 0
+        self._dropped: dict[str, int] = {kind.value: 0 for kind in Kind}
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def open(self) -> None:
+        """Open (or create) the database and count what is pending from a previous run."""
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a committed alert survives a power cut, not only a crash.
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA busy_timeout=5000")
+            db.executescript(_SCHEMA)
+            depth, size = self._count(db)
+        except (OSError, sqlite3.Error) as exc:
+            raise PublishError(
+                f"cannot open the MQTT outbox {self.path}: {exc}. Check that the state directory "
+                "is writable; if the file is damaged, move it away (its unsent messages are lost)."
+            ) from exc
+        with self._lock:
+            self._db, self._depth, self._bytes = db, depth, size
+        if depth:
+            log.info("outbox %s holds %d unsent messages from a previous run; they go out first", self.path, depth)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self) -> Outbox:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- queue -------------------------------------------------------------
+
+    def put(self, message: OutboxMessage) -> int | None:
+        """Store a message; returns its row id, or None when it was itself dropped."""
+        size = len(message.payload)
+        with self._lock:
+            db = self._require_open()
+            if size > self.max_bytes:
+                self._record_drop(message.kind, message.topic, 0.0, f"it alone exceeds the {self.max_bytes}-byte limit")
+                return None
+            try:
+                with db:  # one transaction: the insert and any drops it causes
+                    db.execute("BEGIN IMMEDIATE")
+                    row_id = db.execute(
+                        "INSERT INTO outbox (kind, priority, topic, payload, retain, created) VALUES (?, ?, ?, ?, ?, ?)",
+                        (message.kind.value, message.kind.priority, message.topic, message.payload,
+                         int(message.retain), self._clock()),
+                    ).lastrowid
+                    self._depth += 1
+                    self._bytes += size
+                    dropped_self = self._enforce_limits(db, row_id)
+            except sqlite3.Error as exc:
+                self._depth, self._bytes = self._count(db)  # the transaction was rolled back
+                raise PublishError(f"cannot store a {message.kind.value} for {message.topic} in the MQTT outbox "
+                                   f"{self.path}: {exc}. Check free space in the state directory.") from exc
+        return None if dropped_self else row_id
+
+    def pending(self, after_id: int = 0, limit: int = 100) -> list[StoredMessage]:
+        """Messages with a row id above `after_id`, oldest first."""
+        with self._lock:
+            rows = self._require_open().execute(
+                "SELECT id, kind, topic, payload, retain, created FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [StoredMessage(i, Kind(k), t, bytes(p), bool(r), c) for i, k, t, p, r, c in rows]
+
+    def ack(self, *row_ids: int) -> int:
+        """Delete acknowledged messages in one transaction; returns how many were still there
+        (a message dropped while in flight is already gone)."""
+        with self._lock:
+            db = self._require_open()
+            gone = freed = 0
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                for row_id in row_ids:
+                    # fetchall: a RETURNING statement finishes only once stepped to its end.
+                    rows = db.execute("DELETE FROM outbox WHERE id = ? RETURNING LENGTH(payload)", (row_id,)).fetchall()
+                    if rows:
+                        gone, freed = gone + 1, freed + rows[0][0]
+            self._depth -= gone  # only once committed
+            self._bytes -= freed
+            return gone
+
+    # -- metrics -----------------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        return self._depth
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Messages dropped since open, by kind."""
+        with self._lock:
+            return dict(self._dropped)
+
+    # -- internals ---------------------------------------------------------
+
+    @staticmethod
+    def _count(db: sqlite3.Connection) -> tuple[int, int]:
+        return db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+
+    def _require_open(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("outbox is not open: call open() first")
+        return self._db
+
+    def _enforce_limits(self, db: sqlite3.Connection, new_id: int) -> bool:
+        """Drop the most expendable, oldest rows until within limits; True if `new_id` went."""
+        dropped_new = False
+        while self._depth > self.max_messages or self._bytes > self.max_bytes:
+            row_id, kind, topic, size, created = db.execute(
+                "SELECT id, kind, topic, LENGTH(payload), created FROM outbox ORDER BY priority, id LIMIT 1"
+            ).fetchone()
+            db.execute("DELETE FROM outbox WHERE id = ?", (row_id,))
+            self._depth -= 1
+            self._bytes -= size
+            dropped_new |= row_id == new_id
+            reason = f"the outbox is full ({self.max_messages} messages / {self.max_bytes} bytes)"
+            self._record_drop(Kind(kind), topic, self._clock() - created, reason)
+        return dropped_new
+
+    def _record_drop(self, kind: Kind, topic: str, age: float, reason: str) -> None:
+        self._dropped[kind.value] += 1
+        log.warning(
+            "outbox: dropped a %s for %s queued %.0f s ago because %s; dropped so far: %s",
+            kind.value, topic, age, reason,
+            ", ".join(f"{k} {n}" for k, n in self._dropped.items() if n) or "none",
+        )

@@ -1,0 +1,108 @@
+"""The SQLite outbox: order, persistence, bounds and drop order."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+
+import pytest
+
+from daemon.errors import PublishError
+from daemon.outbox import Kind, Outbox, OutboxMessage
+
+
+def message(kind: Kind = Kind.DESCRIPTION, n: int = 0, size: int = 10) -> OutboxMessage:
+    return OutboxMessage(kind, f"vlmwatch/cam/{kind.value}/{n}", bytes([n % 256]) * size, kind != Kind.ALERT)
+
+
+def test_pending_is_oldest_first_and_ack_deletes(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as box:
+        ids = [box.put(message(Kind.ALERT if n % 2 else Kind.DESCRIPTION, n)) for n in range(5)]
+        assert [m.id for m in box.pending()] == ids
+        assert [m.id for m in box.pending(after_id=ids[1], limit=2)] == ids[2:4]
+        first = box.pending(limit=1)[0]
+        assert (first.kind, first.topic, first.payload, first.retain) == (Kind.DESCRIPTION, "vlmwatch/cam/description/0",
+                                                                           b"\x00" * 10, True)
+        assert box.ack(ids[0]) == 1 and box.ack(ids[0]) == 0
+        assert (box.depth, box.size_bytes) == (4, 40)
+
+
+def test_survives_restart_and_never_reuses_ids(tmp_path: Path) -> None:
+    path = tmp_path / "state" / "o.sqlite"  # parent directory is created
+    with Outbox(path) as box:
+        a, b = box.put(message(n=1)), box.put(message(n=2))
+        box.ack(b)  # the highest id is gone; a reused id would hide behind the sender's cursor
+    with Outbox(path) as box:
+        assert [m.id for m in box.pending()] == [a]
+        assert (box.depth, box.size_bytes) == (1, 10)
+        assert box.put(message(n=3)) > b
+
+
+def test_uses_wal(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as box:
+        box.put(message())
+        mode = sqlite3.connect(tmp_path / "o.sqlite").execute("PRAGMA journal_mode").fetchone()[0]
+    assert mode == "wal"
+
+
+def test_full_outbox_drops_descriptions_first_and_alerts_last(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="daemon.outbox")
+    with Outbox(tmp_path / "o.sqlite", max_messages=4) as box:
+        box.put(message(Kind.ALERT, 1))
+        box.put(message(Kind.DESCRIPTION, 2))
+        box.put(message(Kind.SUMMARY, 3))
+        box.put(message(Kind.DESCRIPTION, 4))
+        box.put(message(Kind.ALERT, 5))  # over by one: the oldest description goes
+        assert [m.topic for m in box.pending()] == ["vlmwatch/cam/alert/1", "vlmwatch/cam/summary/3",
+                                                     "vlmwatch/cam/description/4", "vlmwatch/cam/alert/5"]
+        box.put(message(Kind.ALERT, 6))  # the other description
+        box.put(message(Kind.ALERT, 7))  # then the summary
+        box.put(message(Kind.ALERT, 8))  # only alerts left: the oldest alert
+        assert [m.topic.rsplit("/", 1)[1] for m in box.pending()] == ["5", "6", "7", "8"]
+        assert box.put(message(Kind.DESCRIPTION, 9)) is None  # a new description loses against alerts
+        assert box.dropped == {**{k.value: 0 for k in Kind}, "description": 3, "summary": 1, "alert": 1}
+    drops = [r for r in caplog.records if "dropped a" in r.getMessage()]
+    assert len(drops) == 5
+    assert "dropped a description for vlmwatch/cam/description/2" in drops[0].getMessage()
+    assert "the outbox is full (4 messages" in drops[0].getMessage()
+
+
+def test_byte_limit_and_oversized_message(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite", max_bytes=100) as box:
+        box.put(message(Kind.SNAPSHOT, 1, size=60))
+        box.put(message(Kind.ALERT, 2, size=60))  # 120 bytes: the snapshot goes
+        assert [m.kind for m in box.pending()] == [Kind.ALERT]
+        assert box.put(message(Kind.ALERT, 3, size=101)) is None  # alone too big: dropped, nothing else
+        assert [m.kind for m in box.pending()] == [Kind.ALERT]
+        assert box.dropped["snapshot"] == 1 and box.dropped["alert"] == 1
+
+
+def test_concurrent_put_and_ack(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as box:
+        def produce(k: int) -> None:
+            for n in range(50):
+                box.put(message(Kind.ALERT, k * 100 + n))
+
+        threads = [threading.Thread(target=produce, args=(k,)) for k in range(3)]
+        for t in threads:
+            t.start()
+        acked = 0
+        while acked < 150:
+            acked += box.ack(*(m.id for m in box.pending(limit=20)))
+        for t in threads:
+            t.join()
+        assert (box.depth, box.size_bytes, box.pending()) == (0, 0, [])
+
+
+def test_damaged_file_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(PublishError, match=r"cannot open the MQTT outbox .*o\.sqlite.*move it away"):
+        Outbox(path).open()
+
+
+def test_use_before_open_is_a_bug(tmp_path: Path) -> None:
+    with pytest.raises(RuntimeError, match="not open"):
+        Outbox(tmp_path / "o.sqlite").put(message())
