@@ -84,10 +84,36 @@ class SummaryJob(Section):
     id: str = Field(pattern=NAME_RE, description="Job name; MQTT topic <base>/summary/<id>.")
     cron: str = Field(description="Five-field cron expression, e.g. '0 20 * * *'.")
     cameras: list[str] | None = Field(None, description="Cameras to summarise; default all.")
-    period: str = Field("since_last", description="A duration such as 24h, or since_last.")
-    prompt: str = Field("Summarise what happened.", description="The summary question.")
+    period: str = Field("since_last", description="A duration such as 2h, 24h or 7d ending at the run's scheduled"
+                        " time, or since_last: from the end of the previous run.")
+    prompt: str = Field("Summarise what happened.", min_length=1, description="The summary question.")
     max_new_tokens: int = Field(200, ge=1, description="Longest summary in tokens.")
     timezone: str | None = Field(None, description="IANA zone of the cron expression; default the system's.")
+    misfire_grace: str = Field("1h", description="How late a run may still start when the daemon was stopped or"
+                               " busy at its time (runs missed meanwhile are merged into one); later, it is skipped.")
+
+    @field_validator("period")
+    @classmethod
+    def _period(cls, v: str) -> str:
+        from daemon.summaries import parse_period
+
+        parse_period(v)
+        return v
+
+    @field_validator("misfire_grace")
+    @classmethod
+    def _grace(cls, v: str) -> str:
+        from daemon.summaries import parse_duration
+
+        parse_duration(v, "misfire_grace")
+        return v
+
+    @field_validator("timezone")
+    @classmethod
+    def _job_timezone(cls, v: str | None) -> str | None:
+        if v is not None:
+            zone_info(v)
+        return v
 
     @field_validator("cron")
     @classmethod
