@@ -425,6 +425,10 @@ class Publisher:
 
     def _handle_ask(self, camera: str, payload: bytes) -> None:
         self._counts["asks"] += 1
+        if camera in RESERVED_CAMERA_NAMES:  # a reply would land among the summaries (<base>/summary/reply)
+            self._counts["asks_rejected"] += 1
+            log.info("MQTT: ignored a question on %s: %r cannot be a camera", self.topics.ask(camera), camera)
+            return
         try:
             request = parse_ask(camera, payload, self.settings.ask_max_bytes, self._clock())
         except AskError as exc:

@@ -302,6 +302,7 @@ def test_ask_good_and_bad_payloads(
         (b'{"id": 9, "question": "Anyone?"}', "attic", 9, "unknown camera 'attic'"),
         (b'{"id": "q-10", "question": "explode"}', "porch", "q-10", "could not be queued: queue is full"),
     ]
+    ask("What is the summary?", "summary")  # ignored: a reply would land among the summaries
     for payload, camera, _, _ in bad:
         ask(payload, camera)
     user.wait_for(lambda ms: len(ms) == 2 + len(bad), 10, "a reply to every question")
@@ -319,7 +320,8 @@ def test_ask_good_and_bad_payloads(
             if request_id is not None:
                 assert reply["id"] == request_id
     assert all(not m.retain for m in user.messages)
-    assert p.connected and p.stats().asks == 2 + len(bad)
+    assert user.on("vlmwatch/summary/reply") == []
+    assert p.connected and p.stats().asks == 3 + len(bad)
 
 
 def test_publishing_needs_a_started_publisher(
