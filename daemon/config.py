@@ -118,14 +118,15 @@ class SummaryJob(Section):
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        from apscheduler.triggers.cron import CronTrigger
+        from daemon.scheduler import CronSchedule  # cron's weekday numbers, not APScheduler 3's
 
         if len(v.split()) != 5:
             raise ValueError(f"cron {v!r} must have five fields (minute hour day month weekday)")
         try:
-            CronTrigger.from_crontab(v)
+            CronSchedule.from_crontab(v)
         except ValueError as exc:
-            raise ValueError(f"invalid cron {v!r}: {exc}") from None
+            message = str(exc)
+            raise ValueError(message if message.startswith("cron ") else f"invalid cron {v!r}: {exc}") from None
         return v
 
 
