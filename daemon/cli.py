@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "daemon.rule_files",
     "daemon.tiny",
     "daemon.service",
+    "daemon.summarize",
     "daemon.windows",
 ]
 
