@@ -65,6 +65,12 @@ class WorkQueue:
             self._cond.notify()
         return old[1] if old else None
 
+    def wait_slot(self, camera: str, stop: threading.Event) -> None:
+        """Block until `camera` has no pending window (a recording is paced by the NPU, not dropped)."""
+        with self._cond:
+            while camera in self._windows and not self._closed and not stop.is_set():
+                self._cond.wait(0.2)
+
     def put_ask(self, job: AskJob) -> bool:
         return self._put_bounded(self._asks, job, self._max_asks)
 
@@ -89,6 +95,7 @@ class WorkQueue:
                 return self._asks.popleft()
             if self._windows:
                 camera = min(self._windows, key=lambda c: self._windows[c][0])
+                self._cond.notify_all()  # wakes wait_slot
                 return self._windows.pop(camera)[1]
             return self._summaries.popleft()
 

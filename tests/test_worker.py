@@ -79,3 +79,21 @@ def test_a_failing_handler_stops_the_worker_and_keeps_the_error():
     assert stop.wait(5)
     worker.join(5)
     assert str(worker.error) == "NPU gone"
+
+
+def test_wait_slot_blocks_until_the_cameras_window_is_taken():
+    q, stop = WorkQueue(), threading.Event()
+    q.put_window(window("a", 0))
+    q.put_window(window("b", 0))
+    released = threading.Event()
+
+    def producer():
+        q.wait_slot("a", stop)
+        released.set()
+
+    t = threading.Thread(target=producer)
+    t.start()
+    assert not released.wait(0.3)  # a's window is still pending
+    assert q.get(0).window.camera == "a"
+    assert released.wait(5)
+    t.join(5)
