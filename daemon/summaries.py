@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from difflib import SequenceMatcher
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Generator, Sequence
 
 from daemon.errors import ConfigError, VlmwatchError
 from daemon.history import migrate
@@ -37,6 +37,7 @@ from daemon.types import Summary
 if TYPE_CHECKING:
     from daemon.config import SummaryJob
     from daemon.history import History
+    from daemon.worker import SummaryJob as WorkItem
 
 log = logging.getLogger(__name__)
 
@@ -323,23 +324,33 @@ class Summarizer:
 
     def summarize(self, request: Request, period: Period, stop: threading.Event | None = None) -> Summary:
         """Plan and run the model calls (none for an empty period); records nothing."""
-        from daemon.summary_plan import TokenBudget, engine_asker, execute
+        return _drain(self.summarize_steps(request, period, stop))
+
+    def summarize_steps(self, request: Request, period: Period,
+                        stop: threading.Event | None = None) -> Generator[None, None, Summary]:
+        """`summarize`, pausing after each model call."""
+        from daemon.summary_plan import TokenBudget, engine_asker, run_steps
 
         plan = self.plan(request, period)
-        calls = []
-        text = execute(plan, engine_asker(self.engine, stop, on_step=lambda q, n: calls.append(n)),
-                       TokenBudget.of(self.engine))
+        calls: list[int] = []
+        ask = engine_asker(self.engine, stop, on_step=lambda question, tokens: calls.append(tokens))
+        text = yield from run_steps(plan, ask, TokenBudget.of(self.engine))
         counts = {**plan.timeline.counts, "timeline": len(plan.timeline.entries), "model_calls": len(calls)}
         return Summary(request.job, period.start, period.end, text, self.clock(), counts, request.cameras)
 
     def run(self, job: SummaryJob, fire: Fire, stop: threading.Event | None = None) -> Summary | None:
         """Summarise the fire's period, record it and the run, publish it; None if this fire already ran."""
+        return _drain(self.run_steps(job, fire, stop))
+
+    def run_steps(self, job: SummaryJob, fire: Fire,
+                  stop: threading.Event | None = None) -> Generator[None, None, Summary | None]:
+        """`run`, pausing after each model call."""
         last = self.runlog.last(job.id) if self.runlog else None
         if last is not None and last.fire >= fire.at:
             log.info("summary %s: the run for %s already happened; not repeating it", job.id, _iso(fire.at))
             return None
         period = period_for(job, fire, last, zone_of(job.timezone))
-        summary = self.summarize(self.request(job), period, stop)
+        summary = yield from self.summarize_steps(self.request(job), period, stop)
         self.history.record_summary(summary)
         if self.runlog:
             self.runlog.record(LastRun(job.id, fire.at, period.start, period.end, self.clock()))
@@ -349,20 +360,38 @@ class Summarizer:
                  summary.text[:200])
         return summary
 
-    def work(self, job: SummaryJob, fire: Fire, stop: threading.Event | None = None):
-        """The NPU queue item for a fire: a user-facing failure is logged, not fatal to the worker."""
+    def work(self, job: SummaryJob, fire: Fire, stop: threading.Event | None = None,
+             requeue: Callable[[WorkItem], bool] | None = None) -> WorkItem:
+        """The NPU queue item for a fire. After each model call it hands itself to `requeue` (the queue's
+        put_summary), so windows waiting meanwhile go first; a user-facing failure is logged, not fatal."""
         from daemon.llm import Cancelled
         from daemon.worker import SummaryJob as WorkItem
 
+        steps = self.run_steps(job, fire, stop)
+
         def run() -> None:
             try:
-                self.run(job, fire, stop)
+                while True:
+                    next(steps)
+                    if requeue is not None and requeue(item):
+                        return  # the rest after the windows queued meanwhile
+            except StopIteration:
+                pass
             except Cancelled:
                 log.info("summary %s: cancelled by shutdown; a restart within misfire_grace runs it again", job.id)
             except VlmwatchError as exc:
                 log.error("summary %s: %s", job.id, exc)
 
-        return WorkItem(job.id, run)
+        item = WorkItem(job.id, run)
+        return item
+
+
+def _drain(steps: Generator[None, None, object]):
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
 
 
 def _iso(ts: float) -> str:

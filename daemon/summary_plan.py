@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Generator, Sequence
 
 from daemon.errors import ModelError
 from daemon.summaries import Entry, Period, Request, Timeline, entry_line, nothing_seen
@@ -226,22 +226,37 @@ Ask = Callable[[str, int], str]  # (question, max_new_tokens) -> answer text
 
 
 def execute(plan: Plan, ask: Ask, budget: TokenBudget) -> str:
-    """Run the plan's model calls; reduce prompts are built from the real partials and packed exactly."""
+    """Run every model call of the plan; the summary text."""
+    calls = run_steps(plan, ask, budget)
+    while True:
+        try:
+            next(calls)
+        except StopIteration as done:
+            return done.value
+
+
+def run_steps(plan: Plan, ask: Ask, budget: TokenBudget) -> Generator[None, None, str]:
+    """The plan's model calls, pausing after each (so the NPU worker can take windows in between); returns the text.
+
+    Merge and final prompts are built from the real partial summaries and packed exactly."""
     timeline, request = plan.timeline, plan.request
     if not plan.steps:
         return nothing_seen(timeline)
     if plan.steps[0].kind == "direct":
         return _text(ask(plan.steps[0].prompt, request.max_new_tokens))
     b = plan.partial_tokens
-    parts = [Partial(s.start, s.end, budget.clip(_text(ask(s.prompt, b)), b)) for s in plan.steps if s.kind == "map"]
+    parts = []
+    for step in (s for s in plan.steps if s.kind == "map"):
+        parts.append(Partial(step.start, step.end, budget.clip(_text(ask(step.prompt, b)), b)))
+        yield
     while True:
         final = partials_prompt(timeline, parts, request.prompt, final=True)
         if budget.count(final) <= budget.limit(request.max_new_tokens):
             return _text(ask(final, request.max_new_tokens))
-        parts = merge_partials(plan, parts, ask, budget)
+        parts = yield from merge_partials(plan, parts, ask, budget)
 
 
-def merge_partials(plan: Plan, parts: list[Partial], ask: Ask, budget: TokenBudget) -> list[Partial]:
+def merge_partials(plan: Plan, parts: list[Partial], ask: Ask, budget: TokenBudget) -> Generator[None, None, list]:
     """One merge level: consecutive partials packed into prompts that fit, each answered with one partial."""
     timeline, b = plan.timeline, plan.partial_tokens
 
@@ -253,7 +268,11 @@ def merge_partials(plan: Plan, parts: list[Partial], ask: Ask, budget: TokenBudg
     if len(groups) >= len(parts):
         raise ModelError(f"summary {plan.request.job!r}: partial summaries do not fit two to a prompt of"
                          f" {budget.limit(b)} tokens; shorten the system text or the prompt")
-    return [Partial(parts[i].start, parts[j - 1].end, budget.clip(_text(ask(render(i, j), b)), b)) for i, j in groups]
+    merged = []
+    for i, j in groups:
+        merged.append(Partial(parts[i].start, parts[j - 1].end, budget.clip(_text(ask(render(i, j), b)), b)))
+        yield
+    return merged
 
 
 def _text(answer: str) -> str:

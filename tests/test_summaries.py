@@ -286,3 +286,52 @@ def test_the_last_run_survives_a_restart_so_periods_neither_gap_nor_repeat(histo
         assert (second.period_start, second.period_end) == (T0, T0 + 86400)
         assert summarizer.run(job(), fire2) is None
     assert [r.summary.period_end for r in history.summaries(0, T0 + 10 * 86400)] == [T0, T0 + 86400]
+
+
+class WordyModel(NoModel):
+    """Answers every question with as many words as it may, and notes each call in `log`."""
+
+    def __init__(self, log: list[str]):
+        super().__init__()
+        self.log = log
+
+    def ask(self, frames, prompts, on_token=None, stop=None):
+        from types import SimpleNamespace
+
+        self.log.append("summary step")
+        [p] = prompts
+        answer = SimpleNamespace(text=" ".join(["word"] * p.max_new_tokens), stop_reason="length", prompt_tokens=0)
+        return SimpleNamespace(answers=[answer])
+
+
+def test_windows_queued_during_a_long_summary_go_between_its_model_calls(history):
+    from daemon.worker import SummaryJob as WorkItem
+    from daemon.worker import WindowJob, WorkQueue
+
+    long_history(history, T0, hours=6)
+    order: list[str] = []
+    published = []
+    queue = WorkQueue()
+    summarizer = Summarizer(history, WordyModel(order), None, ["porch", "garage"], publish=published.append)
+    fire = Fire("daily", T0 + 6 * 3600, None)
+    queue.put_summary(summarizer.work(job(period="6h", max_new_tokens=48), fire, requeue=queue.put_summary))
+
+    def work_one() -> None:  # what the NPU worker does with each job
+        item = queue.get(timeout=0)
+        if isinstance(item, WindowJob):
+            order.append("window")
+        else:
+            assert isinstance(item, WorkItem)
+            item.run()
+        queue.done()
+
+    work_one()
+    queue.put_window(WindowJob(Window("porch", T0, T0 + 8, ())))  # a window arrives meanwhile
+    work_one()
+    work_one()
+    assert order == ["summary step", "window", "summary step"]
+    while queue.depth:
+        work_one()
+    [summary] = published
+    assert summary.counts["model_calls"] == order.count("summary step") > 5
+    assert summary.text.startswith("word word")
