@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -172,9 +173,17 @@ def open_model(
     def profiled(path: Path, role: str) -> Session:
         return ProfileSession(opener(path, role), role, meter, sleep=sleep)
 
-    layers = [profiled(p, "layer") for p in files.layers]
+    t0 = time.monotonic()
+    log.info("loading %d graphs with %s (on the board this takes about a minute)",
+             len(files.layers) + 1 + bool(files.vit), backend)
+    layers = []
+    for i, p in enumerate(files.layers, 1):
+        layers.append(profiled(p, "layer"))
+        if i % 7 == 0 or i == len(files.layers):
+            log.info("loaded %d/%d decoder layers", i, len(files.layers))
     post = profiled(files.post, "post")
     vit = profiled(files.vit, "vit") if files.vit else None
+    log.info("model %s ready in %.1f s", files.name, time.monotonic() - t0)
     hidden = layers[0].inputs(0)[_index(layers[0].inputs(0), "input")].shape[-1]
     note = (files.manifest or {}).get("note", "")
     return Model(files.name, layers, post, vit, load_embeddings(files.embeddings, hidden),
