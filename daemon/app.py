@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Protocol
 
+from daemon.alerting import RuleRunner
 from daemon.config import CameraSettings, Config
 from daemon.engine import Engine, Prompt
 from daemon.gate import Gate
@@ -43,8 +44,11 @@ class Camera:
 class App:
     def __init__(self, config: Config, engine: Engine, sources: dict[str, Source], history: History,
                  metrics: Metrics | None = None, notifier: Notifier | None = None,
-                 publisher: Publisher | None = None, clock: Callable[[], float] = time.time):
-        self.config, self.engine, self.history = config, engine, history
+                 publisher: Publisher | None = None, clock: Callable[[], float] = time.time,
+                 rules: RuleRunner | None = None):
+        self.config, self.engine, self.history, self.rules = config, engine, history, rules
+        if rules is not None and rules.publisher is None:
+            rules.publisher = publisher  # alerts, rule states and snapshots go out the same door
         self.metrics, self.publisher, self.clock = metrics or Metrics(), publisher, clock
         self.notifier = notifier or Notifier("")
         self.cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate)) for c in config.cameras}
@@ -135,22 +139,41 @@ class App:
             log.error("camera %s: ad-hoc questions are not wired to the engine yet; dropped", job.camera)
 
     def prompts_for(self, camera: CameraSettings) -> list[Prompt]:
+        """The camera's rule questions (choice prompts), then its description prompt."""
         p = self.config.prompts
-        return [Prompt("description", camera.prompts.description or p.description,
-                       max_new_tokens=camera.prompts.max_new_tokens or p.max_new_tokens)]
+        rule_prompts = self.rules.prompts(camera.name) if self.rules is not None else []
+        return rule_prompts + [Prompt("description", camera.prompts.description or p.description,
+                                      max_new_tokens=camera.prompts.max_new_tokens or p.max_new_tokens)]
 
     def _analyse(self, job: WindowJob) -> None:
+        """Rule questions first, then the description, as two engine calls on the same frames: the
+        engine keeps the shared prefix between them (one prefill), and alerts from rule answers go
+        out before the description is generated."""
         window, cam = job.window, self.cameras[job.window.camera].settings
-        try:
-            analysis = self.engine.ask(window.frames, self.prompts_for(cam), stop=self.stop)
-        except Cancelled:
-            self.history.record_window(window, False, "cancelled: shutting down", self.clock())
-            return
-        window_id = self.history.record_window(window, True, job.reason, self.clock())
-        self.latest[window.camera] = window
-        self.metrics.window_analysed(window.camera)
-        self.metrics.observe_timings(analysis.shared)
-        questions = {p.id: p.question for p in self.prompts_for(cam)}
+        previous = self.latest.get(window.camera)
+        prompts = self.prompts_for(cam)
+        window_id = None
+        for batch in ([p for p in prompts if p.choices], [p for p in prompts if not p.choices]):
+            if not batch:
+                continue
+            try:
+                analysis = self.engine.ask(window.frames, batch, stop=self.stop)
+            except Cancelled:
+                if window_id is None:
+                    self.history.record_window(window, False, "cancelled: shutting down", self.clock())
+                return
+            if window_id is None:
+                window_id = self.history.record_window(window, True, job.reason, self.clock())
+                self.latest[window.camera] = window
+                self.metrics.window_analysed(window.camera)
+            self.metrics.observe_timings(analysis.shared)
+            results = self._record(window, window_id, batch, analysis)
+            if self.rules is not None:
+                self.rules.on_results(window, results, previous)
+
+    def _record(self, window: Window, window_id: int, prompts: list[Prompt], analysis) -> list[Result]:
+        questions = {p.id: p.question for p in prompts}
+        results = []
         for answer in analysis.answers:
             result = Result(window.camera, answer.prompt_id, questions[answer.prompt_id], window.start, window.end,
                             self.clock(), answer.text, answer.tokens, answer.stop_reason, answer.choice,
@@ -160,3 +183,5 @@ class App:
             if self.publisher is not None:
                 self.publisher.publish_result(result)
             log.info("camera %s: %s: %s", window.camera, answer.prompt_id, answer.text[:200])
+            results.append(result)
+        return results

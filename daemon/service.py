@@ -81,6 +81,7 @@ def build_app(cfg, once: bool = False):
                     sampling=Sampling(**m.sampling.model_dump()), max_new_tokens=cfg.prompts.max_new_tokens)
     history = History(cfg.state_dir / "history.sqlite").open()
     closers.append(history.close)
+    rules = build_rules(cfg, engine, history, closers)
     metrics = Metrics()
     if cfg.metrics.enabled:
         endpoint = metrics.serve(cfg.metrics.host, cfg.metrics.port)
@@ -89,4 +90,20 @@ def build_app(cfg, once: bool = False):
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
     sources = {c.name: open_source(c.name, c.source, c, on_event=on_event, state_dir=cfg.state_dir, once=once)
                for c in cfg.cameras}
-    return App(cfg, engine, sources, history, metrics, notifier), closers
+    return App(cfg, engine, sources, history, metrics, notifier, rules=rules), closers
+
+
+def build_rules(cfg, engine, history, closers):
+    """The rule runner for cfg.rules (None without rules), its questions checked against the model.
+    The App hands it its publisher."""
+    from daemon.alerting import RuleRunner, check_questions
+    from daemon.rule_files import load_rules
+    from daemon.rule_state import RuleStateStore
+
+    if cfg.rules is None:
+        return None
+    rules = load_rules(cfg.rules, cameras=[c.name for c in cfg.cameras], timezone=cfg.tzinfo)
+    check_questions(rules, engine, {c.name: c.frames for c in cfg.cameras})
+    store = RuleStateStore(history.path).open()
+    closers.append(store.close)
+    return RuleRunner(rules, store, history, cameras=[c.name for c in cfg.cameras])
