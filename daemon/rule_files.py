@@ -233,10 +233,10 @@ class _RuleReader:
             key = str(key_node.value)
             if key not in allowed:
                 close = difflib.get_close_matches(key, allowed, n=1)
-                hint = f"did you mean {prefix}{close[0]!r}?" if close else f"{listing}: {', '.join(allowed)}"
-                self.problem(key_node, f"unknown option {prefix}{key!r}; {hint}")
+                hint = f"did you mean {prefix + close[0]!r}?" if close else f"{listing}: {', '.join(allowed)}"
+                self.problem(key_node, f"unknown option {prefix + key!r}; {hint}")
             elif key in out:
-                self.problem(key_node, f"option {prefix}{key!r} is given twice")
+                self.problem(key_node, f"option {prefix + key!r} is given twice")
             else:
                 out[key] = value_node
                 self.keys[prefix + key] = key_node

@@ -407,3 +407,40 @@ def test_missing_rule_directory(tmp_path, capsys):
     assert main(["check-rules", str(tmp_path / "nope")]) == 2
     assert capsys.readouterr().err.strip() == (f"vlmwatch: error: rule directory {tmp_path / 'nope'} does not exist;"
                                                " create it or point rules: at your rule files")
+
+
+@pytest.mark.parametrize("options, line, message", [
+    ("ask: Is it?\n  choices: [yes]", 3, "choices: give at least two different choices, e.g. [yes, no]"),
+    ("ask: Is it?\n  choices: [yes, yes]", 3, "choices: give at least two different choices, e.g. [yes, no]"),
+    ("ask: Is it?\n  threshold: 1.5", 3, "threshold must be a probability from 0 to 1 (got 1.5)"),
+    ("ask: ''", 2, "ask is empty"),
+    ("match: smoke", 2, "match takes any, all or regex, e.g. match: {any: [smoke, fire]}"),
+    ("match: {any: [smoke], words: [fire]}", 2, "unknown option 'match.words'; match takes: any, all, regex"),
+    ("match: {}", 2, "match needs any, all or regex"),
+    ("match: {any: [smoke]}\n  cooldown: 1m\n  cooldown: 2m", 4, "option 'cooldown' is given twice"),
+    ("match: {regex: '" + "a" * 501 + "'}", 2, "match.regex: regex is 501 characters long; at most 500 are allowed"),
+    ("ask: Is it?\n  off_delay: soon", 3, "off_delay: bad duration 'soon': write a whole number and a unit,"
+                                          " e.g. 30s, 5m, 2h or 1h30m"),
+    ("ask: Is it?\n  active: {time: '08:00-09:00', weekdays: [mon]}", 3,
+     "unknown option 'active.weekdays'; did you mean 'active.days'?"),
+    ("ask: Is it?\n  message: '{camera'", 3, "message: expected '}' before end of string in '{camera'"
+                                             " (write {{ and }} for literal braces)"),
+])
+def test_more_option_problems(tmp_path, capsys, options, line, message):
+    code, err, path = check(tmp_path, f"- id: door\n  {options}\n", capsys)
+    assert code == 2
+    assert err == [f"{path}:{line}: door: {message}"]
+
+
+def test_config_timezone_must_be_a_zone(tmp_path):
+    from daemon.config import load_config
+    from daemon.errors import ConfigError
+
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model:\n  dir: {tmp_path}\ncameras:\n  - name: door\n    source: x.mp4\ntimezone: Mars/Olympus\n")
+    with pytest.raises(ConfigError) as exc:
+        load_config(config)
+    assert str(exc.value) == (f"{config}:6: timezone: unknown time zone 'Mars/Olympus': use an IANA name such as"
+                              " Europe/Berlin or UTC (got 'Mars/Olympus')")
+    config.write_text(config.read_text().replace("Mars/Olympus", "Europe/Berlin"))
+    assert load_config(config).tzinfo == TZ
