@@ -65,7 +65,7 @@ class RuleRunner:
             self.history.record_alert(alert)
             if self.publisher is not None:
                 self.publisher.publish_alert(alert)  # also turns the rule's sensor ON
-            log.warning("camera %s: rule %s fired (%s): %s", alert.camera, alert.rule, alert.severity, alert.text)
+            log.info("camera %s: rule %s fired (%s): %s", alert.camera, alert.rule, alert.severity, alert.text)
             alerts.append(alert)
         fired = {a.rule for a in alerts}
         for change in evaluation.changes:
