@@ -86,7 +86,7 @@ def test_sensor_turns_off_after_a_window_without_the_trigger_and_on_again_withou
 
 def test_a_window_without_the_rules_result_leaves_its_state_alone():
     rules = RuleSet((ask_rule(for_windows=2),), TZ)
-    evs, state = run(rules, [(0.0, [answer(0.9)]), (8.0, [description("a cat")]), (16.0, [answer(0.9)])])
+    evs, _ = run(rules, [(0.0, [answer(0.9)]), (8.0, [description("a cat")]), (16.0, [answer(0.9)])])
     assert fired(evs) == [16.0]
     assert evs[1][1].changed == {} and evs[1][1].changes == ()
 
@@ -317,6 +317,7 @@ def test_bad_time_range(tmp_path, capsys, value, message):
 
 def test_bad_day(tmp_path, capsys):
     code, err, path = check(tmp_path, "- id: door\n  ask: Is the door open?\n  active: {days: [mon-fry]}\n", capsys)
+    assert code == 2
     assert err == [f"{path}:3: door: active: unknown day 'mon-fry': use mon, tue, wed, thu, fri, sat, sun"
                    " or a range such as mon-fri"]
 
