@@ -16,6 +16,7 @@ from typing import Callable, Protocol
 from daemon.alerting import RuleRunner
 from daemon.config import CameraSettings, Config
 from daemon.engine import Engine, Prompt
+from daemon.errors import ModelError, PromptTooLongError
 from daemon.gate import Gate
 from daemon.history import History
 from daemon.llm import Cancelled
@@ -30,7 +31,19 @@ PRUNE_EVERY = 3600.0  # seconds between retention passes
 
 
 class Publisher(Protocol):
-    def publish_result(self, result: Result) -> None: ...
+    """What the App needs of daemon.mqtt.Publisher (tests may pass a fake)."""
+
+    error: object
+
+    def publish_result(self, result: Result) -> object: ...
+
+    def reply(self, request, result: Result) -> None: ...
+
+    def reply_error(self, request, error: str) -> None: ...
+
+    def stats(self): ...
+
+    def stop(self, timeout: float) -> None: ...
 
 
 @dataclass
@@ -77,6 +90,8 @@ class App:
                 last_prune = self.clock()
                 self.history.prune(last_prune, self.config.retention.keep_seconds)
             self.metrics.set_queue_depth(self.queue.depth)
+            if self.publisher is not None and not self._check_publisher():
+                break
             if once and not self._capturing() and self.queue.wait_idle(0):
                 break
         return self.shutdown()
@@ -90,11 +105,23 @@ class App:
             if cam.thread:
                 cam.thread.join(max(0.1, deadline - time.monotonic()))
         self.worker.join(max(0.1, deadline - time.monotonic()))
+        if self.publisher is not None:
+            self.publisher.stop(max(1.0, min(5.0, deadline - time.monotonic())))  # flush, then `offline`
+        if self.publisher is not None and self.publisher.error is not None:
+            log.error("stopped: %s", self.publisher.error)
+            return 2
         if self.worker.error is not None:
             log.error("stopping after a fatal engine error: %s", self.worker.error)
             return 1
         log.info("vlmwatch stopped")
         return 0
+
+    def _check_publisher(self) -> bool:
+        """Export MQTT state; False once the broker refused us for good (bad credentials, TLS)."""
+        stats = self.publisher.stats()
+        self.metrics.set_mqtt_connected(stats.connected)
+        self.metrics.set_outbox_depth(stats.outbox_depth)
+        return self.publisher.error is None
 
     def healthy(self) -> bool:
         return self.worker.alive() and self.worker.error is None
@@ -114,6 +141,8 @@ class App:
                     self.history.record_window(window, False, decision.reason, self.clock())
                     self.metrics.window_skipped(name)
                     continue
+                if self._paced_by_npu(cam):
+                    self.queue.wait_slot(name, self.stop)
                 dropped = self.queue.put_window(WindowJob(window, decision.reason))
                 if dropped is not None:
                     self.history.record_window(dropped.window, False, "dropped: a newer window replaced it",
@@ -125,6 +154,14 @@ class App:
         finally:
             windows.close()
 
+    @staticmethod
+    def _paced_by_npu(cam: Camera) -> bool:
+        """Recordings not replayed in real time wait for the NPU; live sources drop stale windows."""
+        from daemon.folder import FolderSource
+        from daemon.sources import FileSource
+
+        return isinstance(cam.source, (FileSource, FolderSource)) and not cam.settings.realtime
+
     def on_source_event(self, event: SourceEvent) -> None:
         self.metrics.source_event(event.camera, event.kind)
 
@@ -135,8 +172,39 @@ class App:
             self._analyse(job)
         elif isinstance(job, SummaryJob):
             job.run()
-        elif isinstance(job, AskJob):  # queued only once the MQTT publisher is wired in (issue 5)
-            log.error("camera %s: ad-hoc questions are not wired to the engine yet; dropped", job.camera)
+        elif isinstance(job, AskJob):
+            self._answer_ask(job)
+
+    def on_ask(self, request) -> None:
+        """MQTT ask (paho's thread): only queue it. Raising sends the asker an error reply."""
+        if request.camera not in self.cameras:
+            raise ValueError(f"unknown camera {request.camera!r}")
+        if not self.queue.put_ask(AskJob(request.camera, request)):
+            raise ValueError("too many questions are waiting; ask again in a minute")
+
+    def _answer_ask(self, job: AskJob) -> None:
+        """An ad-hoc question on the camera's latest analysed window (shared prefix reused)."""
+        request = job.request
+        window = self.latest.get(job.camera)
+        if window is None:
+            self.publisher.reply_error(request, f"camera {job.camera} has no analysed window yet; ask again later")
+            return
+        prompt = Prompt(f"ask-{request.id}", request.question, tuple(request.choices),
+                        max_new_tokens=self.config.prompts.max_new_tokens)
+        try:
+            if prompt.choices:
+                self.engine.choice_tokens(prompt.choices)
+            answer = self.engine.ask(window.frames, [prompt], stop=self.stop).answers[0]
+        except (PromptTooLongError, ModelError) as exc:  # the question's fault, not the engine's
+            self.publisher.reply_error(request, str(exc))
+            return
+        except Cancelled:
+            return
+        result = Result(window.camera, prompt.id, request.question, window.start, window.end, self.clock(),
+                        answer.text, answer.tokens, answer.stop_reason, answer.choice, answer.probabilities,
+                        answer.timings, self.engine.model.name)
+        self.history.record_result(None, result)
+        self.publisher.reply(request, result)
 
     def prompts_for(self, camera: CameraSettings) -> list[Prompt]:
         """The camera's rule questions (choice prompts), then its description prompt."""

@@ -90,7 +90,22 @@ def build_app(cfg, once: bool = False):
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
     sources = {c.name: open_source(c.name, c.source, c, on_event=on_event, state_dir=cfg.state_dir, once=once)
                for c in cfg.cameras}
-    return App(cfg, engine, sources, history, metrics, notifier, rules=rules), closers
+    publisher = make_publisher(cfg, rules, on_ask=lambda request: app.on_ask(request))
+    app = App(cfg, engine, sources, history, metrics, notifier, publisher, rules=rules)
+    if publisher is not None:
+        publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
+    return app, closers
+
+
+def make_publisher(cfg, rules, on_ask):
+    """The MQTT publisher for cfg.mqtt, or None: without an mqtt section nothing is published."""
+    if cfg.mqtt is None:
+        return None
+    from daemon.mqtt import Publisher
+
+    rule_infos = rules.rule_infos() if rules is not None else ()
+    return Publisher(cfg.mqtt, cfg.state_dir / "outbox.sqlite", [c.name for c in cfg.cameras], rule_infos,
+                     [j.id for j in cfg.summaries], on_ask=on_ask)
 
 
 def build_rules(cfg, engine, history, closers):
