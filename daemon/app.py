@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from daemon.alerting import RuleRunner
 from daemon.config import CameraSettings, Config
@@ -23,8 +23,13 @@ from daemon.llm import Cancelled
 from daemon.metrics import Metrics
 from daemon.notify import Notifier
 from daemon.sources import Source, SourceEvent
+from daemon.summaries import Fire, Summarizer
 from daemon.types import Result, Window
 from daemon.worker import AskJob, NpuWorker, SummaryJob, WindowJob, WorkQueue
+
+if TYPE_CHECKING:
+    from daemon.config import SummaryJob as SummarySettings  # worker.SummaryJob is the queue item
+    from daemon.scheduler import SummaryScheduler
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY = 3600.0  # seconds between retention passes
@@ -36,6 +41,8 @@ class Publisher(Protocol):
     error: object
 
     def publish_result(self, result: Result) -> object: ...
+
+    def publish_summary(self, summary) -> object: ...
 
     def reply(self, request, result: Result) -> None: ...
 
@@ -58,7 +65,7 @@ class App:
     def __init__(self, config: Config, engine: Engine, sources: dict[str, Source], history: History,
                  metrics: Metrics | None = None, notifier: Notifier | None = None,
                  publisher: Publisher | None = None, clock: Callable[[], float] = time.time,
-                 rules: RuleRunner | None = None):
+                 rules: RuleRunner | None = None, scheduler: SummaryScheduler | None = None):
         self.config, self.engine, self.history, self.rules = config, engine, history, rules
         if rules is not None and rules.publisher is None:
             rules.publisher = publisher  # alerts, rule states and snapshots go out the same door
@@ -69,6 +76,10 @@ class App:
         self.queue = WorkQueue()
         self.worker = NpuWorker(self.queue, self._handle, self.stop)
         self.latest: dict[str, Window] = {}  # last analysed window per camera, for ad-hoc questions
+        self.scheduler = scheduler
+        self.summarizer = Summarizer(history, engine, scheduler.runlog if scheduler else None,
+                                     [c.name for c in config.cameras],
+                                     publisher.publish_summary if publisher is not None else None, clock)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -79,6 +90,8 @@ class App:
             cam.thread = threading.Thread(target=self._capture, args=(cam,), name=f"capture-{name}", daemon=True)
             cam.thread.start()
         self.worker.start()
+        if self.scheduler is not None:
+            self.scheduler.start(self._queue_summary)
         self.notifier.ready("watching %d camera(s)" % len(self.cameras))
         log.info("vlmwatch running: %d camera(s), model %s", len(self.cameras), self.engine.model.name)
         interval = min(self.notifier.watchdog_interval() or 1.0, 1.0)
@@ -98,6 +111,8 @@ class App:
 
     def shutdown(self, timeout: float = 10.0) -> int:
         self.notifier.stopping()
+        if self.scheduler is not None:
+            self.scheduler.shutdown()  # no new fires; queued summaries are abandoned with the queue
         self.stop.set()
         self.queue.close()
         deadline = time.monotonic() + timeout
@@ -122,6 +137,10 @@ class App:
         self.metrics.set_mqtt_connected(stats.connected)
         self.metrics.set_outbox_depth(stats.outbox_depth)
         return self.publisher.error is None
+
+    def _queue_summary(self, job: SummarySettings, fire: Fire) -> bool:
+        """A cron fire (scheduler thread): queue the summary behind the windows; it re-queues after each step."""
+        return self.queue.put_summary(self.summarizer.work(job, fire, self.stop, requeue=self.queue.put_summary))
 
     def healthy(self) -> bool:
         return self.worker.alive() and self.worker.error is None

@@ -91,10 +91,23 @@ def build_app(cfg, once: bool = False):
     sources = {c.name: open_source(c.name, c.source, c, on_event=on_event, state_dir=cfg.state_dir, once=once)
                for c in cfg.cameras}
     publisher = make_publisher(cfg, rules, on_ask=lambda request: app.on_ask(request))
-    app = App(cfg, engine, sources, history, metrics, notifier, publisher, rules=rules)
+    scheduler = build_scheduler(cfg, history, closers)
+    app = App(cfg, engine, sources, history, metrics, notifier, publisher, rules=rules, scheduler=scheduler)
     if publisher is not None:
         publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
     return app, closers
+
+
+def build_scheduler(cfg, history, closers):
+    """The scheduler of cfg.summaries (None without jobs); the jobs' last runs live in the history file."""
+    if not cfg.summaries:
+        return None
+    from daemon.scheduler import SummaryScheduler
+    from daemon.summaries import RunLog
+
+    runlog = RunLog(history.path).open()
+    closers.append(runlog.close)
+    return SummaryScheduler(cfg.summaries, runlog)
 
 
 def make_publisher(cfg, rules, on_ask):

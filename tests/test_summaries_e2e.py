@@ -4,10 +4,12 @@ the summarize command, and the daemon publishing a scheduled summary to a real m
 from __future__ import annotations
 
 import json
+import threading
 import time
-from datetime import timezone
+from datetime import datetime, timezone
 
 import pytest
+from mosquitto import listen, mosquitto  # noqa: F401 - fixtures
 from test_summaries import long_history
 
 from daemon.cli import main
@@ -139,3 +141,49 @@ def test_summarize_without_a_history_says_where_it_looked(tmp_path, tiny_model, 
     assert main(["summarize", "-c", config, "--since", "2h"]) == 1
     assert capsys.readouterr().err == (f"vlmwatch: error: no history at {tmp_path / 'state' / 'history.sqlite'}: the"
                                        f" daemon records it (vlmwatch run -c {config}); check state_dir in the config\n")
+
+
+# --------------------------------------------------------------------------- the daemon
+
+
+def test_the_daemon_publishes_a_scheduled_summary_to_mosquitto(tmp_path, tiny_model, mosquitto, listen):
+    """A job due every minute, on the real APScheduler and cron trigger (its clock shifted so that the next minute
+    comes in a second), summarises history on the NPU worker and publishes it, retained, with its HA sensor."""
+    from test_scheduler import Shifted
+
+    from daemon.config import load_config
+    from daemon.scheduler import cron_trigger
+    from daemon.service import build_app
+    from daemon.summaries import RunLog
+
+    heard = listen(mosquitto, "vlmwatch/#", "homeassistant/#")
+    (tmp_path / "clips").mkdir()
+    config = write_config(tmp_path, tiny_model, f"mqtt:\n  host: {mosquitto.host}\n  port: {mosquitto.port}\n"
+                          "summaries:\n  - id: minutely\n    cron: '* * * * *'\n    period: 2h\n"
+                          "    max_new_tokens: 16\n    timezone: UTC\n")
+    with History(tmp_path / "state" / "history.sqlite") as history:
+        long_history(history, time.time() - 3600, hours=1)  # what the cameras saw in the last hour
+    app, closers = build_app(load_config(config))
+    app.scheduler.trigger_for = lambda job: Shifted.due_in(cron_trigger(job), 1.0)
+    runner = threading.Thread(target=app.run, name="daemon-under-test")
+    runner.start()
+    try:
+        message = heard.wait_topic("vlmwatch/summary/minutely", timeout=60)
+    finally:
+        app.stop.set()
+        runner.join(20)
+        for close in reversed(closers):
+            close()
+
+    body = json.loads(message.payload)
+    assert message.retain and body["job"] == "minutely" and body["text"]
+    assert body["counts"]["descriptions"] == 24 and body["counts"]["model_calls"] >= 2  # map-reduce on 256 tokens
+    start, end = (datetime.fromisoformat(body["period"][k]) for k in ("start", "end"))
+    assert (end - start).total_seconds() == 7200
+    sensors = [json.loads(m.payload) for m in heard.messages
+               if m.topic.startswith("homeassistant/sensor/") and m.topic.endswith("/config") and m.payload]
+    assert any(s.get("state_topic") == "vlmwatch/summary/minutely" for s in sensors)
+    with History(tmp_path / "state" / "history.sqlite") as history:
+        assert [r.summary.text for r in history.summaries(0, time.time() + 1, job="minutely")] == [body["text"]]
+    with RunLog(tmp_path / "state" / "history.sqlite") as runlog:
+        assert runlog.last("minutely").fire == pytest.approx(end.timestamp(), abs=0.001)  # ISO has milliseconds
