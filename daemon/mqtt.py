@@ -155,6 +155,7 @@ class Publisher:
         client.reconnect_delay_set(s.reconnect_min_delay, s.reconnect_max_delay)  # type: ignore[arg-type]
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
+        client.on_subscribe = self._on_subscribe
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
         client.on_message = self._on_message
@@ -339,6 +340,11 @@ class Publisher:
         self._publish_discovery(client)
         self._counts["connects"] += 1
         log.info("MQTT: connected to %s:%d; %d messages waiting in the outbox", s.host, s.port, self._outbox.depth)
+
+    @_guarded
+    def _on_subscribe(self, _client: paho.Client, _userdata: Any, _mid: int, _codes: Any, _props: Any) -> None:
+        # Connected counts from the subscription's acknowledgement: from then on no question sent to
+        # <base>/<camera>/ask can be missed, which is what wait_connected() promises.
         self._connected.set()
         self._wake.set()
         with self._progress:
