@@ -46,7 +46,7 @@ class Recorder:
     """A publisher that remembers what it was given."""
 
     def __init__(self):
-        self.results, self.alerts, self.states = [], [], []
+        self.results, self.alerts, self.states, self.summaries = [], [], [], []
 
     def publish_result(self, result):
         self.results.append(result)
@@ -56,6 +56,9 @@ class Recorder:
 
     def publish_rule_state(self, camera, rule, on):
         self.states.append((camera, rule, on))
+
+    def publish_summary(self, summary):
+        self.summaries.append(summary)
 
 
 def make_app(tmp_path, model, rules_yaml: str, name="app"):
