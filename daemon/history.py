@@ -169,29 +169,29 @@ class SummaryRow:
     summary: Summary
 
 
-class History:
-    """`History(path).open()` ... `close()`, or `with History(path) as history:`. Thread-safe."""
+class Store:
+    """One component's tables in the history database, on one connection behind a lock.
+
+    `Store(path).open()` ... `close()`, or `with Store(path) as store:`. A subclass names
+    its `component` and `migrations` (and may configure the connection further).
+    """
+
+    component = ""
+    migrations: Sequence[Sequence[str]] = ()
+    what = "the database"  # for messages: "cannot open <what> in <path>"
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
         self._db: sqlite3.Connection | None = None
 
-    # -- lifecycle -----------------------------------------------------------
-
-    def open(self) -> History:
-        """Open or create the database; ConfigError naming the path and the remedy when it cannot."""
+    def open(self):
+        """Open or create the file and migrate; ConfigError naming the path and the remedy when it cannot."""
         db = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA schema_version").fetchone()  # reads the header: a foreign file fails here, unchanged
-            db.execute("PRAGMA busy_timeout=5000")
-            db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect only on a new file, before WAL is set
-            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
-            db.execute("PRAGMA synchronous=NORMAL")
-            db.execute("PRAGMA foreign_keys=ON")
-            migrate(db, "history", HISTORY_MIGRATIONS)
+            self._configure(db)
         except (OSError, sqlite3.Error) as exc:
             if db is not None:
                 db.close()
@@ -200,12 +200,17 @@ class History:
             if db is not None:
                 db.close()
             raise
-        if mode != "wal":
-            log.warning("history: %s is in %s journal mode, not WAL (does its filesystem support shared memory?); "
-                        "readers may briefly block writers", self.path, mode)
         with self._lock:
             self._db = db
         return self
+
+    def _configure(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA busy_timeout=5000")
+        migrate(db, self.component, self.migrations)
+
+    def _open_error(self, exc: Exception) -> ConfigError:
+        return ConfigError(f"cannot open {self.what} in {self.path}: {exc}. Check that state_dir is writable and "
+                           "the file is a vlmwatch history database.")
 
     def close(self) -> None:
         with self._lock:
@@ -213,11 +218,40 @@ class History:
                 self._db.close()
                 self._db = None
 
-    def __enter__(self) -> History:
+    def __enter__(self):
         return self.open()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _run(self, action, verb: str):
+        """action(db) under the lock; VlmwatchError with a remedy when SQLite fails."""
+        with self._lock:
+            if self._db is None:
+                raise RuntimeError(f"{self.what} is not open: call open() first")
+            try:
+                return action(self._db)
+            except sqlite3.Error as exc:
+                raise VlmwatchError(f"cannot {verb} {self.what} in {self.path}: {exc}. Check free space and "
+                                    f"permissions of {self.path.parent}.") from exc
+
+
+class History(Store):
+    """`History(path).open()` ... `close()`, or `with History(path) as history:`. Thread-safe."""
+
+    component, migrations, what = "history", HISTORY_MIGRATIONS, "the history database"
+
+    def _configure(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA schema_version").fetchone()  # reads the header: a foreign file fails here, unchanged
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect only on a new file, before WAL is set
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        migrate(db, "history", HISTORY_MIGRATIONS)
+        if mode != "wal":
+            log.warning("history: %s is in %s journal mode, not WAL (does its filesystem support shared memory?); "
+                        "readers may briefly block writers", self.path, mode)
 
     # -- writes --------------------------------------------------------------
 

@@ -9,12 +9,9 @@ Only the entries an evaluation changed are written, in one transaction.
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Mapping
-from pathlib import Path
 
-from daemon.errors import ConfigError, VlmwatchError
-from daemon.history import migrate
+from daemon.history import Store
 from daemon.rules import RuleStatus
 
 RULE_STATE_MIGRATIONS: list[list[str]] = [
@@ -30,43 +27,10 @@ RULE_STATE_MIGRATIONS: list[list[str]] = [
 ]
 
 
-class RuleStateStore:
+class RuleStateStore(Store):
     """`RuleStateStore(path).open()`, `load()`, `save(changed, now)`, `close()`. Thread-safe."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
-
-    def open(self) -> RuleStateStore:
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
-            raise ConfigError(f"cannot open the rule state in {self.path}: {exc}. Check that state_dir is writable.") from None
-        try:
-            db.execute("PRAGMA busy_timeout=5000")
-            migrate(db, "rules", RULE_STATE_MIGRATIONS)
-        except sqlite3.Error as exc:
-            db.close()
-            raise ConfigError(f"cannot open the rule state in {self.path}: {exc}. Check that state_dir is writable.") from None
-        except BaseException:
-            db.close()
-            raise
-        self._db = db
-        return self
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    def __enter__(self) -> RuleStateStore:
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    component, migrations, what = "rules", RULE_STATE_MIGRATIONS, "the rule state"
 
     def load(self) -> dict[tuple[str, str], RuleStatus]:
         rows = self._run(lambda db: db.execute("SELECT rule, camera, count, last_fired, is_on FROM rule_state").fetchall(),
@@ -87,13 +51,3 @@ class RuleStateStore:
                                "updated = excluded.updated", rows)
 
         self._run(write, "write")
-
-    def _run(self, action, verb: str):
-        with self._lock:
-            if self._db is None:
-                raise RuntimeError("rule state is not open: call open() first")
-            try:
-                return action(self._db)
-            except sqlite3.Error as exc:
-                raise VlmwatchError(f"cannot {verb} the rule state in {self.path}: {exc}. Check free space and "
-                                    f"permissions of {self.path.parent}.") from exc

@@ -27,11 +27,10 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, tzinfo
 from difflib import SequenceMatcher
-from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Generator, Sequence
 
-from daemon.errors import ConfigError, VlmwatchError
-from daemon.history import migrate
+from daemon.errors import VlmwatchError
+from daemon.history import Store
 from daemon.types import Summary
 
 if TYPE_CHECKING:
@@ -218,36 +217,10 @@ class LastRun:
     ran: float
 
 
-class RunLog:
+class RunLog(Store):
     """The last finished run of each job, in the history file on its own connection. Thread-safe."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-
-    def open(self) -> RunLog:
-        try:
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA busy_timeout=5000")
-            migrate(db, "summaries", SUMMARY_MIGRATIONS)
-        except sqlite3.Error as exc:
-            raise ConfigError(f"cannot open the summary run log in {self.path}: {exc}. Check that the file is a "
-                              "vlmwatch history database and writable.") from exc
-        self._db = db
-        return self
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    def __enter__(self) -> RunLog:
-        return self.open()
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    component, migrations, what = "summaries", SUMMARY_MIGRATIONS, "the summary run log"
 
     def last(self, job: str) -> LastRun | None:
         row = self._execute("SELECT job, fire, period_start, period_end, ran FROM summary_runs WHERE job = ?",
@@ -261,14 +234,7 @@ class RunLog:
                       (run.job, run.fire, run.period_start, run.period_end, run.ran))
 
     def _execute(self, sql: str, params: tuple) -> sqlite3.Cursor:
-        with self._lock:
-            if self._db is None:
-                raise RuntimeError("the run log is not open: call open() first")
-            try:
-                return self._db.execute(sql, params)
-            except sqlite3.Error as exc:
-                raise VlmwatchError(f"cannot use the summary run log in {self.path}: {exc}. Check free space and "
-                                    f"permissions of {self.path.parent}.") from exc
+        return self._run(lambda db: db.execute(sql, params), "use")
 
 
 # --------------------------------------------------------------------------- running jobs
