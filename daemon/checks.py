@@ -5,10 +5,18 @@ the config, the model files and the rule files. Every problem is one line,
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from daemon.config import Config, line_of, load_config
 from daemon.errors import ConfigError, ModelError
+
+
+def report(problems: list[str]) -> bool:
+    """Print each problem on its own line to stderr; True when there were any."""
+    for line in problems:
+        print(line, file=sys.stderr)
+    return bool(problems)
 
 
 def check_all(path: Path) -> tuple[Config | None, list[str]]:

@@ -146,7 +146,7 @@ class EmbeddedBroker:
 
     def start(self) -> None:
         try:
-            from amqtt.broker import Broker  # noqa: F401
+            import amqtt.broker  # noqa: F401  (only to say how to install it, before any thread starts)
         except ImportError:
             raise UsageError("the demo's embedded broker needs amqtt: pip install 'vlmwatch[demo]',"
                              " or give a broker with --mqtt HOST:PORT") from None

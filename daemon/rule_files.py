@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import difflib
 import re
-import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,11 +406,11 @@ def add_cli(sub) -> None:
 
 
 def run_check_rules(args) -> int:
+    from daemon.checks import report
+
     files = rule_files(args.rules)
     rules, problems = check_rules(args.rules)
-    for line in problems:
-        print(line, file=sys.stderr)
-    if problems:
+    if report(problems):
         return ConfigError.exit_code
     print(f"{args.rules}: OK ({len(rules)} rule(s) in {len(files)} file(s))")
     return 0

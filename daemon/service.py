@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 from daemon.errors import ConfigError
@@ -17,12 +16,10 @@ def add_cli(sub) -> None:
 
 
 def run_check(args) -> int:
-    from daemon.checks import check_all
+    from daemon.checks import check_all, report
 
     cfg, problems = check_all(args.config)
-    for line in problems:
-        print(line, file=sys.stderr)
-    if problems:
+    if report(problems):
         return ConfigError.exit_code
     print(f"{args.config}: OK ({len(cfg.cameras)} camera(s), model {cfg.model.dir})")
     return 0
@@ -39,12 +36,10 @@ def add_run_cli(sub) -> None:
 def run_daemon(args) -> int:
     import signal
 
-    from daemon.checks import check_all
+    from daemon.checks import check_all, report
 
     cfg, problems = check_all(args.config)
-    for line in problems:
-        print(line, file=sys.stderr)
-    if problems:
+    if report(problems):
         return ConfigError.exit_code
     logging.getLogger().setLevel(cfg.logging.level.upper())
     app, closers = build_app(cfg, once=args.once)
