@@ -88,7 +88,8 @@ class SummaryJob(Section):
                         " time, or since_last: from the end of the previous run.")
     prompt: str = Field("Summarise what happened.", min_length=1, description="The summary question.")
     max_new_tokens: int = Field(200, ge=1, description="Longest summary in tokens.")
-    timezone: str | None = Field(None, description="IANA zone of the cron expression; default the system's.")
+    timezone: str | None = Field(None, description="IANA zone of the cron expression; default the config's"
+                                 " top-level timezone, else the system's.")
     misfire_grace: str = Field("1h", description="How late a run may still start when the daemon was stopped or"
                                " busy at its time (runs missed meanwhile are merged into one); later, it is skipped.")
 
@@ -140,8 +141,8 @@ class Config(Section):
     prompts: PromptSettings = Field(default_factory=PromptSettings, description="Questions asked of every window.")
     mqtt: MqttSettings | None = Field(None, description="Broker; absent: nothing is published.")
     rules: Path | None = Field(None, description="Directory of rule files (*.yaml).")
-    timezone: str | None = Field(None, description="IANA zone (e.g. Europe/Berlin) of the rules' active hours;"
-                                 " default the system's.")
+    timezone: str | None = Field(None, description="IANA zone (e.g. Europe/Berlin) of the rules' active hours"
+                                 " and of summary jobs without their own; default the system's.")
     summaries: list[SummaryJob] = Field(default_factory=list, description="Scheduled summaries.")
     state_dir: Path = Field(Path("/var/lib/vlmwatch"), description="History and outbox (SQLite).")
     retention: RetentionSettings = Field(default_factory=RetentionSettings, description="History retention.")
@@ -283,7 +284,8 @@ def _short(value) -> bool:
 
 
 def _resolve_paths(cfg: Config, base: Path) -> Config:
-    """Relative paths in the config are relative to the config file, not to the working directory."""
+    """Relative paths in the config are relative to the config file, not to the working directory;
+    summary jobs without a timezone take the config's."""
     def rel(p: Path | None) -> Path | None:
         return p if p is None or p.is_absolute() else base / p
 
@@ -291,8 +293,9 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
                                          "vit": rel(cfg.model.vit)})
     cameras = [c if "://" in c.source or Path(c.source).is_absolute()
                else c.model_copy(update={"source": str(base / c.source)}) for c in cfg.cameras]
+    summaries = [j if j.timezone else j.model_copy(update={"timezone": cfg.timezone}) for j in cfg.summaries]
     return cfg.model_copy(update={"model": model, "cameras": cameras, "rules": rel(cfg.rules),
-                                  "state_dir": rel(cfg.state_dir)})
+                                  "state_dir": rel(cfg.state_dir), "summaries": summaries})
 
 
 def line_of(path: Path, key: tuple) -> int:

@@ -143,3 +143,10 @@ def test_invalid_yaml(tmp_path, capsys):
 def test_missing_config_file(tmp_path, capsys):
     assert main(["check-config", "-c", str(tmp_path / "none.yaml")]) == 2
     assert capsys.readouterr().err.strip().startswith(f"{tmp_path / 'none.yaml'}: cannot read the configuration")
+
+
+def test_summary_jobs_take_the_configs_timezone_unless_they_name_one(tmp_path, good):
+    text = good + ("timezone: Europe/Berlin\nsummaries:\n  - id: daily\n    cron: '0 20 * * *'\n"
+                   "  - id: tokyo\n    cron: '0 8 * * *'\n    timezone: Asia/Tokyo\n")
+    cfg = load_config(write(tmp_path, text))
+    assert [j.timezone for j in cfg.summaries] == ["Europe/Berlin", "Asia/Tokyo"]
