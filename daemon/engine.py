@@ -203,20 +203,25 @@ class Engine:
 
 
 class _Streamer:
-    """Emits new text as tokens arrive, holding back incomplete UTF-8 sequences."""
+    """Emits new text as tokens arrive, holding back incomplete UTF-8 sequences.
+
+    Decodes only the last few tokens per step (a settled prefix gives the
+    context that byte-level and SentencePiece spacing need), so streaming a
+    long answer costs O(1) per token, not O(n).
+    """
 
     def __init__(self, prompts: PromptBuilder, prompt_id: str, on_token: OnToken | None):
-        self.prompts, self.id, self.on_token, self.sent = prompts, prompt_id, on_token, 0
+        self.prompts, self.id, self.on_token = prompts, prompt_id, on_token
+        self.prefix = self.read = 0  # tokens[prefix:read] are already emitted context
 
     def push(self, tokens: list[int]) -> None:
         if self.on_token is None:
             return
-        text = self.prompts.decode(tokens)
-        if text.endswith("\ufffd"):
-            return
-        if len(text) > self.sent:
-            self.on_token(self.id, text[self.sent:])
-            self.sent = len(text)
+        seen = self.prompts.decode(tokens[self.prefix:self.read])
+        text = self.prompts.decode(tokens[self.prefix:])
+        if len(text) > len(seen) and not text.endswith("\ufffd"):
+            self.on_token(self.id, text[len(seen):])
+            self.prefix, self.read = self.read, len(tokens)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:

@@ -178,3 +178,18 @@ def test_too_long_prompt_names_both_numbers(model):
         f"the prompt 'q' is {n} tokens but the model's largest prefill is {limit} tokens"
         f" ({engine.llm.geo.groups} chunks of {engine.llm.geo.prefill_len});"
         " use fewer frames, a shorter question or a shorter system text")
+
+
+def test_streamed_pieces_join_to_the_text_even_through_multibyte_characters(model):
+    from daemon.engine import _Streamer
+
+    engine = Engine(model, system=SYSTEM)
+    text = "A red panda 在木头上 sleeps; café — naïve 🐼 done."
+    ids = engine.prompts.encode(text)
+    assert len(ids) > len(text) // 2  # byte-level pieces split the multi-byte characters
+    pieces = []
+    streamer = _Streamer(engine.prompts, "q", lambda _id, piece: pieces.append(piece))
+    for n in range(1, len(ids) + 1):
+        streamer.push(ids[:n])
+    assert "".join(pieces) == engine.prompts.decode(ids) == text
+    assert all("\ufffd" not in p for p in pieces)
