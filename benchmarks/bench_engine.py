@@ -16,36 +16,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import ml_dtypes
 import numpy as np
+from fullsize import BF16, HIDDEN, KV_DIM, KV_LEN, LAYERS, P, VOCAB, sessions
 
 from daemon.bundle import load_embeddings
 from daemon.engine import Sampling, sample
 from daemon.llm import LLM
-from daemon.sessions import Meter, NullSession, Port, ProfileSession
+from daemon.sessions import Meter
 
-BF16, U32, F32 = np.dtype(ml_dtypes.bfloat16), np.dtype(np.uint32), np.dtype(np.float32)
-HIDDEN, KV_DIM, KV_LEN, P, GROUPS, LAYERS, VOCAB = 1536, 256, 2559, 128, 17, 28, 151674
-NPU_DECODE_MS = 86.969  # published: 2.686 ms x 28 layers + 11.455 ms post
-
-
-def layer_ports() -> tuple[list[list[Port]], list[list[Port]]]:
-    ins, outs = [], []
-    for k in range(GROUPS + 1):
-        q, past = (1, (1, KV_LEN, KV_DIM)) if k == 0 else (P, (1, 1, HIDDEN) if k == 1 else (1, P * (k - 1), KV_DIM))
-        width = KV_LEN + 1 if k == 0 else P * k
-        ins.append([Port("K_cache", past, BF16), Port("V_cache", past, BF16), Port("indices", (1, q), U32),
-                    Port("input", (1, q, HIDDEN), BF16), Port("mask", (1, q, width), BF16)])
-        outs.append([Port("k", (1, q, KV_DIM), BF16), Port("v", (1, q, KV_DIM), BF16),
-                     Port("hidden", (1, q, HIDDEN), BF16)])
-    return ins, outs
 
 
 def build(meter: Meter) -> LLM:
-    ins, outs = layer_ports()
-    layers = [ProfileSession(NullSession(f"l{i}", ins, outs), "layer", meter) for i in range(LAYERS)]
-    post = NullSession("post", [[Port("input", (1, 1, HIDDEN), BF16)]], [[Port("logits", (1, 1, VOCAB), F32)]])
-    return LLM(layers, ProfileSession(post, "post", meter))
+    layers, post, _ = sessions(meter)
+    return LLM(layers, post)
 
 
 def main() -> None:
