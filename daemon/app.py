@@ -22,7 +22,7 @@ from daemon.history import History
 from daemon.llm import Cancelled
 from daemon.metrics import Metrics
 from daemon.notify import Notifier
-from daemon.sources import Source, SourceEvent
+from daemon.sources import Source
 from daemon.summaries import Fire, Summarizer
 from daemon.types import Result, Window
 from daemon.worker import AskJob, NpuWorker, SummaryJob, WindowJob, WorkQueue
@@ -181,9 +181,6 @@ class App:
 
         return isinstance(cam.source, (FileSource, FolderSource)) and not cam.settings.realtime
 
-    def on_source_event(self, event: SourceEvent) -> None:
-        self.metrics.source_event(event.camera, event.kind)
-
     # ------------------------------------------------------------------ NPU side
 
     def _handle(self, job) -> None:
@@ -219,9 +216,7 @@ class App:
             return
         except Cancelled:
             return
-        result = Result(window.camera, prompt.id, request.question, window.start, window.end, self.clock(),
-                        answer.text, answer.tokens, answer.stop_reason, answer.choice, answer.probabilities,
-                        answer.timings, self.engine.model.name)
+        result = self._result(window, request.question, answer)
         self.history.record_result(None, result)
         self.publisher.reply(request, result)
 
@@ -262,9 +257,7 @@ class App:
         questions = {p.id: p.question for p in prompts}
         results = []
         for answer in analysis.answers:
-            result = Result(window.camera, answer.prompt_id, questions[answer.prompt_id], window.start, window.end,
-                            self.clock(), answer.text, answer.tokens, answer.stop_reason, answer.choice,
-                            answer.probabilities, answer.timings, self.engine.model.name)
+            result = self._result(window, questions[answer.prompt_id], answer)
             self.history.record_result(window_id, result)
             self.metrics.observe_timings(answer.timings)
             if self.publisher is not None:
@@ -272,3 +265,8 @@ class App:
             log.info("camera %s: %s: %s", window.camera, answer.prompt_id, answer.text[:200])
             results.append(result)
         return results
+
+    def _result(self, window: Window, question: str, answer) -> Result:
+        return Result(window.camera, answer.prompt_id, question, window.start, window.end, self.clock(),
+                      answer.text, answer.tokens, answer.stop_reason, answer.choice, answer.probabilities,
+                      answer.timings, self.engine.model.name)
