@@ -270,6 +270,10 @@ def _format(path: Path, lines: dict, err: dict) -> str:
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     value = err.get("input")
+    if isinstance(value, str) and "://" in value:
+        from daemon.sources import redact_url
+
+        value = redact_url(value)  # a camera URL's password never reaches a terminal or the journal
     shown = f" (got {value!r})" if err["type"] not in ("missing", "extra_forbidden") and _short(value) else ""
     return f"{path}:{line}: {_dotted(loc)}: {msg}{shown}"
 

@@ -150,3 +150,10 @@ def test_summary_jobs_take_the_configs_timezone_unless_they_name_one(tmp_path, g
                    "  - id: tokyo\n    cron: '0 8 * * *'\n    timezone: Asia/Tokyo\n")
     cfg = load_config(write(tmp_path, text))
     assert [j.timezone for j in cfg.summaries] == ["Europe/Berlin", "Asia/Tokyo"]
+
+
+def test_a_bad_camera_url_is_shown_without_its_password(tmp_path, good, capsys):
+    text = good.replace(good.split("source: ")[1].split("\n")[0], "ftp://admin:hunter2@cam/stream")
+    code, err, path = check(tmp_path, text, capsys)
+    assert code == 2 and "hunter2" not in "\n".join(err)
+    assert err[-1].endswith("(got 'ftp://***@cam/stream')")
