@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from daemon.errors import ConfigError
 from daemon.history import RetentionSettings
@@ -25,6 +25,15 @@ from daemon.sources import SourceSettings
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 NAME_RE = r"^[a-z0-9][a-z0-9_-]*$"  # becomes part of MQTT topics and entity ids
+
+
+def _check_zone(name: str | None) -> str | None:
+    if name is not None:
+        zone_info(name)
+    return name
+
+
+Timezone = Annotated[str | None, AfterValidator(_check_zone)]  # an IANA zone name, checked at load
 
 
 class Section(BaseModel):
@@ -88,7 +97,7 @@ class SummaryJob(Section):
                         " time, or since_last: from the end of the previous run.")
     prompt: str = Field("Summarise what happened.", min_length=1, description="The summary question.")
     max_new_tokens: int = Field(200, ge=1, description="Longest summary in tokens.")
-    timezone: str | None = Field(None, description="IANA zone of the cron expression; default the config's"
+    timezone: Timezone = Field(None, description="IANA zone of the cron expression; default the config's"
                                  " top-level timezone, else the system's.")
     misfire_grace: str = Field("1h", description="How late a run may still start when the daemon was stopped or"
                                " busy at its time (runs missed meanwhile are merged into one); later, it is skipped.")
@@ -107,13 +116,6 @@ class SummaryJob(Section):
         from daemon.summaries import parse_duration
 
         parse_duration(v, "misfire_grace")
-        return v
-
-    @field_validator("timezone")
-    @classmethod
-    def _job_timezone(cls, v: str | None) -> str | None:
-        if v is not None:
-            zone_info(v)
         return v
 
     @field_validator("cron")
@@ -141,20 +143,13 @@ class Config(Section):
     prompts: PromptSettings = Field(default_factory=PromptSettings, description="Questions asked of every window.")
     mqtt: MqttSettings | None = Field(None, description="Broker; absent: nothing is published.")
     rules: Path | None = Field(None, description="Directory of rule files (*.yaml).")
-    timezone: str | None = Field(None, description="IANA zone (e.g. Europe/Berlin) of the rules' active hours"
+    timezone: Timezone = Field(None, description="IANA zone (e.g. Europe/Berlin) of the rules' active hours"
                                  " and of summary jobs without their own; default the system's.")
     summaries: list[SummaryJob] = Field(default_factory=list, description="Scheduled summaries.")
     state_dir: Path = Field(Path("/var/lib/vlmwatch"), description="History and outbox (SQLite).")
     retention: RetentionSettings = Field(default_factory=RetentionSettings, description="History retention.")
     metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Prometheus endpoint.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging.")
-
-    @field_validator("timezone")
-    @classmethod
-    def _timezone(cls, v: str | None) -> str | None:
-        if v is not None:
-            zone_info(v)
-        return v
 
     @property
     def tzinfo(self):
