@@ -42,8 +42,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from clips import background  # noqa: E402
 
-from daemon.capture import StreamSource  # noqa: E402
-from daemon.sources import FileSource, SourceSettings  # noqa: E402
+from daemon.video.file import FileSource  # noqa: E402
+from daemon.video.settings import SourceSettings  # noqa: E402
+from daemon.video.stream import StreamSource  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 1280, 720, 25
 

@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-from fullsize import BF16, HIDDEN, KV_DIM, KV_LEN, LAYERS, P, VOCAB, sessions
+from fullsize import BF16, HIDDEN, KV_DIM, KV_LEN, LAYERS, VOCAB, P, sessions
 
-from daemon.bundle import load_embeddings
-from daemon.engine import Sampling, sample
-from daemon.llm import LLM
-from daemon.sessions import Meter
-
+from daemon.engine.bundle import load_embeddings
+from daemon.engine.engine import Sampling, sample
+from daemon.engine.llm import LLM
+from daemon.engine.sessions import Meter
 
 
 def build(meter: Meter) -> LLM:

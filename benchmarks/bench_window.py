@@ -18,11 +18,11 @@ from pathlib import Path
 import numpy as np
 from fullsize import HIDDEN, VOCAB, sessions
 
-from daemon.bundle import Model, load_embeddings
-from daemon.engine import Engine, Prompt
-from daemon.sessions import Meter
-from daemon.tiny import build_tokenizer
-from daemon.types import Frame
+from daemon.engine.bundle import Model, load_embeddings
+from daemon.engine.engine import Engine
+from daemon.engine.export.tiny import build_tokenizer
+from daemon.engine.sessions import Meter
+from daemon.types import Frame, Prompt
 
 SYSTEM = "You watch a home camera."  # the stand-in tokenizer spells InternVL's Chinese system text longer
 PROMPTS = [Prompt("person", "Is a person at the door? Answer yes or no.", ("yes", "no")),

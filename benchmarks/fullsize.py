@@ -9,7 +9,7 @@ from __future__ import annotations
 import ml_dtypes
 import numpy as np
 
-from daemon.sessions import Meter, NullSession, Port, ProfileSession
+from daemon.engine.sessions import Meter, NullSession, Port, ProfileSession
 
 BF16, U32, F32 = np.dtype(ml_dtypes.bfloat16), np.dtype(np.uint32), np.dtype(np.float32)
 HIDDEN, KV_DIM, KV_LEN, P, GROUPS, LAYERS, VOCAB, IMAGE, IMAGE_TOKENS = 1536, 256, 2559, 128, 17, 28, 151674, 448, 256

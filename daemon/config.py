@@ -7,134 +7,33 @@ environment or in systemd credentials, never in a logged config.
 
 from __future__ import annotations
 
+from daemon.summaries.settings import SummaryJob
+
 import os
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
+from typing import Any
 
 import yaml
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    Field,
+    ValidationError,
+)
 
+from daemon.engine.settings import ModelSettings
 from daemon.errors import ConfigError
-from daemon.history import RetentionSettings
-from daemon.metrics import MetricsSettings
-from daemon.mqtt_settings import MqttSettings
-from daemon.sources import SourceSettings
+from daemon.mqtt.settings import MqttSettings
+from daemon.service.settings import (
+    CameraSettings,
+    LoggingSettings,
+    MetricsSettings,
+    PromptSettings,
+    RetentionSettings,
+)
+from daemon.settings import Section, Timezone
+from daemon.times import zone_info
 
-URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-NAME_RE = r"^[a-z0-9][a-z0-9_-]*$"  # becomes part of MQTT topics and entity ids
-
-
-def _check_zone(name: str | None) -> str | None:
-    if name is not None:
-        zone_info(name)
-    return name
-
-
-Timezone = Annotated[str | None, AfterValidator(_check_zone)]  # an IANA zone name, checked at load
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class SamplingSettings(Section):
-    temperature: float = Field(0.0, ge=0, description="0 is greedy (reproducible); above 0 samples.")
-    top_k: int = Field(0, ge=0, description="Sample among the k likeliest tokens (0: all).")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (1: off).")
-    seed: int | None = Field(None, description="Seed for sampling; unset: different each start.")
-
-
-class ModelSettings(Section):
-    dir: Path = Field(description="Model folder: board layout, reference demo layout or ONNX bundle.")
-    backend: Literal["axengine", "onnxruntime"] | None = Field(
-        None, description="Runtime; default axengine for .axmodel files, onnxruntime for ONNX bundles.")
-    device_id: int | None = Field(None, ge=0, description="M.2 card number (AXCLRT); unset on the board itself.")
-    tokenizer: Path | None = Field(None, description="Tokenizer folder (reference demo layout only).")
-    vit: Path | None = Field(None, description="ViT graph file (reference demo layout only).")
-    system: str | None = Field(None, description="System text; unset: InternVL's own. Shorter buys question room.")
-    sampling: SamplingSettings = Field(default_factory=SamplingSettings, description="Decoding.")
-
-
-class CameraPrompts(Section):
-    description: str | None = Field(None, description="This camera's description question (overrides prompts.description).")
-    max_new_tokens: int | None = Field(None, ge=1, description="Longest description for this camera.")
-
-
-class CameraSettings(SourceSettings):
-    """One camera: a name, a source, the window/gate/connection settings of its source, prompt overrides."""
-
-    name: str = Field(pattern=NAME_RE, description="Unique name: lower-case letters, digits, '_' and '-'.")
-    source: str = Field(min_length=1, description="rtsp://, rtsps://, http(s):// (MJPEG) URL, a video file or a folder.")
-    prompts: CameraPrompts = Field(default_factory=CameraPrompts, description="Per-camera prompt overrides.")
-
-    @field_validator("source")
-    @classmethod
-    def _source(cls, v: str) -> str:
-        if "://" in v:
-            url = urlsplit(v)
-            if url.scheme not in URL_SCHEMES:
-                raise ValueError(f"unsupported URL scheme {url.scheme!r}: use one of {', '.join(URL_SCHEMES)},"
-                                 " or a file or folder path")
-            if not url.hostname:
-                raise ValueError("the URL has no host (expected e.g. rtsp://camera.local:554/stream)")
-        return v
-
-
-class PromptSettings(Section):
-    description: str = Field("Describe what happens in the video.", min_length=1,
-                             description="The question whose answer is each window's description.")
-    max_new_tokens: int = Field(128, ge=1, description="Longest description in tokens.")
-
-
-class SummaryJob(Section):
-    id: str = Field(pattern=NAME_RE, description="Job name; MQTT topic <base>/summary/<id>.")
-    cron: str = Field(description="Five-field cron expression, e.g. '0 20 * * *'.")
-    cameras: list[str] | None = Field(None, description="Cameras to summarise; default all.")
-    period: str = Field("since_last", description="A duration such as 2h, 24h or 7d ending at the run's scheduled"
-                        " time, or since_last: from the end of the previous run.")
-    prompt: str = Field("Summarise what happened.", min_length=1, description="The summary question.")
-    max_new_tokens: int = Field(200, ge=1, description="Longest summary in tokens.")
-    timezone: Timezone = Field(None, description="IANA zone of the cron expression; default the config's"
-                                 " top-level timezone, else the system's.")
-    misfire_grace: str = Field("1h", description="How late a run may still start when the daemon was stopped or"
-                               " busy at its time (runs missed meanwhile are merged into one); later, it is skipped.")
-
-    @field_validator("period")
-    @classmethod
-    def _period(cls, v: str) -> str:
-        from daemon.summaries import parse_period
-
-        parse_period(v)
-        return v
-
-    @field_validator("misfire_grace")
-    @classmethod
-    def _grace(cls, v: str) -> str:
-        from daemon.summaries import parse_duration
-
-        parse_duration(v, "misfire_grace")
-        return v
-
-    @field_validator("cron")
-    @classmethod
-    def _cron(cls, v: str) -> str:
-        from daemon.scheduler import CronSchedule  # cron's weekday numbers, not APScheduler 3's
-
-        if len(v.split()) != 5:
-            raise ValueError(f"cron {v!r} must have five fields (minute hour day month weekday)")
-        try:
-            CronSchedule.from_crontab(v)
-        except ValueError as exc:
-            message = str(exc)
-            raise ValueError(message if message.startswith("cron ") else f"invalid cron {v!r}: {exc}") from None
-        return v
-
-
-class LoggingSettings(Section):
-    level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level (stderr/journald).")
 
 
 class Config(Section):
@@ -169,16 +68,6 @@ class Config(Section):
                 if name not in seen:
                     out.append((("summaries", i, "cameras"), f"camera {name!r} is not configured"))
         return out
-
-
-def zone_info(name: str):
-    """ZoneInfo for an IANA name; ValueError saying what to write otherwise."""
-    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(f"unknown time zone {name!r}: use an IANA name such as Europe/Berlin or UTC") from None
 
 
 # --------------------------------------------------------------------------- loading
@@ -266,7 +155,7 @@ def _format(path: Path, lines: dict, err: dict) -> str:
         msg = msg[len("Value error, "):]
     value = err.get("input")
     if isinstance(value, str) and "://" in value:
-        from daemon.sources import redact_url
+        from daemon.redact import redact_url
 
         value = redact_url(value)  # a camera URL's password never reaches a terminal or the journal
     shown = f" (got {value!r})" if err["type"] not in ("missing", "extra_forbidden") and _short(value) else ""

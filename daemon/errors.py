@@ -5,6 +5,8 @@ exit codes in one place (`daemon.cli.main`); nothing else prints tracebacks
 for them.
 """
 
+from __future__ import annotations
+
 
 class VlmwatchError(Exception):
     """Base of all user-facing errors. `exit_code` is what the CLI returns."""
@@ -50,3 +52,7 @@ class PublishError(VlmwatchError):
     """MQTT cannot be reached or refuses us."""
 
     exit_code = 1
+
+
+class Cancelled(Exception):
+    """The stop event was set; work ended at a step boundary."""

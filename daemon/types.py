@@ -97,3 +97,11 @@ class Summary:
     ts: float
     counts: dict[str, int] = field(default_factory=dict)
     cameras: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Prompt:
+    id: str
+    question: str
+    choices: tuple[str, ...] = ()  # non-empty: score these instead of generating
+    max_new_tokens: int | None = None

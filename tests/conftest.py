@@ -14,6 +14,6 @@ def tiny_model(tmp_path_factory) -> Path:
     groups; `hf/` beside it is the transformers checkpoint the graphs were
     exported from, the numerical reference. Treat it as read-only: it is shared.
     """
-    from daemon.tiny import make_tiny_model
+    from daemon.engine.export.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0, progress=lambda line: None)

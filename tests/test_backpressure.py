@@ -5,12 +5,12 @@ import time
 
 import numpy as np
 
-from daemon.app import App
-from daemon.bundle import locate, open_model
 from daemon.config import Config
-from daemon.engine import Engine
-from daemon.history import History
-from daemon.metrics import Metrics
+from daemon.engine.bundle import locate, open_model
+from daemon.engine.engine import Engine
+from daemon.service.app import App
+from daemon.service.history import History
+from daemon.service.metrics import Metrics
 from daemon.types import Frame, Window
 
 

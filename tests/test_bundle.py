@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.bundle import locate, open_model
+from daemon.engine.bundle import locate, open_model
 from daemon.errors import ModelError
 
 
@@ -103,8 +103,8 @@ RSS_SCRIPT = textwrap.dedent("""
     import sys, psutil
     sys.path.insert(0, sys.argv[2])
     import axengine
-    from daemon.bundle import load_tokenizer, locate, open_model
-    from daemon.engine import Engine
+    from daemon.engine.bundle import load_tokenizer, locate, open_model
+    from daemon.engine.engine import Engine
     load_tokenizer(sys.argv[3])  # library imports (transformers pulls in torch) are not what we measure
     proc = psutil.Process()
     before = proc.memory_info().rss

@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 import pytest
-
 from clips import Scene, Thing, write_scene
+
 from daemon.cli import main
-from daemon.history import History
+from daemon.service.history import History
 
 ROOT = Path(__file__).parent.parent
 

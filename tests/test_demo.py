@@ -3,7 +3,7 @@
 import time
 
 from daemon.cli import main
-from daemon.history import History
+from daemon.service.history import History
 
 
 def test_demo_runs_the_daemon_and_prints_what_it_publishes(tmp_path, capsys):

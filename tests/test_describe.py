@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from daemon.cli import main
-from daemon.describe import read_video
+from daemon.video.clips import read_video
 
 
 def write_clip(path, frames=40, size=(96, 64)):
@@ -26,11 +26,11 @@ def run_json(capsys, *argv):
 
 
 def test_video_answer_equals_transformers(tiny_model, tmp_path, capsys):
-    from test_engine import reference, SYSTEM
+    from test_engine import SYSTEM, reference
     from transformers import InternVLForConditionalGeneration
 
-    from daemon.bundle import locate, open_model
-    from daemon.engine import Engine
+    from daemon.engine.bundle import locate, open_model
+    from daemon.engine.engine import Engine
 
     clip = write_clip(tmp_path / "clip.mp4")
     out = run_json(capsys, "--model", str(tiny_model), "--system", SYSTEM, "-q", "What moves?",

@@ -8,11 +8,11 @@ to ONNX bundles; greedy tokens from the engine must equal transformers' own
 import numpy as np
 import pytest
 
-from daemon.bundle import locate, open_model
-from daemon.engine import Engine, Prompt, Sampling
+from daemon.engine.bundle import locate, open_model
+from daemon.engine.engine import Engine, Sampling
+from daemon.engine.vision import preprocess
 from daemon.errors import ModelError, PromptTooLongError
-from daemon.types import Frame
-from daemon.vision import preprocess
+from daemon.types import Frame, Prompt
 
 SYSTEM = "You are a careful video assistant."
 
@@ -181,7 +181,7 @@ def test_too_long_prompt_names_both_numbers(model):
 
 
 def test_streamed_pieces_join_to_the_text_even_through_multibyte_characters(model):
-    from daemon.engine import _Streamer
+    from daemon.engine.engine import _Streamer
 
     engine = Engine(model, system=SYSTEM)
     text = "A red panda 在木头上 sleeps; café — naïve 🐼 done."

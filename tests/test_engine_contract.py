@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from daemon.bundle import locate, open_model
-from daemon.engine import Engine, Prompt
-from daemon.types import Frame
+from daemon.engine.bundle import locate, open_model
+from daemon.engine.engine import Engine
+from daemon.types import Frame, Prompt
 
 FAKE = Path(__file__).parent / "fake_axengine"
 VOCAB, HIDDEN, LAYERS = 151674, 1536, 28

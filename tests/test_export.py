@@ -216,7 +216,7 @@ def test_tiny_model_has_internvl_special_tokens(tiny_model: Path, hf):
 
 
 def test_same_seed_same_weights(tiny_model: Path, hf):
-    from daemon.tiny import build_model, build_tokenizer
+    from daemon.engine.export.tiny import build_model, build_tokenizer
 
     tokenizer = build_tokenizer()
     again, other = build_model(tokenizer, seed=0).state_dict(), build_model(tokenizer, seed=1).state_dict()

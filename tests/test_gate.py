@@ -7,11 +7,20 @@ import threading
 
 import numpy as np
 import pytest
-from clips import EVENT_SCENE, EVENT_WINDOWS, Scene, Thing, background, scene_frames, write_scene
+from clips import (
+    EVENT_SCENE,
+    EVENT_WINDOWS,
+    Scene,
+    Thing,
+    background,
+    scene_frames,
+    write_scene,
+)
 
-from daemon.gate import Gate, GateSettings, GateState, decide, signature, window_change
-from daemon.sources import FileSource, SourceSettings
 from daemon.types import Frame, Window
+from daemon.video.file import FileSource
+from daemon.video.gate import Gate, GateState, decide, signature, window_change
+from daemon.video.settings import GateSettings, SourceSettings
 
 DEFAULTS = GateSettings()
 

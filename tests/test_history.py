@@ -11,7 +11,8 @@ import pytest
 from pydantic import ValidationError
 
 from daemon.errors import ConfigError
-from daemon.history import HISTORY_MIGRATIONS, History, RetentionSettings
+from daemon.service.history import HISTORY_MIGRATIONS, History
+from daemon.service.settings import RetentionSettings
 from daemon.types import Alert, Frame, Result, Summary, Timings, Window
 
 IMAGE = np.zeros((2, 2, 3), np.uint8)

@@ -10,7 +10,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
 from daemon.errors import ConfigError
-from daemon.metrics import SOURCE_STATES, Metrics, MetricsSettings
+from daemon.service.metrics import SOURCE_STATES, Metrics
+from daemon.service.settings import MetricsSettings
 from daemon.types import Timings
 
 

@@ -7,18 +7,18 @@ from datetime import datetime
 
 import pytest
 
-from daemon.mqtt_messages import (
+from daemon.mqtt.messages import (
     AskError,
     Topics,
     alert_json,
     check_name,
     error_reply_json,
-    iso,
     parse_ask,
     reply_json,
     result_json,
     summary_json,
 )
+from daemon.times import iso
 from daemon.types import Alert, Result, Summary, Timings
 
 T0 = 1_750_000_000.0

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.notify import Notifier
+from daemon.service.notify import Notifier
 
 
 def _receive(sock: socket.socket) -> str:
@@ -80,7 +80,7 @@ def test_no_socket_is_a_no_op():
 
 def test_send_failure_never_raises_and_is_logged_once(tmp_path, caplog):
     notifier = Notifier(str(tmp_path / "gone"))
-    with caplog.at_level(logging.WARNING, logger="daemon.notify"):
+    with caplog.at_level(logging.WARNING, logger="daemon.service.notify"):
         assert not notifier.ready()
         assert not notifier.watchdog()
         assert not notifier.stopping()
@@ -91,7 +91,7 @@ def test_send_failure_never_raises_and_is_logged_once(tmp_path, caplog):
 
 
 def test_unsupported_address_is_a_logged_failure(caplog):
-    with caplog.at_level(logging.WARNING, logger="daemon.notify"):
+    with caplog.at_level(logging.WARNING, logger="daemon.service.notify"):
         assert not Notifier("vsock:2:1234").ready()
     assert "unsupported NOTIFY_SOCKET address 'vsock:2:1234'" in caplog.text
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from daemon.errors import PublishError
-from daemon.outbox import Kind, Outbox, OutboxMessage
+from daemon.mqtt.outbox import Kind, Outbox, OutboxMessage
 
 
 def message(kind: Kind = Kind.DESCRIPTION, n: int = 0, size: int = 10) -> OutboxMessage:
@@ -48,7 +48,7 @@ def test_uses_wal(tmp_path: Path) -> None:
 
 
 def test_full_outbox_drops_descriptions_first_and_alerts_last(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="daemon.outbox")
+    caplog.set_level(logging.WARNING, logger="daemon.mqtt.outbox")
     with Outbox(tmp_path / "o.sqlite", max_messages=4) as box:
         box.put(message(Kind.ALERT, 1))
         box.put(message(Kind.DESCRIPTION, 2))

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from daemon.cli import main
-from daemon.history import History
+from daemon.service.history import History
 from daemon.types import Result, Window
 
 QUESTION = "Is a person at the door?"

@@ -22,8 +22,8 @@ import pytest
 from clips import Scene, Thing, scene_frames, write_jpeg_frames
 
 from daemon import cli
-from daemon.capture import StreamSource
-from daemon.sources import SourceSettings
+from daemon.video.settings import SourceSettings
+from daemon.video.stream import StreamSource
 
 GST_PYTHON = "/usr/bin/python3"
 SERVER = Path(__file__).with_name("rtsp_server.py")
@@ -224,7 +224,7 @@ def test_twenty_reconnects_leak_no_threads_or_memory(server, fast_probe):
 
 
 def test_cli_prints_windows_from_a_camera(server, fast_probe, monkeypatch, capfd):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["daemon.windows"])
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["daemon.cli.windows"])
     code = cli.main(["windows", server.url(), "--span", "1", "--frames", "4", "--limit", "2", "--json"])
     out, err = capfd.readouterr()
     assert SECRET not in err

@@ -9,12 +9,21 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from daemon.cli import main
-from daemon.history import History
-from daemon.rule_files import check_rules, load_rules, parse_days, parse_duration
-from daemon.rule_state import RuleStateStore
-from daemon.rules import (
-    Ask, Match, Rule, RuleSet, RuleStatus, StateChange, TimeRange, evaluate, parse_template, phases,
+from daemon.rules.files import check_rules, load_rules, parse_days, parse_duration
+from daemon.rules.model import (
+    Ask,
+    Match,
+    Rule,
+    RuleSet,
+    RuleStatus,
+    StateChange,
+    TimeRange,
+    evaluate,
+    parse_template,
+    phases,
 )
+from daemon.rules.state import RuleStateStore
+from daemon.service.history import History
 from daemon.types import Result
 
 TZ = ZoneInfo("Europe/Berlin")

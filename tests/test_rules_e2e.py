@@ -9,17 +9,17 @@ import pytest
 from clips import Scene, Thing, write_scene
 from mosquitto import listen, mosquitto  # noqa: F401 - fixtures
 
-from daemon.alerting import changed_most, jpeg
-from daemon.app import App
-from daemon.bundle import locate, open_model
 from daemon.cli import main
 from daemon.config import load_config
-from daemon.engine import Engine
+from daemon.engine.bundle import locate, open_model
+from daemon.engine.engine import Engine
 from daemon.errors import ConfigError
-from daemon.history import History
-from daemon.service import build_rules
+from daemon.service.app import App
+from daemon.service.build import build_rules
+from daemon.service.history import History
+from daemon.service.worker import WindowJob
 from daemon.types import Alert, Frame, Window
-from daemon.worker import WindowJob
+from daemon.video.snapshot import changed_most, jpeg
 
 SYSTEM = "You watch a camera."
 
@@ -216,15 +216,15 @@ def test_run_once_publishes_alerts_to_mosquitto_and_replay_reports_the_same(tmp_
     capsys.readouterr()
     assert main(["replay", "-c", str(config), "--rules", str(tmp_path / "rules"), "--since", "1h", "--json"]) == 0
     replayed = json.loads(capsys.readouterr().out)
-    from daemon.replay import alert_dict
+    from daemon.rules.replay import alert_dict
 
     assert replayed["alerts"] == [alert_dict(a, None) for a in stored]
     assert replayed["windows"] == len(analysed) and replayed["never_asked"] == {}
 
     from dataclasses import replace
 
-    from daemon.replay import replay
-    from daemon.rule_files import load_rules
+    from daemon.rules.files import load_rules
+    from daemon.rules.replay import replay
 
     with History(tmp_path / "state" / "history.sqlite") as history:  # the same alerts to the last bit of ts
         report = replay(history, load_rules(tmp_path / "rules"), 0, time.time() + 1)

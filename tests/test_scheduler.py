@@ -10,9 +10,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from apscheduler.triggers.base import BaseTrigger
 
-from daemon.config import SummaryJob
-from daemon.scheduler import CronSchedule, SummaryScheduler, cron_trigger, first_missed, next_fires, previous_fire
-from daemon.summaries import Fire, LastRun, RunLog
+from daemon.summaries.cron import CronSchedule, first_missed, next_fires, previous_fire
+from daemon.summaries.runner import Fire, LastRun, RunLog
+from daemon.summaries.scheduler import SummaryScheduler, cron_trigger
+from daemon.summaries.settings import SummaryJob
 
 UTC = timezone.utc
 
@@ -123,7 +124,7 @@ def test_a_catch_up_later_than_the_grace_is_skipped_with_a_warning(runlog, caplo
     runlog.record(LastRun("daily", yesterday, yesterday - 86400, yesterday, yesterday))
     submitted = Submitted()
     scheduler = SummaryScheduler([job], runlog)
-    with caplog.at_level(logging.WARNING, logger="daemon.scheduler"):
+    with caplog.at_level(logging.WARNING, logger="daemon.summaries.scheduler"):
         scheduler.start(submitted)
         try:
             deadline = time.monotonic() + 10
@@ -133,7 +134,7 @@ def test_a_catch_up_later_than_the_grace_is_skipped_with_a_warning(runlog, caplo
         finally:
             scheduler.shutdown()
     assert submitted.fires == []
-    assert [r.getMessage() for r in caplog.records if r.name == "daemon.scheduler"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "daemon.summaries.scheduler"] == [
         (f"summary daily: the run due at {due.isoformat()} started more than misfire_grace (1m) late and is skipped;"
          " a since_last period is covered by the next run")]
 
@@ -179,7 +180,7 @@ def test_a_cron_fire_queues_its_run_and_a_full_queue_is_reported(runlog, caplog)
 
     submitted = Submitted(accept=False)
     scheduler = SummaryScheduler([job], runlog, trigger_for=trigger_for)
-    with caplog.at_level(logging.WARNING, logger="daemon.scheduler"):
+    with caplog.at_level(logging.WARNING, logger="daemon.summaries.scheduler"):
         scheduler.start(submitted)
         try:
             [expected] = next_fires(triggers[0], datetime.now(UTC), 1)
@@ -188,5 +189,5 @@ def test_a_cron_fire_queues_its_run_and_a_full_queue_is_reported(runlog, caplog)
             scheduler.shutdown()
     assert submitted.fires == [Fire("minutely", expected.timestamp(), expected.timestamp() - 60)]
     local = expected.astimezone().isoformat(timespec="seconds")
-    assert [r.getMessage() for r in caplog.records if r.name == "daemon.scheduler"] == [
+    assert [r.getMessage() for r in caplog.records if r.name == "daemon.summaries.scheduler"] == [
         f"summary minutely: the NPU queue already holds too many summaries; the run for {local} is dropped"]

@@ -10,11 +10,14 @@ import pytest
 from clips import Scene, Thing, scene_frames, write_clip, write_scene
 from pydantic import BaseModel, ValidationError
 
-from daemon.capture import StreamSource, backoff_delay
 from daemon.errors import SourceError
-from daemon.folder import FolderSource, ProcessedFiles
-from daemon.gate import GateSettings
-from daemon.sources import FileSource, SourceSettings, open_source, redact_url, source_name
+from daemon.redact import redact_url
+from daemon.video import open_source
+from daemon.video.events import source_name
+from daemon.video.file import FileSource
+from daemon.video.folder import FolderSource, ProcessedFiles
+from daemon.video.settings import GateSettings, SourceSettings
+from daemon.video.stream import StreamSource, backoff_delay
 
 # ---------------------------------------------------------------- redaction and names
 

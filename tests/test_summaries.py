@@ -9,25 +9,26 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from daemon.config import SummaryJob
 from daemon.errors import ModelError
-from daemon.history import History
-from daemon.summaries import (
+from daemon.service.history import History
+from daemon.summaries.plan import (
+    MAP_INSTRUCTION,
+    Step,
+    TokenBudget,
+    execute,
+    plan_summary,
+)
+from daemon.summaries.runner import Fire, LastRun, RunLog, Summarizer, period_for
+from daemon.summaries.settings import SummaryJob, parse_period
+from daemon.summaries.timeline import (
     Entry,
-    Fire,
-    LastRun,
     Period,
     Request,
-    RunLog,
-    Summarizer,
     build_timeline,
     entry_line,
     merge_runs,
-    parse_duration,
-    parse_period,
-    period_for,
 )
-from daemon.summary_plan import MAP_INSTRUCTION, Step, TokenBudget, execute, plan_summary
+from daemon.times import parse_duration
 from daemon.types import Alert, Frame, Result, Window
 
 UTC = timezone.utc
@@ -305,8 +306,8 @@ class WordyModel(NoModel):
 
 
 def test_windows_queued_during_a_long_summary_go_between_its_model_calls(history):
-    from daemon.worker import SummaryJob as WorkItem
-    from daemon.worker import WindowJob, WorkQueue
+    from daemon.service.worker import SummaryJob as WorkItem
+    from daemon.service.worker import WindowJob, WorkQueue
 
     long_history(history, T0, hours=6)
     order: list[str] = []

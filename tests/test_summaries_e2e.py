@@ -13,17 +13,18 @@ from mosquitto import listen, mosquitto  # noqa: F401 - fixtures
 from test_summaries import long_history
 
 from daemon.cli import main
-from daemon.engine import Engine
-from daemon.history import History
-from daemon.summaries import Period, Request, Summarizer
-from daemon.summary_plan import TokenBudget
+from daemon.engine.engine import Engine
+from daemon.service.history import History
+from daemon.summaries.plan import TokenBudget
+from daemon.summaries.runner import Summarizer
+from daemon.summaries.timeline import Period, Request
 
 SYSTEM = "You watch a camera."
 
 
 @pytest.fixture(scope="module")
 def engine(tiny_model):
-    from daemon.bundle import locate, open_model
+    from daemon.engine.bundle import locate, open_model
 
     return Engine(open_model(locate(tiny_model, None, None), "onnxruntime", None), system=SYSTEM)
 
@@ -152,9 +153,9 @@ def test_the_daemon_publishes_a_scheduled_summary_to_mosquitto(tmp_path, tiny_mo
     from test_scheduler import Shifted
 
     from daemon.config import load_config
-    from daemon.scheduler import cron_trigger
-    from daemon.service import build_app
-    from daemon.summaries import RunLog
+    from daemon.service.build import build_app
+    from daemon.summaries.runner import RunLog
+    from daemon.summaries.scheduler import cron_trigger
 
     heard = listen(mosquitto, "vlmwatch/#", "homeassistant/#")
     (tmp_path / "clips").mkdir()

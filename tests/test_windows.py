@@ -11,9 +11,15 @@ import pytest
 from clips import EVENT_SCENE, Scene, Thing, write_scene
 
 from daemon import cli
-from daemon.sources import FileSource, SourceSettings
 from daemon.types import Frame
-from daemon.windows import LiveWindows, file_layout, segment_indices, segment_times
+from daemon.video.file import FileSource
+from daemon.video.settings import SourceSettings
+from daemon.video.windows import (
+    LiveWindows,
+    file_layout,
+    segment_indices,
+    segment_times,
+)
 
 # ---------------------------------------------------------------- layout
 
@@ -123,7 +129,7 @@ def test_file_overlapping_windows_share_frames(small_clip):
 
 @pytest.fixture
 def run_cli(monkeypatch, capsys):
-    monkeypatch.setattr(cli, "COMMAND_MODULES", ["daemon.windows"])  # only this feature's command
+    monkeypatch.setattr(cli, "COMMAND_MODULES", ["daemon.cli.windows"])  # only this feature's command
 
     def run(*argv: str) -> tuple[int, str, str]:
         code = cli.main(["windows", *argv])

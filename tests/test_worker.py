@@ -4,8 +4,8 @@ import threading
 
 import numpy as np
 
+from daemon.service.worker import AskJob, NpuWorker, SummaryJob, WindowJob, WorkQueue
 from daemon.types import Frame, Window
-from daemon.worker import AskJob, NpuWorker, SummaryJob, WindowJob, WorkQueue
 
 
 def window(camera, start):

@@ -1,0 +1,94 @@
+"""`vlmwatch describe`: ask the model one question about a video, images or nothing.
+
+    vlmwatch describe --model DIR -q "Describe the video." clip.mp4
+    vlmwatch describe --model DIR -q "Is there a person?" --choices yes,no a.jpg b.jpg
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from daemon.errors import UsageError
+from daemon.video.clips import load_frames
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("describe", help="ask the model about a video file, images, or text only",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_model_args(p)
+    p.add_argument("-q", "--question", required=True, help="the question to ask")
+    p.add_argument("--frames", type=int, default=8, help="frames sampled from a video (default 8)")
+    p.add_argument("--max-new-tokens", type=int, default=256, help="longest answer in tokens (default 256)")
+    p.add_argument("--choices", help="comma-separated answers to score instead of generating, e.g. yes,no")
+    p.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
+    p.add_argument("--top-k", type=int, default=0, help="sample from the k likeliest tokens (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (1: off)")
+    p.add_argument("--seed", type=int, help="seed for sampling")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of streaming text")
+    p.add_argument("sources", nargs="*", metavar="SOURCE",
+                   help="one video file, or image files taken as the frames of one window; none: text only")
+    p.set_defaults(func=run)
+
+
+def add_model_args(p) -> None:
+    p.add_argument("--model", required=True, type=Path, help="model folder (board, demo or ONNX layout)")
+    p.add_argument("--backend", choices=["axengine", "onnxruntime"],
+                   help="runtime (default: axengine for .axmodel files, onnxruntime for ONNX bundles)")
+    p.add_argument("--device-id", type=int, help="M.2 card number (AXCLRT provider); omit on the board")
+    p.add_argument("--tokenizer", type=Path, help="tokenizer folder (reference demo layout only)")
+    p.add_argument("--vit", type=Path, help="ViT graph file (reference demo layout only)")
+    p.add_argument("--system", help="system text (default: InternVL's own)")
+
+
+def open_engine(args, **engine_kwargs):
+    from daemon.engine.bundle import locate, open_model
+    from daemon.engine.engine import Engine
+
+    model = open_model(locate(args.model, args.tokenizer, args.vit), args.backend, args.device_id)
+    if model.note:
+        print(f"note: {model.note}", file=sys.stderr)
+    return Engine(model, system=args.system, **engine_kwargs)
+
+
+def run(args) -> int:
+    from daemon.engine.engine import Sampling
+    from daemon.types import Prompt
+
+    if args.frames < 1:
+        raise UsageError(f"--frames must be at least 1, got {args.frames}")
+    choices = tuple(c.strip() for c in args.choices.split(",") if c.strip()) if args.choices else ()
+    if args.choices is not None and len(choices) < 2:
+        raise UsageError(f"--choices needs at least two comma-separated answers, got {args.choices!r}")
+    frames = load_frames(args.sources, args.frames)
+    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
+    engine = open_engine(args, sampling=sampling, max_new_tokens=args.max_new_tokens)
+    on_token = None if args.json or choices else (lambda _id, piece: print(piece, end="", flush=True))
+    analysis = engine.ask(frames, [Prompt("question", args.question, choices)], on_token)
+    answer = analysis.answers[0]
+    if args.json:
+        print(json.dumps(answer_json(analysis, answer, engine.model.meter.ms), ensure_ascii=False))
+    elif choices:
+        for c, p in answer.probabilities.items():
+            print(f"{c}\t{p:.4f}")
+    else:
+        print()
+    return 0
+
+
+def answer_json(analysis, answer, modelled_ms: float) -> dict:
+    s, t = analysis.shared, answer.timings
+    decode_s = t.decode_ms / 1e3
+    return {
+        "text": answer.text,
+        "tokens": list(answer.tokens),
+        "prompt_tokens": answer.prompt_tokens,
+        "stop_reason": answer.stop_reason,
+        "choices": answer.probabilities,
+        "timings": {"vit_ms": round(s.vit_ms, 3), "prefill_ms": round(s.prefill_ms + t.prefill_ms, 3),
+                    "decode_ms": round(t.decode_ms, 3),
+                    "tokens_per_s": round(t.generated / decode_s, 2) if decode_s > 0 else None},
+        "modelled_npu_ms": round(modelled_ms, 3),
+    }

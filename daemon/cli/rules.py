@@ -1,0 +1,28 @@
+"""`vlmwatch check-rules`: every problem of a folder of rule files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from daemon.errors import ConfigError
+from daemon.rules.files import check_rules, rule_files
+
+# ----------------------------------------------------------------------------- CLI
+
+
+def add_cli(sub) -> None:
+    p = sub.add_parser("check-rules", help="validate rule files; exit 2 listing every problem as FILE:LINE")
+    p.add_argument("rules", type=Path, metavar="DIR", help="directory of rule files (*.yaml), or one file")
+    p.set_defaults(func=run_check_rules)
+
+
+def run_check_rules(args) -> int:
+    from daemon.cli.common import report
+
+    files = rule_files(args.rules)
+    rules, problems = check_rules(args.rules)
+    if report(problems):
+        return ConfigError.exit_code
+    print(f"{args.rules}: OK ({len(rules)} rule(s) in {len(files)} file(s))")
+    return 0

@@ -1,0 +1,119 @@
+"""`vlmwatch windows`: a source and the gate without a model, one line per window.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from datetime import datetime, timezone
+
+from daemon.errors import UsageError
+from daemon.types import Window
+from daemon.video.gate import Decision, Gate
+
+# ---------------------------------------------------------------- CLI
+
+
+def add_cli(subparsers) -> None:
+    p = subparsers.add_parser(
+        "windows",
+        help="run a source and the gate without a model; one line per window",
+        description="Run a camera, video file or folder through windowing and the scene-change gate, "
+        "without any model, and print one line per window. Use it to tune span, stride and the gate.",
+    )
+    p.add_argument("source", metavar="SOURCE", help="rtsp://, rtsps://, http(s):// URL, video file, or folder of clips")
+    p.add_argument("--name", help="source name in the output (default: file name, folder name or host)")
+    p.add_argument("--span", type=float, help="seconds a window covers (default 8)")
+    p.add_argument("--stride", type=float, help="seconds between window starts (default: span)")
+    p.add_argument("--frames", type=int, help="frames per window (default 8)")
+    p.add_argument(
+        "--gate-threshold", type=float, metavar="X", help="fraction of the picture that must change (default 0.01)"
+    )
+    p.add_argument("--no-gate", action="store_true", help="analyse every window (change scores are still printed)")
+    p.add_argument("--realtime", action="store_true", help="replay files at wall-clock speed")
+    p.add_argument("--limit", type=int, metavar="N", help="stop after N windows")
+    p.add_argument("--state-dir", help="folder sources: remember processed clips here across runs")
+    p.add_argument("--json", action="store_true", help="one JSON object per line")
+    p.set_defaults(func=run_windows)
+
+
+def settings_from_args(args):
+    """SourceSettings from command-line options; a bad value is a UsageError naming the option."""
+    from pydantic import ValidationError
+
+    from daemon.video.settings import SourceSettings
+
+    values: dict = {"gate": {}}
+    for key in ("span", "stride", "frames"):
+        if getattr(args, key) is not None:
+            values[key] = getattr(args, key)
+    if args.realtime:
+        values["realtime"] = True
+    if args.gate_threshold is not None:
+        values["gate"]["threshold"] = args.gate_threshold
+    if args.no_gate:
+        values["gate"]["enabled"] = False
+    try:
+        return SourceSettings(**values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        option = "--" + "-".join(str(part) for part in err["loc"]).replace("_", "-")
+        raise UsageError(f"{option}: {err['msg']} (got {err.get('input')!r})") from None
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
+
+
+def window_json(window: Window, decision: Decision) -> str:
+    return json.dumps(
+        {
+            "source": window.camera,
+            "start": _iso(window.start),
+            "end": _iso(window.end),
+            "frame_ts": [_iso(t) for t in window.frame_ts],
+            "change": None if window.change is None else round(window.change, 4),
+            "analyse": decision.analyse,
+            "reason": decision.reason,
+        }
+    )
+
+
+def window_line(window: Window, decision: Decision, origin: float) -> str:
+    """Human-readable; times relative to the first window (`origin`)."""
+    change = "-" if window.change is None else f"{window.change:.4f}"
+    verdict = "ANALYSE" if decision.analyse else "skip"
+    span = f"+{window.start - origin:.1f}s..+{window.end - origin:.1f}s"
+    return f"{window.camera}  {span:>17}  change {change:>6}  {verdict:7}  {decision.reason}"
+
+
+def run_windows(args) -> int:
+    from daemon.video import open_source
+    from daemon.video.events import source_name
+
+    settings = settings_from_args(args)
+    if args.limit is not None and args.limit < 1:
+        raise UsageError(f"--limit: must be at least 1 (got {args.limit})")
+    errors = []  # already logged by the source, with the remedy
+
+    def on_event(event) -> None:
+        if event.kind == "error":
+            errors.append(event)
+
+    name = args.name or source_name(args.source)
+    source = open_source(name, args.source, settings, on_event=on_event, state_dir=args.state_dir)
+    gate, stop = Gate(settings.gate), threading.Event()
+    windows, count, origin = source.windows(stop), 0, None
+    try:
+        for window in windows:
+            window, decision = gate.check(window, now=window.end)  # the source's timeline, also for fast replays
+            origin = window.start if origin is None else origin
+            print(window_json(window, decision) if args.json else window_line(window, decision, origin), flush=True)
+            count += 1
+            if args.limit and count >= args.limit:
+                break
+    finally:
+        stop.set()
+        windows.close()
+    # A camera that failed and came back reached the limit: fine. A file that ended on an error: not.
+    return 1 if errors and not (args.limit and count >= args.limit) else 0

@@ -1,0 +1,8 @@
+"""The engine: InternVL3-2B as the NPU runs it.
+
+`sessions` (axengine, ONNX Runtime, cost model), `bundle` (finding and opening
+the model files), `llm` (per-layer prefill and decode over one KV cache),
+`vision` (frames to ViT features), `prompt` (the chat template) and `engine`
+(prefix, answers, sampling). `export/` turns a transformers checkpoint into an
+ONNX bundle and builds the tiny test model.
+"""

@@ -1,0 +1,243 @@
+"""Find and open a model bundle: one `--model DIR` in any of three layouts.
+
+1. Board layout (published Axera model repo)::
+
+     DIR/internvl3_2b_axmodel/qwen2_p128_l{i}_together.axmodel, qwen2_post.axmodel,
+         model.embed_tokens.weight.bfloat16.bin (or .npy)
+     DIR/vit_axmodel/internvl3_2b_vit_slim.axmodel
+     DIR/internvl3_2b_tokenizer/
+
+2. Reference demo layout: DIR holds the layer graphs, qwen2_post.axmodel and
+   model.embed_tokens.weight.npy; `tokenizer` and `vit` are given explicitly.
+
+3. ONNX bundle written by `vlmwatch export`: DIR/manifest.json names the files
+   and declares the shape groups.
+
+Geometry (prefill length, KV capacity, number of groups) is never read from
+here: the engine reads it from the sessions.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from daemon.engine.sessions import (
+    BACKENDS,
+    AxEngineSession,
+    Meter,
+    OnnxSession,
+    Port,
+    ProfileSession,
+    Session,
+)
+from daemon.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+
+LAYER_RE = re.compile(r"qwen2_p\d+_l(\d+)_together\.axmodel$")
+BOARD_LLM = "internvl3_2b_axmodel"
+BOARD_VIT = "vit_axmodel/internvl3_2b_vit_slim.axmodel"
+BOARD_TOKENIZER = "internvl3_2b_tokenizer"
+POST_AXMODEL = "qwen2_post.axmodel"
+EMBED_BF16 = "model.embed_tokens.weight.bfloat16.bin"
+EMBED_NPY = "model.embed_tokens.weight.npy"
+
+
+@dataclass(frozen=True)
+class BundleFiles:
+    """Where every part of a model is. `vit` is None for a text-only model."""
+
+    kind: str  # "axmodel" | "onnx"
+    layers: tuple[Path, ...]
+    post: Path
+    embeddings: Path
+    tokenizer: Path
+    vit: Path | None
+    manifest: dict | None = None
+
+    @property
+    def name(self) -> str:
+        if self.manifest:
+            return self.manifest.get("name", "onnx-bundle")
+        return "InternVL3-2B (axmodel)"
+
+
+@dataclass
+class Model:
+    """Open sessions plus the tokenizer and the memory-mapped embedding table."""
+
+    name: str
+    layers: list[Session]
+    post: Session
+    vit: Session | None
+    embeddings: np.ndarray  # [vocab, hidden], memory-mapped
+    tokenizer: object
+    meter: Meter
+    note: str = ""
+
+
+def locate(model_dir: Path, tokenizer: Path | None = None, vit: Path | None = None) -> BundleFiles:
+    """Resolve every file of the bundle or raise one error that lists all missing paths."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise ModelError(f"model directory {model_dir} does not exist or is not a directory")
+    if (model_dir / "manifest.json").is_file():
+        files = _locate_onnx(model_dir)
+    elif (model_dir / BOARD_LLM).is_dir():
+        llm = model_dir / BOARD_LLM
+        files = _locate_axmodel(llm, tokenizer or model_dir / BOARD_TOKENIZER, vit or model_dir / BOARD_VIT)
+    elif any(LAYER_RE.match(p.name) for p in model_dir.iterdir()):
+        if tokenizer is None:
+            raise ModelError(
+                f"{model_dir} is in the reference demo layout, which has no tokenizer:"
+                " pass --tokenizer DIR (the InternVL3-2B tokenizer files)"
+            )
+        files = _locate_axmodel(model_dir, tokenizer, vit)  # no --vit: text-only questions
+    else:
+        raise ModelError(
+            f"no model found in {model_dir}: expected {model_dir / 'manifest.json'} (ONNX bundle from"
+            f" 'vlmwatch export'), {model_dir / BOARD_LLM}/ (board layout) or"
+            f" {model_dir}/qwen2_p128_l0_together.axmodel (reference demo layout)"
+        )
+    _require(files)
+    return files
+
+
+def _locate_axmodel(llm: Path, tokenizer: Path, vit: Path | None) -> BundleFiles:
+    found = {int(m.group(1)): p for p in llm.iterdir() if (m := LAYER_RE.match(p.name))}
+    count = max(found, default=-1) + 1
+    layers = tuple(found.get(i, llm / f"qwen2_p128_l{i}_together.axmodel") for i in range(max(count, 1)))
+    embeddings = llm / EMBED_BF16 if (llm / EMBED_BF16).exists() else llm / EMBED_NPY
+    return BundleFiles("axmodel", layers, llm / POST_AXMODEL, embeddings, Path(tokenizer),
+                       Path(vit) if vit else None)
+
+
+def _locate_onnx(model_dir: Path) -> BundleFiles:
+    path = model_dir / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+        f = manifest["files"]
+        layers = tuple(model_dir / name for name in f["layers"])
+        vit = model_dir / f["vit"] if f.get("vit") else None
+        return BundleFiles(
+            "onnx", layers, model_dir / f["post"], model_dir / f["embeddings"],
+            model_dir / f["tokenizer"], vit, manifest,
+        )
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ModelError(
+            f"{path} is not a valid vlmwatch ONNX manifest ({exc!r}); re-run 'vlmwatch export'"
+        ) from None
+
+
+def _require(files: BundleFiles) -> None:
+    wanted = [*files.layers, files.post, files.embeddings]
+    if files.vit is not None:
+        wanted.append(files.vit)
+    missing = [str(p) for p in wanted if not p.is_file()]
+    if not (files.tokenizer / "tokenizer.json").is_file() and not (files.tokenizer / "tokenizer_config.json").is_file():
+        missing.append(f"{files.tokenizer}/tokenizer.json")
+    if missing:
+        raise ModelError(
+            "model files are missing or unreadable:\n  " + "\n  ".join(missing)
+            + "\nCheck --model (and --tokenizer / --vit), or copy the complete model folder."
+        )
+
+
+def open_model(
+    files: BundleFiles,
+    backend: str | None = None,
+    device_id: int | None = None,
+    meter: Meter | None = None,
+    sleep: bool = False,
+) -> Model:
+    """Create every session once, wrapped in a profile meter, and map the embeddings."""
+    backend = backend or ("onnxruntime" if files.kind == "onnx" else "axengine")
+    if backend not in BACKENDS:
+        raise ModelError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    wanted = "onnx" if backend == "onnxruntime" else "axmodel"
+    if files.kind != wanted:
+        raise ModelError(
+            f"the {backend} backend runs {wanted} files but this bundle holds {files.kind} files:"
+            f" use --backend {'onnxruntime' if files.kind == 'onnx' else 'axengine'}"
+        )
+    meter = meter or Meter()
+    opener = _onnx_opener(files) if files.kind == "onnx" else (lambda p, role: AxEngineSession(p, device_id))
+
+    def profiled(path: Path, role: str) -> Session:
+        return ProfileSession(opener(path, role), role, meter, sleep=sleep)
+
+    t0 = time.monotonic()
+    log.info("loading %d graphs with %s (on the board this takes about a minute)",
+             len(files.layers) + 1 + bool(files.vit), backend)
+    layers = []
+    for i, p in enumerate(files.layers, 1):
+        layers.append(profiled(p, "layer"))
+        if i % 7 == 0 or i == len(files.layers):
+            log.info("loaded %d/%d decoder layers", i, len(files.layers))
+    post = profiled(files.post, "post")
+    vit = profiled(files.vit, "vit") if files.vit else None
+    log.info("model %s ready in %.1f s", files.name, time.monotonic() - t0)
+    hidden = layers[0].inputs(0)[_index(layers[0].inputs(0), "input")].shape[-1]
+    note = (files.manifest or {}).get("note", "")
+    return Model(files.name, layers, post, vit, load_embeddings(files.embeddings, hidden),
+                 load_tokenizer(files.tokenizer), meter, note)
+
+
+def _onnx_opener(files: BundleFiles):
+    m = files.manifest
+    try:
+        layer_groups = [[Port.from_json(d) for d in g] for g in m["layer_groups"]]
+        post_ports = [[Port.from_json(d) for d in m["post_inputs"]]]
+        vit_ports = [[Port.from_json(d) for d in m["vit_inputs"]]] if files.vit else None
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"ONNX manifest declares bad shape groups ({exc!r}); re-run 'vlmwatch export'") from None
+    ports = {"layer": layer_groups, "post": post_ports, "vit": vit_ports}
+    return lambda path, role: OnnxSession(path, ports[role])
+
+
+def _index(ports: list[Port], name: str) -> int:
+    for i, p in enumerate(ports):
+        if p.name == name:
+            return i
+    raise ModelError(f"graph declares no input named {name!r} (it has {[p.name for p in ports]})")
+
+
+def load_embeddings(path: Path, hidden: int) -> np.ndarray:
+    """Memory-map the table: the real one is 0.93 GB (float32) and must not be read in."""
+    try:
+        if path.suffix == ".npy":
+            table = np.load(path, mmap_mode="r")
+        else:  # raw bfloat16 [vocab, hidden]
+            import ml_dtypes
+
+            size = path.stat().st_size
+            if size % (2 * hidden):
+                raise ModelError(
+                    f"{path}: {size} bytes is not a whole number of bfloat16 rows of width {hidden};"
+                    " the file is truncated or belongs to another model"
+                )
+            table = np.memmap(path, dtype=ml_dtypes.bfloat16, mode="r", shape=(size // (2 * hidden), hidden))
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the embedding table {path}: {exc}") from None
+    if table.ndim != 2 or table.shape[1] != hidden:
+        raise ModelError(
+            f"{path}: embedding table has shape {table.shape} but the layer graphs take hidden size {hidden}"
+        )
+    return table
+
+
+def load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except Exception as exc:  # transformers raises many kinds
+        raise ModelError(f"cannot load the tokenizer from {path}: {exc}") from None

@@ -1,0 +1,239 @@
+"""The engine: frames and prompts in, answers out, on one NPU worker thread.
+
+Per window: ViT once per frame (cached by frame identity), the shared prefix
+(system + all frame lines) prefilled once, then per prompt only its suffix is
+prefilled and decoded. Choice prompts are scored from the logits of the first
+answer token: no decoding, no text parsing.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from daemon.engine.bundle import Model
+from daemon.engine.llm import LLM
+from daemon.engine.prompt import DEFAULT_SYSTEM, PromptBuilder
+from daemon.engine.vision import Vision
+from daemon.errors import Cancelled, ModelError
+from daemon.types import Frame, Prompt, Timings
+
+OnToken = Callable[[str, str], None]  # (prompt_id, text piece)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """Greedy by default: a watcher should say the same thing twice."""
+
+    temperature: float = 0.0
+    top_k: int = 0
+    top_p: float = 1.0
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
+class Answer:
+    prompt_id: str
+    text: str
+    tokens: tuple[int, ...]
+    prompt_tokens: int
+    stop_reason: str  # stop | length | choice | cancelled
+    choice: str | None = None
+    probabilities: dict[str, float] | None = None
+    timings: Timings = field(default_factory=Timings)
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """Answers for one set of frames; `shared` is the ViT + shared-prefix work."""
+
+    answers: list[Answer]
+    shared: Timings
+    prefix_tokens: int
+
+
+@dataclass(frozen=True)
+class Budget:
+    prefix_tokens: int
+    max_tokens: int
+
+    @property
+    def question_room(self) -> int:
+        return self.max_tokens - self.prefix_tokens
+
+
+class Engine:
+    """Owns the sessions and the KV cache. Not thread-safe: one NPU worker calls it."""
+
+    def __init__(self, model: Model, system: str | None = None, sampling: Sampling = Sampling(),
+                 max_new_tokens: int = 256):
+        self.model, self.sampling, self.max_new_tokens = model, sampling, max_new_tokens
+        self.llm = LLM(model.layers, model.post)
+        self.vision = Vision(model.vit) if model.vit is not None else None
+        tokens = self.vision.tokens if self.vision else 0
+        self.prompts = PromptBuilder(model.tokenizer, tokens, system or DEFAULT_SYSTEM)
+        self.rng = np.random.default_rng(sampling.seed)
+        self._input_dtype = self.llm.geo.dtypes["input"]
+        self._shared: tuple | None = None  # (frames, prefix length) whose full chunks are in the cache
+
+    def budget(self, n_frames: int) -> Budget:
+        return Budget(len(self.prompts.prefix(n_frames)), self.llm.geo.max_prompt)
+
+    def ask(self, frames: Sequence[Frame], prompts: Sequence[Prompt], on_token: OnToken | None = None,
+            stop=None) -> Analysis:
+        """Answer every prompt about the same frames (empty: a text-only question)."""
+        if frames and self.vision is None:
+            raise ModelError("this model has no ViT graph, so it cannot look at frames:"
+                             " pass --vit FILE (internvl3_2b_vit_slim.axmodel) or ask a text-only question")
+        prefix = self.prompts.prefix(len(frames))
+        suffixes = {p.id: self.prompts.suffix(p.question) for p in prompts}
+        for p in prompts:  # reject before spending NPU time on any of them
+            self.llm.check_fits(len(prefix) + len(suffixes[p.id]), f"prompt {p.id!r}")
+        t0, m0 = time.perf_counter(), self.model.meter.ms
+        embeds = self._embed_prefix(prefix, frames)
+        t1 = time.perf_counter()
+        shared_len = self._prefill_shared(tuple(frames), embeds, stop)
+        shared = Timings(vit_ms=(t1 - t0) * 1e3, prefill_ms=(time.perf_counter() - t1) * 1e3,
+                         modelled_npu_ms=self.model.meter.ms - m0)
+        answers = [self._answer(p, embeds[shared_len:], shared_len, suffixes[p.id], on_token, stop)
+                   for p in prompts]
+        return Analysis(answers, shared, len(prefix))
+
+    # ------------------------------------------------------------------ prefix
+
+    def _embed_prefix(self, ids: list[int], frames: Sequence[Frame]) -> np.ndarray:
+        """[n, H] input rows: token embeddings with each frame's features in its <IMG_CONTEXT> run."""
+        rows = self.embed(ids)
+        slots = np.flatnonzero(np.asarray(ids) == self.prompts.context)  # T per frame, in order
+        T = self.prompts.image_tokens
+        for i, frame in enumerate(frames):
+            rows[slots[i * T:(i + 1) * T]] = self.vision.features(frame)
+        return rows
+
+    def embed(self, ids: Sequence[int]) -> np.ndarray:
+        return np.asarray(self.model.embeddings[np.asarray(ids)], dtype=self._input_dtype)
+
+    def _prefill_shared(self, frames: tuple, embeds: np.ndarray, stop) -> int:
+        """Prefill the prefix's whole chunks once; return how many rows they cover."""
+        P = self.llm.geo.prefill_len
+        full = (embeds.shape[0] // P) * P
+        key = (frames, self.prompts.system, full)
+        if self._shared != key:
+            self._shared = None
+            if full:
+                self.llm.prefill(embeds[:full], 0, stop)
+            self._shared = key
+        return full
+
+    # ------------------------------------------------------------------ per prompt
+
+    def _answer(self, p: Prompt, tail: np.ndarray, start: int, suffix: list[int], on_token, stop) -> Answer:
+        t0, m0 = time.perf_counter(), self.model.meter.ms
+        rows = np.concatenate([tail, self.embed(suffix)])  # prefix's partial chunk + suffix
+        n_prompt = start + rows.shape[0]
+        try:
+            logits = self.llm.logits(self.llm.prefill(rows, start, stop))
+        except Cancelled:
+            return Answer(p.id, "", (), n_prompt, "cancelled")
+        t1 = time.perf_counter()
+        if p.choices:
+            probs = self.choice_probabilities(logits, p.choices)
+            best = max(probs, key=probs.get)
+            timings = Timings(prefill_ms=(t1 - t0) * 1e3, modelled_npu_ms=self.model.meter.ms - m0)
+            return Answer(p.id, best, (), n_prompt, "choice", best, probs, timings)
+        tokens, reason = self._generate(p, logits, n_prompt, on_token, stop)
+        timings = Timings(prefill_ms=(t1 - t0) * 1e3, decode_ms=(time.perf_counter() - t1) * 1e3,
+                          generated=len(tokens), modelled_npu_ms=self.model.meter.ms - m0)
+        return Answer(p.id, self.prompts.decode(tokens), tuple(tokens), n_prompt, reason, timings=timings)
+
+    def _generate(self, p: Prompt, logits: np.ndarray, pos: int, on_token, stop) -> tuple[list[int], str]:
+        limit = p.max_new_tokens or self.max_new_tokens
+        tokens: list[int] = []
+        stream = _Streamer(self.prompts, p.id, on_token)
+        while True:
+            tok = sample(logits, self.sampling, self.rng)
+            if tok in self.prompts.stop_ids:
+                return tokens, "stop"
+            tokens.append(tok)
+            stream.push(tokens)
+            if len(tokens) >= limit or pos >= self.llm.geo.kv_len:
+                return tokens, "length"
+            if stop is not None and stop.is_set():
+                return tokens, "cancelled"
+            logits = self.llm.decode(self.embed([tok])[0], pos)  # [vocab]
+            pos += 1
+
+    def choice_probabilities(self, logits: np.ndarray, choices: Sequence[str]) -> dict[str, float]:
+        """P(answer starts with choice c): softmax mass of c's first token (case variants summed)."""
+        p = softmax(logits)
+        firsts = self.choice_tokens(choices)
+        return {c: float(sum(p[t] for t in firsts[c])) for c in choices}
+
+    def choice_tokens(self, choices: Sequence[str]) -> dict[str, set[int]]:
+        """First token ids of each choice as written, lower-case and capitalised; must not overlap."""
+        out: dict[str, set[int]] = {}
+        owner: dict[int, str] = {}
+        for c in choices:
+            ids = set()
+            for variant in {c, c.lower(), c.capitalize()}:
+                enc = self.prompts.encode(variant)
+                if enc:
+                    ids.add(enc[0])
+            if not ids:
+                raise ModelError(f"choice {c!r} is empty after tokenisation; give a word")
+            for t in ids:
+                if t in owner and owner[t] != c:
+                    raise ModelError(f"choices {owner[t]!r} and {c!r} start with the same token"
+                                     f" ({self.prompts.decode([t])!r}), so they cannot be told apart"
+                                     " from one step; reword one of them")
+                owner[t] = c
+            out[c] = ids
+        return out
+
+
+class _Streamer:
+    """Emits new text as tokens arrive, holding back incomplete UTF-8 sequences.
+
+    Decodes only the last few tokens per step (a settled prefix gives the
+    context that byte-level and SentencePiece spacing need), so streaming a
+    long answer costs O(1) per token, not O(n).
+    """
+
+    def __init__(self, prompts: PromptBuilder, prompt_id: str, on_token: OnToken | None):
+        self.prompts, self.id, self.on_token = prompts, prompt_id, on_token
+        self.prefix = self.read = 0  # tokens[prefix:read] are already emitted context
+
+    def push(self, tokens: list[int]) -> None:
+        if self.on_token is None:
+            return
+        seen = self.prompts.decode(tokens[self.prefix:self.read])
+        text = self.prompts.decode(tokens[self.prefix:])
+        if len(text) > len(seen) and not text.endswith("\ufffd"):
+            self.on_token(self.id, text[len(seen):])
+            self.prefix, self.read = self.read, len(tokens)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z = np.exp(z - z.max())
+    return z / z.sum()
+
+
+def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> int:
+    """Greedy at temperature 0; otherwise temperature, then top-k, then top-p (nucleus)."""
+    if s.temperature <= 0:
+        return int(np.argmax(logits))
+    z = logits.astype(np.float64) / s.temperature
+    if 0 < s.top_k < z.size:
+        z[z < np.partition(z, -s.top_k)[-s.top_k]] = -np.inf
+    p = softmax(z)
+    if s.top_p < 1.0:
+        order = np.argsort(-p)
+        keep = order[: int(np.searchsorted(np.cumsum(p[order]), s.top_p)) + 1]
+        mask = np.zeros_like(p)
+        mask[keep] = p[keep]
+        p = mask / mask.sum()
+    return int(rng.choice(p.size, p=p))

@@ -1,0 +1,31 @@
+"""The `model:` section of the configuration.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import (
+    Field,
+)
+
+from daemon.settings import Section
+
+
+class SamplingSettings(Section):
+    temperature: float = Field(0.0, ge=0, description="0 is greedy (reproducible); above 0 samples.")
+    top_k: int = Field(0, ge=0, description="Sample among the k likeliest tokens (0: all).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass (1: off).")
+    seed: int | None = Field(None, description="Seed for sampling; unset: different each start.")
+
+
+class ModelSettings(Section):
+    dir: Path = Field(description="Model folder: board layout, reference demo layout or ONNX bundle.")
+    backend: Literal["axengine", "onnxruntime"] | None = Field(
+        None, description="Runtime; default axengine for .axmodel files, onnxruntime for ONNX bundles.")
+    device_id: int | None = Field(None, ge=0, description="M.2 card number (AXCLRT); unset on the board itself.")
+    tokenizer: Path | None = Field(None, description="Tokenizer folder (reference demo layout only).")
+    vit: Path | None = Field(None, description="ViT graph file (reference demo layout only).")
+    system: str | None = Field(None, description="System text; unset: InternVL's own. Shorter buys question room.")
+    sampling: SamplingSettings = Field(default_factory=SamplingSettings, description="Decoding.")

@@ -1,0 +1,247 @@
+"""What goes over the wire: topic names, JSON payloads, and parsing of ad-hoc questions.
+
+Pure functions of the typed seams (`Result`, `Alert`, `Summary`); the
+`Publisher` in `daemon.mqtt` does the I/O. Times become ISO-8601 with a
+timezone here and nowhere else. Every JSON payload carries `id`, a unique
+message id that survives retries, so consumers can de-duplicate QoS 1
+redeliveries by it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from daemon.times import iso
+from daemon.types import Alert, Result, Summary, Timings
+
+# Camera, rule, prompt and summary job names become topic levels and Home
+# Assistant object ids, which allow exactly these characters.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+RESERVED_CAMERA_NAMES = frozenset({"summary"})  # <base>/summary/<job> is taken
+
+
+def check_name(kind: str, name: str) -> str:
+    """Return `name` if it can be a topic level and an object id, else raise ValueError saying why."""
+    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+        raise ValueError(f"{kind} name {name!r} must be 1-64 letters, digits, '_' or '-', starting with a letter or "
+                         "digit: it becomes an MQTT topic level and a Home Assistant object id")
+    return name
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Every topic vlmwatch uses, under one configurable base."""
+
+    base: str
+
+    @property
+    def status(self) -> str:
+        return f"{self.base}/status"
+
+    @property
+    def ask_filter(self) -> str:
+        return f"{self.base}/+/ask"
+
+    def description(self, camera: str) -> str:
+        return f"{self.base}/{camera}/description"
+
+    def answer(self, camera: str, prompt: str) -> str:
+        return f"{self.base}/{camera}/answer/{prompt}"
+
+    def alert(self, camera: str) -> str:
+        return f"{self.base}/{camera}/alert"
+
+    def rule(self, camera: str, rule: str) -> str:
+        return f"{self.base}/{camera}/rule/{rule}"
+
+    def snapshot(self, camera: str) -> str:
+        return f"{self.base}/{camera}/snapshot"
+
+    def summary(self, job: str) -> str:
+        return f"{self.base}/summary/{job}"
+
+    def ask(self, camera: str) -> str:
+        return f"{self.base}/{camera}/ask"
+
+    def reply(self, camera: str) -> str:
+        return f"{self.base}/{camera}/reply"
+
+    def ask_camera(self, topic: str) -> str | None:
+        """The camera level of `<base>/<camera>/ask`, or None for any other topic."""
+        prefix, suffix = f"{self.base}/", "/ask"
+        if not (topic.startswith(prefix) and topic.endswith(suffix)):
+            return None
+        camera = topic[len(prefix):-len(suffix)]
+        return camera if camera and "/" not in camera else None
+
+
+# -- payloads -----------------------------------------------------------------
+
+def new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def _window(start: float | None, end: float | None) -> dict[str, str] | None:
+    if start is None or end is None:
+        return None
+    return {"start": iso(start), "end": iso(end)}
+
+
+def _timings(t: Timings) -> dict[str, float]:
+    return {
+        "vit_ms": round(t.vit_ms, 1),
+        "prefill_ms": round(t.prefill_ms, 1),
+        "decode_ms": round(t.decode_ms, 1),
+        "generated": t.generated,
+        "tokens_per_s": round(t.tokens_per_s, 2),
+        "modelled_npu_ms": round(t.modelled_npu_ms, 1),
+    }
+
+
+def result_json(result: Result, message_id: str) -> dict[str, Any]:
+    """A description (text result) or an answer (choice result) of one window."""
+    payload: dict[str, Any] = {
+        "id": message_id,
+        "camera": result.camera,
+        "ts": iso(result.ts),
+        "window": _window(result.window_start, result.window_end),
+        "prompt": result.prompt_id,
+        "question": result.question,
+    }
+    if result.choice is not None:
+        payload["choice"] = result.choice
+        payload["probabilities"] = {k: round(v, 6) for k, v in (result.probabilities or {}).items()}
+    else:
+        payload["text"] = result.text
+        payload["stop_reason"] = result.stop_reason
+    payload["model"] = result.model
+    payload["timings"] = _timings(result.timings)
+    return payload
+
+
+def alert_json(alert: Alert, message_id: str) -> dict[str, Any]:
+    return {
+        "id": message_id,
+        "camera": alert.camera,
+        "rule": alert.rule,
+        "severity": alert.severity,
+        "text": alert.text,
+        "ts": iso(alert.ts),
+        "window": _window(alert.window_start, alert.window_end),
+        "probability": None if alert.probability is None else round(alert.probability, 6),
+        "snapshot": alert.snapshot_jpeg is not None,
+        # Home Assistant's `event` entity reads the event type from the payload.
+        "event_type": "alert",
+    }
+
+
+def summary_json(summary: Summary, message_id: str) -> dict[str, Any]:
+    return {
+        "id": message_id,
+        "job": summary.job,
+        "ts": iso(summary.ts),
+        "period": {"start": iso(summary.period_start), "end": iso(summary.period_end)},
+        "text": summary.text,
+        "counts": dict(summary.counts),
+        "cameras": list(summary.cameras),
+    }
+
+
+# -- ad-hoc questions ---------------------------------------------------------
+
+RequestId = str | int
+
+
+@dataclass(frozen=True)
+class AskRequest:
+    """A question someone asked about a camera's latest window over MQTT."""
+
+    camera: str
+    id: RequestId  # echoed in the reply; generated when the question came as plain text
+    question: str
+    choices: tuple[str, ...] = ()  # empty: answer in free text
+    received: float = 0.0  # POSIX seconds
+
+
+class AskError(ValueError):
+    """A question that cannot be accepted; the message goes back in the error reply."""
+
+    def __init__(self, message: str, request_id: RequestId | None = None) -> None:
+        super().__init__(message)
+        self.request_id = request_id
+
+
+class _AskJson(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    question: str = Field(min_length=1)
+    choices: list[str] | None = Field(None, min_length=2, max_length=16)
+    id: Annotated[str, Field(min_length=1, max_length=128)] | int | None = None
+
+
+def parse_ask(camera: str, payload: bytes, max_bytes: int, received: float) -> AskRequest:
+    """Plain text, or JSON `{"question": ..., "choices": [...], "id": ...}`; AskError says what is wrong."""
+    if len(payload) > max_bytes:
+        raise AskError(f"the question is {len(payload)} bytes; the limit is {max_bytes} bytes")
+    try:
+        text = payload.decode("utf-8").strip()
+    except UnicodeDecodeError as exc:
+        raise AskError(f"the payload is not valid UTF-8 (bad byte at offset {exc.start})") from None
+    if not text:
+        raise AskError('the question is empty: send plain text or JSON {"question": "..."}')
+    if not text.startswith("{"):
+        return AskRequest(camera, new_message_id(), text, (), received)
+    try:
+        raw = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AskError(f"the payload starts with '{{' but is not valid JSON: {exc}") from None
+    request_id = _usable_id(raw.get("id")) if isinstance(raw, dict) else None
+    try:
+        data = _AskJson.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "payload"
+        raise AskError(f"{where}: {err['msg']} (expected {{\"question\": str, \"choices\": [str, ...], "
+                       "\"id\": str|int}})", request_id) from None
+    question = data.question.strip()
+    choices = tuple(c.strip() for c in data.choices or ())
+    if not question:
+        raise AskError("question is empty", request_id)
+    if any(not c for c in choices) or len(set(choices)) != len(choices):
+        raise AskError("choices must be distinct and non-empty", request_id)
+    return AskRequest(camera, data.id if data.id is not None else new_message_id(), question, choices, received)
+
+
+def _usable_id(value: object) -> RequestId | None:
+    """An id worth echoing: a short string or an integer (not a bool)."""
+    if isinstance(value, str) and 0 < len(value) <= 128:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return None
+
+
+def reply_json(request: AskRequest, result: Result) -> dict[str, Any]:
+    payload = result_json(result, message_id="")
+    payload.update(id=request.id, camera=request.camera, question=request.question, ok=True)
+    return payload
+
+
+def error_reply_json(camera: str, request_id: RequestId | None, error: str, ts: float) -> dict[str, Any]:
+    return {
+        "id": request_id if request_id is not None else new_message_id(),
+        "camera": camera,
+        "ts": iso(ts),
+        "ok": False,
+        "error": error,
+    }

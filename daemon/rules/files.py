@@ -1,0 +1,405 @@
+"""Rule files (`rules/*.yaml`): parsing with line numbers, validation, `vlmwatch check-rules`.
+
+Each file holds a list of rules:
+
+    - id: person_at_door_night        # unique across the directory; MQTT topic level
+      cameras: [front_door]           # default: every camera
+      ask: Is a person at the door?   # own choice question ...
+      choices: [yes, no]              # ... default [yes, no]
+      when: yes                       # the triggering choice, default the first
+      threshold: 0.6                  # probability of `when`, default 0.5
+      for: 2                          # consecutive triggering windows, default 1
+      cooldown: 10m                   # before it can fire again on that camera, default 5m
+      active: {time: "22:00-06:00", days: [mon-fri]}   # or a list of ranges; default always
+      severity: warning               # info | warning | critical, default warning
+      snapshot: true                  # attach the frame that changed most, default false
+      message: "{camera}: someone at the door ({probability})"
+      off_delay: 5m                   # Home Assistant turns the sensor off after this, default 5m
+
+    - id: smoke
+      match: {any: [smoke, fire, flames]}   # or all: [...], regex: "..."; all given must hold
+
+Every problem is one line, `FILE:LINE: rule id: message`, and all of them are
+reported at once. Values are read from the YAML text as written, so
+`when: yes` is the word "yes", not YAML 1.1's boolean, and `22:00` is a time,
+not the sexagesimal number 1320.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from daemon.errors import ConfigError
+from daemon.rules.model import (
+    DAYS,
+    DESCRIPTION,
+    SEVERITIES,
+    Ask,
+    Match,
+    Rule,
+    RuleSet,
+    Template,
+    TimeRange,
+    parse_template,
+)
+
+RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # an MQTT topic level and Home Assistant object id
+OPTIONS = ("id", "cameras", "ask", "choices", "when", "threshold", "match", "for", "cooldown", "active",
+           "severity", "snapshot", "message", "off_delay")
+ASK_ONLY = ("choices", "when", "threshold")
+MATCH_OPTIONS = ("any", "all", "regex")
+ACTIVE_OPTIONS = ("time", "days")
+DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+TIME_RANGE = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
+DAY_NAMES = {**{d: i for i, d in enumerate(DAYS)},
+             **{d: i for i, d in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday",
+                                             "saturday", "sunday"))}}
+
+
+def parse_duration(text: str) -> float:
+    """'30s', '5m', '2h', '1d', '1h30m' -> seconds; ValueError otherwise."""
+    m = DURATION.match(str(text).strip())
+    if not m or not any(m.groups()):
+        raise ValueError(f"bad duration {text!r}: write a whole number and a unit, e.g. 30s, 5m, 2h or 1h30m")
+    d, h, mi, s = (int(g or 0) for g in m.groups())
+    return float(((d * 24 + h) * 60 + mi) * 60 + s)
+
+
+def parse_time_range(text: str) -> tuple[int, int]:
+    """'22:00-06:00' -> minutes of the day (1320, 360); ValueError otherwise."""
+    m = TIME_RANGE.match(text.strip())
+    hint = "write HH:MM-HH:MM in 24-hour time, e.g. 22:00-06:00 (ranges may run past midnight)"
+    if not m:
+        raise ValueError(f"bad time range {text!r}: {hint}")
+    h1, m1, h2, m2 = map(int, m.groups())
+    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
+        raise ValueError(f"bad time range {text!r}: {hint}")
+    start, end = h1 * 60 + m1, h2 * 60 + m2
+    if start == end % 1440:
+        raise ValueError(f"bad time range {text!r}: it starts where it ends; for the whole day leave out time")
+    return start, end
+
+
+def parse_days(items: Iterable[str]) -> frozenset[int]:
+    """['mon-fri', 'sun'] -> {0, 1, 2, 3, 4, 6}; ranges may wrap (fri-mon)."""
+    days: set[int] = set()
+    for item in items:
+        first, _, last = str(item).strip().lower().partition("-")
+        if first not in DAY_NAMES or (last and last not in DAY_NAMES):
+            raise ValueError(f"unknown day {item!r}: use mon, tue, wed, thu, fri, sat, sun or a range such as mon-fri")
+        a, b = DAY_NAMES[first], DAY_NAMES[last or first]
+        days.update((a + i) % 7 for i in range((b - a) % 7 + 1))
+    return frozenset(days)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def rule_files(directory: Path) -> list[Path]:
+    directory = Path(directory)
+    if directory.is_file():
+        return [directory]
+    if not directory.is_dir():
+        raise ConfigError(f"rule directory {directory} does not exist; create it or point rules: at your rule files")
+    return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
+
+
+def check_rules(directory: Path, cameras: Iterable[str] | None = None) -> tuple[RuleSet, list[str]]:
+    """The valid rules and every problem as `FILE:LINE: rule id: message`, in file and line order.
+
+    With `cameras` (the configured names), rules naming other cameras are problems too."""
+    known = None if cameras is None else set(cameras)
+    rules: list[Rule] = []
+    problems: list[str] = []
+    first: dict[str, str] = {}  # id -> FILE:LINE where it is first defined
+    for path in rule_files(directory):
+        found: list[tuple[int, str]] = []
+        for parsed in parse_file(path, known):
+            found += parsed.problems
+            if parsed.id is not None and parsed.id in first:
+                found.append((parsed.line, f"{path}:{parsed.line}: {parsed.id}: duplicate id: also defined at"
+                                           f" {first[parsed.id]}"))
+                continue
+            if parsed.id is not None:
+                first[parsed.id] = f"{path}:{parsed.line}"
+            if parsed.rule is not None and not parsed.problems:
+                rules.append(parsed.rule)
+        problems += [line for _, line in sorted(found, key=lambda p: p[0])]
+    return RuleSet(tuple(rules)), problems
+
+
+def load_rules(directory: Path, cameras: Iterable[str] | None = None, timezone=None) -> RuleSet:
+    """The rule set, or ConfigError listing every problem."""
+    rules, problems = check_rules(directory, cameras)
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return rules.with_timezone(timezone)
+
+
+@dataclass(frozen=True)
+class Parsed:
+    """One rule entry of a file: its id (if readable), line, the rule (if valid) and its problems."""
+
+    id: str | None
+    line: int
+    rule: Rule | None
+    problems: list[tuple[int, str]]
+
+
+def parse_file(path: Path, cameras: set[str] | None = None) -> list[Parsed]:
+    try:
+        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+    except (OSError, UnicodeDecodeError) as exc:
+        return [Parsed(None, 1, None, [(1, f"{path}:1: cannot read the rule file ({exc})")])]
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = mark.line + 1 if mark else 1
+        return [Parsed(None, line, None, [(line, f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}")])]
+    if node is None:
+        return []
+    if not isinstance(node, yaml.SequenceNode):
+        line = _line(node)
+        return [Parsed(None, line, None,
+                       [(line, f"{path}:{line}: the file must hold a list of rules, each starting with '- id:'")])]
+    out = []
+    for index, item in enumerate(node.value):
+        reader = _RuleReader(path, index, item, cameras)
+        rule = reader.rule()
+        out.append(Parsed(reader.rule_id, _line(item), rule, reader.problems))
+    return out
+
+
+def _line(node: yaml.Node) -> int:
+    return node.start_mark.line + 1
+
+
+def _construct(node: yaml.Node) -> Any:
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_object(node, deep=True)
+    finally:
+        loader.dispose()
+
+
+@dataclass
+class _RuleReader:
+    """Reads one rule mapping, collecting problems instead of stopping at the first."""
+
+    path: Path
+    index: int
+    node: yaml.Node
+    cameras: set[str] | None
+
+    def __post_init__(self) -> None:
+        self.problems: list[tuple[int, str]] = []
+        self.rule_id: str | None = None
+        self.label = f"rule {self.index + 1}"
+        self.options: dict[str, yaml.Node] = {}
+        self.keys: dict[str, yaml.Node] = {}
+
+    def problem(self, node: yaml.Node, message: str) -> None:
+        self.problems.append((_line(node), f"{self.path}:{_line(node)}: {self.label}: {message}"))
+
+    def rule(self) -> Rule | None:
+        if not isinstance(self.node, yaml.MappingNode):
+            self.problem(self.node, "a rule must be a mapping of options, starting with 'id:'")
+            return None
+        id_node = next((v for k, v in self.node.value if k.value == "id"), None)
+        rule_id = self.rule_id = self._id(id_node)
+        self.options = self._mapping(self.node, OPTIONS, "", "rule options are")
+        trigger = self._trigger()
+        kwargs: dict[str, Any] = {}
+        for key, parse in (("cameras", self._cameras), ("for", self._for), ("cooldown", self._duration),
+                           ("off_delay", self._duration), ("active", self._active), ("severity", self._severity),
+                           ("snapshot", self._snapshot), ("message", self._message)):
+            if key in self.options:
+                try:
+                    kwargs[key] = parse(self.options[key])
+                except ValueError as exc:
+                    self.problem(self.keys[key], f"{key}: {exc}")
+        message: Template | None = kwargs.get("message")
+        if message is not None and isinstance(trigger, Match) and "probability" in message.fields:
+            self.problem(self.keys["message"], "message: {probability} is only known for ask rules")
+        if self.problems or rule_id is None or trigger is None:
+            return None
+        renames = {"for": "for_windows"}
+        return Rule(rule_id, trigger, file=self.path, line=_line(self.node),
+                    **{renames.get(k, k): v for k, v in kwargs.items()})
+
+    # -- structure -----------------------------------------------------------
+
+    def _mapping(self, node: yaml.MappingNode, allowed: tuple[str, ...], prefix: str,
+                 listing: str) -> dict[str, yaml.Node]:
+        out: dict[str, yaml.Node] = {}
+        for key_node, value_node in node.value:
+            key = str(key_node.value)
+            if key not in allowed:
+                close = difflib.get_close_matches(key, allowed, n=1)
+                hint = f"did you mean {prefix + close[0]!r}?" if close else f"{listing}: {', '.join(allowed)}"
+                self.problem(key_node, f"unknown option {prefix + key!r}; {hint}")
+            elif key in out:
+                self.problem(key_node, f"option {prefix + key!r} is given twice")
+            else:
+                out[key] = value_node
+                self.keys[prefix + key] = key_node
+        return out
+
+    def _text(self, node: yaml.Node, what: str) -> str:
+        """A scalar as written (so yes stays 'yes'); ValueError if empty or not a scalar."""
+        if not isinstance(node, yaml.ScalarNode):
+            raise ValueError(f"{what} must be text")
+        if _construct(node) is None or not str(node.value).strip():
+            raise ValueError(f"{what} is empty")
+        return str(node.value)
+
+    def _texts(self, node: yaml.Node, what: str) -> list[str]:
+        """A list of scalars (or one scalar) as written."""
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        return [self._text(item, what) for item in items]
+
+    # -- options -------------------------------------------------------------
+
+    def _id(self, node: yaml.Node | None) -> str | None:
+        if node is None:
+            self.problem(self.node, "id is missing: give every rule a unique id, e.g. id: person_at_door")
+            return None
+        rule_id = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
+        if not RULE_ID.match(rule_id):
+            self.problem(node, f"id {rule_id or node.tag!r} must be 1-64 lower-case letters, digits, '_' or '-',"
+                         " starting with a letter or digit (it becomes an MQTT topic level)")
+            return None
+        self.label = rule_id
+        if rule_id == DESCRIPTION:
+            self.problem(node, f"id {DESCRIPTION!r} is reserved for the description prompt; choose another")
+        return rule_id
+
+    def _trigger(self) -> Ask | Match | None:
+        has_ask, has_match = "ask" in self.options, "match" in self.options
+        if has_ask == has_match:
+            where = self.keys["match"] if has_ask else self.node
+            self.problem(where, "give ask (a question) or match (words or a regex in the description), not both"
+                         if has_ask else "a rule needs a trigger: ask (a question) or match (words or a regex"
+                         " in the description)")
+            return None
+        if has_match:
+            for key in ASK_ONLY:
+                if key in self.options:
+                    self.problem(self.keys[key], f"{key} only applies to ask rules; this one has match")
+            return self._match(self.options["match"])
+        return self._ask()
+
+    def _ask(self) -> Ask | None:
+        try:
+            question = self._text(self.options["ask"], "ask")
+        except ValueError as exc:
+            self.problem(self.keys["ask"], str(exc))
+            return None
+        choices: tuple[str, ...] = ("yes", "no")
+        if "choices" in self.options:
+            try:
+                choices = tuple(c.strip() for c in self._texts(self.options["choices"], "a choice"))
+            except ValueError as exc:
+                self.problem(self.keys["choices"], f"choices: {exc}")
+                return None
+            if len(choices) < 2 or len(set(choices)) != len(choices):
+                self.problem(self.keys["choices"], "choices: give at least two different choices, e.g. [yes, no]")
+                return None
+        when = choices[0]
+        if "when" in self.options:
+            try:
+                when = self._text(self.options["when"], "when").strip()
+            except ValueError as exc:
+                self.problem(self.keys["when"], str(exc))
+                return None
+            if when not in choices:
+                self.problem(self.keys["when"], f"when {when!r} is not among choices ({', '.join(choices)})")
+                return None
+        threshold = 0.5
+        if "threshold" in self.options:
+            value = _construct(self.options["threshold"])
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                self.problem(self.keys["threshold"], f"threshold must be a probability from 0 to 1 (got {value!r})")
+                return None
+            threshold = float(value)
+        return Ask(question.strip(), choices, when, threshold)
+
+    def _match(self, node: yaml.Node) -> Match | None:
+        if not isinstance(node, yaml.MappingNode):
+            self.problem(self.keys["match"], "match takes any, all or regex, e.g. match: {any: [smoke, fire]}")
+            return None
+        options = self._mapping(node, MATCH_OPTIONS, "match.", "match takes")
+        if not options:
+            self.problem(self.keys["match"], "match needs any, all or regex")
+            return None
+        try:
+            words = {k: self._texts(options[k], "a keyword") if k in options else [] for k in ("any", "all")}
+        except ValueError as exc:
+            self.problem(node, f"match: {exc}")
+            return None
+        pattern = None
+        if "regex" in options:
+            try:
+                pattern = self._text(options["regex"], "regex")
+            except ValueError as exc:
+                self.problem(self.keys["match.regex"], f"match.{exc}")
+                return None
+        try:
+            return Match.build(words["any"], words["all"], pattern)
+        except ValueError as exc:
+            self.problem(self.keys.get("match.regex", self.keys["match"]), f"match.regex: {exc}")
+            return None
+
+    def _cameras(self, node: yaml.Node) -> tuple[str, ...]:
+        names = tuple(self._texts(node, "a camera name"))
+        if self.cameras is not None:
+            unknown = [n for n in names if n not in self.cameras]
+            if unknown:
+                raise ValueError(f"camera {unknown[0]!r} is not configured (cameras: {', '.join(sorted(self.cameras))})")
+        return names
+
+    def _for(self, node: yaml.Node) -> int:
+        value = _construct(node)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"give a whole number of consecutive windows, at least 1 (got {value!r})")
+        return value
+
+    def _duration(self, node: yaml.Node) -> float:
+        return parse_duration(self._text(node, "the duration"))
+
+    def _active(self, node: yaml.Node) -> tuple[TimeRange, ...]:
+        items = node.value if isinstance(node, yaml.SequenceNode) else [node]
+        if not items:
+            raise ValueError("give at least one time range, e.g. 22:00-06:00")
+        return tuple(self._time_range(item) for item in items)
+
+    def _time_range(self, node: yaml.Node) -> TimeRange:
+        if isinstance(node, yaml.ScalarNode):
+            return TimeRange(*parse_time_range(self._text(node, "a time range")))
+        if not isinstance(node, yaml.MappingNode):
+            raise ValueError("write a time range such as 22:00-06:00, or {time: 22:00-06:00, days: [mon-fri]}")
+        options = self._mapping(node, ACTIVE_OPTIONS, "active.", "active takes")  # reports unknown keys itself
+        start, end = parse_time_range(self._text(options["time"], "time")) if "time" in options else (0, 1440)
+        days = parse_days(self._texts(options["days"], "a day")) if "days" in options else frozenset(range(7))
+        return TimeRange(start, end, days)
+
+    def _severity(self, node: yaml.Node) -> str:
+        value = self._text(node, "severity")
+        if value not in SEVERITIES:
+            raise ValueError(f"{value!r} is not one of {', '.join(SEVERITIES)}")
+        return value
+
+    def _snapshot(self, node: yaml.Node) -> bool:
+        value = _construct(node)
+        if not isinstance(value, bool):
+            raise ValueError(f"write true or false (got {value!r})")
+        return value
+
+    def _message(self, node: yaml.Node) -> Template:
+        return parse_template(self._text(node, "message"))

@@ -1,0 +1,369 @@
+r"""Rules: what turns a window's results into alerts. Pure: results, rule state and `now` in;
+alerts, the next state and the binary_sensor changes out. No clock, no I/O, no eval.
+
+A rule has one trigger:
+
+- `Ask`: its own choice question, asked of every analysed window of its cameras
+  (the engine scores the choices from one decode step); it triggers when the
+  probability of `when` is at least `threshold`.
+- `Match`: keywords (`any` / `all`, whole words, case-insensitive) and/or a
+  regular expression, searched in the window's description.
+
+Per (rule, camera) the state counts consecutive triggering windows. Once the
+count reaches `for_windows` the condition holds: the binary_sensor is ON, and
+the rule fires an alert unless it fired on that camera less than `cooldown`
+seconds ago. A window in which the rule does not trigger (including one
+outside its `active` hours) resets the count and turns the sensor OFF. A
+window without the rule's result (its question was not asked, or there is no
+description yet) leaves the rule's state alone.
+
+Regular expressions and time safety: a rule file must not be able to hang the
+daemon, and Python's `re` backtracks (`(a|aa)+b` takes exponential time). So:
+patterns are at most `MAX_PATTERN` characters, repetition nested inside an
+unbounded repetition (`(a+)+`, `(\w+\s?)*`) is rejected at load with a
+message, the text searched is capped at `MAX_TEXT` characters, and the search
+runs on the `regex` module with a `REGEX_TIMEOUT` deadline: a pattern that
+still blows up (overlapping alternatives) stops there, counts as no match and
+is logged. Keywords compile to escaped literals, which cannot backtrack.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import string
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, tzinfo
+from pathlib import Path
+
+import regex
+
+from daemon.types import Alert, Result
+
+log = logging.getLogger(__name__)
+
+
+SEVERITIES = ("info", "warning", "critical")
+DESCRIPTION = "description"  # the prompt id whose text `match` rules read
+TEMPLATE_FIELDS = ("camera", "rule", "text", "probability")
+MAX_TEXT = 4000  # characters of description searched (a 128-token description is ~600)
+MAX_PATTERN = 500  # characters of a regular expression
+REGEX_TIMEOUT = 0.05  # seconds one search may take
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+# ----------------------------------------------------------------------------- triggers
+
+
+@dataclass(frozen=True)
+class Ask:
+    question: str
+    choices: tuple[str, ...] = ("yes", "no")
+    when: str = "yes"
+    threshold: float = 0.5
+
+
+@dataclass(frozen=True)
+class Match:
+    any: tuple[str, ...] = ()
+    all: tuple[str, ...] = ()
+    regex: str | None = None
+    _any: tuple[re.Pattern, ...] = field(default=(), repr=False, compare=False)
+    _all: tuple[re.Pattern, ...] = field(default=(), repr=False, compare=False)
+    _regex: regex.Pattern | None = field(default=None, repr=False, compare=False)
+
+    @classmethod
+    def build(cls, any: Sequence[str] = (), all: Sequence[str] = (), pattern: str | None = None) -> Match:
+        """Compile the keywords and the regex; ValueError with the reason for a bad regex."""
+        return cls(tuple(any), tuple(all), pattern, tuple(map(keyword_pattern, any)),
+                   tuple(map(keyword_pattern, all)), None if pattern is None else compile_regex(pattern))
+
+    def matches(self, text: str) -> bool:
+        text = text[:MAX_TEXT]
+        if self._any and not any(p.search(text) for p in self._any):
+            return False
+        if not all(p.search(text) for p in self._all):
+            return False
+        if self._regex is not None:
+            try:
+                return self._regex.search(text, timeout=REGEX_TIMEOUT) is not None
+            except TimeoutError:
+                log.warning("regex %r took longer than %.0f ms on a description; counted as no match "
+                            "(simplify overlapping alternatives such as (a|aa)+)", self.regex, REGEX_TIMEOUT * 1e3)
+                return False
+        return True
+
+
+def keyword_pattern(keyword: str) -> re.Pattern:
+    """Whole words, case-insensitive; inner spaces match any whitespace."""
+    words = keyword.split()
+    if not words:
+        raise ValueError("a keyword is empty")
+    return re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, words)) + r"(?!\w)", re.IGNORECASE)
+
+
+def compile_regex(pattern: str) -> regex.Pattern:
+    """Python `re` syntax, case-insensitive; ValueError for a bad or dangerous pattern."""
+    if len(pattern) > MAX_PATTERN:
+        raise ValueError(f"regex is {len(pattern)} characters long; at most {MAX_PATTERN} are allowed")
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        where = f" at position {exc.pos}" if exc.pos is not None else ""
+        raise ValueError(f"bad regex {pattern!r}: {exc.msg}{where}") from None
+    if _nested_repeat(_parse(pattern)):
+        raise ValueError(f"bad regex {pattern!r}: a quantifier inside a group that is itself repeated by + or *"
+                         " can take exponential time; rewrite it without the nesting")
+    return regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
+
+
+def _parse(pattern: str):
+    try:
+        from re import _parser  # Python 3.11+
+    except ImportError:  # pragma: no cover - Python 3.10
+        import sre_parse as _parser
+    return _parser.parse(pattern)
+
+
+_REPEATS = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
+_MAXREPEAT = _parse("a*")[0][1][1]  # the parser's "no upper bound"
+
+
+def _nested_repeat(items, inside: bool = False) -> bool:
+    """Whether a variable-length repeat sits inside an unbounded one."""
+    for op, arg in items:
+        name = str(op)
+        if name in _REPEATS:
+            low, high, body = arg
+            if (inside and high != low) or _nested_repeat(body, inside or high == _MAXREPEAT):
+                return True
+        elif name == "SUBPATTERN" and _nested_repeat(arg[-1], inside):
+            return True
+        elif name == "BRANCH" and any(_nested_repeat(branch, inside) for branch in arg[1]):
+            return True
+        elif name in ("ASSERT", "ASSERT_NOT") and _nested_repeat(arg[1], inside):
+            return True
+    return False
+
+
+# ----------------------------------------------------------------------------- message templates
+
+
+@dataclass(frozen=True)
+class Template:
+    """`{camera}`, `{rule}`, `{text}`, `{probability}` and literal text (`{{` `}}` for braces).
+
+    Rendered by concatenation from the parsed pieces: str.format never sees
+    user text, so there is no attribute access, indexing or format spec."""
+
+    source: str
+    pieces: tuple[tuple[str, str | None], ...]  # (literal, field or None)
+
+    @property
+    def fields(self) -> set[str]:
+        return {f for _, f in self.pieces if f is not None}
+
+    def render(self, values: Mapping[str, str]) -> str:
+        return "".join(literal + (values[f] if f is not None else "") for literal, f in self.pieces)
+
+
+def parse_template(text: str) -> Template:
+    """ValueError naming what is not allowed."""
+    allowed = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
+    try:
+        parsed = list(string.Formatter().parse(text))
+    except ValueError as exc:
+        raise ValueError(f"{exc} in {text!r} (write {{{{ and }}}} for literal braces)") from None
+    pieces = []
+    for literal, name, spec, conversion in parsed:
+        if name is not None and (name not in TEMPLATE_FIELDS or spec or conversion):
+            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
+            raise ValueError(f"{shown} is not allowed; use only {allowed}"
+                             " (no attributes, indexes, conversions or formats)")
+        pieces.append((literal, name))
+    return Template(text, tuple(pieces))
+
+
+DEFAULT_ASK_MESSAGE = parse_template("{camera}: {rule} ({probability})")
+DEFAULT_MATCH_MESSAGE = parse_template("{camera}: {rule}: {text}")
+
+# ----------------------------------------------------------------------------- active hours
+
+
+@dataclass(frozen=True)
+class TimeRange:
+    """Minutes of the day [start, end) on `days` (0 = Monday). end < start runs past midnight,
+    into the next morning: its days are the days it starts on."""
+
+    start: int = 0
+    end: int = 1440
+    days: frozenset[int] = frozenset(range(7))
+
+    def contains(self, local: datetime) -> bool:
+        minute = local.hour * 60 + local.minute + local.second / 60.0
+        today = local.weekday()
+        if self.start < self.end:
+            return today in self.days and self.start <= minute < self.end
+        return ((today in self.days and minute >= self.start)
+                or ((today - 1) % 7 in self.days and minute < self.end))
+
+
+# ----------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    trigger: Ask | Match
+    cameras: tuple[str, ...] | None = None  # None: every camera
+    for_windows: int = 1  # consecutive triggering windows before it fires
+    cooldown: float = 300.0  # seconds before it can fire again on the same camera
+    active: tuple[TimeRange, ...] = ()  # empty: always
+    severity: str = "warning"
+    snapshot: bool = False
+    message: Template | None = None  # None: the default for the trigger
+    off_delay: float = 300.0  # seconds until Home Assistant turns the binary_sensor off by itself
+    file: Path | None = None
+    line: int = 0
+
+    def applies_to(self, camera: str) -> bool:
+        return self.cameras is None or camera in self.cameras
+
+    def is_active(self, now: float, tz: tzinfo | None) -> bool:
+        if not self.active:
+            return True
+        local = datetime.fromtimestamp(now, tz) if tz is not None else datetime.fromtimestamp(now).astimezone()
+        return any(r.contains(local) for r in self.active)
+
+    @property
+    def where(self) -> str:
+        return f"{self.file}:{self.line}" if self.file else f"rule {self.id}"
+
+
+@dataclass(frozen=True)
+class RuleSet:
+    rules: tuple[Rule, ...] = ()
+    timezone: tzinfo | None = None  # of `active` hours; None: the system's
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def for_camera(self, camera: str) -> list[Rule]:
+        return [r for r in self.rules if r.applies_to(camera)]
+
+    def get(self, rule_id: str) -> Rule | None:
+        return next((r for r in self.rules if r.id == rule_id), None)
+
+    def questions(self, camera: str) -> list[tuple[str, str, tuple[str, ...]]]:
+        """(prompt id, question, choices) of the camera's ask rules; rules asking the same
+        question with the same choices share one prompt, named after the first of them."""
+        out: dict[tuple[str, tuple[str, ...]], str] = {}
+        for r in self.for_camera(camera):
+            if isinstance(r.trigger, Ask):
+                out.setdefault((r.trigger.question, r.trigger.choices), r.id)
+        return [(rule_id, q, choices) for (q, choices), rule_id in out.items()]
+
+    def with_timezone(self, tz: tzinfo | None) -> RuleSet:
+        return replace(self, timezone=tz)
+
+
+# ----------------------------------------------------------------------------- evaluation
+
+
+@dataclass(frozen=True)
+class RuleStatus:
+    """One rule on one camera."""
+
+    count: int = 0  # consecutive triggering windows
+    last_fired: float | None = None
+    on: bool = False
+
+
+State = Mapping[tuple[str, str], RuleStatus]  # (rule id, camera) -> status
+
+
+@dataclass(frozen=True)
+class StateChange:
+    camera: str
+    rule: str
+    on: bool
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    alerts: tuple[Alert, ...]
+    state: dict[tuple[str, str], RuleStatus]  # the whole next state
+    changed: dict[tuple[str, str], RuleStatus]  # the entries that differ from before (to persist)
+    changes: tuple[StateChange, ...]  # binary_sensor ON/OFF transitions
+
+
+def find_result(rule: Rule, results: Sequence[Result]) -> Result | None:
+    """The result a rule reads: the answer to its question (by question text, so a renamed rule
+    still finds it), or the description."""
+    t = rule.trigger
+    if isinstance(t, Ask):
+        return next((r for r in results if r.question == t.question and r.probabilities
+                     and t.when in r.probabilities), None)
+    return next((r for r in results if r.prompt_id == DESCRIPTION and r.probabilities is None), None)
+
+
+def triggered(rule: Rule, result: Result) -> tuple[bool, float | None]:
+    """Whether the result meets the rule's condition, and the probability it was judged on."""
+    t = rule.trigger
+    if isinstance(t, Ask):
+        p = float(result.probabilities[t.when])
+        return p >= t.threshold, p
+    return t.matches(result.text), None
+
+
+def evaluate(rules: RuleSet, camera: str, results: Sequence[Result], state: State,
+             now: float) -> Evaluation:
+    """Run every rule of `camera` on one window's results at time `now`."""
+    next_state = dict(state)
+    changed: dict[tuple[str, str], RuleStatus] = {}
+    alerts: list[Alert] = []
+    changes: list[StateChange] = []
+    for rule in rules.for_camera(camera):
+        result = find_result(rule, results)
+        if result is None:
+            continue
+        key = (rule.id, camera)
+        before = state.get(key, RuleStatus())
+        hit, p = triggered(rule, result)
+        hit = hit and rule.is_active(now, rules.timezone)
+        if not hit:
+            after = RuleStatus(0, before.last_fired, False)
+        else:
+            count = before.count + 1
+            holds = count >= rule.for_windows
+            fire = holds and (before.last_fired is None or now - before.last_fired >= rule.cooldown)
+            after = RuleStatus(count, now if fire else before.last_fired, before.on or holds)
+            if fire:
+                alerts.append(make_alert(rule, camera, result, p, now))
+        if after.on != before.on:
+            changes.append(StateChange(camera, rule.id, after.on))
+        if after != before:
+            next_state[key] = changed[key] = after
+    return Evaluation(tuple(alerts), next_state, changed, tuple(changes))
+
+
+def make_alert(rule: Rule, camera: str, result: Result, probability: float | None, now: float) -> Alert:
+    ask = isinstance(rule.trigger, Ask)
+    template = rule.message or (DEFAULT_ASK_MESSAGE if ask else DEFAULT_MATCH_MESSAGE)
+    text = template.render({
+        "camera": camera,
+        "rule": rule.id,
+        "text": rule.trigger.question if ask else result.text,
+        "probability": "" if probability is None else f"{probability:.0%}",
+    })
+    start = result.window_start if result.window_start is not None else now
+    end = result.window_end if result.window_end is not None else now
+    return Alert(camera, rule.id, rule.severity, text, now, start, end, probability)
+
+
+def phases(results: Sequence[Result]) -> list[list[Result]]:
+    """A window's results in the order the daemon evaluates them: rule answers (choice
+    results), then the description and other text. Replay evaluates the same phases."""
+    choice = [r for r in results if r.probabilities is not None]
+    text = [r for r in results if r.probabilities is None]
+    return [p for p in (choice, text) if p]

@@ -1,0 +1,53 @@
+"""Rule state (consecutive counts, last fired, ON/OFF) in the history database, so a restart
+neither forgets a cooldown nor re-fires a debounced rule.
+
+The store has its own connection to the history file (WAL lets it share the
+file with `History`) and its own `rules` schema version through `migrate`.
+Only the entries an evaluation changed are written, in one transaction.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Mapping
+
+from daemon.rules.model import RuleStatus
+from daemon.store import Store
+
+RULE_STATE_MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE rule_state (
+            rule TEXT NOT NULL, camera TEXT NOT NULL,
+            count INTEGER NOT NULL,              -- consecutive triggering windows
+            last_fired REAL,                     -- POSIX seconds, NULL: never
+            is_on INTEGER NOT NULL,              -- the binary_sensor
+            updated REAL NOT NULL,
+            PRIMARY KEY (rule, camera))""",
+    ],
+]
+
+
+class RuleStateStore(Store):
+    """`RuleStateStore(path).open()`, `load()`, `save(changed, now)`, `close()`. Thread-safe."""
+
+    component, migrations, what = "rules", RULE_STATE_MIGRATIONS, "the rule state"
+
+    def load(self) -> dict[tuple[str, str], RuleStatus]:
+        rows = self._run(lambda db: db.execute("SELECT rule, camera, count, last_fired, is_on FROM rule_state").fetchall(),
+                         "read")
+        return {(rule, camera): RuleStatus(count, last_fired, bool(on)) for rule, camera, count, last_fired, on in rows}
+
+    def save(self, changed: Mapping[tuple[str, str], RuleStatus], now: float) -> None:
+        if not changed:
+            return
+        rows = [(rule, camera, s.count, s.last_fired, int(s.on), now) for (rule, camera), s in changed.items()]
+
+        def write(db: sqlite3.Connection) -> None:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany("INSERT INTO rule_state (rule, camera, count, last_fired, is_on, updated) "
+                               "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (rule, camera) DO UPDATE SET "
+                               "count = excluded.count, last_fired = excluded.last_fired, is_on = excluded.is_on, "
+                               "updated = excluded.updated", rows)
+
+        self._run(write, "write")

@@ -1,0 +1,299 @@
+"""What the daemon saw and said, in SQLite under the state directory.
+
+Tables: `windows` (every window, analysed or skipped and why), `results`
+(one per prompt per analysed window, or text-only summary input), `alerts`,
+`summaries`, and `schema_version`, which records one version per component
+so that later features (the MQTT outbox, rule state) can keep their own
+tables in the same file and migrate them with `migrate()`.
+
+Times: every row has a wall-clock column (`windows.recorded`, `ts`
+elsewhere) saying when the daemon produced it. Queries and retention use
+that column, never a window's media time: a file from last year is recorded
+today and must not be pruned on arrival.
+
+Threads: one connection behind a lock. Writes are a few rows per window
+(seconds apart), so a lock costs nothing, and one connection means our own
+threads never meet SQLITE_BUSY. WAL lets other connections to the file (the
+outbox, `sqlite3` in a shell) read while we write; busy_timeout covers
+their writes. synchronous=NORMAL: a power cut may lose the last rows of
+history, never corrupt it (the outbox, which must not lose alerts, uses FULL
+on its own connection).
+
+A file that is not a readable database is reported, never recreated: it is
+the user's data (and, once other components share the file, their state too).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from dataclasses import dataclass
+from typing import Any
+
+from daemon.errors import ConfigError, VlmwatchError
+from daemon.store import Store, migrate
+from daemon.types import Alert, Result, Summary, Timings, Window
+
+log = logging.getLogger(__name__)
+
+
+# One entry per schema version; each is a list of single statements applied in one transaction.
+# Append a new version to change the schema; never edit a released one.
+HISTORY_MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE windows (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            camera TEXT NOT NULL, start REAL NOT NULL, "end" REAL NOT NULL, change REAL,
+            analysed INTEGER NOT NULL, reason TEXT NOT NULL,
+            frame_ts TEXT NOT NULL,              -- JSON list of the frames' timestamps
+            recorded REAL NOT NULL)""",
+        "CREATE INDEX windows_by_time ON windows (recorded)",
+        "CREATE INDEX windows_by_camera ON windows (camera, recorded)",
+        """CREATE TABLE results (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            window_id INTEGER REFERENCES windows (id) ON DELETE SET NULL,
+            camera TEXT NOT NULL, prompt_id TEXT NOT NULL, question TEXT NOT NULL,
+            window_start REAL, window_end REAL,
+            text TEXT NOT NULL, choice TEXT,
+            probabilities TEXT,                  -- JSON object choice -> probability
+            token_count INTEGER NOT NULL, stop_reason TEXT NOT NULL,
+            vit_ms REAL NOT NULL, prefill_ms REAL NOT NULL, decode_ms REAL NOT NULL,
+            generated INTEGER NOT NULL, modelled_npu_ms REAL NOT NULL,
+            model TEXT NOT NULL, ts REAL NOT NULL)""",
+        "CREATE INDEX results_by_time ON results (ts)",
+        "CREATE INDEX results_by_prompt ON results (camera, prompt_id, ts)",
+        "CREATE INDEX results_by_window ON results (window_id)",
+        """CREATE TABLE alerts (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            camera TEXT NOT NULL, rule TEXT NOT NULL, severity TEXT NOT NULL, text TEXT NOT NULL,
+            window_start REAL NOT NULL, window_end REAL NOT NULL, probability REAL,
+            snapshot_jpeg BLOB, ts REAL NOT NULL)""",
+        "CREATE INDEX alerts_by_time ON alerts (ts)",
+        "CREATE INDEX alerts_by_camera ON alerts (camera, ts)",
+        """CREATE TABLE summaries (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            job TEXT NOT NULL, period_start REAL NOT NULL, period_end REAL NOT NULL, text TEXT NOT NULL,
+            counts TEXT NOT NULL,                -- JSON object
+            cameras TEXT NOT NULL,               -- JSON list
+            ts REAL NOT NULL)""",
+        "CREATE INDEX summaries_by_time ON summaries (job, ts)",
+    ],
+]
+
+# Table -> its wall-clock column, for retention.
+_TIME_COLUMNS = {"windows": "recorded", "results": "ts", "alerts": "ts", "summaries": "ts"}
+
+
+@dataclass(frozen=True)
+class WindowRow:
+    """A recorded window: its span and gate decision (frames themselves are not stored)."""
+
+    id: int
+    camera: str
+    start: float
+    end: float
+    change: float | None
+    analysed: bool
+    reason: str
+    frame_ts: tuple[float, ...]
+    recorded: float
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """A stored Result. Only the number of generated tokens is kept, so `result.tokens` is empty."""
+
+    id: int
+    window_id: int | None
+    token_count: int
+    result: Result
+
+
+@dataclass(frozen=True)
+class AlertRow:
+    id: int
+    alert: Alert
+
+
+@dataclass(frozen=True)
+class SummaryRow:
+    id: int
+    summary: Summary
+
+
+class History(Store):
+    """`History(path).open()` ... `close()`, or `with History(path) as history:`. Thread-safe."""
+
+    component, migrations, what = "history", HISTORY_MIGRATIONS, "the history database"
+
+    def _configure(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA schema_version").fetchone()  # reads the header: a foreign file fails here, unchanged
+        db.execute("PRAGMA busy_timeout=5000")
+        db.execute("PRAGMA auto_vacuum=INCREMENTAL")  # takes effect only on a new file, before WAL is set
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        migrate(db, "history", HISTORY_MIGRATIONS)
+        if mode != "wal":
+            log.warning("history: %s is in %s journal mode, not WAL (does its filesystem support shared memory?); "
+                        "readers may briefly block writers", self.path, mode)
+
+    # -- writes --------------------------------------------------------------
+
+    def record_window(self, window: Window, analysed: bool, reason: str, now: float) -> int:
+        """`reason`: why it was analysed or skipped (the gate's words); `now`: when, wall clock."""
+        return self._insert("windows", {
+            "camera": window.camera, "start": window.start, "end": window.end, "change": window.change,
+            "analysed": int(analysed), "reason": reason, "frame_ts": json.dumps(window.frame_ts), "recorded": now})
+
+    def record_result(self, window_id: int | None, result: Result) -> int:
+        """`window_id` from record_window, or None for text-only input (summaries)."""
+        t = result.timings
+        return self._insert("results", {
+            "window_id": window_id, "camera": result.camera, "prompt_id": result.prompt_id,
+            "question": result.question, "window_start": result.window_start, "window_end": result.window_end,
+            "text": result.text, "choice": result.choice,
+            "probabilities": None if result.probabilities is None else json.dumps(result.probabilities),
+            "token_count": len(result.tokens), "stop_reason": result.stop_reason,
+            "vit_ms": t.vit_ms, "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms, "generated": t.generated,
+            "modelled_npu_ms": t.modelled_npu_ms, "model": result.model, "ts": result.ts})
+
+    def record_alert(self, alert: Alert) -> int:
+        return self._insert("alerts", {
+            "camera": alert.camera, "rule": alert.rule, "severity": alert.severity, "text": alert.text,
+            "window_start": alert.window_start, "window_end": alert.window_end, "probability": alert.probability,
+            "snapshot_jpeg": alert.snapshot_jpeg, "ts": alert.ts})
+
+    def record_summary(self, summary: Summary) -> int:
+        return self._insert("summaries", {
+            "job": summary.job, "period_start": summary.period_start, "period_end": summary.period_end,
+            "text": summary.text, "counts": json.dumps(summary.counts), "cameras": json.dumps(list(summary.cameras)),
+            "ts": summary.ts})
+
+    def prune(self, now: float, keep_seconds: float) -> int:
+        """Delete rows recorded before `now - keep_seconds`; returns how many went."""
+        cutoff = now - keep_seconds
+        deleted = 0
+        with self._lock:
+            db = self._require_open()
+            try:
+                with db:
+                    db.execute("BEGIN IMMEDIATE")
+                    for table, column in _TIME_COLUMNS.items():
+                        deleted += db.execute(f"DELETE FROM {table} WHERE {column} < ?", (cutoff,)).rowcount
+                if deleted:
+                    db.execute("PRAGMA incremental_vacuum").fetchall()  # give freed pages back to the disk
+            except sqlite3.Error as exc:
+                raise self._runtime_error("prune old history", exc) from exc
+        if deleted:
+            log.info("history: pruned %d rows recorded before %.0f (keeping %.1f days)",
+                     deleted, cutoff, keep_seconds / 86400.0)
+        return deleted
+
+    # -- queries: rows with since <= time < until, oldest first ----------------
+
+    def windows(self, since: float, until: float, camera: str | None = None,
+                analysed: bool | None = None, limit: int | None = None) -> list[WindowRow]:
+        rows = self._select("SELECT id, camera, start, \"end\", change, analysed, reason, frame_ts, recorded "
+                            "FROM windows", "recorded", since, until,
+                            {"camera": camera, "analysed": None if analysed is None else int(analysed)}, limit)
+        return [WindowRow(i, cam, s, e, ch, bool(a), r, tuple(json.loads(fts)), rec)
+                for i, cam, s, e, ch, a, r, fts, rec in rows]
+
+    def results(self, since: float, until: float, camera: str | None = None,
+                prompt_id: str | None = None, limit: int | None = None) -> list[ResultRow]:
+        rows = self._select(_RESULT_COLUMNS, "ts", since, until, {"camera": camera, "prompt_id": prompt_id}, limit)
+        return [_result_row(row) for row in rows]
+
+    def window_results(self, window_id: int) -> list[ResultRow]:
+        """The results of one window, in the order they were recorded."""
+        return [_result_row(row) for row in self._query(f"{_RESULT_COLUMNS} WHERE window_id = ? ORDER BY id",
+                                                         (window_id,))]
+
+    def alerts(self, since: float, until: float, camera: str | None = None,
+               rule: str | None = None, limit: int | None = None) -> list[AlertRow]:
+        rows = self._select("SELECT id, camera, rule, severity, text, ts, window_start, window_end, probability, "
+                            "snapshot_jpeg FROM alerts", "ts", since, until, {"camera": camera, "rule": rule}, limit)
+        return [AlertRow(row[0], Alert(*row[1:9], snapshot_jpeg=None if row[9] is None else bytes(row[9])))
+                for row in rows]
+
+    def summaries(self, since: float, until: float, job: str | None = None,
+                  limit: int | None = None) -> list[SummaryRow]:
+        rows = self._select("SELECT id, job, period_start, period_end, text, ts, counts, cameras FROM summaries",
+                            "ts", since, until, {"job": job}, limit)
+        return [SummaryRow(i, Summary(j, ps, pe, text, ts, json.loads(counts), tuple(json.loads(cameras))))
+                for i, j, ps, pe, text, ts, counts, cameras in rows]
+
+    # -- internals -------------------------------------------------------------
+
+    def _insert(self, table: str, row: dict[str, Any]) -> int:
+        columns = ", ".join(f'"{column}"' for column in row)
+        sql = f"INSERT INTO {table} ({columns}) VALUES ({', '.join('?' * len(row))})"
+        with self._lock:
+            db = self._require_open()
+            try:
+                return db.execute(sql, tuple(row.values())).lastrowid
+            except sqlite3.Error as exc:
+                raise self._runtime_error(f"record a row in {table}", exc) from exc
+
+    def _select(self, select: str, time_column: str, since: float, until: float,
+                filters: dict[str, Any], limit: int | None) -> list[tuple[Any, ...]]:
+        where = [f"{time_column} >= ?", f"{time_column} < ?"]
+        params: list[Any] = [since, until]
+        for column, value in filters.items():
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        sql = f"{select} WHERE {' AND '.join(where)} ORDER BY {time_column}, id"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return self._query(sql, tuple(params))
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        with self._lock:
+            db = self._require_open()
+            try:
+                return db.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise self._runtime_error("read history", exc) from exc
+
+    def _require_open(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("history is not open: call open() first")
+        return self._db
+
+    def _open_error(self, exc: Exception) -> ConfigError:
+        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
+            remedy = ("Another process holds a write lock on it: is a second vlmwatch running with the same "
+                      "state_dir? Stop it, or give this one its own state_dir.")
+        elif isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
+            remedy = (f"It is damaged or not a vlmwatch database, and vlmwatch will not overwrite it. Move it "
+                      f"away (mv {self.path} {self.path}.broken) to start a new history, or try to rescue "
+                      f"it with: sqlite3 {self.path} .recover.")
+        else:
+            remedy = (f"Check that {self.path.parent} exists and is writable by the user vlmwatch runs as "
+                      "(under systemd, StateDirectory= creates /var/lib/vlmwatch), or set state_dir to a "
+                      "writable directory.")
+        return ConfigError(f"cannot open the history database {self.path}: {exc}. {remedy}")
+
+    def _runtime_error(self, action: str, exc: Exception) -> VlmwatchError:
+        return VlmwatchError(f"cannot {action} in the history database {self.path}: {exc}. Check free space "
+                             f"and permissions of {self.path.parent}.")
+
+
+_RESULT_COLUMNS = ("SELECT id, window_id, token_count, camera, prompt_id, question, window_start, window_end, ts, "
+                   "text, stop_reason, choice, probabilities, vit_ms, prefill_ms, decode_ms, generated, "
+                   "modelled_npu_ms, model FROM results")
+
+
+def _result_row(row: tuple[Any, ...]) -> ResultRow:
+    (row_id, window_id, token_count, camera, prompt_id, question, window_start, window_end, ts,
+     text, stop_reason, choice, probabilities, vit_ms, prefill_ms, decode_ms, generated, modelled, model) = row
+    result = Result(
+        camera=camera, prompt_id=prompt_id, question=question, window_start=window_start, window_end=window_end,
+        ts=ts, text=text, stop_reason=stop_reason, choice=choice,
+        probabilities=None if probabilities is None else json.loads(probabilities),
+        timings=Timings(vit_ms, prefill_ms, decode_ms, generated, modelled), model=model)
+    return ResultRow(row_id, window_id, token_count, result)

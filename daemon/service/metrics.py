@@ -1,0 +1,158 @@
+"""Prometheus metrics: what the daemon is doing, scraped over HTTP.
+
+Every metric lives on the instance's own `CollectorRegistry`, never on
+prometheus_client's global one, so several `Metrics` (tests, one per
+daemon in a process) do not collide and nothing registers at import.
+
+Counters carry a `camera` label; the number of cameras is small and fixed by
+the configuration, so label cardinality stays bounded. Gauges that mirror a
+queue can be bound to a function instead of being set
+(`metrics.npu_queue_depth.set_function(queue.qsize)`), which keeps them
+current without the owner remembering to push.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, start_http_server
+
+from daemon.errors import ConfigError
+from daemon.types import Timings
+
+log = logging.getLogger(__name__)
+
+
+SOURCE_STATES = ("connecting", "connected", "lost", "ended", "error")
+# What each kind of `daemon.sources.SourceEvent` means for the source_state metric.
+_EVENT_STATES = {"connected": "connected", "lost": "lost", "retrying": "connecting", "error": "error",
+                 "finished": "ended"}
+
+
+@dataclass(frozen=True)
+class MetricsEndpoint:
+    """Where a started metrics server listens (the real port when 0 was asked for)."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+
+class Metrics:
+    """The daemon's metrics on a private registry, and the HTTP server that exposes them."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = CollectorRegistry(auto_describe=True) if registry is None else registry
+        r = self.registry
+        self.windows_analysed = Counter(
+            "vlmwatch_windows_analysed", "Windows the NPU analysed.", ["camera"], registry=r)
+        self.windows_skipped = Counter(
+            "vlmwatch_windows_skipped", "Windows the scene-change gate skipped.", ["camera"], registry=r)
+        self.windows_dropped = Counter(
+            "vlmwatch_windows_dropped", "Windows dropped unanalysed because a newer one of the same camera "
+            "replaced them in the NPU queue.", ["camera"], registry=r)
+        self.npu_seconds = Counter(
+            "vlmwatch_npu_seconds", "NPU time: kind=real is measured wall-clock time of engine calls, "
+            "kind=modelled is the published AX650N cost of the same calls.", ["kind"], registry=r)
+        self.npu_queue_depth = Gauge(
+            "vlmwatch_npu_queue_depth", "Windows and summary jobs waiting for the NPU worker.", registry=r)
+        self.tokens_per_second = Gauge(
+            "vlmwatch_tokens_per_second", "Decode speed of the most recent generation.", registry=r)
+        self.source_state = Enum(
+            "vlmwatch_source_state", "State of each camera's source.", ["camera"], states=list(SOURCE_STATES),
+            registry=r)
+        self.mqtt_connected = Gauge(
+            "vlmwatch_mqtt_connected", "1 while connected to the MQTT broker, else 0.", registry=r)
+        self.outbox_depth = Gauge(
+            "vlmwatch_outbox_depth", "QoS 1 MQTT messages waiting for the broker's acknowledgement.", registry=r)
+        for kind in ("real", "modelled"):
+            self.npu_seconds.labels(kind=kind)  # export both series as 0 from the start
+        self._server: WSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- updates ------------------------------------------------------------
+
+    def add_camera(self, camera: str) -> None:
+        """Export a camera's counters as 0 before its first window, so rates start from a known point."""
+        for counter in (self.windows_analysed, self.windows_skipped, self.windows_dropped):
+            counter.labels(camera=camera)
+        self.source_state.labels(camera=camera).state("connecting")
+
+    def window_analysed(self, camera: str) -> None:
+        self.windows_analysed.labels(camera=camera).inc()
+
+    def window_skipped(self, camera: str) -> None:
+        self.windows_skipped.labels(camera=camera).inc()
+
+    def window_dropped(self, camera: str, count: int = 1) -> None:
+        self.windows_dropped.labels(camera=camera).inc(count)
+
+    def observe_timings(self, timings: Timings) -> None:
+        """Account one engine call: its real and modelled NPU time, and its decode speed if it decoded."""
+        real_ms = timings.vit_ms + timings.prefill_ms + timings.decode_ms
+        self.npu_seconds.labels(kind="real").inc(real_ms / 1000.0)
+        self.npu_seconds.labels(kind="modelled").inc(timings.modelled_npu_ms / 1000.0)
+        if timings.generated and timings.decode_ms > 0:
+            self.tokens_per_second.set(timings.tokens_per_s)
+
+    def set_source_state(self, camera: str, state: str) -> None:
+        if state not in SOURCE_STATES:
+            raise ValueError(f"unknown source state {state!r} for camera {camera!r}; "
+                             f"expected one of {', '.join(SOURCE_STATES)}")
+        self.source_state.labels(camera=camera).state(state)
+
+    def source_event(self, camera: str, kind: str) -> None:
+        """Follow a source event (`SourceEvent.kind`); kinds that say nothing about the state are ignored."""
+        state = _EVENT_STATES.get(kind)
+        if state is None:
+            log.debug("metrics: source event %r of camera %s does not change its state", kind, camera)
+            return
+        self.source_state.labels(camera=camera).state(state)
+
+    def set_queue_depth(self, depth: int) -> None:
+        self.npu_queue_depth.set(depth)
+
+    def set_mqtt_connected(self, connected: bool) -> None:
+        self.mqtt_connected.set(1 if connected else 0)
+
+    def set_outbox_depth(self, depth: int) -> None:
+        self.outbox_depth.set(depth)
+
+    # -- HTTP endpoint ------------------------------------------------------
+
+    def serve(self, host: str = "127.0.0.1", port: int = 9108) -> MetricsEndpoint:
+        """Start the endpoint on a background thread; port 0 picks a free port."""
+        if self._server is not None:
+            raise RuntimeError("the metrics endpoint is already running; close() it first")
+        try:
+            server, thread = start_http_server(port, addr=host, registry=self.registry)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {host}:{port}: {exc}. Set metrics.port to a free port "
+                "(or metrics.host to an address of this machine), or metrics.enabled: false to turn the "
+                "endpoint off.") from exc
+        thread.name = "metrics-http"
+        self._server, self._thread = server, thread
+        endpoint = MetricsEndpoint(host, server.server_address[1])
+        log.info("metrics: serving Prometheus metrics at %s", endpoint.url)
+        return endpoint
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the endpoint and release its port; safe to call when not serving."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()  # returns once serve_forever has left its loop
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout)
+            if thread.is_alive():
+                log.warning("metrics: the HTTP thread did not stop within %.0f s", timeout)

@@ -1,0 +1,189 @@
+"""Running a summary: the period a fire covers, the plan's model calls, and the
+last run of each job kept in the history file (`RunLog`), so that after a
+restart a `since_last` job starts where the previous run ended.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
+from typing import TYPE_CHECKING, Callable, Generator, Sequence
+
+from daemon.errors import VlmwatchError
+from daemon.store import Store
+from daemon.summaries.settings import parse_period
+from daemon.summaries.timeline import Period, Request, build_timeline
+from daemon.times import zone_of
+from daemon.types import Summary
+
+if TYPE_CHECKING:
+    from daemon.service.history import History
+    from daemon.service.worker import SummaryJob as WorkItem
+    from daemon.summaries.settings import SummaryJob
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- last runs
+
+
+# The `summaries` component's tables in the history database (see history.migrate).
+# Never pruned: a job's last run must outlive history retention.
+SUMMARY_MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE summary_runs (
+            job TEXT PRIMARY KEY,
+            fire REAL NOT NULL,                  -- the scheduled time the run was for
+            period_start REAL NOT NULL, period_end REAL NOT NULL,
+            ran REAL NOT NULL)""",
+    ],
+]
+
+
+@dataclass(frozen=True)
+class LastRun:
+    job: str
+    fire: float
+    period_start: float
+    period_end: float
+    ran: float
+
+
+class RunLog(Store):
+    """The last finished run of each job, in the history file on its own connection. Thread-safe."""
+
+    component, migrations, what = "summaries", SUMMARY_MIGRATIONS, "the summary run log"
+
+    def last(self, job: str) -> LastRun | None:
+        row = self._execute("SELECT job, fire, period_start, period_end, ran FROM summary_runs WHERE job = ?",
+                            (job,)).fetchone()
+        return LastRun(*row) if row else None
+
+    def record(self, run: LastRun) -> None:
+        self._execute("INSERT INTO summary_runs (job, fire, period_start, period_end, ran) VALUES (?, ?, ?, ?, ?) "
+                      "ON CONFLICT (job) DO UPDATE SET fire = excluded.fire, period_start = excluded.period_start, "
+                      "period_end = excluded.period_end, ran = excluded.ran",
+                      (run.job, run.fire, run.period_start, run.period_end, run.ran))
+
+    def _execute(self, sql: str, params: tuple) -> sqlite3.Cursor:
+        return self._run(lambda db: db.execute(sql, params), "use")
+
+
+# --------------------------------------------------------------------------- running jobs
+
+
+@dataclass(frozen=True)
+class Fire:
+    """One due run of a scheduled job."""
+
+    job: str
+    at: float  # the scheduled time (POSIX): the end of the period
+    previous: float | None  # the schedule's time before it: a since_last job's start when it never ran
+
+
+def period_for(job: SummaryJob, fire: Fire, last: LastRun | None, zone: tzinfo) -> Period:
+    """A duration ends at the fire time; since_last starts where the last run ended (or one schedule step back)."""
+    seconds = parse_period(job.period)
+    if seconds is not None:
+        return Period(fire.at - seconds, fire.at, zone)
+    if last is not None:
+        start = last.period_end
+    else:
+        start = fire.previous if fire.previous is not None else fire.at - 86400.0
+    return Period(min(start, fire.at), fire.at, zone)
+
+
+class Summarizer:
+    """Summaries from history with the engine; `run` is the scheduled path, `summarize` the on-demand one."""
+
+    def __init__(self, history: History, engine, runlog: RunLog | None, cameras: Sequence[str],
+                 publish: Callable[[Summary], object] | None = None, clock: Callable[[], float] = time.time):
+        self.history, self.engine, self.runlog, self.cameras = history, engine, runlog, tuple(cameras)
+        self.publish, self.clock = publish, clock
+
+    def request(self, job: SummaryJob) -> Request:
+        return Request(job.id, tuple(job.cameras or self.cameras), job.prompt, job.max_new_tokens)
+
+    def plan(self, request: Request, period: Period):
+        from daemon.summaries.plan import TokenBudget, plan_summary
+
+        return plan_summary(build_timeline(self.history, period, request.cameras), request, TokenBudget.of(self.engine))
+
+    def summarize(self, request: Request, period: Period, stop: threading.Event | None = None) -> Summary:
+        """Plan and run the model calls (none for an empty period); records nothing."""
+        return _drain(self.summarize_steps(request, period, stop))
+
+    def summarize_steps(self, request: Request, period: Period,
+                        stop: threading.Event | None = None) -> Generator[None, None, Summary]:
+        """`summarize`, pausing after each model call."""
+        from daemon.summaries.plan import TokenBudget, engine_asker, run_steps
+
+        plan = self.plan(request, period)
+        calls: list[int] = []
+        ask = engine_asker(self.engine, stop, on_step=lambda question, tokens: calls.append(tokens))
+        text = yield from run_steps(plan, ask, TokenBudget.of(self.engine))
+        counts = {**plan.timeline.counts, "timeline": len(plan.timeline.entries), "model_calls": len(calls)}
+        return Summary(request.job, period.start, period.end, text, self.clock(), counts, request.cameras)
+
+    def run(self, job: SummaryJob, fire: Fire, stop: threading.Event | None = None) -> Summary | None:
+        """Summarise the fire's period, record it and the run, publish it; None if this fire already ran."""
+        return _drain(self.run_steps(job, fire, stop))
+
+    def run_steps(self, job: SummaryJob, fire: Fire,
+                  stop: threading.Event | None = None) -> Generator[None, None, Summary | None]:
+        """`run`, pausing after each model call."""
+        last = self.runlog.last(job.id) if self.runlog else None
+        if last is not None and last.fire >= fire.at:
+            log.info("summary %s: the run for %s already happened; not repeating it", job.id, _iso(fire.at))
+            return None
+        period = period_for(job, fire, last, zone_of(job.timezone))
+        summary = yield from self.summarize_steps(self.request(job), period, stop)
+        self.history.record_summary(summary)
+        if self.runlog:
+            self.runlog.record(LastRun(job.id, fire.at, period.start, period.end, self.clock()))
+        if self.publish is not None:
+            self.publish(summary)
+        log.info("summary %s (%s, %d model calls): %s", job.id, period.label(), summary.counts["model_calls"],
+                 summary.text[:200])
+        return summary
+
+    def work(self, job: SummaryJob, fire: Fire, stop: threading.Event | None = None,
+             requeue: Callable[[WorkItem], bool] | None = None) -> WorkItem:
+        """The NPU queue item for a fire. After each model call it hands itself to `requeue` (the queue's
+        put_summary), so windows waiting meanwhile go first; a user-facing failure is logged, not fatal."""
+        from daemon.errors import Cancelled
+        from daemon.service.worker import SummaryJob as WorkItem
+
+        steps = self.run_steps(job, fire, stop)
+
+        def run() -> None:
+            try:
+                while True:
+                    next(steps)
+                    if requeue is not None and requeue(item):
+                        return  # the rest after the windows queued meanwhile
+            except StopIteration:
+                pass
+            except Cancelled:
+                log.info("summary %s: cancelled by shutdown; a restart within misfire_grace runs it again", job.id)
+            except VlmwatchError as exc:
+                log.error("summary %s: %s", job.id, exc)
+
+        item = WorkItem(job.id, run)
+        return item
+
+
+def _drain(steps: Generator[None, None, object]):
+    while True:
+        try:
+            next(steps)
+        except StopIteration as done:
+            return done.value
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")

@@ -1,0 +1,60 @@
+"""Video: sources (cameras, files, folders) turned into 8-frame windows, and the gate.
+
+    source = open_source("porch", "rtsp://user:pw@cam/stream", SourceSettings())
+    for window in source.windows(stop):      # blocks; ends when `stop` is set
+        ...
+
+- `stream.StreamSource`: rtsp://, rtsps://, http(s):// through OpenCV's FFmpeg
+  backend, one capture thread reading continuously, reconnect with capped
+  exponential backoff. Never ends until `stop`.
+- `file.FileSource`: one video file through decord, windows along the file's
+  own timeline. Ends at the end of the file.
+- `folder.FolderSource`: each clip appearing in a folder, once.
+- `windows`: where windows lie and which frames they take (pure).
+- `gate`: skips windows in which nothing changed (pure).
+- `events`: what sources report (never exceptions out of `windows()`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from daemon.errors import SourceError
+from daemon.redact import redact_url
+from daemon.video.events import STREAM_SCHEMES, EventSink, Source
+from daemon.video.file import FileSource
+from daemon.video.folder import FolderSource, ProcessedFiles
+from daemon.video.settings import SourceSettings
+from daemon.video.stream import StreamSource
+
+__all__ = ["FileSource", "FolderSource", "Source", "StreamSource", "open_source"]
+
+
+def open_source(
+    name: str,
+    uri: str,
+    settings: SourceSettings,
+    *,
+    on_event: EventSink | None = None,
+    state_dir: str | os.PathLike | None = None,
+    once: bool = False,
+) -> Source:
+    """The source for a URL, a video file or a folder of clips. Opens nothing yet.
+
+    `once`: a folder source ends when every clip present has been processed."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme in STREAM_SCHEMES:
+        return StreamSource(name, uri, settings, on_event=on_event)
+    if scheme == "file":
+        uri = urlsplit(uri).path
+    elif scheme:
+        raise SourceError(
+            f"camera {name}: unsupported source {redact_url(uri)!r}; use rtsp://, rtsps://, http(s)://, "
+            "a video file or a folder"
+        )
+    if uri.endswith("/") or Path(uri).is_dir():
+        processed = ProcessedFiles(Path(state_dir) / "processed.sqlite") if state_dir else None
+        return FolderSource(name, Path(uri), settings, processed=processed, on_event=on_event, once=once)
+    return FileSource(name, Path(uri), settings, on_event=on_event)

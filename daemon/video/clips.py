@@ -1,0 +1,55 @@
+"""Frames for one-shot questions: image files as the frames of one window, or a
+video file sampled at segment mid-points.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from daemon.errors import SourceError, UsageError
+from daemon.types import Frame
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
+
+
+def load_frames(sources: list[str], n: int) -> list[Frame]:
+    """One video file -> n frames at segment mid-points; image files -> one frame each."""
+    if not sources:
+        return []
+    paths = [Path(s) for s in sources]
+    for p in paths:
+        if not p.is_file():
+            raise SourceError(f"{p}: no such file")
+    if all(p.suffix.lower() in IMAGE_SUFFIXES for p in paths):
+        return [Frame("cli", float(i), i, read_image(p)) for i, p in enumerate(paths)]
+    if len(paths) > 1:
+        raise UsageError("give one video file, or only image files (.jpg, .png, ...), not a mix")
+    return read_video(paths[0], n)
+
+
+def read_image(path: Path) -> np.ndarray:
+    import cv2
+
+    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if img is None:
+        raise SourceError(f"{path}: not an image OpenCV can read")
+    return img
+
+
+def read_video(path: Path, n: int) -> list[Frame]:
+    from daemon.video.windows import segment_indices
+
+    try:
+        from decord import VideoReader, cpu
+    except ImportError:
+        raise SourceError("reading video files needs decord: pip install decord") from None
+    try:
+        vr = VideoReader(str(path), ctx=cpu(0), num_threads=1)
+        fps = float(vr.get_avg_fps()) or 25.0
+        idx = segment_indices(0, len(vr) - 1, n)
+        batch = vr.get_batch(list(idx)).asnumpy()  # [n, H, W, 3] RGB
+    except Exception as exc:  # decord raises its own DECORDError
+        raise SourceError(f"{path}: cannot decode video ({exc})") from None
+    return [Frame("cli", i / fps, int(i), np.ascontiguousarray(rgb[..., ::-1])) for i, rgb in zip(idx, batch)]

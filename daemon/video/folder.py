@@ -1,0 +1,169 @@
+"""A folder of clips (an NVR's exports): each clip that appears is processed once.
+
+A clip is taken when its size and modification time have stayed the same for
+`folder.settle` seconds (the NVR has finished writing it); it is marked done
+only after its last window was taken, so a clip cut short by a restart is
+processed again from the start. The done-set lives in SQLite, keyed by source,
+path relative to the folder, and size: a clip that is later rewritten with a
+different size counts as new.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Generator, Iterator
+
+from daemon.types import Window
+from daemon.video.events import VIDEO_EXTENSIONS, EventSink, SourceEvent, report
+from daemon.video.file import FileSource
+from daemon.video.settings import SourceSettings
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS processed_files (
+    source TEXT NOT NULL,
+    path   TEXT NOT NULL,   -- relative to the watched folder
+    size   INTEGER NOT NULL,
+    status TEXT NOT NULL,   -- done | error
+    at     REAL NOT NULL,   -- POSIX seconds
+    PRIMARY KEY (source, path, size)
+)
+"""
+
+
+class ProcessedFiles:
+    """The set of clips already processed, in SQLite (`None`: in memory only)."""
+
+    def __init__(self, path: str | os.PathLike | None) -> None:
+        self.path = Path(path) if path is not None else None
+        self._db: sqlite3.Connection | None = None
+        self._lock = threading.Lock()
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            if self.path is not None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(self.path or ":memory:"), check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(SCHEMA)
+        return self._db
+
+    def __contains__(self, key: tuple[str, str, int]) -> bool:
+        with self._lock:
+            row = self._conn().execute(
+                "SELECT 1 FROM processed_files WHERE source = ? AND path = ? AND size = ?", key
+            ).fetchone()
+        return row is not None
+
+    def add(self, key: tuple[str, str, int], status: str = "done") -> None:
+        with self._lock, self._conn() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO processed_files (source, path, size, status, at) VALUES (?, ?, ?, ?, ?)",
+                (*key, status, time.time()),
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+class FolderSource:
+    """Every clip that appears in `folder` (recursively), oldest first, once each."""
+
+    def __init__(
+        self,
+        name: str,
+        folder: Path,
+        settings: SourceSettings,
+        *,
+        processed: ProcessedFiles | None = None,
+        on_event: EventSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        once: bool = False,
+    ) -> None:
+        self.name, self.folder, self.settings, self.once = name, Path(folder), settings, once
+        self.processed = processed or ProcessedFiles(None)
+        self.on_event, self._clock = on_event, clock
+        self._seen: dict[str, tuple[int, int, float]] = {}  # path -> size, mtime_ns, unchanged since
+        self._done: set[tuple[str, int]] = set()  # (path, size) known to be processed
+        self._missing_reported = False
+
+    def windows(self, stop: threading.Event) -> Iterator[Window]:
+        """Clips as they appear; with `once`, end when every clip present has been processed."""
+        while True:
+            ready = self._ready()
+            for rel, size in ready:
+                status = yield from self._clip(rel, stop)
+                if status is not None:  # None: cut short, so it is processed again after a restart
+                    self.processed.add((self.name, rel, size), status)
+                if stop.is_set():
+                    return
+            if self.once and not ready and not self._pending():
+                report(self.name, "finished", f"folder {self.folder}: every clip processed", self.on_event)
+                return
+            if stop.wait(self.settings.folder.poll):
+                return
+
+    def _pending(self) -> bool:
+        """Clips seen but not yet processed (still being written, or waiting to settle)."""
+        return any((rel, size) not in self._done for rel, (size, _, _) in self._seen.items())
+
+    def _clip(self, rel: str, stop: threading.Event) -> Generator[Window, None, str | None]:
+        """Windows of one clip; returns "done", "error", or None when `stop` cut it short."""
+        ends: list[str] = []
+
+        def listen(event: SourceEvent) -> None:
+            if event.kind in ("finished", "error"):
+                ends.append("done" if event.kind == "finished" else "error")
+            if self.on_event is not None:
+                self.on_event(event)
+
+        yield from FileSource(self.name, self.folder / rel, self.settings, on_event=listen).windows(stop)
+        return ends[0] if ends else None
+
+    def _ready(self) -> list[tuple[str, int]]:
+        """Clips not yet done whose size has been stable for `settle` seconds."""
+        listing = self._scan()
+        now, ready = self._clock(), []
+        for rel, (size, mtime_ns) in sorted(listing.items(), key=lambda item: (item[1][1], item[0])):
+            if (rel, size) in self._done or (self.name, rel, size) in self.processed:
+                self._done.add((rel, size))  # remembered: no database query per clip and poll
+                continue
+            seen = self._seen.get(rel)
+            if seen is None or seen[:2] != (size, mtime_ns):
+                self._seen[rel] = (size, mtime_ns, now)  # new or still growing
+            elif now - seen[2] >= self.settings.folder.settle:
+                ready.append((rel, size))
+        self._seen = {rel: v for rel, v in self._seen.items() if rel in listing}
+        self._done = {(rel, size) for rel, size in self._done if rel in listing}
+        return ready
+
+    def _scan(self) -> dict[str, tuple[int, int]]:
+        """Video files under the folder: relative path -> (size, mtime_ns). Hidden ones are skipped."""
+        if not self.folder.is_dir():
+            if not self._missing_reported:
+                message = f"folder {self.folder} does not exist (yet); watching for it"
+                report(self.name, "error", message, self.on_event, logging.WARNING)
+                self._missing_reported = True
+            return {}
+        self._missing_reported = False
+        found = {}
+        for root, dirs, files in os.walk(self.folder):
+            dirs[:] = [d for d in dirs if not d.startswith(".")]
+            for file in files:
+                if file.startswith(".") or not file.lower().endswith(VIDEO_EXTENSIONS):
+                    continue
+                path = Path(root, file)
+                try:
+                    st = path.stat()
+                except FileNotFoundError:
+                    continue  # removed between listing and stat
+                if st.st_size > 0:
+                    found[str(path.relative_to(self.folder))] = (st.st_size, st.st_mtime_ns)
+        return found

@@ -1,0 +1,90 @@
+"""Per-source settings: windowing, the gate, camera connections and folder watching.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class GateSettings(BaseModel):
+    """Per-source scene-change gate (`gate:` under a camera)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Skip windows without scene change; false analyses every window.")
+    threshold: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="Fraction of the picture (in 64-cell-wide grayscale cells) that must change against the "
+        "last analysed window for the window to be analysed. 0.01 = 1 %.",
+    )
+    heartbeat: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds: analyse a window at least this often even in a static scene, so descriptions stay fresh.",
+    )
+
+
+# ---------------------------------------------------------------- settings
+
+
+class StreamSettings(BaseModel):
+    """Camera connection behaviour (`stream:` under a camera)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    open_timeout: float = Field(10.0, gt=0, description="Seconds to wait for a camera to answer when connecting.")
+    read_timeout: float = Field(
+        5.0, gt=0, description="Seconds without a frame after which the stream counts as frozen and is reopened."
+    )
+    retry_min: float = Field(1.0, gt=0, description="Seconds before the first reconnect attempt.")
+    retry_max: float = Field(60.0, gt=0, description="Cap of the exponential reconnect backoff, seconds.")
+    queue: int = Field(
+        2, ge=1, description="Finished windows held for a slow consumer; the oldest is dropped (and counted) beyond."
+    )
+
+    @model_validator(mode="after")
+    def _retry_order(self) -> "StreamSettings":
+        if self.retry_min > self.retry_max:
+            raise ValueError(f"retry_min ({self.retry_min}) must not exceed retry_max ({self.retry_max})")
+        return self
+
+
+class FolderSettings(BaseModel):
+    """Watching a folder of clips (`folder:` under a camera)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    poll: float = Field(2.0, gt=0, description="Seconds between scans of the folder for new clips.")
+    settle: float = Field(
+        5.0, ge=0, description="Seconds a clip's size must stay unchanged before it counts as completely written."
+    )
+
+
+class SourceSettings(BaseModel):
+    """Per-source windowing, gating and connection settings (embedded under each camera)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    span: float = Field(8.0, gt=0, description="Seconds of video one window covers.")
+    stride: float = Field(
+        8.0, gt=0, description="Seconds between window starts; default: same as span. Smaller overlaps windows."
+    )
+    frames: int = Field(8, ge=1, le=64, description="Frames per window, taken at the mid-points of equal segments.")
+    realtime: bool = Field(
+        False, description="Files only: emit windows at wall-clock speed, as if the recording were live."
+    )
+    gate: GateSettings = Field(default_factory=GateSettings, description="Scene-change gate.")
+    stream: StreamSettings = Field(default_factory=StreamSettings, description="Camera connection and reconnects.")
+    folder: FolderSettings = Field(default_factory=FolderSettings, description="Folder watching.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _stride_defaults_to_span(cls, data):
+        if isinstance(data, dict) and data.get("stride") is None:
+            data = {k: v for k, v in data.items() if k != "stride"}
+            span = data.get("span", cls.model_fields["span"].default)
+            if isinstance(span, (int, float)) and not isinstance(span, bool):  # a bad span is reported once, as span
+                data["stride"] = span
+        return data

@@ -1,0 +1,33 @@
+"""The alert snapshot: the window's frame that changed most, as a JPEG.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from daemon.types import Frame
+
+JPEG_QUALITY = 85
+
+
+def changed_most(frames: Sequence[Frame], reference: Frame | None) -> Frame:
+    """The frame that differs most (in the gate's terms) from what the model saw before: the last
+    frame of the previous analysed window, or without one this window's first frame. When
+    nothing differs, the middle frame."""
+    from daemon.video.gate import frame_change, signature
+
+    base = signature((reference or frames[0]).image)
+    scores = [frame_change(signature(f.image), base) for f in frames]
+    best = int(np.argmax(scores))
+    return frames[best] if scores[best] > 0 else frames[len(frames) // 2]
+
+
+def jpeg(frame: Frame, quality: int = JPEG_QUALITY) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {frame.image.shape} frame as JPEG")
+    return data.tobytes()

@@ -1,0 +1,183 @@
+"""Live cameras: one capture thread (`stream-<name>`) per camera, reading continuously, reconnecting forever.
+
+OpenCV's FFmpeg backend does the network work. The thread grabs (demuxes and
+decodes) every frame so the stream never goes stale, but converts to a picture
+only the frames a window takes (`LiveWindows.wants`). Finished windows wait in
+a small queue; when the consumer falls behind the oldest is dropped and
+counted, so capture never blocks.
+
+Failure handling: an open that takes longer than `open_timeout`, or a read
+without a frame for `read_timeout` (a frozen or vanished camera), closes the
+capture; the thread waits a capped exponential backoff with jitter and opens
+again. Each state change is one log line with the camera's name; the URL is
+only ever shown redacted.
+
+FFmpeg options come from OPENCV_FFMPEG_CAPTURE_OPTIONS ("key;value|key;value").
+When it is unset, `rtsp_transport;tcp` is used: UDP loses packets (smeared
+frames) on busy Wi-Fi and through NAT. Set it in the service's environment to
+override, e.g. for a camera that only offers UDP.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import random
+import threading
+import time
+from typing import Callable, Iterator
+
+from daemon.redact import redact_url
+from daemon.types import Frame, Window
+from daemon.video.events import EventSink, report
+from daemon.video.settings import SourceSettings
+from daemon.video.windows import LiveWindows
+
+log = logging.getLogger(__name__)
+
+
+FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
+DEFAULT_FFMPEG_OPTIONS = "rtsp_transport;tcp"
+
+
+def backoff_delay(attempt: int, first: float, cap: float, rng: random.Random) -> float:
+    """Seconds before reconnect attempt `attempt` (0-based): doubling from `first`,
+    capped at `cap`, then scaled by a random 50..100 % so that cameras that
+    dropped together do not reconnect in lockstep."""
+    return min(cap, first * 2.0 ** min(attempt, 30)) * (0.5 + 0.5 * rng.random())
+
+
+class StreamSource:
+    """An rtsp://, rtsps:// or http(s):// (MJPEG) camera.
+
+    `clock` stamps each grabbed frame (called once per frame; POSIX seconds by
+    default). `rng` jitters the backoff. Counters for metrics: `connects`,
+    `dropped` (windows the consumer was too slow for), `last_frame_at`
+    (time.monotonic() of the last frame, for a watchdog).
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        settings: SourceSettings,
+        *,
+        on_event: EventSink | None = None,
+        clock: Callable[[], float] = time.time,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.name, self.settings, self.on_event = name, settings, on_event
+        self._url = url  # never log this one: it may carry credentials
+        self.safe_url = redact_url(url)
+        self._clock, self._rng = clock, rng or random.Random()
+        self._index = 0  # frame number, monotonic across reconnects
+        self.connects = 0
+        self.dropped = 0
+        self.last_frame_at: float | None = None
+
+    def windows(self, stop: threading.Event) -> Iterator[Window]:
+        """Start the capture thread and yield its windows until `stop` (or until
+        the caller stops iterating); the thread is joined before this returns."""
+        out: queue.Queue[Window] = queue.Queue(maxsize=self.settings.stream.queue)
+        halt = threading.Event()
+        thread = threading.Thread(target=self._run, args=(halt, out), name=f"stream-{self.name}", daemon=True)
+        thread.start()
+        try:
+            while not stop.is_set():
+                try:
+                    yield out.get(timeout=0.1)  # short, so that `stop` is noticed promptly
+                except queue.Empty:
+                    continue
+        finally:
+            halt.set()
+            limit = self.settings.stream.open_timeout + self.settings.stream.read_timeout + 2.0
+            thread.join(timeout=limit)
+            if thread.is_alive():
+                log.warning("camera %s: capture thread still busy %.0f s after stop; leaving it", self.name, limit)
+
+    # -- capture thread
+
+    def _run(self, halt: threading.Event, out: queue.Queue) -> None:
+        attempt = 0
+        while not halt.is_set():
+            capture = self._open()
+            if capture is not None:
+                if self._read(capture, halt, out) > 0:
+                    attempt = 0  # it worked for a while: start the backoff afresh
+            if halt.is_set():
+                break
+            s = self.settings.stream
+            delay = backoff_delay(attempt, s.retry_min, s.retry_max, self._rng)
+            attempt += 1
+            report(self.name, "retrying", f"retrying in {delay:.1f} s (attempt {attempt})", self.on_event)
+            if halt.wait(delay):
+                break
+
+    def _open(self):
+        """A connected cv2.VideoCapture, or None after reporting why not."""
+        import cv2
+
+        s = self.settings.stream
+        os.environ.setdefault(FFMPEG_OPTIONS_ENV, DEFAULT_FFMPEG_OPTIONS)
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, round(s.open_timeout * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, round(s.read_timeout * 1000),
+        ]  # fmt: skip
+        started = time.monotonic()
+        capture = cv2.VideoCapture(self._url, cv2.CAP_FFMPEG, params)
+        if capture.isOpened():
+            self.connects += 1
+            width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            shape = f"{width}x{height}, {capture.get(cv2.CAP_PROP_FPS):.0f} fps"
+            report(self.name, "connected", f"connected to {self.safe_url} ({shape})", self.on_event)
+            return capture
+        capture.release()
+        waited = time.monotonic() - started
+        why = "no answer (open timeout)" if waited >= 0.9 * s.open_timeout else "refused or not a video stream"
+        message = f"cannot open {self.safe_url} after {waited:.1f} s: {why}; check address, credentials and network"
+        report(self.name, "error", message, self.on_event, logging.WARNING)
+        return None
+
+    def _read(self, capture, halt: threading.Event, out: queue.Queue) -> int:
+        """Grab frames until the stream fails or `halt`; returns how many were grabbed."""
+        windows = LiveWindows(self.name, self.settings.span, self.settings.stride, self.settings.frames)
+        grabbed, why = 0, "stopped"
+        try:
+            while not halt.is_set():
+                started = time.monotonic()
+                if not capture.grab():
+                    waited = time.monotonic() - started
+                    timeout = waited >= 0.9 * self.settings.stream.read_timeout
+                    why = f"no frame for {waited:.1f} s (read timeout)" if timeout else "stream ended or broke"
+                    break
+                ts, self.last_frame_at = self._clock(), time.monotonic()
+                self._index += 1
+                grabbed += 1
+                if windows.wants(ts):
+                    ok, image = capture.retrieve()
+                    if not ok:
+                        why = "a frame could not be decoded"
+                        break
+                    for window in windows.add(Frame(self.name, ts, self._index, image)):
+                        self._deliver(out, window)
+        finally:
+            capture.release()
+        if not halt.is_set():
+            message = f"lost {self.safe_url} after {grabbed} frames: {why}"
+            report(self.name, "lost", message, self.on_event, logging.WARNING)
+        return grabbed
+
+    def _deliver(self, out: queue.Queue, window: Window) -> None:
+        """Queue a window; if the consumer is behind, drop the oldest (latest wins)."""
+        while True:
+            try:
+                out.put_nowait(window)
+                return
+            except queue.Full:
+                try:
+                    out.get_nowait()
+                    self.dropped += 1
+                    log.debug("camera %s: consumer behind, dropped a window (%d so far)", self.name, self.dropped)
+                except queue.Empty:
+                    pass
