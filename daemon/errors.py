@@ -32,12 +32,26 @@ class ModelError(VlmwatchError):
     exit_code = 2
 
 
-class PromptTooLongError(ModelError):
+class QuestionError(VlmwatchError):
+    """A question the model cannot take: too long, or choices it cannot tell apart.
+
+    The asker's mistake, not the engine's: an MQTT or HTTP asker gets it as the
+    reply, a window or summary logs it and goes on. Raised before NPU time is spent.
+    """
+
+    exit_code = 2
+
+
+class PromptTooLongError(QuestionError):
     """A prompt does not fit the model's largest prefill."""
 
 
-class ShapeError(ModelError):
-    """A feed does not match the shapes a graph declares (a bug, caught early)."""
+class ChoiceError(QuestionError):
+    """Choices that cannot be scored from one token (empty, or sharing their first token)."""
+
+
+class ShapeError(VlmwatchError):
+    """A feed does not match the shapes a graph declares: a bug, never the user's fault."""
 
     exit_code = 1
 
@@ -55,4 +69,8 @@ class PublishError(VlmwatchError):
 
 
 class Cancelled(Exception):
-    """The stop event was set; work ended at a step boundary."""
+    """The stop event was set; model work ended at a step boundary.
+
+    The one way cancellation leaves the engine: a cancelled answer is never
+    returned, so it can never be published or stored as a result.
+    """

@@ -41,15 +41,21 @@ def migrate(db: sqlite3.Connection, component: str, migrations: Sequence[Sequenc
         db.execute("ROLLBACK")
         raise
     if found < len(migrations):
-        log.info("history: %s tables migrated from schema version %d to %d", component, found, len(migrations))
+        log.info("%s: %s tables migrated from schema version %d to %d", _db_path(db), component, found,
+                 len(migrations))
     return found
 
 
+MEMORY = ":memory:"  # a Store path for a database that lives only as long as its connection
+
+
 class Store:
-    """One component's tables in the history database, on one connection behind a lock.
+    """One component's tables in an SQLite file (most share the history file), on one
+    connection behind a lock.
 
     `Store(path).open()` ... `close()`, or `with Store(path) as store:`. A subclass names
-    its `component` and `migrations` (and may configure the connection further).
+    its `component` and `migrations` (and may configure the connection further), and
+    reads and writes through `_run`.
     """
 
     component = ""
@@ -65,7 +71,8 @@ class Store:
         """Open or create the file and migrate; ConfigError naming the path and the remedy when it cannot."""
         db = None
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            if str(self.path) != MEMORY:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
             self._configure(db)
         except (OSError, sqlite3.Error) as exc:
@@ -86,7 +93,7 @@ class Store:
 
     def _open_error(self, exc: Exception) -> ConfigError:
         return ConfigError(f"cannot open {self.what} in {self.path}: {exc}. Check that state_dir is writable and "
-                           "the file is a vlmwatch history database.")
+                           "the file is a vlmwatch database.")
 
     def close(self) -> None:
         with self._lock:

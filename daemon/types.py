@@ -64,7 +64,7 @@ class Result:
     ts: float  # when the result was produced
     text: str = ""
     tokens: tuple[int, ...] = ()
-    stop_reason: str = ""  # "stop" | "length" | "choice"
+    stop_reason: str = ""  # "stop" | "length" | "choice" (cancelled work raises errors.Cancelled)
     choice: str | None = None
     probabilities: dict[str, float] | None = None
     timings: Timings = field(default_factory=Timings)
@@ -101,6 +101,8 @@ class Summary:
 
 @dataclass(frozen=True)
 class Prompt:
+    """One question about a window (or text only): generated, or scored over `choices`."""
+
     id: str
     question: str
     choices: tuple[str, ...] = ()  # non-empty: score these instead of generating

@@ -1,8 +1,15 @@
-"""Shared pytest fixtures. Fixtures used by one test module live in that module."""
+"""Shared pytest fixtures. Fixtures used by one test module live in that module.
+
+Test modules never import each other: what several of them need is here, or in
+a helper module (clips.py, histories.py, mosquitto.py, rtsp_server.py).
+"""
 
 from pathlib import Path
 
 import pytest
+
+# A real mosquitto: the `mosquitto`, `listen` and `pki` fixtures, for every test module.
+pytest_plugins = ("mosquitto",)
 
 
 @pytest.fixture(scope="session")
@@ -17,3 +24,31 @@ def tiny_model(tmp_path_factory) -> Path:
     from daemon.engine.export.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0, progress=lambda line: None)
+
+
+@pytest.fixture(scope="module")
+def yard_clip(tmp_path_factory) -> Path:
+    """40 s of a still, noisy yard; a box enters at 12 s, crosses, and leaves at 28 s."""
+    from clips import Scene, Thing, write_scene
+
+    scene = Scene(duration=40.0, things=(Thing(appear=12.0, leave=28.0, start=(20, 100), stop=(260, 100),
+                                              move_from=12.0, move_to=28.0),))
+    return write_scene(tmp_path_factory.mktemp("clip") / "yard.mp4", scene)
+
+
+@pytest.fixture
+def daemon_config(tmp_path, tiny_model):
+    """`daemon_config(source, **camera_options) -> Path`: a config.yaml in tmp_path running the tiny
+    model on one camera, `yard`, with its history in tmp_path/state, without metrics."""
+
+    def write(source, **camera) -> Path:
+        extra = "".join(f"    {k}: {v}\n" for k, v in camera.items())
+        path = tmp_path / "config.yaml"
+        path.write_text(
+            f"model:\n  dir: {tiny_model}\n  backend: onnxruntime\n  system: You watch a camera.\n"
+            f"cameras:\n  - name: yard\n    source: {source}\n{extra}"
+            f"prompts:\n  max_new_tokens: 8\n"
+            f"state_dir: {tmp_path / 'state'}\nmetrics:\n  enabled: false\n")
+        return path
+
+    return write

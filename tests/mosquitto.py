@@ -10,8 +10,8 @@ as published (MQTT 5 retain-as-published), and waits on conditions.
 
 Fixtures: `mosquitto` (a started plain broker), `pki` (CA, server and client
 certificates, and a second unrelated CA), `listen` (factory of started
-listeners, all stopped at teardown). Import them into a test module:
-`from mosquitto import mosquitto, listen, pki  # noqa: F401`.
+listeners, all stopped at teardown). tests/conftest.py loads this module as a
+pytest plugin, so every test module can ask for them by name.
 """
 
 from __future__ import annotations

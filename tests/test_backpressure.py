@@ -8,7 +8,7 @@ import numpy as np
 from daemon.config import Config
 from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine
-from daemon.service.app import App
+from daemon.service.build import assemble
 from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.types import Frame, Window
@@ -42,7 +42,7 @@ def test_slow_engine_drops_stale_windows_and_analyses_the_newest(tmp_path, tiny_
     metrics = Metrics()
     depths = []
     with History(tmp_path / "history.sqlite").open() as history:
-        app = App(cfg, engine, {"cam": source}, history, metrics)
+        app = assemble(cfg, engine, {"cam": source}, history, metrics=metrics)
         sampler_stop = threading.Event()
 
         def sample_depth():

@@ -8,36 +8,14 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
-from clips import Scene, Thing, write_scene
-
 from daemon.cli import main
 from daemon.service.history import History
 
 ROOT = Path(__file__).parent.parent
 
 
-def config(tmp_path, model, source, **camera):
-    extra = "".join(f"    {k}: {v}\n" for k, v in camera.items())
-    path = tmp_path / "config.yaml"
-    path.write_text(
-        f"model:\n  dir: {model}\n  backend: onnxruntime\n  system: You watch a camera.\n"
-        f"cameras:\n  - name: yard\n    source: {source}\n{extra}"
-        f"prompts:\n  max_new_tokens: 8\n"
-        f"state_dir: {tmp_path / 'state'}\nmetrics:\n  enabled: false\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def clip(tmp_path_factory):
-    """40 s of a still, noisy yard; a box enters at 12 s, crosses, and leaves at 28 s."""
-    scene = Scene(duration=40.0, things=(Thing(appear=12.0, leave=28.0, start=(20, 100), stop=(260, 100),
-                                              move_from=12.0, move_to=28.0),))
-    return write_scene(tmp_path_factory.mktemp("clip") / "yard.mp4", scene)
-
-
-def test_run_once_records_every_window_and_every_result(tmp_path, tiny_model, clip):
-    assert main(["run", "-c", str(config(tmp_path, tiny_model, clip)), "--once"]) == 0
+def test_run_once_records_every_window_and_every_result(tmp_path, daemon_config, yard_clip):
+    assert main(["run", "-c", str(daemon_config(yard_clip)), "--once"]) == 0
 
     with History(tmp_path / "state" / "history.sqlite").open() as history:
         windows = history.windows(0, time.time() + 1)
@@ -54,19 +32,19 @@ def test_run_once_records_every_window_and_every_result(tmp_path, tiny_model, cl
     assert skipped and all(w.reason.startswith("static") for w in skipped)  # 0-8 s vs 32-40 s: both empty
 
 
-def test_run_refuses_a_bad_config_with_exit_2(tmp_path, tiny_model, capsys):
-    path = config(tmp_path, tiny_model, "ftp://cam/x")
+def test_run_refuses_a_bad_config_with_exit_2(daemon_config, capsys):
+    path = daemon_config("ftp://cam/x")
     assert main(["run", "-c", str(path), "--once"]) == 2
     assert "cameras[0].source: unsupported URL scheme 'ftp'" in capsys.readouterr().err
 
 
-def test_sigterm_on_a_live_source_exits_cleanly_with_systemd_notifications(tmp_path, tiny_model, clip):
+def test_sigterm_on_a_live_source_exits_cleanly_with_systemd_notifications(tmp_path, daemon_config, yard_clip):
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))
     sock.settimeout(60)
     env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"}
-    cfg = config(tmp_path, tiny_model, clip, realtime="true")  # paced like a live camera: 40 s
+    cfg = daemon_config(yard_clip, realtime="true")  # paced like a live camera: 40 s
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "-c", str(cfg)], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     seen = []
@@ -89,14 +67,14 @@ def test_sigterm_on_a_live_source_exits_cleanly_with_systemd_notifications(tmp_p
     assert "Traceback" not in err
 
 
-def test_run_once_on_a_folder_processes_each_clip_once_across_restarts(tmp_path, tiny_model, clip):
+def test_run_once_on_a_folder_processes_each_clip_once_across_restarts(tmp_path, daemon_config, yard_clip):
     import shutil
 
     folder = tmp_path / "exports"
     folder.mkdir()
-    shutil.copy(clip, folder / "a.mp4")
-    shutil.copy(clip, folder / "b.mp4")
-    cfg = config(tmp_path, tiny_model, folder, folder="{poll: 0.1, settle: 0.3}")
+    shutil.copy(yard_clip, folder / "a.mp4")
+    shutil.copy(yard_clip, folder / "b.mp4")
+    cfg = daemon_config(folder, folder="{poll: 0.1, settle: 0.3}")
     assert main(["run", "-c", str(cfg), "--once"]) == 0
     assert main(["run", "-c", str(cfg), "--once"]) == 0  # restart: nothing new to do
 

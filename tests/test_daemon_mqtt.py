@@ -7,9 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mosquitto import listen, mosquitto  # noqa: F401 - fixtures
-from test_daemon import clip, config  # noqa: F401 - fixture
-
 from daemon.cli import main
 
 ROOT = Path(__file__).parent.parent
@@ -20,9 +17,9 @@ def with_mqtt(path: Path, broker) -> Path:
     return path
 
 
-def test_run_once_publishes_descriptions_discovery_and_status(tmp_path, tiny_model, clip, mosquitto, listen):
+def test_run_once_publishes_descriptions_discovery_and_status(daemon_config, yard_clip, mosquitto, listen):
     heard = listen(mosquitto, "vlmwatch/#", "homeassistant/#")
-    cfg = with_mqtt(config(tmp_path, tiny_model, clip), mosquitto)
+    cfg = with_mqtt(daemon_config(yard_clip), mosquitto)
     assert main(["run", "-c", str(cfg), "--once"]) == 0
 
     description = heard.wait_topic("vlmwatch/yard/description")
@@ -34,9 +31,9 @@ def test_run_once_publishes_descriptions_discovery_and_status(tmp_path, tiny_mod
     assert any(json.loads(m.payload).get("state_topic") == "vlmwatch/yard/description" for m in configs if m.payload)
 
 
-def test_live_daemon_answers_ask_on_the_latest_window(tmp_path, tiny_model, clip, mosquitto, listen):
+def test_live_daemon_answers_ask_on_the_latest_window(daemon_config, yard_clip, mosquitto, listen):
     heard = listen(mosquitto, "vlmwatch/#")
-    cfg = with_mqtt(config(tmp_path, tiny_model, clip, realtime="true"), mosquitto)
+    cfg = with_mqtt(daemon_config(yard_clip, realtime="true"), mosquitto)
     proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "-c", str(cfg)], cwd=ROOT,
                             env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from mosquitto import Listener, Mosquitto, listen, mosquitto  # noqa: F401 - fixtures
+from mosquitto import Listener, Mosquitto
 
 from daemon.errors import ConfigError
 from daemon.mqtt.discovery import Discovery, RuleInfo

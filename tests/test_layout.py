@@ -112,7 +112,7 @@ def test_no_import_cycles():
 
 def test_nothing_outside_the_cli_imports_it():
     offenders = {m: sorted(i for i in deps if i.startswith("daemon.cli"))
-                 for m, deps in GRAPH.items() if not m.startswith("daemon.cli")}
+                 for m, deps in GRAPH.items() if not m.startswith("daemon.cli") and m != "daemon.__main__"}
     assert {m: d for m, d in offenders.items() if d} == {}
 
 

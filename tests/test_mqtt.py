@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from mosquitto import Listener, Mosquitto, Pki, listen, mosquitto, pki, wait_until  # noqa: F401 - fixtures
+from mosquitto import Listener, Mosquitto, Pki, wait_until
 
 from daemon.errors import PublishError
 from daemon.mqtt.discovery import RuleInfo
@@ -344,3 +344,37 @@ def test_ask_without_a_handler(mosquitto: Mosquitto, listen: Callable[..., Liste
     user.client.publish("vlmwatch/porch/ask", '{"question": "Hello?", "id": 1}', qos=1)
     reply = json.loads(user.wait_topic("vlmwatch/porch/reply").payload)
     assert reply == {**reply, "id": 1, "ok": False, "error": "this vlmwatch does not take ad-hoc questions"}
+
+
+def test_paho_network_thread_never_touches_the_outbox(
+        mosquitto: Mosquitto, listen: Callable[..., Listener], publisher: Callable[..., Publisher],  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Error replies made on paho's network thread reach the asker, stored in SQLite by the sender thread."""
+    touched: list[tuple[str, str]] = []  # (thread, what) for every SQLite access after open
+    run = Outbox._run
+
+    def recording_run(self: Outbox, action: Callable[..., object], verb: str) -> object:
+        touched.append((threading.current_thread().name, verb))
+        return run(self, action, verb)
+
+    monkeypatch.setattr(Outbox, "_run", recording_run)
+
+    def answer_at_once(request: AskRequest) -> None:  # a handler replying on paho's thread, not queueing
+        p.reply_error(request, "answered at once")
+
+    user = listen(mosquitto, "vlmwatch/+/reply")
+    p = publisher(mosquitto, on_ask=answer_at_once)
+    assert p.wait_connected(10)
+    for camera, payload in [("porch", b"\xff not utf-8"), ("attic", b'{"id": "q-2", "question": "Anyone?"}'),
+                            ("porch", b'{"id": "q-3", "question": "Gate?"}')]:
+        user.client.publish(f"vlmwatch/{camera}/ask", payload, qos=1).wait_for_publish(5)
+    user.wait_for(lambda ms: len(ms) == 3, 10, "three error replies")
+
+    errors = [json.loads(m.payload)["error"] for m in user.messages]
+    assert "not valid UTF-8" in errors[0] and "unknown camera 'attic'" in errors[1]
+    assert errors[2] == "answered at once"
+    wait_until(lambda: p.stats().outbox_depth == 0, 10, "the replies to be acknowledged")
+    network = f"paho-mqtt-client-{p.settings.client_id}"
+    assert [verb for thread, verb in touched if thread == network] == []
+    assert sum(1 for thread, verb in touched if thread == "mqtt-outbox" and verb.startswith("store")) == 3
+    assert p.stats().asks == 3 and p.stats().asks_rejected == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -88,8 +89,9 @@ def test_concurrent_put_and_ack(tmp_path: Path) -> None:
         threads = [threading.Thread(target=produce, args=(k,)) for k in range(3)]
         for t in threads:
             t.start()
-        acked = 0
+        acked, deadline = 0, time.monotonic() + 30
         while acked < 150:
+            assert time.monotonic() < deadline, f"only {acked} of 150 messages acknowledged after 30 s"
             acked += box.ack(*(m.id for m in box.pending(limit=20)))
         for t in threads:
             t.join()
@@ -106,3 +108,33 @@ def test_damaged_file_is_a_clear_error(tmp_path: Path) -> None:
 def test_use_before_open_is_a_bug(tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="not open"):
         Outbox(tmp_path / "o.sqlite").put(message())
+
+
+def test_a_file_from_before_schema_versions_keeps_its_messages(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript("""
+        CREATE TABLE outbox (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,
+                             priority INTEGER NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL,
+                             retain INTEGER NOT NULL, created REAL NOT NULL);
+        CREATE INDEX outbox_drop_order ON outbox (priority, id);
+        INSERT INTO outbox (kind, priority, topic, payload, retain, created)
+            VALUES ('alert', 6, 'vlmwatch/cam/alert', x'7b7d', 0, 1.0);
+    """)
+    old.close()
+    with Outbox(path) as box:
+        assert [(m.kind, m.payload) for m in box.pending()] == [(Kind.ALERT, b"{}")]
+        assert (box.depth, box.size_bytes) == (1, 2)
+    versions = sqlite3.connect(path).execute("SELECT component, version FROM schema_version").fetchall()
+    assert versions == [("outbox", 1)]
+
+
+def test_a_full_disk_is_a_publish_error_and_counts_stay_right(tmp_path: Path) -> None:
+    with Outbox(tmp_path / "o.sqlite") as box:
+        box.put(message(n=1))
+        pages = box._run(lambda db: db.execute("PRAGMA page_count").fetchone()[0], "read")
+        box._run(lambda db: db.execute(f"PRAGMA max_page_count = {pages}"), "limit")  # SQLITE_FULL from here
+        with pytest.raises(PublishError, match=r"cannot store a snapshot for vlmwatch/cam/snapshot/2 in the MQTT "
+                                               r"outbox .*o\.sqlite: .*full.*Check free space"):
+            box.put(message(Kind.SNAPSHOT, 2, size=100_000))
+        assert (box.depth, box.size_bytes, len(box.pending())) == (1, 10, 1)

@@ -77,6 +77,22 @@ def test_replay_json_and_the_period(setup, capsys):
     assert report["never_asked"] == {"person": 2}
 
 
+@pytest.mark.parametrize("since, seconds, windows", [("1w", 604800, 5), ("1h30m", 5400, 4), ("1.5h", 5400, 4),
+                                                    ("90m", 5400, 4), ("1d2h", 93600, 5)])
+def test_since_takes_a_duration_as_rule_files_and_the_config_do(setup, capsys, since, seconds, windows):
+    """One grammar (daemon.times.parse_duration): what --since takes, a rule's cooldown and a job's period take."""
+    from daemon.rules.files import load_rules
+    from daemon.summaries.settings import parse_period
+
+    config, rules = setup
+    assert main(["replay", "-c", str(config), "--rules", str(rules), "--since", since, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    start, end = (datetime.fromisoformat(report[k]).timestamp() for k in ("since", "until"))
+    assert report["windows"] == windows and abs(end - start - seconds) <= 1  # printed to the second
+    (rules / "home.yaml").write_text(f"- id: car\n  match: {{any: [car]}}\n  cooldown: {since}\n")
+    assert load_rules(rules).rules[0].cooldown == parse_period(since) == seconds
+
+
 def test_replay_with_the_question_changed_reports_every_window_unasked(setup, capsys):
     config, rules = setup
     (rules / "home.yaml").write_text("- id: person\n  ask: Is someone at the door?\n")

@@ -9,7 +9,8 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from daemon.cli import main
-from daemon.rules.files import check_rules, load_rules, parse_days, parse_duration
+from daemon.rules.files import check_rules, load_rules
+from daemon.rules.hours import TimeRange, parse_days
 from daemon.rules.model import (
     Ask,
     Match,
@@ -17,7 +18,6 @@ from daemon.rules.model import (
     RuleSet,
     RuleStatus,
     StateChange,
-    TimeRange,
     evaluate,
     parse_template,
     phases,
@@ -260,8 +260,13 @@ def test_yaml_words_stay_words_and_defaults_apply(tmp_path):
         (1, 300.0, "warning", False, 300.0, None)
 
 
-def test_durations():
-    assert [parse_duration(t) for t in ("30s", "5m", "2h", "1d", "1h30m")] == [30, 300, 7200, 86400, 5400]
+@pytest.mark.parametrize("text, seconds", [("30s", 30), ("5m", 300), ("1h30m", 5400), ("1d2h", 93600),
+                                           ("1.5h", 5400), ("1w", 604800), ("0s", 0)])
+def test_durations_are_written_as_everywhere_else(tmp_path, text, seconds):
+    """Rule files read durations with daemon.times.parse_duration, as the commands and the config do."""
+    rules = load_rules_from(f"- id: door\n  ask: Is the door open?\n  cooldown: {text}\n  off_delay: {text}\n",
+                            tmp_path)
+    assert (rules.rules[0].cooldown, rules.rules[0].off_delay) == (seconds, seconds)
 
 
 def check(tmp_path, text, capsys, name="door.yaml"):
@@ -307,8 +312,8 @@ def test_unknown_option_suggests_the_nearest(tmp_path, capsys):
 def test_bad_duration(tmp_path, capsys):
     code, err, path = check(tmp_path, "- id: door\n  ask: Is the door open?\n  cooldown: 5 min\n", capsys)
     assert code == 2
-    assert err == [f"{path}:3: door: cooldown: bad duration '5 min': write a whole number and a unit,"
-                   " e.g. 30s, 5m, 2h or 1h30m"]
+    assert err == [f"{path}:3: door: cooldown: '5 min' is not a duration: write a number and a unit (s, m, h, d, w),"
+                   " e.g. 2h, 24h, 7d or 1h30m"]
 
 
 @pytest.mark.parametrize("value, message", [
@@ -429,8 +434,10 @@ def test_missing_rule_directory(tmp_path, capsys):
     ("match: {}", 2, "match needs any, all or regex"),
     ("match: {any: [smoke]}\n  cooldown: 1m\n  cooldown: 2m", 4, "option 'cooldown' is given twice"),
     ("match: {regex: '" + "a" * 501 + "'}", 2, "match.regex: regex is 501 characters long; at most 500 are allowed"),
-    ("ask: Is it?\n  off_delay: soon", 3, "off_delay: bad duration 'soon': write a whole number and a unit,"
-                                          " e.g. 30s, 5m, 2h or 1h30m"),
+    ("ask: Is it?\n  off_delay: soon", 3, "off_delay: 'soon' is not a duration: write a number and a unit"
+                                          " (s, m, h, d, w), e.g. 2h, 24h, 7d or 1h30m"),
+    ("ask: Is it?\n  cooldown: 30", 3, "cooldown: '30' is not a duration: write a number and a unit"
+                                        " (s, m, h, d, w), e.g. 2h, 24h, 7d or 1h30m"),  # seconds or minutes?
     ("ask: Is it?\n  active: {time: '08:00-09:00', weekdays: [mon]}", 3,
      "unknown option 'active.weekdays'; did you mean 'active.days'?"),
     ("ask: Is it?\n  message: '{camera'", 3, "message: expected '}' before end of string in '{camera'"

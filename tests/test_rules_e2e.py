@@ -7,15 +7,13 @@ import time
 import numpy as np
 import pytest
 from clips import Scene, Thing, write_scene
-from mosquitto import listen, mosquitto  # noqa: F401 - fixtures
 
 from daemon.cli import main
 from daemon.config import load_config
 from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine
 from daemon.errors import ConfigError
-from daemon.service.app import App
-from daemon.service.build import build_rules
+from daemon.service.build import assemble, open_rules
 from daemon.service.history import History
 from daemon.service.worker import WindowJob
 from daemon.types import Alert, Frame, Window
@@ -72,9 +70,9 @@ def make_app(tmp_path, model, rules_yaml: str, name="app"):
     engine = Engine(model, system=SYSTEM, max_new_tokens=4)
     history = History(cfg.state_dir / "history.sqlite").open()
     closers = [history.close]
-    runner = build_rules(cfg, engine, history, closers)
     publisher = Recorder()
-    app = App(cfg, engine, {"yard": None}, history, publisher=publisher, rules=runner)
+    app = assemble(cfg, engine, {"yard": None}, history, publisher=publisher, ruleset=open_rules(cfg, engine),
+                   closers=closers)
     return app, publisher, closers
 
 
@@ -97,7 +95,7 @@ def test_thresholds_0_and_1_on_real_choice_probabilities(tmp_path, model, apps):
         "- id: always\n  ask: Is anything there?\n  threshold: 0\n  cooldown: 0s\n  snapshot: true\n"
         "- id: never\n  ask: Is anything there?\n  threshold: 1\n  cooldown: 0s\n"))
     for seed in range(3):
-        app._analyse(WindowJob(window(seed), "test"))
+        app.handle(WindowJob(window(seed), "test"))
     answers = [r for r in publisher.results if r.probabilities is not None]
     assert len(answers) == 3  # one shared prompt for the two rules, per window
     for r in answers:
@@ -116,7 +114,7 @@ def test_choice_probabilities_are_deterministic(tmp_path, model, apps):
     runs = []
     for name in ("a", "b"):
         app, publisher = apps(tmp_path, model, rules, name)
-        app._analyse(WindowJob(window(7), "test"))
+        app.handle(WindowJob(window(7), "test"))
         runs.append([r.probabilities for r in publisher.results if r.probabilities is not None])
     assert runs[0] == runs[1] and len(runs[0]) == 1
 
@@ -128,7 +126,7 @@ def test_the_shared_prefix_is_computed_once_per_window_however_many_rules_ask(tm
         rules = "".join(f"- id: q{i}\n  ask: {q}\n" for i, q in enumerate(questions[:n])) or "[]\n"
         app, publisher = apps(tmp_path, model, rules, f"n{n}")
         before = dict(model.meter.calls)
-        app._analyse(WindowJob(window(10 + n), "test"))
+        app.handle(WindowJob(window(10 + n), "test"))
         calls[n] = {k: v - before.get(k, 0) for k, v in model.meter.calls.items()}
         assert len(publisher.results) == n + 1
     engine = app.engine

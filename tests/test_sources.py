@@ -310,12 +310,34 @@ def test_folder_bad_clip_is_reported_once_and_the_rest_continue(tmp_path):
     assert probe._ready() == [] and probe._ready() == []
 
 
+def test_processed_files_opens_on_first_use_and_keeps_a_record_from_before_schema_versions(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "state" / "processed.sqlite"
+    record = ProcessedFiles(path)
+    assert not path.exists()  # building a source does no I/O
+    assert ("nvr", "a.mp4", 10) not in record
+    record.add(("nvr", "a.mp4", 10), "error")
+    assert ("nvr", "a.mp4", 10) in record and ("nvr", "a.mp4", 11) not in record
+    record.close()
+
+    old = tmp_path / "old.sqlite"  # as the daemon wrote it before it kept schema versions
+    with sqlite3.connect(old) as db:
+        db.execute("CREATE TABLE processed_files (source TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,"
+                   " status TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (source, path, size))")
+        db.execute("INSERT INTO processed_files VALUES ('nvr', 'a.mp4', 10, 'done', 0)")
+    db.close()
+    record = ProcessedFiles(old)
+    assert ("nvr", "a.mp4", 10) in record
+    record.close()
+
+
 def test_folder_that_does_not_exist_yet_is_waited_for(tmp_path):
     inbox = tmp_path / "later"
     settings = SourceSettings.model_validate({"span": 1, "folder": {"poll": 0.05, "settle": 0.0}})
     with FolderRun(lambda on_event: FolderSource("nvr", inbox, settings, on_event=on_event)) as run:
         run.wait_for(lambda run: run.messages("error"))
         inbox.mkdir()
-        short_clip(inbox / "x.mp4", seed=2)
+        short_clip(tmp_path / "x.mp4", seed=2).replace(inbox / "x.mp4")  # whole at once: settle is 0
         run.wait_for(lambda run: run.messages("finished"))
     assert run.messages("error") == [f"folder {inbox} does not exist (yet); watching for it"]

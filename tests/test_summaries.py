@@ -3,20 +3,25 @@
 from __future__ import annotations
 
 import re
+import time
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
-import numpy as np
 import pytest
+from histories import long_history, record_answer, record_description
 
-from daemon.errors import ModelError
+from daemon.config import Config
+from daemon.engine.engine import Limits
+from daemon.errors import PromptTooLongError
+from daemon.service.build import assemble
 from daemon.service.history import History
+from daemon.service.worker import SummaryWork, WindowJob
 from daemon.summaries.plan import (
     MAP_INSTRUCTION,
     Step,
     TokenBudget,
-    execute,
     plan_summary,
+    run_steps,
 )
 from daemon.summaries.runner import Fire, LastRun, RunLog, Summarizer, period_for
 from daemon.summaries.settings import SummaryJob, parse_period
@@ -29,46 +34,14 @@ from daemon.summaries.timeline import (
     merge_runs,
 )
 from daemon.times import parse_duration
-from daemon.types import Alert, Frame, Result, Window
+from daemon.types import Alert, Window
 
 UTC = timezone.utc
 BERLIN = ZoneInfo("Europe/Berlin")
 T0 = datetime(2025, 6, 2, 8, 0, tzinfo=UTC).timestamp()  # a Monday, 08:00 UTC
-IMAGE = np.zeros((2, 2, 3), np.uint8)
 
 
-# --------------------------------------------------------------------------- helpers (also used by the e2e tests)
-
-
-def record_description(history: History, camera: str, ts: float, text: str) -> None:
-    window = Window(camera, ts - 8, ts, tuple(Frame(camera, ts - 8 + i, i, IMAGE) for i in range(8)))
-    window_id = history.record_window(window, True, "changed", ts)
-    history.record_result(window_id, Result(camera, "description", "Describe.", ts - 8, ts, ts, text,
-                                            stop_reason="stop"))
-
-
-def record_answer(history: History, camera: str, ts: float, rule: str, choice: str) -> None:
-    window = Window(camera, ts - 8, ts, tuple(Frame(camera, ts - 8 + i, i, IMAGE) for i in range(8)))
-    window_id = history.record_window(window, True, "changed", ts)
-    history.record_result(window_id, Result(camera, rule, "Is it so?", ts - 8, ts, ts, choice=choice,
-                                            probabilities={choice: 0.9}, stop_reason="choice"))
-
-
-SCENES = ["a man in a blue jacket leaves a parcel on the step", "a cat crosses the lawn", "a delivery van stops",
-          "a woman makes coffee and reads a letter", "a child opens the fridge and takes an apple",
-          "the dog runs to the fence and barks", "a fox appears near the bushes at dusk", "rain falls on the garden"]
-
-
-def long_history(history: History, start: float, hours: int, cameras=("porch", "garage")) -> None:
-    """One description per camera every 5 minutes, each different from the last, a rule answer and an alert an hour."""
-    for k in range(hours * 12):
-        for c, camera in enumerate(cameras):
-            ts = start + k * 300 + c
-            record_description(history, camera, ts, f"{SCENES[(k + c) % len(SCENES)].capitalize()}, scene {k}.")
-        if k % 12 == 0:
-            record_answer(history, cameras[0], start + k * 300 + 5, "person", "yes" if k % 24 else "no")
-            history.record_alert(Alert(cameras[0], "person", "warning", "A person is at the door.", start + k * 300 + 6,
-                                       start + k * 300 - 2, start + k * 300 + 6, 0.9))
+# --------------------------------------------------------------------------- helpers
 
 
 class WordPrompts:
@@ -92,11 +65,20 @@ class WordPrompts:
 
 
 class NoModel:
-    """An engine whose model must not be called."""
+    """An engine whose model must not be called: its token counting and limits only."""
 
     def __init__(self, prompts=None, max_prompt=256, kv_len=320):
         self.prompts = prompts or WordPrompts()
-        self.llm = type("LLM", (), {"geo": type("Geo", (), {"max_prompt": max_prompt, "kv_len": kv_len})()})()
+        self.limits = Limits(max_prompt, kv_len, 16)
+
+    def prompt_tokens(self, n_frames: int, question: str) -> int:
+        return len(self.prompts.prefix(n_frames)) + len(self.prompts.suffix(question))
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.prompts.encode(text)
+
+    def detokenize(self, ids) -> str:
+        return self.prompts.decode(ids)
 
     def ask(self, frames, prompts, on_token=None, stop=None):
         raise AssertionError("the model was called")
@@ -204,7 +186,7 @@ def test_timeline_from_history(history):
 
 
 def budget(max_prompt=256, kv_len=320) -> TokenBudget:
-    return TokenBudget(WordPrompts(), max_prompt, kv_len)
+    return TokenBudget(NoModel(max_prompt=max_prompt, kv_len=kv_len))
 
 
 def test_a_short_timeline_is_one_direct_step(history):
@@ -244,16 +226,24 @@ def test_map_reduce_plan_keeps_every_prompt_within_the_limits(history):
         asked.append((b.count(question), b.limit(max_new_tokens)))
         return " ".join(["word"] * (max_new_tokens + 20))  # longer than allowed: must be clipped
 
-    text = execute(plan, worst_case, b)
+    steps, pauses = run_steps(plan, worst_case, b), 0
+    while True:
+        try:
+            next(steps)
+            pauses += 1
+        except StopIteration as done:
+            text = done.value
+            break
     assert text.startswith("word word")
     assert len(asked) >= len(maps) + 1
+    assert pauses == len(asked) - 1  # a pause after every model call but the final one
     assert all(tokens <= limit for tokens, limit in asked)
 
 
 def test_a_prompt_too_long_for_the_model_is_refused_with_the_numbers(history):
     record_description(history, "porch", T0 + 10, "A cat crosses the lawn.")
     timeline = build_timeline(history, Period(T0, T0 + 3600, UTC), ["porch"])
-    with pytest.raises(ModelError) as err:
+    with pytest.raises(PromptTooLongError) as err:
         plan_summary(timeline, Request("daily", ("porch",), "What happened?", 300), budget(kv_len=320))
     assert str(err.value) == ("summary 'daily': with answers of up to 300 tokens, a prompt may take 20 tokens (the"
                               " model's largest prefill is 256, its KV cache 320), too few to summarise the timeline"
@@ -306,24 +296,24 @@ class WordyModel(NoModel):
 
 
 def test_windows_queued_during_a_long_summary_go_between_its_model_calls(history):
-    from daemon.service.worker import SummaryJob as WorkItem
-    from daemon.service.worker import WindowJob, WorkQueue
-
     long_history(history, T0, hours=6)
     order: list[str] = []
-    published = []
-    queue = WorkQueue()
-    summarizer = Summarizer(history, WordyModel(order), None, ["porch", "garage"], publish=published.append)
+    cfg = Config.model_validate({"model": {"dir": "unused"}, "state_dir": str(history.path.parent),
+                                 "cameras": [{"name": "porch", "source": "porch.mp4"},
+                                             {"name": "garage", "source": "garage.mp4"}],
+                                 "summaries": [{"id": "daily", "cron": "0 20 * * *", "timezone": "UTC",
+                                                "period": "6h", "max_new_tokens": 48}]})
+    app = assemble(cfg, WordyModel(order), {"porch": None, "garage": None}, history)
+    queue = app.queue
     fire = Fire("daily", T0 + 6 * 3600, None)
-    queue.put_summary(summarizer.work(job(period="6h", max_new_tokens=48), fire, requeue=queue.put_summary))
+    queue.put_summary(SummaryWork("daily", app.summarizer.run_steps(cfg.summaries[0], fire)))
 
     def work_one() -> None:  # what the NPU worker does with each job
         item = queue.get(timeout=0)
         if isinstance(item, WindowJob):
             order.append("window")
         else:
-            assert isinstance(item, WorkItem)
-            item.run()
+            app.handle(item)
         queue.done()
 
     work_one()
@@ -333,6 +323,6 @@ def test_windows_queued_during_a_long_summary_go_between_its_model_calls(history
     assert order == ["summary step", "window", "summary step"]
     while queue.depth:
         work_one()
-    [summary] = published
+    [summary] = [row.summary for row in history.summaries(0, time.time() + 1)]
     assert summary.counts["model_calls"] == order.count("summary step") > 5
     assert summary.text.startswith("word word")

@@ -9,8 +9,7 @@ import time
 from datetime import datetime, timezone
 
 import pytest
-from mosquitto import listen, mosquitto  # noqa: F401 - fixtures
-from test_summaries import long_history
+from histories import long_history
 
 from daemon.cli import main
 from daemon.engine.engine import Engine
@@ -33,7 +32,9 @@ class Spy:
     """The real engine, remembering the size of every prompt it was given."""
 
     def __init__(self, engine: Engine):
-        self.engine, self.prompts, self.llm = engine, engine.prompts, engine.llm
+        self.engine = engine
+        self.limits, self.prompt_tokens = engine.limits, engine.prompt_tokens
+        self.tokenize, self.detokenize = engine.tokenize, engine.detokenize
         self.sizes: list[tuple[int, int]] = []  # (prompt tokens, answer room asked for)
 
     def ask(self, frames, prompts, on_token=None, stop=None):
@@ -59,7 +60,7 @@ def test_map_reduce_on_the_tiny_model_fits_every_prompt_in_its_context(tmp_path,
     assert summary.counts["model_calls"] == len(spy.sizes) > plan.map_steps + 1  # maps, merges, final
     assert [n for n, _ in spy.sizes[:plan.map_steps]] == [s.tokens for s in plan.steps if s.kind == "map"]
     for tokens, room in spy.sizes:
-        assert tokens <= TokenBudget.of(engine).limit(room) <= geo.max_prompt
+        assert tokens <= TokenBudget(engine).limit(room) <= geo.max_prompt
         assert tokens + room <= geo.kv_len
     assert summary.text and summary.counts["descriptions"] == 2 * 2 * 12
 

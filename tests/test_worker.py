@@ -4,7 +4,7 @@ import threading
 
 import numpy as np
 
-from daemon.service.worker import AskJob, NpuWorker, SummaryJob, WindowJob, WorkQueue
+from daemon.service.worker import AskJob, NpuWorker, SummaryWork, WindowJob, WorkQueue
 from daemon.types import Frame, Window
 
 
@@ -32,18 +32,18 @@ def test_cameras_are_served_in_arrival_order_and_keep_their_place():
 
 def test_asks_go_first_and_summaries_last():
     q = WorkQueue()
-    q.put_summary(SummaryJob("daily", lambda: None))
+    q.put_summary(SummaryWork("daily", iter(())))
     q.put_window(window("a", 0))
     q.put_ask(AskJob("a", "what?"))
     kinds = [type(q.get(0)) for _ in range(3)]
-    assert kinds == [AskJob, WindowJob, SummaryJob]
+    assert kinds == [AskJob, WindowJob, SummaryWork]
     assert q.get(0) is None
 
 
 def test_ask_and_summary_lists_are_bounded():
     q = WorkQueue(max_asks=2, max_summaries=1)
     assert [q.put_ask(AskJob("a", i)) for i in range(3)] == [True, True, False]
-    assert [q.put_summary(SummaryJob(str(i), lambda: None)) for i in range(2)] == [True, False]
+    assert [q.put_summary(SummaryWork(str(i), iter(()))) for i in range(2)] == [True, False]
 
 
 def test_wait_idle_counts_the_job_in_flight():
@@ -55,8 +55,8 @@ def test_wait_idle_counts_the_job_in_flight():
         started.set()
         release.wait(5)
 
-    worker = NpuWorker(q, handle, stop)
-    worker.start()
+    worker = NpuWorker(q, stop)
+    worker.start(handle)
     q.put_window(window("a", 0))
     assert started.wait(5)
     assert q.depth == 0 and not q.wait_idle(0.05)  # queue empty but the job still runs
@@ -73,8 +73,8 @@ def test_a_failing_handler_stops_the_worker_and_keeps_the_error():
     def handle(job):
         raise RuntimeError("NPU gone")
 
-    worker = NpuWorker(q, handle, stop)
-    worker.start()
+    worker = NpuWorker(q, stop)
+    worker.start(handle)
     q.put_window(window("a", 0))
     assert stop.wait(5)
     worker.join(5)

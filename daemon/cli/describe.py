@@ -11,6 +11,9 @@ import json
 import sys
 from pathlib import Path
 
+from pydantic import ValidationError
+
+from daemon.engine.settings import ModelSettings, SamplingSettings
 from daemon.errors import UsageError
 from daemon.video.clips import load_frames
 
@@ -43,18 +46,20 @@ def add_model_args(p) -> None:
     p.add_argument("--system", help="system text (default: InternVL's own)")
 
 
-def open_engine(args, **engine_kwargs):
-    from daemon.engine.bundle import locate, open_model
-    from daemon.engine.engine import Engine
-
-    model = open_model(locate(args.model, args.tokenizer, args.vit), args.backend, args.device_id)
-    if model.note:
-        print(f"note: {model.note}", file=sys.stderr)
-    return Engine(model, system=args.system, **engine_kwargs)
+def model_settings(args, **sampling) -> ModelSettings:
+    """The `model:` settings the command-line options describe; a bad value names its option."""
+    try:
+        return ModelSettings(dir=args.model, backend=args.backend, device_id=args.device_id,
+                             tokenizer=args.tokenizer, vit=args.vit, system=args.system,
+                             sampling=SamplingSettings(**sampling))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        option = "--" + str(err["loc"][-1]).replace("_", "-")
+        raise UsageError(f"{option}: {err['msg']} (got {err.get('input')!r})") from None
 
 
 def run(args) -> int:
-    from daemon.engine.engine import Sampling
+    from daemon.engine.engine import open_engine
     from daemon.types import Prompt
 
     if args.frames < 1:
@@ -63,8 +68,11 @@ def run(args) -> int:
     if args.choices is not None and len(choices) < 2:
         raise UsageError(f"--choices needs at least two comma-separated answers, got {args.choices!r}")
     frames = load_frames(args.sources, args.frames)
-    sampling = Sampling(args.temperature, args.top_k, args.top_p, args.seed)
-    engine = open_engine(args, sampling=sampling, max_new_tokens=args.max_new_tokens)
+    settings = model_settings(args, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                              seed=args.seed)
+    engine = open_engine(settings, max_new_tokens=args.max_new_tokens)
+    if engine.model.note:
+        print(f"note: {engine.model.note}", file=sys.stderr)
     on_token = None if args.json or choices else (lambda _id, piece: print(piece, end="", flush=True))
     analysis = engine.ask(frames, [Prompt("question", args.question, choices)], on_token)
     answer = analysis.answers[0]

@@ -11,6 +11,7 @@ from pathlib import Path
 from daemon.errors import ConfigError
 from daemon.rules.replay import replay, report_json, report_lines
 from daemon.service.history import History
+from daemon.times import parse_duration
 
 # ----------------------------------------------------------------------------- CLI
 
@@ -21,16 +22,14 @@ def add_cli(sub) -> None:
     p.add_argument("--rules", type=Path, metavar="DIR",
                    help="rule files to try (default: the config's rules directory)")
     p.add_argument("--since", default="24h", metavar="WHEN",
-                   help="start: a duration ago (30m, 24h, 7d) or an ISO date/time (default 24h)")
+                   help="start: a duration ago (30m, 24h, 7d, 1w) or an ISO date/time (default 24h)")
     p.add_argument("--until", default=None, metavar="WHEN", help="end, written like --since (default now)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=run_replay)
 
 
 def parse_when(text: str, now: float, tz, option: str) -> float:
-    """'24h' -> now - 24 h; '2026-11-26' or '2026-11-26T08:00' -> that time (in the rules' zone)."""
-    from daemon.rules.files import parse_duration
-
+    """'24h' or '1w' -> that long before now; '2026-11-26' or '2026-11-26T08:00' -> that time (in the rules' zone)."""
     try:
         return now - parse_duration(text)
     except ValueError:

@@ -7,7 +7,6 @@ import logging
 from pathlib import Path
 
 from daemon.errors import ConfigError
-from daemon.service.build import build_app
 
 
 def add_cli(sub) -> None:
@@ -46,6 +45,8 @@ def run_daemon(args) -> int:
     if report(problems):
         return ConfigError.exit_code
     logging.getLogger().setLevel(cfg.logging.level.upper())
+    from daemon.service.build import build_app
+
     app, closers = build_app(cfg, once=args.once)
     previous = {s: signal.signal(s, lambda *_: app.stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:

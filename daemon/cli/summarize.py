@@ -26,7 +26,7 @@ def add_cli(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-c", "--config", type=Path, required=True, help="configuration file")
     p.add_argument("--camera", action="append", metavar="NAME", help="a camera to include (repeat it; default all)")
-    p.add_argument("--since", required=True, metavar="DURATION", help="how far back: e.g. 30m, 2h, 24h, 7d")
+    p.add_argument("--since", required=True, metavar="DURATION", help="how far back: e.g. 30m, 2h, 24h, 7d, 1w")
     p.add_argument("--prompt", default=DEFAULT_PROMPT, help=f"the summary question (default: {DEFAULT_PROMPT!r})")
     p.add_argument("--max-new-tokens", type=int, default=200, help="longest summary in tokens (default 200)")
     p.add_argument("--timezone", help="IANA zone of the times the model reads (default: the config's, or the system's)")
@@ -37,6 +37,7 @@ def add_cli(sub) -> None:
 
 def run(args) -> int:
     from daemon.config import load_config
+    from daemon.engine.engine import open_engine
     from daemon.service.history import History
     from daemon.summaries.runner import Summarizer
     from daemon.summaries.timeline import Period, Request
@@ -58,7 +59,7 @@ def run(args) -> int:
     if not path.is_file():
         raise VlmwatchError(f"no history at {path}: the daemon records it (vlmwatch run -c {args.config}); check"
                             " state_dir in the config")
-    engine = open_engine(cfg)
+    engine = open_engine(cfg.model)
     request = Request("on-demand", tuple(args.camera or configured), args.prompt, args.max_new_tokens)
     now = time.time()
     with History(path) as history:
@@ -71,15 +72,6 @@ def run(args) -> int:
         summary = summarizer.summarize(request, period)
     print(json.dumps(summary_json(summary), ensure_ascii=False) if args.json else summary.text)
     return 0
-
-
-def open_engine(cfg):
-    from daemon.engine.bundle import locate, open_model
-    from daemon.engine.engine import Engine, Sampling
-
-    m = cfg.model
-    return Engine(open_model(locate(m.dir, m.tokenizer, m.vit), m.backend, m.device_id), system=m.system,
-                  sampling=Sampling(**m.sampling.model_dump()))
 
 
 def summary_json(summary) -> dict:

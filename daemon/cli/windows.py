@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
-from datetime import datetime, timezone
 
 from daemon.errors import UsageError
+from daemon.times import iso
 from daemon.types import Window
 from daemon.video.gate import Decision, Gate
 
@@ -61,17 +61,13 @@ def settings_from_args(args):
         raise UsageError(f"{option}: {err['msg']} (got {err.get('input')!r})") from None
 
 
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts, timezone.utc).isoformat(timespec="milliseconds")
-
-
 def window_json(window: Window, decision: Decision) -> str:
     return json.dumps(
         {
             "source": window.camera,
-            "start": _iso(window.start),
-            "end": _iso(window.end),
-            "frame_ts": [_iso(t) for t in window.frame_ts],
+            "start": iso(window.start),
+            "end": iso(window.end),
+            "frame_ts": [iso(t) for t in window.frame_ts],
             "change": None if window.change is None else round(window.change, 4),
             "analyse": decision.analyse,
             "reason": decision.reason,

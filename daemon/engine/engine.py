@@ -1,11 +1,18 @@
 """The engine: frames and prompts in, answers out, on one NPU worker thread.
 
-Per window: ViT once per frame (cached by frame identity), the shared prefix
-(system + all frame lines) prefilled once, then per prompt only its suffix is
-prefilled and decoded. Choice prompts are scored from the logits of the first
-answer token: no decoding, no text parsing.
-"""
+    prefix = engine.prefill(window.frames, prompts)    # ViT + the shared chunks, once per window
+    for prompt in prompts:
+        answer = engine.answer(prefix, prompt)         # only this prompt's suffix, then decode
 
+The prefix (system text and every frame line) is explicit state: the caller
+holds it and passes it to each answer. The KV cache holds one prefix at a
+time; answering on a prefix that is no longer resident (another window came
+in between) prefills its chunks again, so a stale prefix costs time, never a
+wrong answer. Choice prompts are scored from the logits of the first answer
+token: no decoding, no text parsing. Every prompt is checked against the
+model's limits before any NPU time is spent on it; a stop event ends work at
+the next step by raising `Cancelled`.
+"""
 from __future__ import annotations
 
 import time
@@ -14,11 +21,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from daemon.engine.bundle import Model
+from daemon.engine.bundle import Model, locate, open_model
 from daemon.engine.llm import LLM
+from daemon.engine.settings import ModelSettings
 from daemon.engine.prompt import DEFAULT_SYSTEM, PromptBuilder
 from daemon.engine.vision import Vision
-from daemon.errors import Cancelled, ModelError
+from daemon.errors import Cancelled, ChoiceError, ModelError
 from daemon.types import Frame, Prompt, Timings
 
 OnToken = Callable[[str, str], None]  # (prompt_id, text piece)
@@ -40,10 +48,26 @@ class Answer:
     text: str
     tokens: tuple[int, ...]
     prompt_tokens: int
-    stop_reason: str  # stop | length | choice | cancelled
+    stop_reason: str  # stop | length | choice
     choice: str | None = None
     probabilities: dict[str, float] | None = None
     timings: Timings = field(default_factory=Timings)
+
+
+@dataclass(frozen=True, eq=False)
+class Prefix:
+    """A prompt prefix (system text and all frames) whose whole chunks were prefilled.
+
+    Identity is the prefix's identity: the engine knows which one the KV cache holds."""
+
+    frames: tuple[Frame, ...]
+    embeds: np.ndarray = field(repr=False)  # [n, H] input rows of the whole prefix
+    shared: int  # rows 0..shared-1 (whole prefill chunks) are computed once and kept in the cache
+    timings: Timings  # ViT and the shared chunks' prefill
+
+    @property
+    def tokens(self) -> int:
+        return self.embeds.shape[0]
 
 
 @dataclass(frozen=True)
@@ -65,6 +89,15 @@ class Budget:
         return self.max_tokens - self.prefix_tokens
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What the model can take, read from its graphs."""
+
+    max_prompt: int  # tokens one prefill can hold
+    kv_len: int  # tokens the KV cache holds, prompt and answer together
+    prefill_len: int  # tokens per prefill chunk
+
+
 class Engine:
     """Owns the sessions and the KV cache. Not thread-safe: one NPU worker calls it."""
 
@@ -77,32 +110,68 @@ class Engine:
         self.prompts = PromptBuilder(model.tokenizer, tokens, system or DEFAULT_SYSTEM)
         self.rng = np.random.default_rng(sampling.seed)
         self._input_dtype = self.llm.geo.dtypes["input"]
-        self._shared: tuple | None = None  # (frames, prefix length) whose full chunks are in the cache
+        self._resident: Prefix | None = None  # the prefix whose shared chunks the KV cache holds
+
+    # ------------------------------------------------------------------ limits
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def limits(self) -> Limits:
+        g = self.llm.geo
+        return Limits(g.max_prompt, g.kv_len, g.prefill_len)
 
     def budget(self, n_frames: int) -> Budget:
         return Budget(len(self.prompts.prefix(n_frames)), self.llm.geo.max_prompt)
 
-    def ask(self, frames: Sequence[Frame], prompts: Sequence[Prompt], on_token: OnToken | None = None,
-            stop=None) -> Analysis:
-        """Answer every prompt about the same frames (empty: a text-only question)."""
+    def prompt_tokens(self, n_frames: int, question: str) -> int:
+        """Tokens of the whole prompt for `question` about `n_frames` frames."""
+        return len(self.prompts.prefix(n_frames)) + len(self.prompts.suffix(question))
+
+    def check(self, n_frames: int, prompt: Prompt, what: str | None = None) -> None:
+        """Raise a QuestionError unless `prompt` can be answered about `n_frames` frames."""
+        self.llm.check_fits(self.prompt_tokens(n_frames, prompt.question), what or f"prompt {prompt.id!r}")
+        if prompt.choices:
+            self.choice_tokens(prompt.choices)
+
+    def tokenize(self, text: str) -> list[int]:
+        return self.prompts.encode(text)
+
+    def detokenize(self, ids: Sequence[int]) -> str:
+        return self.prompts.decode(ids)
+
+    # ------------------------------------------------------------------ prefix
+
+    def prefill(self, frames: Sequence[Frame], prompts: Sequence[Prompt] = (), stop=None) -> Prefix:
+        """Run the ViT and prefill the prefix's whole chunks; `prompts` are checked first."""
         if frames and self.vision is None:
             raise ModelError("this model has no ViT graph, so it cannot look at frames:"
                              " pass --vit FILE (internvl3_2b_vit_slim.axmodel) or ask a text-only question")
-        prefix = self.prompts.prefix(len(frames))
-        suffixes = {p.id: self.prompts.suffix(p.question) for p in prompts}
         for p in prompts:  # reject before spending NPU time on any of them
-            self.llm.check_fits(len(prefix) + len(suffixes[p.id]), f"prompt {p.id!r}")
+            self.check(len(frames), p)
         t0, m0 = time.perf_counter(), self.model.meter.ms
-        embeds = self._embed_prefix(prefix, frames)
+        embeds = self._embed_prefix(self.prompts.prefix(len(frames)), frames)
         t1 = time.perf_counter()
-        shared_len = self._prefill_shared(tuple(frames), embeds, stop)
-        shared = Timings(vit_ms=(t1 - t0) * 1e3, prefill_ms=(time.perf_counter() - t1) * 1e3,
-                         modelled_npu_ms=self.model.meter.ms - m0)
-        answers = [self._answer(p, embeds[shared_len:], shared_len, suffixes[p.id], on_token, stop)
-                   for p in prompts]
-        return Analysis(answers, shared, len(prefix))
+        P = self.llm.geo.prefill_len
+        shared = (embeds.shape[0] // P) * P
+        self._resident = None
+        if shared:
+            self.llm.prefill(embeds[:shared], 0, stop)
+        timings = Timings(vit_ms=(t1 - t0) * 1e3, prefill_ms=(time.perf_counter() - t1) * 1e3,
+                          modelled_npu_ms=self.model.meter.ms - m0)
+        self._resident = Prefix(tuple(frames), embeds, shared, timings)
+        return self._resident
 
-    # ------------------------------------------------------------------ prefix
+    def _restore(self, prefix: Prefix, stop) -> None:
+        """Make the KV cache hold `prefix`'s shared chunks again (another prefix came in between)."""
+        if self._resident is prefix:
+            return
+        self._resident = None
+        if prefix.shared:
+            self.llm.prefill(prefix.embeds[:prefix.shared], 0, stop)
+        self._resident = prefix
 
     def _embed_prefix(self, ids: list[int], frames: Sequence[Frame]) -> np.ndarray:
         """[n, H] input rows: token embeddings with each frame's features in its <IMG_CONTEXT> run."""
@@ -116,28 +185,17 @@ class Engine:
     def embed(self, ids: Sequence[int]) -> np.ndarray:
         return np.asarray(self.model.embeddings[np.asarray(ids)], dtype=self._input_dtype)
 
-    def _prefill_shared(self, frames: tuple, embeds: np.ndarray, stop) -> int:
-        """Prefill the prefix's whole chunks once; return how many rows they cover."""
-        P = self.llm.geo.prefill_len
-        full = (embeds.shape[0] // P) * P
-        key = (frames, self.prompts.system, full)
-        if self._shared != key:
-            self._shared = None
-            if full:
-                self.llm.prefill(embeds[:full], 0, stop)
-            self._shared = key
-        return full
-
     # ------------------------------------------------------------------ per prompt
 
-    def _answer(self, p: Prompt, tail: np.ndarray, start: int, suffix: list[int], on_token, stop) -> Answer:
+    def answer(self, prefix: Prefix, p: Prompt, on_token: OnToken | None = None, stop=None) -> Answer:
+        """Answer one prompt about the prefix's frames. Raises Cancelled when `stop` is set."""
+        self.check(len(prefix.frames), p)
         t0, m0 = time.perf_counter(), self.model.meter.ms
-        rows = np.concatenate([tail, self.embed(suffix)])  # prefix's partial chunk + suffix
-        n_prompt = start + rows.shape[0]
-        try:
-            logits = self.llm.logits(self.llm.prefill(rows, start, stop))
-        except Cancelled:
-            return Answer(p.id, "", (), n_prompt, "cancelled")
+        self._restore(prefix, stop)
+        suffix = self.prompts.suffix(p.question)
+        rows = np.concatenate([prefix.embeds[prefix.shared:], self.embed(suffix)])  # partial chunk + suffix
+        n_prompt = prefix.shared + rows.shape[0]
+        logits = self.llm.logits(self.llm.prefill(rows, prefix.shared, stop))
         t1 = time.perf_counter()
         if p.choices:
             probs = self.choice_probabilities(logits, p.choices)
@@ -148,6 +206,13 @@ class Engine:
         timings = Timings(prefill_ms=(t1 - t0) * 1e3, decode_ms=(time.perf_counter() - t1) * 1e3,
                           generated=len(tokens), modelled_npu_ms=self.model.meter.ms - m0)
         return Answer(p.id, self.prompts.decode(tokens), tuple(tokens), n_prompt, reason, timings=timings)
+
+    def ask(self, frames: Sequence[Frame], prompts: Sequence[Prompt], on_token: OnToken | None = None,
+            stop=None) -> Analysis:
+        """Every prompt about the same frames (empty: a text-only question): one prefix, then each answer."""
+        prefix = self.prefill(frames, prompts, stop)
+        answers = [self.answer(prefix, p, on_token, stop) for p in prompts]
+        return Analysis(answers, prefix.timings, prefix.tokens)
 
     def _generate(self, p: Prompt, logits: np.ndarray, pos: int, on_token, stop) -> tuple[list[int], str]:
         limit = p.max_new_tokens or self.max_new_tokens
@@ -162,7 +227,7 @@ class Engine:
             if len(tokens) >= limit or pos >= self.llm.geo.kv_len:
                 return tokens, "length"
             if stop is not None and stop.is_set():
-                return tokens, "cancelled"
+                raise Cancelled()
             logits = self.llm.decode(self.embed([tok])[0], pos)  # [vocab]
             pos += 1
 
@@ -183,10 +248,10 @@ class Engine:
                 if enc:
                     ids.add(enc[0])
             if not ids:
-                raise ModelError(f"choice {c!r} is empty after tokenisation; give a word")
+                raise ChoiceError(f"choice {c!r} is empty after tokenisation; give a word")
             for t in ids:
                 if t in owner and owner[t] != c:
-                    raise ModelError(f"choices {owner[t]!r} and {c!r} start with the same token"
+                    raise ChoiceError(f"choices {owner[t]!r} and {c!r} start with the same token"
                                      f" ({self.prompts.decode([t])!r}), so they cannot be told apart"
                                      " from one step; reword one of them")
                 owner[t] = c
@@ -237,3 +302,10 @@ def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> int:
         mask[keep] = p[keep]
         p = mask / mask.sum()
     return int(rng.choice(p.size, p=p))
+
+
+def open_engine(settings: ModelSettings, max_new_tokens: int = 256) -> Engine:
+    """The one way to build an engine from the `model:` settings (daemon, describe, summarize)."""
+    model = open_model(locate(settings.dir, settings.tokenizer, settings.vit), settings.backend, settings.device_id)
+    return Engine(model, system=settings.system, sampling=Sampling(**settings.sampling.model_dump()),
+                  max_new_tokens=max_new_tokens)

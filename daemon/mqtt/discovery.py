@@ -116,47 +116,10 @@ class Discovery:
     # -- building ------------------------------------------------------------
 
     def _build(self) -> list[EntityConfig]:
-        entities: list[EntityConfig] = []
-        for camera in self.cameras:
-            entities.append(self._entity("sensor", f"{camera}_description", self._camera_device(camera), {
-                "name": "Description",
-                "icon": "mdi:cctv",
-                "state_topic": self.topics.description(camera),
-                "value_template": f"{{{{ value_json.text[:{STATE_MAX_CHARS}] }}}}",
-                "json_attributes_topic": self.topics.description(camera),
-                **({"expire_after": self.settings.expire_after} if self.settings.expire_after else {}),
-            }))
-            entities.append(self._entity("image", f"{camera}_snapshot", self._camera_device(camera), {
-                "name": "Alert snapshot",
-                "image_topic": self.topics.snapshot(camera),
-                "content_type": "image/jpeg",
-            }))
-        for rule in self.rules:
-            for camera in rule.cameras or ():
-                device = self._camera_device(camera)
-                entities.append(self._entity("binary_sensor", f"{camera}_{rule.name}", device, {
-                    "name": _title(rule.name),
-                    "state_topic": self.topics.rule(camera, rule.name),
-                    "payload_on": ON,
-                    "payload_off": OFF,
-                    "off_delay": max(1, round(rule.off_delay)),  # Home Assistant wants whole seconds
-                }))
-                # The alert topic carries every rule of the camera; rendering nothing for the
-                # other rules makes Home Assistant ignore those messages quietly.
-                entities.append(self._entity("event", f"{camera}_{rule.name}", device, {
-                    "name": f"{_title(rule.name)} alert",
-                    "state_topic": self.topics.alert(camera),
-                    "event_types": ["alert"],
-                    "value_template": f"{{% if value_json.rule == '{rule.name}' %}}{{{{ value }}}}{{% endif %}}",
-                }))
-        for job in self.summary_jobs:
-            entities.append(self._entity("sensor", f"summary_{job}", self._daemon_device(), {
-                "name": f"Summary {job}",
-                "icon": "mdi:text-box-outline",
-                "state_topic": self.topics.summary(job),
-                "value_template": f"{{{{ value_json.text[:{STATE_MAX_CHARS}] }}}}",
-                "json_attributes_topic": self.topics.summary(job),
-            }))
+        entities = [e for camera in self.cameras for e in self._camera_entities(camera)]
+        entities += [e for rule in self.rules for camera in rule.cameras or ()
+                     for e in self._rule_entities(rule, camera)]
+        entities += [self._summary_entity(job) for job in self.summary_jobs]
         seen: dict[str, str] = {}
         for e in entities:
             if e.topic in seen:
@@ -164,6 +127,53 @@ class Discovery:
                                  f"({e.component}); rename a camera, rule or summary job")
             seen[e.topic] = e.object_id
         return entities
+
+    def _camera_entities(self, camera: str) -> list[EntityConfig]:
+        device = self._camera_device(camera)
+        return [
+            self._entity("sensor", f"{camera}_description", device, {
+                "name": "Description",
+                "icon": "mdi:cctv",
+                "state_topic": self.topics.description(camera),
+                "value_template": f"{{{{ value_json.text[:{STATE_MAX_CHARS}] }}}}",
+                "json_attributes_topic": self.topics.description(camera),
+                **({"expire_after": self.settings.expire_after} if self.settings.expire_after else {}),
+            }),
+            self._entity("image", f"{camera}_snapshot", device, {
+                "name": "Alert snapshot",
+                "image_topic": self.topics.snapshot(camera),
+                "content_type": "image/jpeg",
+            }),
+        ]
+
+    def _rule_entities(self, rule: RuleInfo, camera: str) -> list[EntityConfig]:
+        device = self._camera_device(camera)
+        return [
+            self._entity("binary_sensor", f"{camera}_{rule.name}", device, {
+                "name": _title(rule.name),
+                "state_topic": self.topics.rule(camera, rule.name),
+                "payload_on": ON,
+                "payload_off": OFF,
+                "off_delay": max(1, round(rule.off_delay)),  # Home Assistant wants whole seconds
+            }),
+            # The alert topic carries every rule of the camera; rendering nothing for the
+            # other rules makes Home Assistant ignore those messages quietly.
+            self._entity("event", f"{camera}_{rule.name}", device, {
+                "name": f"{_title(rule.name)} alert",
+                "state_topic": self.topics.alert(camera),
+                "event_types": ["alert"],
+                "value_template": f"{{% if value_json.rule == '{rule.name}' %}}{{{{ value }}}}{{% endif %}}",
+            }),
+        ]
+
+    def _summary_entity(self, job: str) -> EntityConfig:
+        return self._entity("sensor", f"summary_{job}", self._daemon_device(), {
+            "name": f"Summary {job}",
+            "icon": "mdi:text-box-outline",
+            "state_topic": self.topics.summary(job),
+            "value_template": f"{{{{ value_json.text[:{STATE_MAX_CHARS}] }}}}",
+            "json_attributes_topic": self.topics.summary(job),
+        })
 
     def _entity(self, component: str, object_id: str, device: dict, fields: dict) -> EntityConfig:
         config = {

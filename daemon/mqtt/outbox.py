@@ -8,13 +8,17 @@ counted and logged.
 
 Row ids come from AUTOINCREMENT, so they never go back: "pending after id N"
 is a stable cursor for the publisher, oldest first.
+
+A `daemon.store.Store` of its own file (state_dir/outbox.sqlite): one connection
+behind the store's lock, schema versioned with `migrate` (component "outbox").
+Unlike history it syncs every commit (synchronous=FULL) and reports failures as
+PublishError, which the daemon treats as an MQTT problem.
 """
 
 from __future__ import annotations
 
 import logging
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +26,7 @@ from enum import Enum
 from pathlib import Path
 
 from daemon.errors import PublishError
+from daemon.store import Store, migrate
 
 log = logging.getLogger(__name__)
 
@@ -65,22 +70,27 @@ class StoredMessage:
     created: float
 
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS outbox (
-    id       INTEGER PRIMARY KEY AUTOINCREMENT,
-    kind     TEXT    NOT NULL,
-    priority INTEGER NOT NULL,
-    topic    TEXT    NOT NULL,
-    payload  BLOB    NOT NULL,
-    retain   INTEGER NOT NULL,
-    created  REAL    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS outbox_drop_order ON outbox (priority, id);
-"""
+# One entry per schema version, applied by `daemon.store.migrate`; append, never edit a released one.
+# IF NOT EXISTS: files from before versioning already have the table and get version 1 as they are.
+OUTBOX_MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE IF NOT EXISTS outbox (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind     TEXT    NOT NULL,
+            priority INTEGER NOT NULL,
+            topic    TEXT    NOT NULL,
+            payload  BLOB    NOT NULL,
+            retain   INTEGER NOT NULL,
+            created  REAL    NOT NULL)""",
+        "CREATE INDEX IF NOT EXISTS outbox_drop_order ON outbox (priority, id)",
+    ],
+]
 
 
-class Outbox:
-    """Thread-safe: `put` runs on producer threads, `ack` on the publisher's sender thread."""
+class Outbox(Store):
+    """Thread-safe: `put` runs on producer threads, `pending` and `ack` on the publisher's sender thread."""
+
+    component, migrations, what = "outbox", OUTBOX_MIGRATIONS, "the MQTT outbox"
 
     def __init__(
         self,
@@ -91,104 +101,57 @@ class Outbox:
     ) -> None:
         if max_messages < 1 or max_bytes < 1:
             raise ValueError("outbox limits must be positive")
-        self.path = Path(path)
+        super().__init__(path)
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self._clock = clock
-        self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
         self._depth = 0
         self._bytes = 0
         self._dropped: dict[str, int] = {kind.value: 0 for kind in Kind}
 
-    # -- lifecycle ---------------------------------------------------------
+    # -- lifecycle (Store: open, close, context manager) ---------------------
 
-    def open(self) -> None:
+    def open(self) -> Outbox:
         """Open (or create) the database and count what is pending from a previous run."""
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            db.execute("PRAGMA journal_mode=WAL")
-            # FULL: a committed alert survives a power cut, not only a crash.
-            db.execute("PRAGMA synchronous=FULL")
-            db.execute("PRAGMA busy_timeout=5000")
-            db.executescript(_SCHEMA)
-            depth, size = self._count(db)
-        except (OSError, sqlite3.Error) as exc:
-            raise PublishError(
-                f"cannot open the MQTT outbox {self.path}: {exc}. Check that the state directory "
-                "is writable; if the file is damaged, move it away (its unsent messages are lost)."
-            ) from exc
-        with self._lock:
-            self._db, self._depth, self._bytes = db, depth, size
-        if depth:
-            log.info("outbox %s holds %d unsent messages from a previous run; they go out first", self.path, depth)
-
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-    def __enter__(self) -> Outbox:
-        self.open()
+        super().open()
+        if self._depth:
+            log.info("outbox %s holds %d unsent messages from a previous run; they go out first",
+                     self.path, self._depth)
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def _configure(self, db: sqlite3.Connection) -> None:
+        db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a committed alert survives a power cut, not only a crash.
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=5000")
+        migrate(db, self.component, self.migrations)
+        self._depth, self._bytes = _count(db)  # before open() publishes the connection: nobody else reads them yet
+
+    def _open_error(self, exc: Exception) -> PublishError:  # type: ignore[override]
+        return PublishError(
+            f"cannot open the MQTT outbox {self.path}: {exc}. Check that the state directory "
+            "is writable; if the file is damaged, move it away (its unsent messages are lost)."
+        )
 
     # -- queue -------------------------------------------------------------
 
     def put(self, message: OutboxMessage) -> int | None:
-        """Store a message; returns its row id, or None when it was itself dropped."""
-        size = len(message.payload)
-        with self._lock:
-            db = self._require_open()
-            if size > self.max_bytes:
-                self._record_drop(message.kind, message.topic, 0.0, f"it alone exceeds the {self.max_bytes}-byte limit")
-                return None
-            try:
-                with db:  # one transaction: the insert and any drops it causes
-                    db.execute("BEGIN IMMEDIATE")
-                    row_id = db.execute(
-                        "INSERT INTO outbox (kind, priority, topic, payload, retain, created) VALUES (?, ?, ?, ?, ?, ?)",
-                        (message.kind.value, message.kind.priority, message.topic, message.payload,
-                         int(message.retain), self._clock()),
-                    ).lastrowid
-                    self._depth += 1
-                    self._bytes += size
-                    dropped_self = self._enforce_limits(db, row_id)
-            except sqlite3.Error as exc:
-                self._depth, self._bytes = self._count(db)  # the transaction was rolled back
-                raise PublishError(f"cannot store a {message.kind.value} for {message.topic} in the MQTT outbox "
-                                   f"{self.path}: {exc}. Check free space in the state directory.") from exc
-        return None if dropped_self else row_id
+        """Store a message; returns its row id, or None when it was itself dropped.
+        PublishError when SQLite cannot take it (disk full)."""
+        return self._run(lambda db: self._insert(db, message), "store a message in")
 
     def pending(self, after_id: int = 0, limit: int = 100) -> list[StoredMessage]:
         """Messages with a row id above `after_id`, oldest first."""
-        with self._lock:
-            rows = self._require_open().execute(
-                "SELECT id, kind, topic, payload, retain, created FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
-                (after_id, limit),
-            ).fetchall()
+        rows = self._run(lambda db: db.execute(
+            "SELECT id, kind, topic, payload, retain, created FROM outbox WHERE id > ? ORDER BY id LIMIT ?",
+            (after_id, limit),
+        ).fetchall(), "read")
         return [StoredMessage(i, Kind(k), t, bytes(p), bool(r), c) for i, k, t, p, r, c in rows]
 
     def ack(self, *row_ids: int) -> int:
         """Delete acknowledged messages in one transaction; returns how many were still there
         (a message dropped while in flight is already gone)."""
-        with self._lock:
-            db = self._require_open()
-            gone = freed = 0
-            with db:
-                db.execute("BEGIN IMMEDIATE")
-                for row_id in row_ids:
-                    # fetchall: a RETURNING statement finishes only once stepped to its end.
-                    rows = db.execute("DELETE FROM outbox WHERE id = ? RETURNING LENGTH(payload)", (row_id,)).fetchall()
-                    if rows:
-                        gone, freed = gone + 1, freed + rows[0][0]
-            self._depth -= gone  # only once committed
-            self._bytes -= freed
-            return gone
+        return self._run(lambda db: self._delete(db, row_ids), "delete acknowledged messages from")
 
     # -- metrics -----------------------------------------------------------
 
@@ -202,20 +165,46 @@ class Outbox:
 
     @property
     def dropped(self) -> dict[str, int]:
-        """Messages dropped since open, by kind."""
+        """Messages dropped since this Outbox was made, by kind."""
         with self._lock:
             return dict(self._dropped)
 
-    # -- internals ---------------------------------------------------------
+    # -- internals (under the lock, through Store._run) --------------------
 
-    @staticmethod
-    def _count(db: sqlite3.Connection) -> tuple[int, int]:
-        return db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()
+    def _insert(self, db: sqlite3.Connection, message: OutboxMessage) -> int | None:
+        size = len(message.payload)
+        if size > self.max_bytes:
+            self._record_drop(message.kind, message.topic, 0.0, f"it alone exceeds the {self.max_bytes}-byte limit")
+            return None
+        try:
+            with db:  # one transaction: the insert and any drops it causes
+                db.execute("BEGIN IMMEDIATE")
+                row_id = db.execute(
+                    "INSERT INTO outbox (kind, priority, topic, payload, retain, created) VALUES (?, ?, ?, ?, ?, ?)",
+                    (message.kind.value, message.kind.priority, message.topic, message.payload,
+                     int(message.retain), self._clock()),
+                ).lastrowid
+                self._depth += 1
+                self._bytes += size
+                dropped_self = self._enforce_limits(db, row_id)
+        except sqlite3.Error as exc:
+            self._depth, self._bytes = _count(db)  # the transaction was rolled back
+            raise PublishError(f"cannot store a {message.kind.value} for {message.topic} in the MQTT outbox "
+                               f"{self.path}: {exc}. Check free space in the state directory.") from exc
+        return None if dropped_self else row_id
 
-    def _require_open(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("outbox is not open: call open() first")
-        return self._db
+    def _delete(self, db: sqlite3.Connection, row_ids: tuple[int, ...]) -> int:
+        gone = freed = 0
+        with db:
+            db.execute("BEGIN IMMEDIATE")
+            for row_id in row_ids:
+                # fetchall: a RETURNING statement finishes only once stepped to its end.
+                rows = db.execute("DELETE FROM outbox WHERE id = ? RETURNING LENGTH(payload)", (row_id,)).fetchall()
+                if rows:
+                    gone, freed = gone + 1, freed + rows[0][0]
+        self._depth -= gone  # only once committed
+        self._bytes -= freed
+        return gone
 
     def _enforce_limits(self, db: sqlite3.Connection, new_id: int) -> bool:
         """Drop the most expendable, oldest rows until within limits; True if `new_id` went."""
@@ -239,3 +228,7 @@ class Outbox:
             kind.value, topic, age, reason,
             ", ".join(f"{k} {n}" for k, n in self._dropped.items() if n) or "none",
         )
+
+
+def _count(db: sqlite3.Connection) -> tuple[int, int]:
+    return db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(payload)), 0) FROM outbox").fetchone()

@@ -1,4 +1,5 @@
-"""Rule files (`rules/*.yaml`): parsing with line numbers, validation, `vlmwatch check-rules`.
+"""Rule files (`rules/*.yaml`): parsing with line numbers and validation (`vlmwatch check-rules`
+prints what `check_rules` finds).
 
 Each file holds a list of rules:
 
@@ -22,7 +23,9 @@ Each file holds a list of rules:
 Every problem is one line, `FILE:LINE: rule id: message`, and all of them are
 reported at once. Values are read from the YAML text as written, so
 `when: yes` is the word "yes", not YAML 1.1's boolean, and `22:00` is a time,
-not the sexagesimal number 1320.
+not the sexagesimal number 1320. Durations are written as everywhere in
+vlmwatch (`daemon.times.parse_duration`: 90s, 15m, 1.5h, 1h30m, 1d, 1w); a
+cooldown may be 0s.
 """
 
 from __future__ import annotations
@@ -37,18 +40,9 @@ from typing import Any
 import yaml
 
 from daemon.errors import ConfigError
-from daemon.rules.model import (
-    DAYS,
-    DESCRIPTION,
-    SEVERITIES,
-    Ask,
-    Match,
-    Rule,
-    RuleSet,
-    Template,
-    TimeRange,
-    parse_template,
-)
+from daemon.rules.hours import TimeRange, parse_days, parse_time_range
+from daemon.rules.model import DESCRIPTION, SEVERITIES, Ask, Match, Rule, RuleSet, Template, parse_template
+from daemon.times import parse_duration
 
 RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # an MQTT topic level and Home Assistant object id
 OPTIONS = ("id", "cameras", "ask", "choices", "when", "threshold", "match", "for", "cooldown", "active",
@@ -56,47 +50,6 @@ OPTIONS = ("id", "cameras", "ask", "choices", "when", "threshold", "match", "for
 ASK_ONLY = ("choices", "when", "threshold")
 MATCH_OPTIONS = ("any", "all", "regex")
 ACTIVE_OPTIONS = ("time", "days")
-DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
-TIME_RANGE = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
-DAY_NAMES = {**{d: i for i, d in enumerate(DAYS)},
-             **{d: i for i, d in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday",
-                                             "saturday", "sunday"))}}
-
-
-def parse_duration(text: str) -> float:
-    """'30s', '5m', '2h', '1d', '1h30m' -> seconds; ValueError otherwise."""
-    m = DURATION.match(str(text).strip())
-    if not m or not any(m.groups()):
-        raise ValueError(f"bad duration {text!r}: write a whole number and a unit, e.g. 30s, 5m, 2h or 1h30m")
-    d, h, mi, s = (int(g or 0) for g in m.groups())
-    return float(((d * 24 + h) * 60 + mi) * 60 + s)
-
-
-def parse_time_range(text: str) -> tuple[int, int]:
-    """'22:00-06:00' -> minutes of the day (1320, 360); ValueError otherwise."""
-    m = TIME_RANGE.match(text.strip())
-    hint = "write HH:MM-HH:MM in 24-hour time, e.g. 22:00-06:00 (ranges may run past midnight)"
-    if not m:
-        raise ValueError(f"bad time range {text!r}: {hint}")
-    h1, m1, h2, m2 = map(int, m.groups())
-    if h1 > 23 or h2 > 24 or m1 > 59 or m2 > 59 or (h2 == 24 and m2):
-        raise ValueError(f"bad time range {text!r}: {hint}")
-    start, end = h1 * 60 + m1, h2 * 60 + m2
-    if start == end % 1440:
-        raise ValueError(f"bad time range {text!r}: it starts where it ends; for the whole day leave out time")
-    return start, end
-
-
-def parse_days(items: Iterable[str]) -> frozenset[int]:
-    """['mon-fri', 'sun'] -> {0, 1, 2, 3, 4, 6}; ranges may wrap (fri-mon)."""
-    days: set[int] = set()
-    for item in items:
-        first, _, last = str(item).strip().lower().partition("-")
-        if first not in DAY_NAMES or (last and last not in DAY_NAMES):
-            raise ValueError(f"unknown day {item!r}: use mon, tue, wed, thu, fri, sat, sun or a range such as mon-fri")
-        a, b = DAY_NAMES[first], DAY_NAMES[last or first]
-        days.update((a + i) % 7 for i in range((b - a) % 7 + 1))
-    return frozenset(days)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -371,7 +324,7 @@ class _RuleReader:
         return value
 
     def _duration(self, node: yaml.Node) -> float:
-        return parse_duration(self._text(node, "the duration"))
+        return parse_duration(self._text(node, "the duration"), None, allow_zero=True)  # cooldown: 0s fires every time
 
     def _active(self, node: yaml.Node) -> tuple[TimeRange, ...]:
         items = node.value if isinstance(node, yaml.SequenceNode) else [node]

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import regex
 
+from daemon.rules.hours import TimeRange
 from daemon.types import Alert, Result
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,6 @@ TEMPLATE_FIELDS = ("camera", "rule", "text", "probability")
 MAX_TEXT = 4000  # characters of description searched (a 128-token description is ~600)
 MAX_PATTERN = 500  # characters of a regular expression
 REGEX_TIMEOUT = 0.05  # seconds one search may take
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 # ----------------------------------------------------------------------------- triggers
 
@@ -186,27 +186,6 @@ def parse_template(text: str) -> Template:
 
 DEFAULT_ASK_MESSAGE = parse_template("{camera}: {rule} ({probability})")
 DEFAULT_MATCH_MESSAGE = parse_template("{camera}: {rule}: {text}")
-
-# ----------------------------------------------------------------------------- active hours
-
-
-@dataclass(frozen=True)
-class TimeRange:
-    """Minutes of the day [start, end) on `days` (0 = Monday). end < start runs past midnight,
-    into the next morning: its days are the days it starts on."""
-
-    start: int = 0
-    end: int = 1440
-    days: frozenset[int] = frozenset(range(7))
-
-    def contains(self, local: datetime) -> bool:
-        minute = local.hour * 60 + local.minute + local.second / 60.0
-        today = local.weekday()
-        if self.start < self.end:
-            return today in self.days and self.start <= minute < self.end
-        return ((today in self.days and minute >= self.start)
-                or ((today - 1) % 7 in self.days and minute < self.end))
-
 
 # ----------------------------------------------------------------------------- rules
 

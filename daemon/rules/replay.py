@@ -15,11 +15,14 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
+from typing import TYPE_CHECKING
 
 from daemon.rules.model import Ask, RuleSet, evaluate, find_result, phases
-from daemon.service.history import History
+from daemon.times import iso
 from daemon.types import Alert
+
+if TYPE_CHECKING:  # the CLI passes a History in; rules do not import the service
+    from daemon.service.history import History
 
 
 @dataclass(frozen=True)
@@ -54,26 +57,24 @@ def replay(history: History, rules: RuleSet, since: float, until: float) -> Repl
 # ----------------------------------------------------------------------------- output
 
 
-def _iso(ts: float, tz) -> str:
-    return (datetime.fromtimestamp(ts, tz) if tz else datetime.fromtimestamp(ts).astimezone()).isoformat(
-        timespec="seconds")
-
-
 def alert_dict(alert: Alert, tz) -> dict:
-    return {"ts": _iso(alert.ts, tz), "camera": alert.camera, "rule": alert.rule, "severity": alert.severity,
-            "text": alert.text, "window": {"start": _iso(alert.window_start, tz), "end": _iso(alert.window_end, tz)},
+    """`tz`: the rules' zone (None: the system's); times are shown to the second."""
+    return {"ts": iso(alert.ts, tz, "seconds"), "camera": alert.camera, "rule": alert.rule,
+            "severity": alert.severity, "text": alert.text,
+            "window": {"start": iso(alert.window_start, tz, "seconds"), "end": iso(alert.window_end, tz, "seconds")},
             "probability": None if alert.probability is None else round(alert.probability, 6)}
 
 
 def report_json(report: ReplayReport, tz) -> dict:
-    return {"since": _iso(report.since, tz), "until": _iso(report.until, tz), "windows": report.windows,
-            "alerts": [alert_dict(a, tz) for a in report.alerts], "never_asked": report.never_asked}
+    return {"since": iso(report.since, tz, "seconds"), "until": iso(report.until, tz, "seconds"),
+            "windows": report.windows, "alerts": [alert_dict(a, tz) for a in report.alerts],
+            "never_asked": report.never_asked}
 
 
 def report_lines(report: ReplayReport, tz) -> list[str]:
-    lines = [f"{_iso(a.ts, tz)}  {a.camera}  {a.rule}  {a.severity}  {a.text}" for a in report.alerts]
+    lines = [f"{iso(a.ts, tz, 'seconds')}  {a.camera}  {a.rule}  {a.severity}  {a.text}" for a in report.alerts]
     lines.append(f"{len(report.alerts)} alert(s) from {report.windows} analysed window(s) between "
-                 f"{_iso(report.since, tz)} and {_iso(report.until, tz)}")
+                 f"{iso(report.since, tz, 'seconds')} and {iso(report.until, tz, 'seconds')}")
     for rule_id, n in sorted(report.never_asked.items()):
         lines.append(f"{rule_id}: no stored answer to its question in {n} of {report.applicable[rule_id]} window(s);"
                      " the daemon stores answers only to the questions its rules asked at the time")

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Protocol
+from dataclasses import replace
+from typing import Callable, Protocol
 
+from daemon.errors import ConfigError, QuestionError
 from daemon.rules.model import Ask, RuleSet, evaluate
 from daemon.rules.state import RuleStateStore
-from daemon.service.build import rule_infos
 from daemon.types import Alert, Prompt, Result, Window
-from daemon.video.snapshot import changed_most, jpeg
 
 log = logging.getLogger(__name__)
 
@@ -30,16 +30,15 @@ class AlertSink(Protocol):
     def record_alert(self, alert: Alert) -> int: ...
 
 
+Snapshot = Callable[[Window, "Window | None"], bytes]  # (window, previous analysed window) -> JPEG
+
+
 class RuleRunner:
     def __init__(self, rules: RuleSet, store: RuleStateStore | None, history: AlertSink,
-                 publisher: AlertPublisher | None = None, cameras: Sequence[str] = ()):
+                 publisher: AlertPublisher | None = None, snapshot: Snapshot | None = None):
         self.rules, self.store, self.history, self.publisher = rules, store, history, publisher
-        self.cameras = tuple(cameras)  # the configured cameras, for discovery
+        self.snapshot = snapshot  # None: alerts go out without a picture
         self.state = store.load() if store is not None else {}
-
-    def rule_infos(self):
-        """What MQTT discovery needs: each rule with the configured cameras it watches."""
-        return rule_infos(self.rules, self.cameras)
 
     def prompts(self, camera: str) -> list[Prompt]:
         """Choice prompts of the camera's ask rules (one per distinct question)."""
@@ -58,8 +57,8 @@ class RuleRunner:
         alerts = []
         for alert in evaluation.alerts:
             rule = self.rules.get(alert.rule)
-            if rule is not None and rule.snapshot:
-                alert = _with_snapshot(alert, window, previous)
+            if rule is not None and rule.snapshot and self.snapshot is not None:
+                alert = self._with_snapshot(alert, window, previous)
             self.history.record_alert(alert)
             if self.publisher is not None:
                 self.publisher.publish_alert(alert)  # also turns the rule's sensor ON
@@ -71,39 +70,30 @@ class RuleRunner:
                 self.publisher.publish_rule_state(change.camera, change.rule, change.on)
         return alerts
 
+    def _with_snapshot(self, alert: Alert, window: Window, previous: Window | None) -> Alert:
+        try:
+            return replace(alert, snapshot_jpeg=self.snapshot(window, previous))
+        except Exception:  # noqa: BLE001 - an alert without a picture beats no alert
+            log.exception("camera %s: could not make the snapshot for rule %s; alerting without it",
+                          alert.camera, alert.rule)
+            return alert
+
 
 def check_questions(rules: RuleSet, engine, frames: dict[str, int]) -> None:
     """Before starting: every ask rule's choices must be told apart from one token, and its
     question must fit the model on each camera (`frames`: camera -> frames per window)."""
-    from daemon.errors import ConfigError, ModelError
-
     problems: list[str] = []
     for rule in rules.rules:
         trigger = rule.trigger
         if not isinstance(trigger, Ask):
             continue
-        try:
-            engine.choice_tokens(trigger.choices)
-        except ModelError as exc:
-            problems.append(f"{rule.where}: {rule.id}: {exc}")
+        prompt = Prompt(rule.id, trigger.question, trigger.choices)
         for camera, n in frames.items():
             if rule.applies_to(camera):
-                length = len(engine.prompts.prefix(n)) + len(engine.prompts.suffix(trigger.question))
                 try:
-                    engine.llm.check_fits(length, f"question with the {n}-frame prefix of camera {camera}")
-                except ModelError as exc:
+                    engine.check(n, prompt, f"question with the {n}-frame prefix of camera {camera}")
+                except QuestionError as exc:
                     problems.append(f"{rule.where}: {rule.id}: {exc}")
                     break
     if problems:
         raise ConfigError("\n".join(problems))
-
-
-def _with_snapshot(alert: Alert, window: Window, previous: Window | None) -> Alert:
-    from dataclasses import replace
-
-    try:
-        return replace(alert, snapshot_jpeg=jpeg(changed_most(window.frames, previous.frames[-1] if previous else None)))
-    except Exception:  # noqa: BLE001 - an alert without a picture beats no alert
-        log.exception("camera %s: could not make the snapshot for rule %s; alerting without it",
-                      alert.camera, alert.rule)
-        return alert

@@ -1,8 +1,15 @@
-"""The running daemon: capture threads -> gate -> NPU queue -> engine -> history / MQTT.
+"""The running daemon: capture threads -> gate -> NPU queue -> engine -> rules, history, MQTT.
 
-`App` wires the parts it is given (STYLE: dependencies in one place) and runs
-until stopped, or with `once` until every file and folder source has ended
-and the queue has drained.
+`App` runs the parts `daemon.service.build` wired for it, until stopped, or
+with `once` until every file and folder source has ended and the queue has
+drained. `handle` is the NPU worker's one entry point: every job goes through
+it, and so does every engine error:
+
+- `Cancelled` (shutting down): nothing is published or stored for the job;
+- `QuestionError` (a question the model cannot take): the asker gets it as the
+  reply, a window or summary logs it and the daemon goes on;
+- anything else (a broken runtime, a bug such as a `ShapeError`) is fatal:
+  the worker stops and systemd restarts the daemon.
 """
 
 from __future__ import annotations
@@ -13,40 +20,34 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from daemon.config import Config
-from daemon.engine.engine import Engine
-from daemon.errors import Cancelled, ModelError, PromptTooLongError
-from daemon.rules.runner import RuleRunner
+from daemon.engine.engine import Answer, Engine, Prefix
+from daemon.errors import Cancelled, QuestionError
 from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
 from daemon.service.settings import CameraSettings
-from daemon.service.worker import AskJob, NpuWorker, SummaryJob, WindowJob, WorkQueue
-from daemon.summaries.runner import Fire, Summarizer
+from daemon.service.worker import AskJob, Job, NpuWorker, SummaryWork, WindowJob, WorkQueue
 from daemon.types import Prompt, Result, Window
-from daemon.video.events import Source
+from daemon.video import FileSource, FolderSource, Source
 from daemon.video.gate import Gate
 
 if TYPE_CHECKING:
+    from daemon.config import Config
+    from daemon.rules.runner import RuleRunner
+    from daemon.summaries.runner import Fire, Summarizer
     from daemon.summaries.scheduler import SummaryScheduler
-    from daemon.summaries.settings import (
-        SummaryJob as SummarySettings,  # worker.SummaryJob is the queue item
-    )
+    from daemon.summaries.settings import SummaryJob
 
 log = logging.getLogger(__name__)
-
-
 PRUNE_EVERY = 3600.0  # seconds between retention passes
 
 
 class Publisher(Protocol):
-    """What the App needs of daemon.mqtt.Publisher (tests may pass a fake)."""
+    """What the App needs of daemon.mqtt.publisher.Publisher (tests may pass a fake)."""
 
     error: object
 
     def publish_result(self, result: Result) -> object: ...
-
-    def publish_summary(self, summary) -> object: ...
 
     def reply(self, request, result: Result) -> None: ...
 
@@ -65,25 +66,25 @@ class Camera:
     thread: threading.Thread | None = None
 
 
+@dataclass(frozen=True)
+class Analysed:
+    """A camera's last analysed window and its prefix, for ad-hoc questions."""
+
+    window: Window
+    prefix: Prefix
+
+
 class App:
-    def __init__(self, config: Config, engine: Engine, sources: dict[str, Source], history: History,
-                 metrics: Metrics | None = None, notifier: Notifier | None = None,
-                 publisher: Publisher | None = None, clock: Callable[[], float] = time.time,
-                 rules: RuleRunner | None = None, scheduler: SummaryScheduler | None = None):
-        self.config, self.engine, self.history, self.rules = config, engine, history, rules
-        if rules is not None and rules.publisher is None:
-            rules.publisher = publisher  # alerts, rule states and snapshots go out the same door
-        self.metrics, self.publisher, self.clock = metrics or Metrics(), publisher, clock
-        self.notifier = notifier or Notifier("")
-        self.cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate)) for c in config.cameras}
-        self.stop = threading.Event()
-        self.queue = WorkQueue()
-        self.worker = NpuWorker(self.queue, self._handle, self.stop)
-        self.latest: dict[str, Window] = {}  # last analysed window per camera, for ad-hoc questions
-        self.scheduler = scheduler
-        self.summarizer = Summarizer(history, engine, scheduler.runlog if scheduler else None,
-                                     [c.name for c in config.cameras],
-                                     publisher.publish_summary if publisher is not None else None, clock)
+    def __init__(self, config: Config, engine: Engine, cameras: dict[str, Camera], history: History,
+                 queue: WorkQueue, worker: NpuWorker, stop: threading.Event, *, metrics: Metrics,
+                 notifier: Notifier, publisher: Publisher | None = None, rules: RuleRunner | None = None,
+                 summarizer: Summarizer | None = None, scheduler: SummaryScheduler | None = None,
+                 clock: Callable[[], float] = time.time):
+        self.config, self.engine, self.cameras, self.history = config, engine, cameras, history
+        self.queue, self.worker, self.stop = queue, worker, stop
+        self.metrics, self.notifier, self.publisher, self.rules = metrics, notifier, publisher, rules
+        self.summarizer, self.scheduler, self.clock = summarizer, scheduler, clock
+        self.latest: dict[str, Analysed] = {}  # NPU thread only
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -93,11 +94,11 @@ class App:
             self.metrics.add_camera(name)
             cam.thread = threading.Thread(target=self._capture, args=(cam,), name=f"capture-{name}", daemon=True)
             cam.thread.start()
-        self.worker.start()
+        self.worker.start(self.handle)
         if self.scheduler is not None:
             self.scheduler.start(self._queue_summary)
         self.notifier.ready("watching %d camera(s)" % len(self.cameras))
-        log.info("vlmwatch running: %d camera(s), model %s", len(self.cameras), self.engine.model.name)
+        log.info("vlmwatch running: %d camera(s), model %s", len(self.cameras), self.engine.name)
         interval = min(self.notifier.watchdog_interval() or 1.0, 1.0)
         last_prune = 0.0
         while not self.stop.wait(interval):
@@ -142,10 +143,6 @@ class App:
         self.metrics.set_outbox_depth(stats.outbox_depth)
         return self.publisher.error is None
 
-    def _queue_summary(self, job: SummarySettings, fire: Fire) -> bool:
-        """A cron fire (scheduler thread): queue the summary behind the windows; it re-queues after each step."""
-        return self.queue.put_summary(self.summarizer.work(job, fire, self.stop, requeue=self.queue.put_summary))
-
     def healthy(self) -> bool:
         return self.worker.alive() and self.worker.error is None
 
@@ -180,20 +177,7 @@ class App:
     @staticmethod
     def _paced_by_npu(cam: Camera) -> bool:
         """Recordings not replayed in real time wait for the NPU; live sources drop stale windows."""
-        from daemon.video.file import FileSource
-        from daemon.video.folder import FolderSource
-
         return isinstance(cam.source, (FileSource, FolderSource)) and not cam.settings.realtime
-
-    # ------------------------------------------------------------------ NPU side
-
-    def _handle(self, job) -> None:
-        if isinstance(job, WindowJob):
-            self._analyse(job)
-        elif isinstance(job, SummaryJob):
-            job.run()
-        elif isinstance(job, AskJob):
-            self._answer_ask(job)
 
     def on_ask(self, request) -> None:
         """MQTT ask (paho's thread): only queue it. Raising sends the asker an error reply."""
@@ -202,27 +186,89 @@ class App:
         if not self.queue.put_ask(AskJob(request.camera, request)):
             raise ValueError("too many questions are waiting; ask again in a minute")
 
+    def _queue_summary(self, job: SummaryJob, fire: Fire) -> bool:
+        """A cron fire (scheduler thread): queue the summary behind the windows, one model call a turn."""
+        return self.queue.put_summary(SummaryWork(job.id, self.summarizer.run_steps(job, fire, self.stop)))
+
+    # ------------------------------------------------------------------ NPU side
+
+    def handle(self, job: Job) -> None:
+        """The NPU worker's entry point: one job, with every engine error handled in one place."""
+        try:
+            if isinstance(job, WindowJob):
+                self._analyse(job)
+            elif isinstance(job, AskJob):
+                self._answer_ask(job)
+            elif isinstance(job, SummaryWork):
+                self._summary_step(job)
+            else:
+                raise TypeError(f"the NPU queue handed out an unknown job: {job!r}")
+        except Cancelled:
+            log.info("%s: cancelled by shutdown; nothing was published for it", _describe(job))
+        except QuestionError as exc:
+            log.error("%s: %s", _describe(job), exc)
+            if isinstance(job, AskJob) and self.publisher is not None:
+                self.publisher.reply_error(job.request, str(exc))
+            elif isinstance(job, WindowJob):
+                self.history.record_window(job.window, False, f"error: {exc}", self.clock())
+
+    def _analyse(self, job: WindowJob) -> None:
+        """Rule questions first, then the description, on one prefix: alerts from rule answers go
+        out before the description is generated."""
+        window = job.window
+        prompts = self.prompts_for(self.cameras[window.camera].settings)
+        try:
+            prefix = self.engine.prefill(window.frames, prompts, stop=self.stop)
+        except Cancelled:
+            self.history.record_window(window, False, "cancelled: shutting down", self.clock())
+            raise
+        window_id = self.history.record_window(window, True, job.reason, self.clock())
+        previous = self.latest.get(window.camera)
+        self.latest[window.camera] = Analysed(window, prefix)
+        self.metrics.window_analysed(window.camera)
+        self.metrics.observe_timings(prefix.timings)
+        for batch in ([p for p in prompts if p.choices], [p for p in prompts if not p.choices]):
+            if not batch:
+                continue
+            results = [self._record(window, window_id, p, self.engine.answer(prefix, p, stop=self.stop))
+                       for p in batch]
+            if self.rules is not None:
+                self.rules.on_results(window, results, previous.window if previous else None)
+
+    def _record(self, window: Window, window_id: int, prompt: Prompt, answer: Answer) -> Result:
+        result = self._result(window, prompt.question, answer)
+        self.history.record_result(window_id, result)
+        self.metrics.observe_timings(answer.timings)
+        if self.publisher is not None:
+            self.publisher.publish_result(result)
+        log.info("camera %s: %s: %s", window.camera, answer.prompt_id, answer.text[:200])
+        return result
+
     def _answer_ask(self, job: AskJob) -> None:
-        """An ad-hoc question on the camera's latest analysed window (shared prefix reused)."""
+        """An ad-hoc question on the camera's latest analysed window (its prefix reused)."""
         request = job.request
-        window = self.latest.get(job.camera)
-        if window is None:
-            self.publisher.reply_error(request, f"camera {job.camera} has no analysed window yet; ask again later")
-            return
+        latest = self.latest.get(job.camera)
+        if latest is None:
+            raise QuestionError(f"camera {job.camera} has no analysed window yet; ask again later")
         prompt = Prompt(f"ask-{request.id}", request.question, tuple(request.choices),
                         max_new_tokens=self.config.prompts.max_new_tokens)
-        try:
-            if prompt.choices:
-                self.engine.choice_tokens(prompt.choices)
-            answer = self.engine.ask(window.frames, [prompt], stop=self.stop).answers[0]
-        except (PromptTooLongError, ModelError) as exc:  # the question's fault, not the engine's
-            self.publisher.reply_error(request, str(exc))
-            return
-        except Cancelled:
-            return
-        result = self._result(window, request.question, answer)
+        answer = self.engine.answer(latest.prefix, prompt, stop=self.stop)
+        result = self._result(latest.window, request.question, answer)
         self.history.record_result(None, result)
-        self.publisher.reply(request, result)
+        if self.publisher is not None:
+            self.publisher.reply(request, result)
+
+    def _summary_step(self, work: SummaryWork) -> None:
+        """One model call of a summary, then back in line behind the windows that arrived meanwhile."""
+        try:
+            next(work.steps)
+        except StopIteration:
+            return
+        while not self.queue.put_summary(work):  # the summary list is full: finish this one here
+            try:
+                next(work.steps)
+            except StopIteration:
+                return
 
     def prompts_for(self, camera: CameraSettings) -> list[Prompt]:
         """The camera's rule questions (choice prompts), then its description prompt."""
@@ -231,46 +277,17 @@ class App:
         return rule_prompts + [Prompt("description", camera.prompts.description or p.description,
                                       max_new_tokens=camera.prompts.max_new_tokens or p.max_new_tokens)]
 
-    def _analyse(self, job: WindowJob) -> None:
-        """Rule questions first, then the description, as two engine calls on the same frames: the
-        engine keeps the shared prefix between them (one prefill), and alerts from rule answers go
-        out before the description is generated."""
-        window, cam = job.window, self.cameras[job.window.camera].settings
-        previous = self.latest.get(window.camera)
-        prompts = self.prompts_for(cam)
-        window_id = None
-        for batch in ([p for p in prompts if p.choices], [p for p in prompts if not p.choices]):
-            if not batch:
-                continue
-            try:
-                analysis = self.engine.ask(window.frames, batch, stop=self.stop)
-            except Cancelled:
-                if window_id is None:
-                    self.history.record_window(window, False, "cancelled: shutting down", self.clock())
-                return
-            if window_id is None:
-                window_id = self.history.record_window(window, True, job.reason, self.clock())
-                self.latest[window.camera] = window
-                self.metrics.window_analysed(window.camera)
-            self.metrics.observe_timings(analysis.shared)
-            results = self._record(window, window_id, batch, analysis)
-            if self.rules is not None:
-                self.rules.on_results(window, results, previous)
-
-    def _record(self, window: Window, window_id: int, prompts: list[Prompt], analysis) -> list[Result]:
-        questions = {p.id: p.question for p in prompts}
-        results = []
-        for answer in analysis.answers:
-            result = self._result(window, questions[answer.prompt_id], answer)
-            self.history.record_result(window_id, result)
-            self.metrics.observe_timings(answer.timings)
-            if self.publisher is not None:
-                self.publisher.publish_result(result)
-            log.info("camera %s: %s: %s", window.camera, answer.prompt_id, answer.text[:200])
-            results.append(result)
-        return results
-
-    def _result(self, window: Window, question: str, answer) -> Result:
+    def _result(self, window: Window, question: str, answer: Answer) -> Result:
         return Result(window.camera, answer.prompt_id, question, window.start, window.end, self.clock(),
                       answer.text, answer.tokens, answer.stop_reason, answer.choice, answer.probabilities,
-                      answer.timings, self.engine.model.name)
+                      answer.timings, self.engine.name)
+
+
+def _describe(job: Job) -> str:
+    if isinstance(job, WindowJob):
+        return f"camera {job.window.camera}: window at {job.window.start:.1f}"
+    if isinstance(job, AskJob):
+        return f"camera {job.camera}: question {job.request.id!r}"
+    if isinstance(job, SummaryWork):
+        return f"summary {job.job_id}"
+    return repr(job)

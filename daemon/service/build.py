@@ -1,91 +1,120 @@
-"""`vlmwatch check-config` and `vlmwatch run`: validate everything, then start."""
+"""Wiring: the one place that opens what the config names and connects the parts.
+
+    app, closers = build_app(cfg)      # opens the model, history, sources, MQTT, ...
+    app.run()
+    for close in reversed(closers): close()
+
+`assemble` connects parts that are already open (tests pass fakes for any of
+them); `build_app` opens the real ones and calls it.
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
+import time
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Callable
 
+from daemon.engine.engine import Engine, open_engine
 from daemon.errors import ConfigError
+from daemon.rules.files import load_rules
 from daemon.rules.model import RuleSet
+from daemon.rules.runner import RuleRunner, check_questions
+from daemon.rules.state import RuleStateStore
+from daemon.service.app import App, Camera, Publisher
+from daemon.service.history import History
+from daemon.service.metrics import Metrics
+from daemon.service.notify import Notifier
+from daemon.service.worker import NpuWorker, WorkQueue
+from daemon.summaries.runner import RunLog, Summarizer
+from daemon.summaries.scheduler import SummaryScheduler
+from daemon.video import Source, open_source
+from daemon.video.gate import Gate
+from daemon.video.snapshot import snapshot
+
+if TYPE_CHECKING:
+    from daemon.config import Config
+
+log = logging.getLogger(__name__)
 
 
-def build_app(cfg, once: bool = False):
+def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], None]]]:
     """Open everything the config names; return the App and what to close afterwards, in order."""
-    from daemon.engine.bundle import locate, open_model
-    from daemon.engine.engine import Engine, Sampling
-    from daemon.service.app import App
-    from daemon.service.history import History
-    from daemon.service.metrics import Metrics
-    from daemon.service.notify import Notifier
-    from daemon.video import open_source
-
     try:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"state_dir {cfg.state_dir}: cannot create it ({exc.strerror});"
                           " point state_dir at a writable folder") from None
-    closers = []
-    m = cfg.model
+    closers: list[Callable[[], None]] = []
     notifier = Notifier()
     notifier.extend_timeout(300)  # loading 30 graphs onto the NPU takes a while
-    engine = Engine(open_model(locate(m.dir, m.tokenizer, m.vit), m.backend, m.device_id), system=m.system,
-                    sampling=Sampling(**m.sampling.model_dump()), max_new_tokens=cfg.prompts.max_new_tokens)
+    engine = open_engine(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
     history = History(cfg.state_dir / "history.sqlite").open()
     closers.append(history.close)
-    rules = build_rules(cfg, engine, history, closers)
+    ruleset = open_rules(cfg, engine)
     metrics = Metrics()
     if cfg.metrics.enabled:
         endpoint = metrics.serve(cfg.metrics.host, cfg.metrics.port)
         closers.append(metrics.close)
-        logging.getLogger(__name__).info("metrics on %s", endpoint.url)
+        log.info("metrics on %s", endpoint.url)
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
     sources = {c.name: open_source(c.name, c.source, c, on_event=on_event, state_dir=cfg.state_dir, once=once)
                for c in cfg.cameras}
-    publisher = make_publisher(cfg, rules, on_ask=lambda request: app.on_ask(request))
-    scheduler = build_scheduler(cfg, history, closers)
-    app = App(cfg, engine, sources, history, metrics, notifier, publisher, rules=rules, scheduler=scheduler)
+    publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request))
+    app = assemble(cfg, engine, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
+                   ruleset=ruleset, closers=closers)
     if publisher is not None:
         publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
     return app, closers
 
 
-def build_scheduler(cfg, history, closers):
-    """The scheduler of cfg.summaries (None without jobs); the jobs' last runs live in the history file."""
-    if not cfg.summaries:
+def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: History, *,
+             metrics: Metrics | None = None, notifier: Notifier | None = None, publisher: Publisher | None = None,
+             ruleset: RuleSet | None = None, closers: list[Callable[[], None]] | None = None,
+             clock: Callable[[], float] = time.time) -> App:
+    """Connect open parts into an App: a gate per camera, the NPU queue and worker, the rule runner
+    (persisting its state in the history file), the summarizer and its scheduler."""
+    closers = closers if closers is not None else []
+    stop = threading.Event()
+    queue = WorkQueue()
+    cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate)) for c in cfg.cameras}
+    rules = None
+    if ruleset is not None:
+        store = RuleStateStore(history.path).open()
+        closers.append(store.close)
+        rules = RuleRunner(ruleset, store, history, publisher, snapshot)
+    summarizer = scheduler = None
+    if cfg.summaries:
+        runlog = RunLog(history.path).open()
+        closers.append(runlog.close)
+        publish = publisher.publish_summary if publisher is not None else None
+        summarizer = Summarizer(history, engine, runlog, [c.name for c in cfg.cameras], publish, clock)
+        scheduler = SummaryScheduler(cfg.summaries, runlog)
+    return App(cfg, engine, cameras, history, queue, NpuWorker(queue, stop), stop,
+               metrics=metrics or Metrics(), notifier=notifier or Notifier(""), publisher=publisher, rules=rules,
+               summarizer=summarizer, scheduler=scheduler, clock=clock)
+
+
+def open_rules(cfg: Config, engine: Engine) -> RuleSet | None:
+    """The rule files of cfg.rules (None without rules), their questions checked against the model."""
+    if cfg.rules is None:
         return None
-    from daemon.summaries.runner import RunLog
-    from daemon.summaries.scheduler import SummaryScheduler
-
-    runlog = RunLog(history.path).open()
-    closers.append(runlog.close)
-    return SummaryScheduler(cfg.summaries, runlog)
+    ruleset = load_rules(cfg.rules, cameras=[c.name for c in cfg.cameras], timezone=cfg.tzinfo)
+    check_questions(ruleset, engine, {c.name: c.frames for c in cfg.cameras})
+    return ruleset
 
 
-def make_publisher(cfg, rules, on_ask):
+def make_publisher(cfg: Config, ruleset: RuleSet | None, on_ask):
     """The MQTT publisher for cfg.mqtt, or None: without an mqtt section nothing is published."""
     if cfg.mqtt is None:
         return None
-    from daemon.mqtt.publisher import Publisher
+    from daemon.mqtt.publisher import Publisher  # paho only when MQTT is configured
 
-    rule_infos = rules.rule_infos() if rules is not None else ()
-    return Publisher(cfg.mqtt, cfg.state_dir / "outbox.sqlite", [c.name for c in cfg.cameras], rule_infos,
-                     [j.id for j in cfg.summaries], on_ask=on_ask)
-
-
-def build_rules(cfg, engine, history, closers):
-    """The rule runner for cfg.rules (None without rules), its questions checked against the model.
-    The App hands it its publisher."""
-    from daemon.rules.files import load_rules
-    from daemon.rules.runner import RuleRunner, check_questions
-    from daemon.rules.state import RuleStateStore
-
-    if cfg.rules is None:
-        return None
-    rules = load_rules(cfg.rules, cameras=[c.name for c in cfg.cameras], timezone=cfg.tzinfo)
-    check_questions(rules, engine, {c.name: c.frames for c in cfg.cameras})
-    store = RuleStateStore(history.path).open()
-    closers.append(store.close)
-    return RuleRunner(rules, store, history, cameras=[c.name for c in cfg.cameras])
+    cameras = [c.name for c in cfg.cameras]
+    infos = rule_infos(ruleset, cameras) if ruleset is not None else ()
+    return Publisher(cfg.mqtt, cfg.state_dir / "outbox.sqlite", cameras, infos, [j.id for j in cfg.summaries],
+                     on_ask=on_ask)
 
 
 def rule_infos(rules: RuleSet, cameras: Sequence[str]):

@@ -13,7 +13,7 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any, Callable
+from typing import Any, Callable, Generator
 
 from daemon.types import Window
 
@@ -32,13 +32,15 @@ class AskJob:
     request: Any  # the MQTT ask request; answered on the camera's latest analysed window
 
 
-@dataclass(frozen=True)
-class SummaryJob:
+@dataclass(frozen=True, eq=False)
+class SummaryWork:
+    """A summary in progress: each step is one model call; the queue puts it behind waiting windows."""
+
     job_id: str
-    run: Callable[[], Any] = field(compare=False)  # does the text-only model work on the NPU thread
+    steps: Generator[None, None, Any] = field(repr=False)
 
 
-Job = WindowJob | AskJob | SummaryJob
+Job = WindowJob | AskJob | SummaryWork
 
 
 class WorkQueue:
@@ -48,7 +50,7 @@ class WorkQueue:
         self._cond = threading.Condition()
         self._windows: dict[str, tuple[int, WindowJob]] = {}  # camera -> (arrival, newest window)
         self._asks: deque[AskJob] = deque()
-        self._summaries: deque[SummaryJob] = deque()
+        self._summaries: deque[SummaryWork] = deque()
         self._max_asks, self._max_summaries = max_asks, max_summaries
         self._seq = count()
         self._closed = False
@@ -74,7 +76,7 @@ class WorkQueue:
     def put_ask(self, job: AskJob) -> bool:
         return self._put_bounded(self._asks, job, self._max_asks)
 
-    def put_summary(self, job: SummaryJob) -> bool:
+    def put_summary(self, job: SummaryWork) -> bool:
         return self._put_bounded(self._summaries, job, self._max_summaries)
 
     def _put_bounded(self, q: deque, job, limit: int) -> bool:
@@ -123,12 +125,14 @@ class WorkQueue:
 class NpuWorker:
     """One named thread: takes jobs and hands them to `handle`; a failure there is fatal."""
 
-    def __init__(self, queue: WorkQueue, handle: Callable[[Job], None], stop: threading.Event):
-        self.queue, self.handle, self.stop = queue, handle, stop
+    def __init__(self, queue: WorkQueue, stop: threading.Event):
+        self.queue, self.stop = queue, stop
+        self.handle: Callable[[Job], None] | None = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="npu-worker", daemon=True)
 
-    def start(self) -> None:
+    def start(self, handle: Callable[[Job], None]) -> None:
+        self.handle = handle
         self._thread.start()
 
     def _loop(self) -> None:

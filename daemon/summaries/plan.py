@@ -1,8 +1,9 @@
 """Map-reduce planning of a summary within the model's limits, and running the plan.
 
-    budget = TokenBudget.of(engine)
+    budget = TokenBudget(engine)
     plan = plan_summary(timeline, request, budget)   # pure: no model call
-    text = execute(plan, engine_asker(engine, stop), budget)
+    text = yield from run_steps(plan, engine_asker(engine, stop), budget)
+    # a generator: it pauses after each model call, so the NPU worker takes windows in between
 
 A timeline that fits one prompt is one `direct` step. Otherwise its lines are
 packed into `map` prompts that fit, each answered with a partial summary of at
@@ -10,7 +11,7 @@ most `partial_tokens`; partials are packed into `merge` prompts until they fit
 one `final` prompt, which carries the user's question. Map prompts are known
 exactly before any model call; merge and final prompts depend on the partials,
 so the plan gives their templates and an upper bound of their size, and
-`execute` builds them from the real partials and counts them exactly again.
+`run_steps` builds them from the real partials and counts them exactly again.
 
 Limits come from the engine: the largest prefill, and the KV cache, where a
 step's prompt must leave room for its answer. Prompts are counted with the
@@ -23,7 +24,8 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Generator, Sequence
 
-from daemon.errors import ModelError
+from daemon.errors import PromptTooLongError
+from daemon.types import Prompt
 from daemon.summaries.timeline import (
     Entry,
     Period,
@@ -40,30 +42,27 @@ MIN_PARTIAL = 8  # fewest tokens a partial summary may have before map-reduce is
 
 
 class TokenBudget:
-    """Exact prompt sizes from the engine's own prompt builder, and the model's limits."""
+    """Exact prompt sizes from the engine's own tokenizer and template, and the model's limits
+    (the engine's public `limits`, `prompt_tokens`, `tokenize` and `detokenize`)."""
 
-    def __init__(self, prompts, max_prompt: int, kv_len: int):
-        self.prompts, self.max_prompt, self.kv_len = prompts, max_prompt, kv_len
-        self._prefix = len(prompts.prefix(0))
-
-    @classmethod
-    def of(cls, engine) -> TokenBudget:
-        return cls(engine.prompts, engine.llm.geo.max_prompt, engine.llm.geo.kv_len)
+    def __init__(self, engine):
+        self.engine = engine
+        self.max_prompt, self.kv_len = engine.limits.max_prompt, engine.limits.kv_len
 
     def count(self, question: str) -> int:
         """Tokens of a text-only prompt: system turn + question + chat template."""
-        return self._prefix + len(self.prompts.suffix(question))
+        return self.engine.prompt_tokens(0, question)
 
     def piece(self, text: str) -> int:
-        return len(self.prompts.encode(text))
+        return len(self.engine.tokenize(text))
 
     def limit(self, new_tokens: int) -> int:
         """Largest prompt that still leaves `new_tokens` of answer room in the KV cache."""
         return min(self.max_prompt, self.kv_len - new_tokens)
 
     def clip(self, text: str, tokens: int) -> str:
-        ids = self.prompts.encode(text)
-        return text if len(ids) <= tokens else self.prompts.decode(ids[:max(0, tokens - 1)]).rstrip() + "…"
+        ids = self.engine.tokenize(text)
+        return text if len(ids) <= tokens else self.engine.detokenize(ids[:max(0, tokens - 1)]).rstrip() + "…"
 
 
 @dataclass(frozen=True)
@@ -150,8 +149,8 @@ def partial_tokens(timeline: Timeline, request: Request, budget: TokenBudget) ->
     return b
 
 
-def too_small(request: Request, budget: TokenBudget) -> ModelError:
-    return ModelError(
+def too_small(request: Request, budget: TokenBudget) -> PromptTooLongError:
+    return PromptTooLongError(
         f"summary {request.job!r}: with answers of up to {request.max_new_tokens} tokens, a prompt may take"
         f" {max(0, budget.limit(request.max_new_tokens))} tokens (the model's largest prefill is {budget.max_prompt}, its KV"
         f" cache {budget.kv_len}), too few to summarise the timeline in parts; lower max_new_tokens, or shorten"
@@ -193,7 +192,7 @@ def pack(costs: Sequence[int], base: int, exact: Callable[[int, int], int], limi
         while j - i > 1 and exact(i, j) > limit:
             j -= 1
         if exact(i, j) > limit:
-            raise ModelError(f"one timeline line needs {exact(i, j)} tokens, more than the {limit} a step may take;"
+            raise PromptTooLongError(f"one timeline line needs {exact(i, j)} tokens, more than the {limit} a step may take;"
                              " shorten the system text")
         groups.append((i, j))
         i = j
@@ -209,7 +208,7 @@ def reduce_steps(timeline: Timeline, request: Request, budget: TokenBudget, n: i
     steps = []
     while final_fixed + n * slot > budget.limit(request.max_new_tokens):
         if fan_in < 2:
-            raise ModelError(f"summary {request.job!r}: partial summaries of {b} tokens do not fit two to a prompt"
+            raise PromptTooLongError(f"summary {request.job!r}: partial summaries of {b} tokens do not fit two to a prompt"
                              f" of {budget.limit(b)} tokens; shorten the system text")
         groups = [min(fan_in, n - k) for k in range(0, n, fan_in)]
         template = partials_prompt(timeline, [], MERGE_INSTRUCTION, final=False)
@@ -230,16 +229,6 @@ def _template(prompt: str, parts: int, b: int) -> str:
 
 
 Ask = Callable[[str, int], str]  # (question, max_new_tokens) -> answer text
-
-
-def execute(plan: Plan, ask: Ask, budget: TokenBudget) -> str:
-    """Run every model call of the plan; the summary text."""
-    calls = run_steps(plan, ask, budget)
-    while True:
-        try:
-            next(calls)
-        except StopIteration as done:
-            return done.value
 
 
 def run_steps(plan: Plan, ask: Ask, budget: TokenBudget) -> Generator[None, None, str]:
@@ -273,7 +262,7 @@ def merge_partials(plan: Plan, parts: list[Partial], ask: Ask, budget: TokenBudg
     costs = [budget.piece(partial_line(p, timeline.period) + "\n") for p in parts]
     groups = pack(costs, budget.count(render(0, 0)), lambda i, j: budget.count(render(i, j)), budget.limit(b))
     if len(groups) >= len(parts):
-        raise ModelError(f"summary {plan.request.job!r}: partial summaries do not fit two to a prompt of"
+        raise PromptTooLongError(f"summary {plan.request.job!r}: partial summaries do not fit two to a prompt of"
                          f" {budget.limit(b)} tokens; shorten the system text or the prompt")
     merged = []
     for i, j in groups:
@@ -287,14 +276,10 @@ def _text(answer: str) -> str:
 
 
 def engine_asker(engine, stop: threading.Event | None = None, on_step: Callable[[str, int], None] | None = None) -> Ask:
-    """Text-only questions to the engine; Cancelled when `stop` ends a step."""
-    from daemon.errors import Cancelled
-    from daemon.types import Prompt
+    """Text-only questions to the engine; the engine raises Cancelled when `stop` ends a step."""
 
     def ask(question: str, max_new_tokens: int) -> str:
         answer = engine.ask([], [Prompt("summary", question, max_new_tokens=max_new_tokens)], stop=stop).answers[0]
-        if answer.stop_reason == "cancelled":
-            raise Cancelled()
         if on_step is not None:
             on_step(question, answer.prompt_tokens)
         return answer.text

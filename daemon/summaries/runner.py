@@ -10,19 +10,17 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from datetime import datetime, tzinfo
+from datetime import tzinfo
 from typing import TYPE_CHECKING, Callable, Generator, Sequence
 
-from daemon.errors import VlmwatchError
 from daemon.store import Store
 from daemon.summaries.settings import parse_period
 from daemon.summaries.timeline import Period, Request, build_timeline
-from daemon.times import zone_of
+from daemon.times import iso, zone_of
 from daemon.types import Summary
 
 if TYPE_CHECKING:
     from daemon.service.history import History
-    from daemon.service.worker import SummaryJob as WorkItem
     from daemon.summaries.settings import SummaryJob
 
 log = logging.getLogger(__name__)
@@ -111,7 +109,7 @@ class Summarizer:
     def plan(self, request: Request, period: Period):
         from daemon.summaries.plan import TokenBudget, plan_summary
 
-        return plan_summary(build_timeline(self.history, period, request.cameras), request, TokenBudget.of(self.engine))
+        return plan_summary(build_timeline(self.history, period, request.cameras), request, TokenBudget(self.engine))
 
     def summarize(self, request: Request, period: Period, stop: threading.Event | None = None) -> Summary:
         """Plan and run the model calls (none for an empty period); records nothing."""
@@ -125,7 +123,7 @@ class Summarizer:
         plan = self.plan(request, period)
         calls: list[int] = []
         ask = engine_asker(self.engine, stop, on_step=lambda question, tokens: calls.append(tokens))
-        text = yield from run_steps(plan, ask, TokenBudget.of(self.engine))
+        text = yield from run_steps(plan, ask, TokenBudget(self.engine))
         counts = {**plan.timeline.counts, "timeline": len(plan.timeline.entries), "model_calls": len(calls)}
         return Summary(request.job, period.start, period.end, text, self.clock(), counts, request.cameras)
 
@@ -138,7 +136,7 @@ class Summarizer:
         """`run`, pausing after each model call."""
         last = self.runlog.last(job.id) if self.runlog else None
         if last is not None and last.fire >= fire.at:
-            log.info("summary %s: the run for %s already happened; not repeating it", job.id, _iso(fire.at))
+            log.info("summary %s: the run for %s already happened; not repeating it", job.id, iso(fire.at, None, "seconds"))
             return None
         period = period_for(job, fire, last, zone_of(job.timezone))
         summary = yield from self.summarize_steps(self.request(job), period, stop)
@@ -151,31 +149,6 @@ class Summarizer:
                  summary.text[:200])
         return summary
 
-    def work(self, job: SummaryJob, fire: Fire, stop: threading.Event | None = None,
-             requeue: Callable[[WorkItem], bool] | None = None) -> WorkItem:
-        """The NPU queue item for a fire. After each model call it hands itself to `requeue` (the queue's
-        put_summary), so windows waiting meanwhile go first; a user-facing failure is logged, not fatal."""
-        from daemon.errors import Cancelled
-        from daemon.service.worker import SummaryJob as WorkItem
-
-        steps = self.run_steps(job, fire, stop)
-
-        def run() -> None:
-            try:
-                while True:
-                    next(steps)
-                    if requeue is not None and requeue(item):
-                        return  # the rest after the windows queued meanwhile
-            except StopIteration:
-                pass
-            except Cancelled:
-                log.info("summary %s: cancelled by shutdown; a restart within misfire_grace runs it again", job.id)
-            except VlmwatchError as exc:
-                log.error("summary %s: %s", job.id, exc)
-
-        item = WorkItem(job.id, run)
-        return item
-
 
 def _drain(steps: Generator[None, None, object]):
     while True:
@@ -183,7 +156,3 @@ def _drain(steps: Generator[None, None, object]):
             next(steps)
         except StopIteration as done:
             return done.value
-
-
-def _iso(ts: float) -> str:
-    return datetime.fromtimestamp(ts).astimezone().isoformat(timespec="seconds")

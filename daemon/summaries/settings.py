@@ -3,26 +3,19 @@
 
 from __future__ import annotations
 
-from daemon.times import parse_duration
-
-from typing import TYPE_CHECKING
-
-from pydantic import (
-    Field,
-    field_validator,
-)
+from pydantic import Field, field_validator
 
 from daemon.settings import NAME_RE, Section, Timezone
+from daemon.times import parse_duration
 
-if TYPE_CHECKING:
-    from daemon.summaries.settings import SummaryJob
+SINCE_LAST = "since_last"
 
 
 class SummaryJob(Section):
     id: str = Field(pattern=NAME_RE, description="Job name; MQTT topic <base>/summary/<id>.")
     cron: str = Field(description="Five-field cron expression, e.g. '0 20 * * *'.")
     cameras: list[str] | None = Field(None, description="Cameras to summarise; default all.")
-    period: str = Field("since_last", description="A duration such as 2h, 24h or 7d ending at the run's scheduled"
+    period: str = Field(SINCE_LAST, description="A duration such as 2h, 24h or 7d ending at the run's scheduled"
                         " time, or since_last: from the end of the previous run.")
     prompt: str = Field("Summarise what happened.", min_length=1, description="The summary question.")
     max_new_tokens: int = Field(200, ge=1, description="Longest summary in tokens.")
@@ -34,25 +27,20 @@ class SummaryJob(Section):
     @field_validator("period")
     @classmethod
     def _period(cls, v: str) -> str:
-        from daemon.summaries.settings import parse_period
-
         parse_period(v)
         return v
 
     @field_validator("misfire_grace")
     @classmethod
     def _grace(cls, v: str) -> str:
-        from daemon.times import parse_duration
-
         parse_duration(v, "misfire_grace")
         return v
 
     @field_validator("cron")
     @classmethod
     def _cron(cls, v: str) -> str:
-        from daemon.summaries.cron import (
-            CronSchedule,  # cron's weekday numbers, not APScheduler 3's
-        )
+        # cron's weekday numbers (0 = Sunday), not APScheduler 3's
+        from daemon.summaries.cron import CronSchedule
 
         if len(v.split()) != 5:
             raise ValueError(f"cron {v!r} must have five fields (minute hour day month weekday)")
@@ -62,8 +50,6 @@ class SummaryJob(Section):
             message = str(exc)
             raise ValueError(message if message.startswith("cron ") else f"invalid cron {v!r}: {exc}") from None
         return v
-
-SINCE_LAST = "since_last"
 
 
 def parse_period(text: str) -> float | None:

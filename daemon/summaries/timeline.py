@@ -1,20 +1,17 @@
-"""Summaries of a period of history: timeline, map-reduce plan, model calls.
+"""What a summary reads: the timeline of a period of history, as text lines.
 
-    timeline = build_timeline(history, period, cameras)     # what was seen, runs merged
-    plan = plan_summary(timeline, request, TokenBudget.of(engine))
-    text = execute(plan, engine_asker(engine, stop), budget)
+    timeline = build_timeline(history, Period(start, end, zone), cameras)
+    lines = [entry_line(e, timeline.period) for e in timeline.entries]
 
-The model reads the timeline as text only. When it does not fit one prompt,
-it is split into chunks that do (map), each chunk is summarised, and the
-partial summaries are summarised again (reduce, in as many levels as the
-model's context needs). Every limit comes from the engine: prompts are
-counted with its own prompt builder, and a step's prompt leaves its answer
-room in the KV cache. An empty period gets a fixed "nothing was seen" text
-and no model call.
+The period's descriptions, rule answers and alerts become `Entry` lines,
+oldest first; consecutive near-identical descriptions (or answers) of one
+camera merge into one line with a repeat count, so an unchanging scene is
+one line however long it lasts. Times are written in the period's zone, as short as the
+period allows. An empty timeline gets a fixed "nothing was seen" text
+(`nothing_seen`) and no model call.
 
-The last run of each scheduled job is kept in the history database
-(`RunLog`), so that after a restart a `since_last` job starts where the
-previous run ended: no period is skipped or summarised twice.
+Also the seams of a summary: `Period` (when, and in which zone), `Request`
+(what to summarise, from a config job or `vlmwatch summarize`), `Timeline`.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""What sources report and how they are named.
+"""What sources go through (`SourceEvent`, sent with `emit`) and how they are named.
 
 Every source has a `name` and `windows(stop) -> Iterator[Window]` (`Source`).
 Trouble (a missing, corrupt or truncated file, a lost camera) is an *event*
@@ -51,8 +51,8 @@ class Source(Protocol):
         ...
 
 
-def report(camera: str, kind: str, message: str, on_event: EventSink | None, level: int = logging.INFO) -> None:
-    """Log a source event with the camera's name and hand it to the listener."""
+def emit(camera: str, kind: str, message: str, on_event: EventSink | None, level: int = logging.INFO) -> None:
+    """Log a source event with the camera's name and hand it to the listener (if any)."""
     log.log(level, "camera %s: %s", camera, message)
     if on_event is not None:
         on_event(SourceEvent(camera, kind, message, time.time()))

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-from daemon.video.events import report
-
 import logging
 import threading
 import time
@@ -13,7 +11,7 @@ from typing import Callable, Iterator
 
 from daemon.errors import SourceError
 from daemon.types import Frame, Window
-from daemon.video.events import EventSink
+from daemon.video.events import EventSink, emit
 from daemon.video.settings import SourceSettings
 from daemon.video.windows import file_layout
 
@@ -41,7 +39,6 @@ class FileSource:
     ) -> None:
         self.name, self.path, self.settings = name, Path(path), settings
         self.on_event, self._clock, self._wall = on_event, clock, wall
-        self.windows_out = 0
 
     def _open(self):
         import decord
@@ -61,13 +58,13 @@ class FileSource:
         try:
             reader, frame_count, fps = self._open()
         except SourceError as exc:
-            report(self.name, "error", str(exc), self.on_event, logging.ERROR)
+            emit(self.name, "error", str(exc), self.on_event, logging.ERROR)
             return
         s = self.settings
         plans = file_layout(frame_count, fps, s.span, s.stride, s.frames)
         origin = self._wall() if s.realtime else self.path.stat().st_mtime - frame_count / fps
         paced_from = self._clock()
-        report(self.name, "connected", f"reading {self.path.name} ({frame_count} frames, {fps:.1f} fps)", self.on_event)
+        emit(self.name, "connected", f"reading {self.path.name} ({frame_count} frames, {fps:.1f} fps)", self.on_event)
         cache: dict[int, Frame] = {}
         for plan in plans:
             if stop.is_set():
@@ -76,13 +73,12 @@ class FileSource:
                 frames = self._frames(reader, plan.indices, cache, origin)
             except Exception as exc:
                 message = f"cannot decode {self.path.name} at {plan.start:.1f} s: {_first_line(exc)}; file truncated?"
-                report(self.name, "error", message, self.on_event, logging.ERROR)
+                emit(self.name, "error", message, self.on_event, logging.ERROR)
                 return
             if s.realtime and stop.wait(max(0.0, paced_from + plan.end - plans[0].start - self._clock())):
                 return
-            self.windows_out += 1
             yield Window(self.name, origin + plan.start, origin + plan.end, frames)
-        report(self.name, "finished", f"finished {self.path.name}: {len(plans)} windows", self.on_event)
+        emit(self.name, "finished", f"finished {self.path.name}: {len(plans)} windows", self.on_event)
 
     def _frames(self, reader, indices: tuple[int, ...], cache: dict[int, Frame], origin: float) -> tuple[Frame, ...]:
         """Frames at `indices`, reusing the objects of the previous window where they coincide."""

@@ -18,59 +18,59 @@ import time
 from pathlib import Path
 from typing import Callable, Generator, Iterator
 
+from daemon.store import MEMORY, Store
 from daemon.types import Window
-from daemon.video.events import VIDEO_EXTENSIONS, EventSink, SourceEvent, report
+from daemon.video.events import VIDEO_EXTENSIONS, EventSink, SourceEvent, emit
 from daemon.video.file import FileSource
 from daemon.video.settings import SourceSettings
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS processed_files (
-    source TEXT NOT NULL,
-    path   TEXT NOT NULL,   -- relative to the watched folder
-    size   INTEGER NOT NULL,
-    status TEXT NOT NULL,   -- done | error
-    at     REAL NOT NULL,   -- POSIX seconds
-    PRIMARY KEY (source, path, size)
-)
-"""
+# Appended to, never edited (see daemon.store.migrate). IF NOT EXISTS: files written before
+# schema versions already hold the table.
+PROCESSED_MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE IF NOT EXISTS processed_files (
+            source TEXT NOT NULL,
+            path   TEXT NOT NULL,               -- relative to the watched folder
+            size   INTEGER NOT NULL,
+            status TEXT NOT NULL,               -- done | error
+            at     REAL NOT NULL,               -- POSIX seconds
+            PRIMARY KEY (source, path, size))""",
+    ],
+]
 
 
-class ProcessedFiles:
-    """The set of clips already processed, in SQLite (`None`: in memory only)."""
+class ProcessedFiles(Store):
+    """The clips already processed, keyed (source, path, size), in SQLite (`path` None: in memory only).
+
+    Opened on first use, so that building a source does no I/O. Thread-safe.
+    """
+
+    component, migrations, what = "processed_files", PROCESSED_MIGRATIONS, "the record of processed clips"
 
     def __init__(self, path: str | os.PathLike | None) -> None:
-        self.path = Path(path) if path is not None else None
-        self._db: sqlite3.Connection | None = None
-        self._lock = threading.Lock()
+        super().__init__(MEMORY if path is None else path)
+        self._opening = threading.Lock()
 
-    def _conn(self) -> sqlite3.Connection:
-        if self._db is None:
-            if self.path is not None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path or ":memory:"), check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(SCHEMA)
-        return self._db
+    def _configure(self, db: sqlite3.Connection) -> None:
+        super()._configure(db)
+        db.execute("PRAGMA journal_mode=WAL")  # readers (sqlite3 in a shell) never block the writer
 
     def __contains__(self, key: tuple[str, str, int]) -> bool:
-        with self._lock:
-            row = self._conn().execute(
-                "SELECT 1 FROM processed_files WHERE source = ? AND path = ? AND size = ?", key
-            ).fetchone()
+        row = self._use(lambda db: db.execute(
+            "SELECT 1 FROM processed_files WHERE source = ? AND path = ? AND size = ?", key).fetchone(), "read")
         return row is not None
 
     def add(self, key: tuple[str, str, int], status: str = "done") -> None:
-        with self._lock, self._conn() as db:
-            db.execute(
-                "INSERT OR REPLACE INTO processed_files (source, path, size, status, at) VALUES (?, ?, ?, ?, ?)",
-                (*key, status, time.time()),
-            )
+        """Record a clip as processed: status "done", or "error" (it is not tried again either)."""
+        self._use(lambda db: db.execute(
+            "INSERT OR REPLACE INTO processed_files (source, path, size, status, at) VALUES (?, ?, ?, ?, ?)",
+            (*key, status, time.time())), "write")
 
-    def close(self) -> None:
-        with self._lock:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
+    def _use(self, action, verb: str):
+        with self._opening:
+            if self._db is None:
+                self.open()
+        return self._run(action, verb)
 
 
 class FolderSource:
@@ -88,7 +88,7 @@ class FolderSource:
         once: bool = False,
     ) -> None:
         self.name, self.folder, self.settings, self.once = name, Path(folder), settings, once
-        self.processed = processed or ProcessedFiles(None)
+        self.processed = processed if processed is not None else ProcessedFiles(None)
         self.on_event, self._clock = on_event, clock
         self._seen: dict[str, tuple[int, int, float]] = {}  # path -> size, mtime_ns, unchanged since
         self._done: set[tuple[str, int]] = set()  # (path, size) known to be processed
@@ -105,7 +105,7 @@ class FolderSource:
                 if stop.is_set():
                     return
             if self.once and not ready and not self._pending():
-                report(self.name, "finished", f"folder {self.folder}: every clip processed", self.on_event)
+                emit(self.name, "finished", f"folder {self.folder}: every clip processed", self.on_event)
                 return
             if stop.wait(self.settings.folder.poll):
                 return
@@ -149,7 +149,7 @@ class FolderSource:
         if not self.folder.is_dir():
             if not self._missing_reported:
                 message = f"folder {self.folder} does not exist (yet); watching for it"
-                report(self.name, "error", message, self.on_event, logging.WARNING)
+                emit(self.name, "error", message, self.on_event, logging.WARNING)
                 self._missing_reported = True
             return {}
         self._missing_reported = False

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import cv2
 import numpy as np
 
-from daemon.types import Frame
+from daemon.types import Frame, Window
+from daemon.video.gate import frame_change, signature
 
 JPEG_QUALITY = 85
 
@@ -16,17 +18,18 @@ def changed_most(frames: Sequence[Frame], reference: Frame | None) -> Frame:
     """The frame that differs most (in the gate's terms) from what the model saw before: the last
     frame of the previous analysed window, or without one this window's first frame. When
     nothing differs, the middle frame."""
-    from daemon.video.gate import frame_change, signature
-
     base = signature((reference or frames[0]).image)
     scores = [frame_change(signature(f.image), base) for f in frames]
     best = int(np.argmax(scores))
     return frames[best] if scores[best] > 0 else frames[len(frames) // 2]
 
 
-def jpeg(frame: Frame, quality: int = JPEG_QUALITY) -> bytes:
-    import cv2
+def snapshot(window: Window, previous: Window | None) -> bytes:
+    """The JPEG of an alert: the frame of `window` that changed most since the `previous` analysed one."""
+    return jpeg(changed_most(window.frames, previous.frames[-1] if previous else None))
 
+
+def jpeg(frame: Frame, quality: int = JPEG_QUALITY) -> bytes:
     ok, data = cv2.imencode(".jpg", frame.image, [cv2.IMWRITE_JPEG_QUALITY, quality])
     if not ok:
         raise ValueError(f"OpenCV could not encode a {frame.image.shape} frame as JPEG")

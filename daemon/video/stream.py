@@ -30,7 +30,7 @@ from typing import Callable, Iterator
 
 from daemon.redact import redact_url
 from daemon.types import Frame, Window
-from daemon.video.events import EventSink, report
+from daemon.video.events import EventSink, emit
 from daemon.video.settings import SourceSettings
 from daemon.video.windows import LiveWindows
 
@@ -110,7 +110,7 @@ class StreamSource:
             s = self.settings.stream
             delay = backoff_delay(attempt, s.retry_min, s.retry_max, self._rng)
             attempt += 1
-            report(self.name, "retrying", f"retrying in {delay:.1f} s (attempt {attempt})", self.on_event)
+            emit(self.name, "retrying", f"retrying in {delay:.1f} s (attempt {attempt})", self.on_event)
             if halt.wait(delay):
                 break
 
@@ -130,13 +130,13 @@ class StreamSource:
             self.connects += 1
             width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
             shape = f"{width}x{height}, {capture.get(cv2.CAP_PROP_FPS):.0f} fps"
-            report(self.name, "connected", f"connected to {self.safe_url} ({shape})", self.on_event)
+            emit(self.name, "connected", f"connected to {self.safe_url} ({shape})", self.on_event)
             return capture
         capture.release()
         waited = time.monotonic() - started
         why = "no answer (open timeout)" if waited >= 0.9 * s.open_timeout else "refused or not a video stream"
         message = f"cannot open {self.safe_url} after {waited:.1f} s: {why}; check address, credentials and network"
-        report(self.name, "error", message, self.on_event, logging.WARNING)
+        emit(self.name, "error", message, self.on_event, logging.WARNING)
         return None
 
     def _read(self, capture, halt: threading.Event, out: queue.Queue) -> int:
@@ -165,7 +165,7 @@ class StreamSource:
             capture.release()
         if not halt.is_set():
             message = f"lost {self.safe_url} after {grabbed} frames: {why}"
-            report(self.name, "lost", message, self.on_event, logging.WARNING)
+            emit(self.name, "lost", message, self.on_event, logging.WARNING)
         return grabbed
 
     def _deliver(self, out: queue.Queue, window: Window) -> None:

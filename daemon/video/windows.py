@@ -1,4 +1,4 @@
-"""Where windows lie and which frames they take, and the `vlmwatch windows` command.
+"""Where windows lie and which frames they take; no I/O (the sources feed it frames or frame counts).
 
 A window covers `span` seconds; windows start every `stride` seconds (less
 than `span` overlaps them); each takes `frames` frames at the mid-points of
@@ -91,11 +91,6 @@ class LiveWindows:
         self.incomplete = 0  # windows dropped because the stream paused inside them
         self._open: list[_OpenWindow] = []
         self._next_start: float | None = None
-
-    def reset(self) -> None:
-        """Forget partial windows (after a reconnect: they would span the gap)."""
-        self._open.clear()
-        self._next_start = None
 
     def _open_until(self, ts: float) -> None:
         if self._next_start is None:
