@@ -20,7 +20,9 @@ from daemon.mqtt.messages import (
     encode,
     error_reply_json,
     parse_ask,
+    shorten,
 )
+from daemon.mqtt.settings import topic_problem
 from daemon.mqtt.outbox import Kind, OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,12 @@ class Asks:
             self.rejected += 1
             log.info("MQTT: ignored a question on %s: %r cannot be a camera", self.topics.ask(camera), camera)
             return
+        problem = topic_problem(self.topics.reply(camera))
+        if problem is not None:  # e.g. a 65,522-byte camera level: <base>/<camera>/reply is over MQTT's limit
+            self.rejected += 1
+            log.info("MQTT: ignored a question on %s without a reply: the reply topic cannot be published (%s)",
+                     shorten(self.topics.ask(camera)), problem)
+            return
         try:
             request = parse_ask(camera, payload, self.max_bytes, self._clock())
         except AskError as exc:
@@ -62,14 +70,14 @@ class Asks:
     def rejection(self, camera: str, request_id: Any, error: str) -> OutboxMessage:
         """The error reply telling the asker why there is no answer; counted and logged."""
         self.rejected += 1
-        log.info("MQTT: rejected a question for camera %s: %s", camera, error)
+        log.info("MQTT: rejected a question for camera %s: %s", shorten(camera), error)
         payload = encode(error_reply_json(camera, request_id, error, self._clock()))
         return OutboxMessage(Kind.REPLY, self.topics.reply(camera), payload, retain=False)
 
     def _hand_over(self, request: AskRequest) -> str | None:
         """Give a well-formed question to `on_ask`; the error to reply with when that cannot be done."""
         if request.camera not in self.cameras:
-            return f"unknown camera {request.camera!r}; known cameras: {', '.join(self.cameras)}"
+            return f"unknown camera {shorten(repr(request.camera))}; known cameras: {', '.join(self.cameras)}"
         if self._on_ask is None:
             return "this vlmwatch does not take ad-hoc questions"
         try:

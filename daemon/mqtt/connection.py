@@ -3,7 +3,8 @@
 As paho and Home Assistant's client do it: the last will (`offline`) is set
 before connecting; subscriptions are made in `on_connect`, so they survive
 reconnects; the birth message (`online`) and the discovery configs go out
-again after every reconnect, and again when Home Assistant announces itself;
+again after every reconnect, and again when Home Assistant announces itself
+(at most once per `REDISCOVERY_INTERVAL`: a flood of announcements is coalesced);
 paho's exponential backoff does the reconnecting; a refusal (credentials, a
 certificate that fails verification) is retried `refused_attempts` times and
 then given up for good, as a `PublishError` naming the remedy.
@@ -35,6 +36,7 @@ from daemon.mqtt.settings import MqttSettings
 
 log = logging.getLogger(__name__)
 
+REDISCOVERY_INTERVAL = 5.0  # seconds: Home Assistant announcing itself more often gets one coalesced re-send
 _REFUSALS = {133, 134, 135, 138, 140}  # CONNACK: client id rejected, bad credentials, not authorised, banned
 
 
@@ -69,6 +71,10 @@ class Connection:
         self._error: PublishError | None = None
         self._refusals = 0
         self._last_failure = ""
+        self._rediscovery = threading.Lock()  # guards the three below: paho's thread and the timer's
+        self._last_rediscovery = float("-inf")  # time.monotonic() of the last re-send for Home Assistant
+        self._deferred: threading.Timer | None = None  # the coalesced re-send, when one is due
+        self._coalesced = 0  # announcements since the last re-send
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -115,6 +121,10 @@ class Connection:
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
                 pass  # connection went away meanwhile: the broker publishes the will instead
+        with self._rediscovery:
+            deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            deferred.cancel()
         client.disconnect()
         client.loop_stop()
         self._connected.clear()
@@ -212,8 +222,7 @@ class Connection:
         if discovery and topic == self.discovery.ha_status_topic:
             # A retained `online` is an old birth replayed on subscribe; discovery just went out anyway.
             if message.payload == b"online" and not message.retain:
-                log.info("MQTT: Home Assistant came online; sending discovery configs again")
-                self._publish_discovery(client)
+                self._home_assistant_online(client)
         elif discovery and self.discovery.is_stale(topic, message.payload):
             log.info("MQTT: removing Home Assistant entity %s (its camera, rule or job is gone)", topic)
             client.publish(topic, b"", qos=1, retain=True)
@@ -243,6 +252,36 @@ class Connection:
             self._last_failure = problem
         else:
             log.debug("%s; still retrying", problem)
+
+    def _home_assistant_online(self, client: paho.Client) -> None:
+        """Send the discovery configs again, at most once per REDISCOVERY_INTERVAL: announcements in
+        between are coalesced into one re-send at the end of the interval (a flood of `online` costs
+        two rounds of configs and two log lines, not one round per message)."""
+        with self._rediscovery:
+            wait = self._last_rediscovery + REDISCOVERY_INTERVAL - time.monotonic()
+            if wait > 0 or self._deferred is not None:
+                self._coalesced += 1
+                if self._deferred is None:
+                    self._deferred = threading.Timer(wait, self._coalesced_rediscovery, args=(client,))
+                    self._deferred.name, self._deferred.daemon = "mqtt-rediscovery", True
+                    self._deferred.start()
+                return
+            self._last_rediscovery = time.monotonic()
+        log.info("MQTT: Home Assistant came online; sending discovery configs again")
+        self._publish_discovery(client)
+
+    def _coalesced_rediscovery(self, client: paho.Client) -> None:
+        """The timer's end of `_home_assistant_online`."""
+        with self._rediscovery:
+            if self._deferred is None:  # cancelled by close()
+                return
+            self._deferred, count, self._coalesced = None, self._coalesced, 0
+            self._last_rediscovery = time.monotonic()
+        if self.stopping or not self.connected:
+            return  # the next connect sends every config anyway
+        log.info("MQTT: Home Assistant announced itself %d more time(s) within %.0f s; sending discovery configs "
+                 "once more", count, REDISCOVERY_INTERVAL)
+        self._publish_discovery(client)
 
     def _publish_discovery(self, client: paho.Client) -> None:
         if not self.settings.discovery.enabled:

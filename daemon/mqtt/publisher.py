@@ -72,6 +72,7 @@ class PublisherStats:
     connect_failures: int
     asks: int
     asks_rejected: int
+    dead_letters: int = 0  # messages that can never be published (moved aside so the rest go out), since start
 
 
 class Publisher:
@@ -98,7 +99,8 @@ class Publisher:
             self.discovery = Discovery(settings.discovery, self.topics, self.cameras, rules, summary_jobs)
         except ValueError as exc:
             raise ConfigError(f"mqtt: {exc}") from None
-        self._outbox = Outbox(outbox_path, settings.outbox.max_messages, settings.outbox.max_bytes, clock)
+        self._outbox = Outbox(outbox_path, settings.outbox.max_messages, settings.outbox.max_bytes, clock,
+                              settings.max_payload_bytes)
         self._progress = threading.Condition()  # notified on (dis)connects, refusals and every sender round
         self._sender = Sender(self._outbox, self._progress)
         self._asks = Asks(self.topics, self.cameras, settings.ask_max_bytes, on_ask, self._sender.post, clock)
@@ -158,7 +160,7 @@ class Publisher:
         box, sender, connection = self._outbox, self._sender, self._connection
         return PublisherStats(self.connected, box.depth, box.size_bytes, sender.in_flight, sender.sent,
                               sender.acknowledged, box.dropped, connection.connects, connection.connect_failures,
-                              self._asks.asked, self._asks.rejected)
+                              self._asks.asked, self._asks.rejected, box.dead_letters)
 
     # -- what the daemon publishes (any thread) ---------------------------------
 

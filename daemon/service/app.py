@@ -141,6 +141,7 @@ class App:
         stats = self.publisher.stats()
         self.metrics.set_mqtt_connected(stats.connected)
         self.metrics.set_outbox_depth(stats.outbox_depth)
+        self.metrics.set_dead_letters(stats.dead_letters)
         return self.publisher.error is None
 
     def healthy(self) -> bool:

@@ -72,6 +72,10 @@ class Metrics:
             "vlmwatch_mqtt_connected", "1 while connected to the MQTT broker, else 0.", registry=r)
         self.outbox_depth = Gauge(
             "vlmwatch_outbox_depth", "QoS 1 MQTT messages waiting for the broker's acknowledgement.", registry=r)
+        self.mqtt_dead_letters = Counter(
+            "vlmwatch_mqtt_dead_letters", "MQTT messages that can never be published (topic or payload refused "
+            "by MQTT, paho or the broker's limit), moved to the outbox's dead letters so the rest go out.", registry=r)
+        self._dead_letters_seen = 0
         for kind in ("real", "modelled"):
             self.npu_seconds.labels(kind=kind)  # export both series as 0 from the start
         self._server: WSGIServer | None = None
@@ -124,6 +128,12 @@ class Metrics:
 
     def set_outbox_depth(self, depth: int) -> None:
         self.outbox_depth.set(depth)
+
+    def set_dead_letters(self, total: int) -> None:
+        """Follow the publisher's count of dead letters since start (a counter only goes up)."""
+        if total > self._dead_letters_seen:
+            self.mqtt_dead_letters.inc(total - self._dead_letters_seen)
+            self._dead_letters_seen = total
 
     # -- HTTP endpoint ------------------------------------------------------
 
