@@ -42,7 +42,7 @@ from daemon.errors import ModelError
 log = logging.getLogger(__name__)
 
 
-LAYER_RE = re.compile(r"qwen2_p\d+_l(\d+)_together\.axmodel$")
+LAYER_RE = re.compile(r"qwen2_p\d+_l(\d+)_together\.axmodel")  # always fullmatch
 BOARD_LLM = "internvl3_2b_axmodel"
 BOARD_VIT = "vit_axmodel/internvl3_2b_vit_slim.axmodel"
 BOARD_TOKENIZER = "internvl3_2b_tokenizer"
@@ -94,7 +94,7 @@ def locate(model_dir: Path, tokenizer: Path | None = None, vit: Path | None = No
     elif (model_dir / BOARD_LLM).is_dir():
         llm = model_dir / BOARD_LLM
         files = _locate_axmodel(llm, tokenizer or model_dir / BOARD_TOKENIZER, vit or model_dir / BOARD_VIT)
-    elif any(LAYER_RE.match(p.name) for p in model_dir.iterdir()):
+    elif any(LAYER_RE.fullmatch(p.name) for p in model_dir.iterdir()):
         if tokenizer is None:
             raise ModelError(
                 f"{model_dir} is in the reference demo layout, which has no tokenizer:"
@@ -112,7 +112,7 @@ def locate(model_dir: Path, tokenizer: Path | None = None, vit: Path | None = No
 
 
 def _locate_axmodel(llm: Path, tokenizer: Path, vit: Path | None) -> BundleFiles:
-    found = {int(m.group(1)): p for p in llm.iterdir() if (m := LAYER_RE.match(p.name))}
+    found = {int(m.group(1)): p for p in llm.iterdir() if (m := LAYER_RE.fullmatch(p.name))}
     count = max(found, default=-1) + 1
     layers = tuple(found.get(i, llm / f"qwen2_p128_l{i}_together.axmodel") for i in range(max(count, 1)))
     embeddings = llm / EMBED_BF16 if (llm / EMBED_BF16).exists() else llm / EMBED_NPY

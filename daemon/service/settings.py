@@ -13,7 +13,8 @@ from pydantic import (
     field_validator,
 )
 
-from daemon.settings import NAME_RE, Section
+from daemon.redact import mistyped_url
+from daemon.settings import Name, Section
 from daemon.video.settings import SourceSettings
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
@@ -27,13 +28,17 @@ class CameraPrompts(Section):
 class CameraSettings(SourceSettings):
     """One camera: a name, a source, the window/gate/connection settings of its source, prompt overrides."""
 
-    name: str = Field(pattern=NAME_RE, description="Unique name: lower-case letters, digits, '_' and '-'.")
+    name: Name = Field(description="Unique name: 1-64 lower-case letters, digits, '_' and '-'.")
     source: str = Field(min_length=1, description="rtsp://, rtsps://, http(s):// (MJPEG) URL, a video file or a folder.")
     prompts: CameraPrompts = Field(default_factory=CameraPrompts, description="Per-camera prompt overrides.")
 
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
+        scheme = mistyped_url(v)
+        if scheme is not None:
+            raise ValueError(f"this looks like a {scheme}:// URL, but '//' does not follow '{scheme}:', so it would "
+                             f"be taken for a file path: write {scheme}://HOST/PATH")
         if "://" in v:
             url = urlsplit(v)
             if url.scheme not in URL_SCHEMES:

@@ -22,7 +22,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from daemon.errors import SourceError
-from daemon.redact import redact_url
+from daemon.redact import mistyped_url, redact_url
 from daemon.video.events import STREAM_SCHEMES, EventSink, Source
 from daemon.video.file import FileSource
 from daemon.video.folder import FolderSource, ProcessedFiles
@@ -44,6 +44,10 @@ def open_source(
     """The source for a URL, a video file or a folder of clips. Opens nothing yet.
 
     `once`: a folder source ends when every clip present has been processed."""
+    mistyped = mistyped_url(uri)
+    if mistyped is not None:
+        raise SourceError(f"camera {name}: source {redact_url(uri)!r} looks like a {mistyped}:// URL, but '//' does "
+                          f"not follow '{mistyped}:'; write {mistyped}://HOST/PATH")
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     if scheme in STREAM_SCHEMES:
         return StreamSource(name, uri, settings, on_event=on_event)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 from urllib.parse import urlsplit
 
-from daemon.redact import redact_url
+from daemon.redact import redact_text, redact_url
 from daemon.types import Window
 
 log = logging.getLogger(__name__)
@@ -52,7 +52,9 @@ class Source(Protocol):
 
 
 def emit(camera: str, kind: str, message: str, on_event: EventSink | None, level: int = logging.INFO) -> None:
-    """Log a source event with the camera's name and hand it to the listener (if any)."""
+    """Log a source event with the camera's name and hand it to the listener (if any); any
+    `user:password@` in the message is redacted first."""
+    message = redact_text(message)
     log.log(level, "camera %s: %s", camera, message)
     if on_event is not None:
         on_event(SourceEvent(camera, kind, message, time.time()))
