@@ -6,9 +6,16 @@ the edges (MQTT payloads, CLI JSON).
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+def new_message_id() -> str:
+    """The id an MQTT payload carries (`id`): made when a result, alert or summary is recorded, stored
+    with it in history, and the same on every (re)delivery, so consumers can drop duplicates by it."""
+    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True, eq=False)

@@ -46,16 +46,16 @@ class Recorder:
     def __init__(self):
         self.results, self.alerts, self.states, self.summaries = [], [], [], []
 
-    def publish_result(self, result):
+    def publish_result(self, result, message_id=None):
         self.results.append(result)
 
-    def publish_alert(self, alert: Alert):
+    def publish_alert(self, alert: Alert, message_id=None):
         self.alerts.append(alert)
 
     def publish_rule_state(self, camera, rule, on):
         self.states.append((camera, rule, on))
 
-    def publish_summary(self, summary):
+    def publish_summary(self, summary, message_id=None):
         self.summaries.append(summary)
 
 

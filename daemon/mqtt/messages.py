@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -19,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.mqtt.settings import MAX_PACKET_BYTES, topic_problem
 from daemon.times import iso
-from daemon.types import Alert, Result, Summary, Timings
+from daemon.types import Alert, Result, Summary, Timings, new_message_id
 
 # Camera, rule, prompt and summary job names become topic levels and Home
 # Assistant object ids, which allow exactly these characters. Always `fullmatch`:
@@ -103,10 +102,6 @@ class Topics:
 
 
 # -- payloads -----------------------------------------------------------------
-
-def new_message_id() -> str:
-    return uuid.uuid4().hex
-
 
 def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")

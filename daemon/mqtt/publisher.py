@@ -164,10 +164,11 @@ class Publisher:
 
     # -- what the daemon publishes (any thread) ---------------------------------
 
-    def publish_result(self, result: Result) -> str:
-        """Text -> `<camera>/description`, choice -> `<camera>/answer/<prompt>`; both retained. Returns the id."""
+    def publish_result(self, result: Result, message_id: str | None = None) -> str:
+        """Text -> `<camera>/description`, choice -> `<camera>/answer/<prompt>`; both retained. Returns the id
+        (`message_id`: the one recorded with the result in history; a new one if None)."""
         check_name("camera", result.camera)
-        message_id = new_message_id()
+        message_id = message_id or new_message_id()
         payload = encode(result_json(result, message_id))
         if result.choice is not None:
             topic = self.topics.answer(result.camera, check_name("prompt", result.prompt_id))
@@ -176,10 +177,10 @@ class Publisher:
             self._enqueue(OutboxMessage(Kind.DESCRIPTION, self.topics.description(result.camera), payload, retain=True))
         return message_id
 
-    def publish_alert(self, alert: Alert) -> str:
+    def publish_alert(self, alert: Alert, message_id: str | None = None) -> str:
         """Snapshot (retained), alert JSON (not retained), rule state ON (retained). Returns the alert's id."""
         camera, rule = check_name("camera", alert.camera), check_name("rule", alert.rule)
-        message_id = new_message_id()
+        message_id = message_id or new_message_id()
         if alert.snapshot_jpeg is not None:
             self._enqueue(OutboxMessage(Kind.SNAPSHOT, self.topics.snapshot(camera), alert.snapshot_jpeg, retain=True))
         self._enqueue(OutboxMessage(Kind.ALERT, self.topics.alert(camera), encode(alert_json(alert, message_id)),
@@ -191,8 +192,8 @@ class Publisher:
         topic = self.topics.rule(check_name("camera", camera), check_name("rule", rule))
         self._enqueue(OutboxMessage(Kind.RULE, topic, (ON if on else OFF).encode(), retain=True))
 
-    def publish_summary(self, summary: Summary) -> str:
-        message_id = new_message_id()
+    def publish_summary(self, summary: Summary, message_id: str | None = None) -> str:
+        message_id = message_id or new_message_id()
         topic = self.topics.summary(check_name("summary job", summary.job))
         self._enqueue(OutboxMessage(Kind.SUMMARY, topic, encode(summary_json(summary, message_id)), retain=True))
         return message_id

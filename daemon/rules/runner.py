@@ -15,19 +15,21 @@ from typing import Callable, Protocol
 from daemon.errors import ConfigError, QuestionError
 from daemon.rules.model import Ask, RuleSet, evaluate
 from daemon.rules.state import RuleStateStore
-from daemon.types import Alert, Prompt, Result, Window
+from daemon.types import Alert, Prompt, Result, Window, new_message_id
 
 log = logging.getLogger(__name__)
 
 
 class AlertPublisher(Protocol):
-    def publish_alert(self, alert: Alert) -> str: ...
+    def publish_alert(self, alert: Alert, message_id: str | None = None) -> str: ...
 
     def publish_rule_state(self, camera: str, rule: str, on: bool) -> None: ...
 
 
 class AlertSink(Protocol):
-    def record_alert(self, alert: Alert) -> int: ...
+    def record_alert(self, alert: Alert, message_id: str | None = None) -> int: ...
+
+    def mark_queued(self, table: str, row_id: int) -> None: ...
 
 
 Snapshot = Callable[[Window, "Window | None"], bytes]  # (window, previous analysed window) -> JPEG
@@ -52,23 +54,30 @@ class RuleRunner:
         now = max(r.ts for r in results)  # replay evaluates at the same time
         evaluation = evaluate(self.rules, window.camera, results, self.state, now)
         self.state = evaluation.state
+        alerts = [self._with_snapshot(alert, window, previous) if self._wants_snapshot(alert) else alert
+                  for alert in evaluation.alerts]
+        # Recorded before the state that says they fired, and before queueing (which a restart finishes
+        # from history): a crash anywhere here may repeat an alert, never lose one.
+        recorded = []
+        for alert in alerts:
+            message_id = new_message_id() if self.publisher is not None else None
+            recorded.append((alert, message_id, self.history.record_alert(alert, message_id)))
         if self.store is not None:
             self.store.save(evaluation.changed, now)
-        alerts = []
-        for alert in evaluation.alerts:
-            rule = self.rules.get(alert.rule)
-            if rule is not None and rule.snapshot and self.snapshot is not None:
-                alert = self._with_snapshot(alert, window, previous)
-            self.history.record_alert(alert)
+        for alert, message_id, row_id in recorded:
             if self.publisher is not None:
-                self.publisher.publish_alert(alert)  # also turns the rule's sensor ON
+                self.publisher.publish_alert(alert, message_id)  # also turns the rule's sensor ON
+                self.history.mark_queued("alerts", row_id)
             log.info("camera %s: rule %s fired (%s): %s", alert.camera, alert.rule, alert.severity, alert.text)
-            alerts.append(alert)
         fired = {a.rule for a in alerts}
         for change in evaluation.changes:
             if self.publisher is not None and not (change.on and change.rule in fired):
                 self.publisher.publish_rule_state(change.camera, change.rule, change.on)
         return alerts
+
+    def _wants_snapshot(self, alert: Alert) -> bool:
+        rule = self.rules.get(alert.rule)
+        return rule is not None and rule.snapshot and self.snapshot is not None
 
     def _with_snapshot(self, alert: Alert, window: Window, previous: Window | None) -> Alert:
         try:

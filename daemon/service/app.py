@@ -25,9 +25,10 @@ from daemon.errors import Cancelled, QuestionError
 from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
+from daemon.service.recovery import queue_unqueued
 from daemon.service.settings import CameraSettings
 from daemon.service.worker import AskJob, Job, NpuWorker, SummaryWork, WindowJob, WorkQueue
-from daemon.types import Prompt, Result, Window
+from daemon.types import Prompt, Result, Window, new_message_id
 from daemon.video import FileSource, FolderSource, Source
 from daemon.video.gate import Gate
 
@@ -47,7 +48,7 @@ class Publisher(Protocol):
 
     error: object
 
-    def publish_result(self, result: Result) -> object: ...
+    def publish_result(self, result: Result, message_id: str | None = None) -> object: ...
 
     def reply(self, request, result: Result) -> None: ...
 
@@ -90,6 +91,8 @@ class App:
 
     def run(self, once: bool = False) -> int:
         """Run until stopped (or, with once, until the sources end). 0, or 1 after a fatal engine error."""
+        if self.publisher is not None:
+            queue_unqueued(self.history, self.publisher)  # what a crash kept from the outbox goes first
         for name, cam in self.cameras.items():
             self.metrics.add_camera(name)
             cam.thread = threading.Thread(target=self._capture, args=(cam,), name=f"capture-{name}", daemon=True)
@@ -238,10 +241,12 @@ class App:
 
     def _record(self, window: Window, window_id: int, prompt: Prompt, answer: Answer) -> Result:
         result = self._result(window, prompt.question, answer)
-        self.history.record_result(window_id, result)
+        message_id = new_message_id() if self.publisher is not None else None
+        row_id = self.history.record_result(window_id, result, message_id)  # before queueing: see recovery
         self.metrics.observe_timings(answer.timings)
         if self.publisher is not None:
-            self.publisher.publish_result(result)
+            self.publisher.publish_result(result, message_id=message_id)
+            self.history.mark_queued("results", row_id)
         log.info("camera %s: %s: %s", window.camera, answer.prompt_id, answer.text[:200])
         return result
 
