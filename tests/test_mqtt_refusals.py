@@ -171,3 +171,50 @@ def test_a_flood_of_home_assistant_announcements_is_coalesced(
                             "discovery configs once more")
     else:  # a slow machine: still one round per interval at most, never one per message
         assert rounds() <= 3 + math.ceil(handled / REDISCOVERY_INTERVAL)
+
+
+# -- the real daemon --------------------------------------------------------------------------------
+
+def test_the_running_daemon_shrugs_off_hostile_asks(daemon_config, yard_clip, mosquitto, listen) -> None:
+    """The report's probes against `vlmwatch run`: an ask whose reply topic is 65,537 bytes and a
+    2,000-level JSON ask; descriptions keep coming and a normal question is still answered."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    heard = listen(mosquitto, "vlmwatch/yard/#")
+    cfg = daemon_config(yard_clip, realtime="true")
+    cfg.write_text(cfg.read_text() + f"mqtt:\n  host: {mosquitto.host}\n  port: {mosquitto.port}\n"
+                   "  ask_max_bytes: 65536\n")
+    proc = subprocess.Popen([sys.executable, "-m", "daemon", "run", "-c", str(cfg)], cwd=Path(__file__).parent.parent,
+                            env={k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        heard.wait_topic("vlmwatch/yard/description", timeout=60)
+        before = len(heard.on("vlmwatch/yard/description"))
+        asker = listen(mosquitto, "nothing/at/all").client
+        asker.publish(f"vlmwatch/{LONG_CAMERA}/ask", b"hi", qos=1).wait_for_publish(5)
+        asker.publish("vlmwatch/yard/ask", b'{"question":' + b"[" * 2000 + b"]" * 2000 + b"}", qos=1)
+        asker.publish("vlmwatch/yard/ask", b'{"question": "Is it raining?", "id": "q1"}', qos=1)
+
+        def replies(messages: list) -> list | None:
+            got = [json.loads(m.payload) for m in messages if m.topic == "vlmwatch/yard/reply"]
+            return got if len(got) >= 2 else None
+
+        got = heard.wait_for(replies, timeout=60, what="two replies")
+        heard.wait_for(lambda ms: len(heard.on("vlmwatch/yard/description")) > before, timeout=60,
+                       what="a description after the hostile asks")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+        err = proc.stderr.read()
+        proc.stdout.close()
+        proc.stderr.close()
+    nested = next(r for r in got if r["id"] != "q1")
+    assert nested["ok"] is False and nested["error"].startswith("the JSON nests 2001 levels deep")
+    assert next(r for r in got if r["id"] == "q1")["ok"] is True
+    assert code == 0, err
+    assert "Traceback" not in err and "RecursionError" not in err
+    assert err.count("without a reply: the reply topic cannot be published") == 1
+    assert "dead letters" not in err  # refused before anything was stored
