@@ -116,7 +116,7 @@ class MqttSettings(_Section):
     password_env: str | None = Field(None, min_length=1, description="Name of an environment variable holding the password.")
     password_file: Path | None = Field(None, description="File whose content (trailing newline stripped) is the password.")
     password_credential: str | None = Field(
-        None, min_length=1, pattern=r"^[^/]+$",
+        None, min_length=1, pattern=r"^[^/\n]+$",  # no newline: then "$" means the end, whatever the engine
         description="Name of a systemd credential (LoadCredential=/SetCredentialEncrypted=) holding the password; "
         "read from $CREDENTIALS_DIRECTORY/<name>.")
     tls: TlsSettings | None = Field(None, description="TLS settings; absent = plain TCP.")
