@@ -23,6 +23,7 @@ from daemon.rules.model import RuleSet
 from daemon.rules.runner import RuleRunner, check_questions
 from daemon.rules.state import RuleStateStore
 from daemon.service.app import App, Camera, Publisher
+from daemon.service.fairness import NpuShare
 from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
@@ -39,8 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], None]]]:
-    """Open everything the config names; return the App and what to close afterwards, in order."""
+def build_app(cfg: Config, once: bool = False, engine: Engine | None = None) -> tuple[App, list[Callable[[], None]]]:
+    """Open everything the config names; return the App and what to close afterwards, in order.
+    `engine`: an engine already open (tests pass one whose graph calls take AX650N time)."""
     try:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -49,7 +51,7 @@ def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], N
     closers: list[Callable[[], None]] = []
     notifier = Notifier()
     notifier.extend_timeout(300)  # loading 30 graphs onto the NPU takes a while
-    engine = open_engine(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
+    engine = engine or open_engine(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
     history = History(cfg.state_dir / "history.sqlite").open()
     closers.append(history.close)
     ruleset = open_rules(cfg, engine)
@@ -77,7 +79,8 @@ def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: H
     (persisting its state in the history file), the summarizer and its scheduler."""
     closers = closers if closers is not None else []
     stop = threading.Event()
-    queue = WorkQueue()
+    asks = cfg.asks
+    queue = WorkQueue(max_asks=asks.max_waiting, ask_share=asks.npu_share, share=NpuShare(asks.share_seconds))
     cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate)) for c in cfg.cameras}
     rules = None
     if ruleset is not None:
