@@ -22,6 +22,7 @@ from pydantic import (
 
 from daemon.engine.settings import ModelSettings
 from daemon.errors import ConfigError
+from daemon.http.settings import HttpSettings
 from daemon.mqtt.settings import MqttSettings
 from daemon.service.settings import (
     AskSettings,
@@ -51,6 +52,8 @@ class Config(Section):
                               description="Fair use of the NPU by questions (MQTT asks, HTTP requests).")
     retention: RetentionSettings = Field(default_factory=RetentionSettings, description="History retention.")
     metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Prometheus endpoint.")
+    http: HttpSettings = Field(default_factory=HttpSettings,
+                               description="OpenAI-compatible API (Frigate GenAI, LLM Vision); off by default.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging.")
 
     @property

@@ -9,32 +9,20 @@ from __future__ import annotations
 import json
 import threading
 import time
-from contextlib import contextmanager
-
-import pytest
 
 from daemon.config import Config
 from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine
-from daemon.service.build import build_app
+from daemons import SYSTEM, board_speed_engine, running
 from mosquitto import wait_until
 
 DESCRIPTION = "vlmwatch/yard/description"
 
 
-@pytest.fixture(scope="module")
-def long_clip(tmp_path_factory):
-    from clips import Scene, Thing, write_scene
-
-    scene = Scene(duration=120.0, things=(Thing(appear=0.0, leave=120.0, start=(20, 100), stop=(260, 100),
-                                               move_from=0.0, move_to=120.0),))
-    return write_scene(tmp_path_factory.mktemp("clip") / "long.mp4", scene)
-
-
 def daemon_config(tmp_path, model, clip, broker, **asks) -> Config:
     """One live-paced camera: a 2-frame window every 4 s, every window analysed."""
     return Config.model_validate({
-        "model": {"dir": str(model), "system": "You watch a camera."},
+        "model": {"dir": str(model), "system": SYSTEM},
         "cameras": [{"name": "yard", "source": str(clip), "realtime": True, "span": 4, "stride": 4, "frames": 2,
                      "gate": {"enabled": False}}],
         "prompts": {"max_new_tokens": 2},
@@ -42,27 +30,6 @@ def daemon_config(tmp_path, model, clip, broker, **asks) -> Config:
         "asks": asks,
         "state_dir": str(tmp_path / "state"),
         "metrics": {"enabled": False}})
-
-
-def board_speed_engine(model) -> Engine:
-    return Engine(open_model(locate(model), sleep=True), system="You watch a camera.", max_new_tokens=2)
-
-
-@contextmanager
-def running(cfg: Config, engine: Engine):
-    """The daemon as `vlmwatch run` builds it, on a thread; stopped and closed on exit."""
-    app, closers = build_app(cfg, engine=engine)
-    codes = []
-    thread = threading.Thread(target=lambda: codes.append(app.run()), name="daemon")
-    thread.start()
-    try:
-        yield app
-    finally:
-        app.stop.set()
-        thread.join(60)
-        for close in reversed(closers):
-            close()
-    assert codes == [0]
 
 
 def arrival_times(heard, topic: str, count: int, after: float, timeout: float) -> list[float]:
@@ -117,7 +84,7 @@ def test_windows_keep_flowing_while_asks_flood_the_camera(tmp_path, tiny_model, 
 def test_asks_over_the_rate_limit_get_an_error_reply(tmp_path, tiny_model, long_clip, mosquitto, listen):
     heard = listen(mosquitto, "vlmwatch/#")
     cfg = daemon_config(tmp_path, tiny_model, long_clip, mosquitto, per_minute=6, burst=2)
-    with running(cfg, Engine(open_model(locate(tiny_model)), system="You watch a camera.", max_new_tokens=2)):
+    with running(cfg, Engine(open_model(locate(tiny_model)), system=SYSTEM, max_new_tokens=2)):
         heard.wait_topic("vlmwatch/status", b"online", timeout=30)
         for i in range(6):
             heard.client.publish("vlmwatch/yard/ask", json.dumps({"question": "Anyone there?", "id": f"q{i}"}),

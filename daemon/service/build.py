@@ -66,6 +66,8 @@ def build_app(cfg: Config, once: bool = False, engine: Engine | None = None) -> 
     publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request))
     app = assemble(cfg, engine, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
                    ruleset=ruleset, closers=closers)
+    if cfg.http.enabled:
+        closers.append(start_http(cfg, app).stop)
     if publisher is not None:
         publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
     return app, closers
@@ -80,7 +82,8 @@ def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: H
     closers = closers if closers is not None else []
     stop = threading.Event()
     asks = cfg.asks
-    queue = WorkQueue(max_asks=asks.max_waiting, ask_share=asks.npu_share, share=NpuShare(asks.share_seconds))
+    queue = WorkQueue(max_asks=asks.max_waiting, max_chats=cfg.http.max_waiting, ask_share=asks.npu_share,
+                      share=NpuShare(asks.share_seconds))
     cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate)) for c in cfg.cameras}
     rules = None
     if ruleset is not None:
@@ -97,6 +100,30 @@ def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: H
     return App(cfg, engine, cameras, history, queue, NpuWorker(queue, stop), stop,
                metrics=metrics or Metrics(), notifier=notifier or Notifier(""), publisher=publisher, rules=rules,
                summarizer=summarizer, scheduler=scheduler, clock=clock)
+
+
+def start_http(cfg: Config, app: App):
+    """Serve the OpenAI-compatible API (http.enabled): requests become jobs in the app's NPU queue."""
+    server_module = http_server_module()
+    from daemon.service.chat import ChatService
+
+    asks = cfg.asks
+    app.chat = ChatService(app.engine, app.queue, app.limiter, app.metrics, cfg.http, app.healthy,
+                           asks.per_minute, asks.burst)
+    server = server_module.HttpServer(cfg.http, app.chat, api_key=cfg.http.resolve_api_key(),
+                                      observe=app.metrics.http_request)
+    server.start()  # ConfigError (exit 2) when the port is taken
+    return server
+
+
+def http_server_module():
+    """daemon.http.server, or a ConfigError saying how to install aiohttp (the `http` extra)."""
+    try:
+        from daemon.http import server
+    except ImportError as exc:
+        raise ConfigError(f"http.enabled is true but the HTTP server cannot be loaded ({exc}): install it with "
+                          "pip install 'vlmwatch[http]' (aiohttp), or set http.enabled: false") from None
+    return server
 
 
 def open_rules(cfg: Config, engine: Engine) -> RuleSet | None:

@@ -50,6 +50,7 @@ class ChatJob:
     request: Any  # daemon.http.messages.Completion
     sink: Any  # daemon.http.messages.Sink: started / token / finished / failed
     cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)  # set once the worker is through with it
 
 
 @dataclass(frozen=True, eq=False)
