@@ -50,7 +50,9 @@ def http_problems(path: Path, cfg: Config) -> list[str]:
     from daemon.service.build import http_server_module
 
     problems = []
-    for check, key in ((http_server_module, "enabled"), (cfg.http.resolve_api_key, "api_key")):
+    source = next((k for k in ("api_key", "api_key_env", "api_key_file", "api_key_credential")
+                   if getattr(cfg.http, k) is not None), "api_key")
+    for check, key in ((http_server_module, "enabled"), (cfg.http.resolve_api_key, source)):
         try:
             check()
         except ConfigError as exc:
