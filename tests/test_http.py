@@ -134,6 +134,8 @@ def test_a_seed_makes_sampling_reproducible_and_stop_texts_cut_the_answer(client
                                               **options).choices[0].message.content
 
     assert ask(temperature=1.0, seed=5) == ask(temperature=1.0, seed=5)
+    assert ask(temperature=1.0, seed=-1) == ask(temperature=1.0, seed=-1)  # OpenAI seeds may be negative
+    assert ask(temperature=1e-310) == ask()  # a vanishing temperature is greedy, not a crash
     greedy = ask()
     stop = greedy[4:7]
     assert ask(stop=[stop]) == greedy[:greedy.find(stop)]
@@ -167,6 +169,8 @@ def test_a_prompt_that_does_not_fit_is_refused_before_any_npu_time(daemon, clien
         client.chat.completions.create(model="any", messages=[{"role": "user", "content": question}])
     assert err.value.body["code"] == "context_length_exceeded"
     assert f"is {tokens} tokens but the model's largest prefill is {limit} tokens" in err.value.message
+    with pytest.raises(openai.BadRequestError, match="characters, far more than the model's largest prefill"):
+        client.chat.completions.create(model="any", messages=[{"role": "user", "content": "a" * 10**6}])
     assert daemon.metrics.npu_seconds.labels(kind="modelled")._value.get() == npu
 
 
@@ -174,6 +178,7 @@ def test_malformed_requests_get_400_in_openais_error_shape(daemon, images):
     cases = {
         b"{not json": "not valid JSON",
         b"[1, 2]": "must be a JSON object",
+        b"[" * 100_000: "nests arrays or objects too deeply",
         json.dumps({"model": "x"}).encode(): "messages: Field required",
         json.dumps({"model": "x", "messages": []}).encode(): "messages: List should have at least 1 item",
         json.dumps({"model": "x", "messages": [{"role": "robot", "content": "hi"}]}).encode(): "messages[0].role",

@@ -30,6 +30,7 @@ from daemon.errors import Cancelled, ChoiceError, ModelError
 from daemon.types import Frame, Prompt, Timings
 
 OnToken = Callable[[str, str], None]  # (prompt_id, text piece)
+MIN_TEMPERATURE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -337,8 +338,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> int:
-    """Greedy at temperature 0; otherwise temperature, then top-k, then top-p (nucleus)."""
-    if s.temperature <= 0:
+    """Greedy at temperature 0; otherwise temperature, then top-k, then top-p (nucleus).
+
+    Below MIN_TEMPERATURE the distribution is a point mass to float precision (and dividing by a
+    near-zero temperature overflows), so that is greedy too."""
+    if s.temperature < MIN_TEMPERATURE:
         return int(np.argmax(logits))
     z = logits.astype(np.float64) / s.temperature
     if 0 < s.top_k < z.size:

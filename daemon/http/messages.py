@@ -23,6 +23,7 @@ from daemon.errors import Busy, Cancelled, PromptTooLongError, QuestionError
 from daemon.types import Frame
 
 MAX_STOP_TEXTS = 4  # as OpenAI
+MAX_STOP_CHARS = 256  # each; the engine looks for every stop text after every token
 MAX_MESSAGES = 64
 
 
@@ -111,7 +112,7 @@ class _Body(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, gt=0, le=1)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), lt=2**64)
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: _StreamOptions | None = None
@@ -142,8 +143,9 @@ def parse_chat(raw: Any) -> ChatRequest:
     if not question:
         raise ApiError(400, "the messages have no text: add a text part with the question", param="messages")
     stop = (body.stop,) if isinstance(body.stop, str) else tuple(body.stop or ())
-    if len(stop) > MAX_STOP_TEXTS or any(not s for s in stop):
-        raise ApiError(400, f"stop: give at most {MAX_STOP_TEXTS} non-empty stop texts", param="stop")
+    if len(stop) > MAX_STOP_TEXTS or any(not 0 < len(s) <= MAX_STOP_CHARS for s in stop):
+        raise ApiError(400, f"stop: give at most {MAX_STOP_TEXTS} non-empty stop texts of at most {MAX_STOP_CHARS}"
+                       " characters", param="stop")
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return ChatRequest(body.model, question, tuple(images), body.max_completion_tokens or body.max_tokens,
                        body.temperature, body.top_p, body.seed, stop, body.stream, include_usage)

@@ -300,6 +300,8 @@ class HttpServer:
             return json.loads(raw)
         except (ValueError, UnicodeDecodeError) as exc:
             raise ApiError(400, f"the request body is not valid JSON ({exc})", code="invalid_json") from None
+        except RecursionError:
+            raise ApiError(400, "the request body nests arrays or objects too deeply", code="invalid_json") from None
 
     async def _completion(self, chat: ChatRequest) -> Completion:
         limit = self.backend.max_images()

@@ -19,7 +19,7 @@ import time
 from typing import Callable
 
 from daemon.engine.engine import Engine, Sampling
-from daemon.errors import Busy, Cancelled
+from daemon.errors import Busy, Cancelled, PromptTooLongError
 from daemon.http.messages import Completion, Generated, Sink
 from daemon.http.settings import HttpSettings
 from daemon.service.fairness import RateLimiter
@@ -28,6 +28,7 @@ from daemon.service.worker import ChatJob, WorkQueue
 from daemon.types import Prompt
 
 log = logging.getLogger(__name__)
+CHARS_PER_TOKEN = 64  # no real text packs more into one token: longer questions cannot fit, whatever they say
 
 
 class EitherStop:
@@ -78,7 +79,10 @@ class ChatService:
 
     def check(self, completion: Completion) -> int:
         """The prompt's tokens; PromptTooLongError (both numbers) before any NPU time is spent."""
-        n = len(completion.frames)
+        n, limit = len(completion.frames), self.engine.limits.max_prompt
+        if len(completion.question) > CHARS_PER_TOKEN * limit:  # not worth tokenizing (megabytes of text)
+            raise PromptTooLongError(f"the request's text is {len(completion.question)} characters, far more than "
+                                     f"the model's largest prefill of {limit} tokens holds; send a shorter question")
         self.engine.check(n, Prompt("http", completion.question), what="request's prompt")
         return self.engine.prompt_tokens(n, completion.question)
 
@@ -142,4 +146,4 @@ class ChatService:
         base = self.engine.sampling
         return Sampling(temperature=base.temperature if c.temperature is None else c.temperature, top_k=base.top_k,
                         top_p=base.top_p if c.top_p is None else c.top_p,
-                        seed=base.seed if c.seed is None else c.seed)
+                        seed=base.seed if c.seed is None else c.seed % 2**64)  # OpenAI seeds may be negative
