@@ -194,9 +194,8 @@ class App:
         wait = self.limiter.take(f"mqtt:{request.camera}", time.monotonic())
         if wait > 0:
             self.metrics.ask_refused("mqtt", "rate")
-            asks = self.config.asks
-            raise Busy(f"too many questions on camera {request.camera}: at most {asks.per_minute:g} a minute"
-                       f" (bursts of {asks.burst}); ask again in {math.ceil(wait)} s", wait, "rate")
+            raise Busy(f"too many questions on camera {request.camera}: {self.limiter.describe()}; ask again in"
+                       f" {math.ceil(wait)} s", wait, "rate")
         if not self.queue.put_ask(AskJob(request.camera, request)):
             self.metrics.ask_refused("mqtt", "queue")
             raise Busy("too many questions are waiting for the NPU; ask again in a minute", 60.0, "queue")

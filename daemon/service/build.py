@@ -107,9 +107,7 @@ def start_http(cfg: Config, app: App):
     server_module = http_server_module()
     from daemon.service.chat import ChatService
 
-    asks = cfg.asks
-    app.chat = ChatService(app.engine, app.queue, app.limiter, app.metrics, cfg.http, app.healthy,
-                           asks.per_minute, asks.burst)
+    app.chat = ChatService(app.engine, app.queue, app.limiter, app.metrics, cfg.http, app.healthy)
     server = server_module.HttpServer(cfg.http, app.chat, api_key=cfg.http.resolve_api_key(),
                                       observe=app.metrics.http_request)
     server.start()  # ConfigError (exit 2) when the port is taken

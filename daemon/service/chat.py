@@ -53,11 +53,9 @@ def frame_budget(engine: Engine, most: int) -> int:
 
 class ChatService:
     def __init__(self, engine: Engine, queue: WorkQueue, limiter: RateLimiter, metrics: Metrics,
-                 settings: HttpSettings, healthy: Callable[[], bool], per_minute: float, burst: int,
-                 clock: Callable[[], float] = time.monotonic):
+                 settings: HttpSettings, healthy: Callable[[], bool], clock: Callable[[], float] = time.monotonic):
         self.engine, self.queue, self.limiter, self.metrics = engine, queue, limiter, metrics
         self.settings, self._healthy, self._clock = settings, healthy, clock
-        self._per_minute, self._burst = per_minute, burst
         self.model = engine.name
         self._frames = frame_budget(engine, settings.max_images)
         self._typical = 10.0  # seconds one request keeps the NPU busy (moving average): for Retry-After
@@ -74,8 +72,8 @@ class ChatService:
         wait = self.limiter.take(client, self._clock())
         if wait > 0:
             self.metrics.ask_refused("http", "rate")
-            raise Busy(f"rate limit: at most {self._per_minute:g} requests a minute per client (bursts of "
-                       f"{self._burst}; asks.per_minute); retry in {math.ceil(wait)} s", wait, "rate")
+            raise Busy(f"rate limit: requests per client {self.limiter.describe()} (asks.per_minute); retry in "
+                       f"{math.ceil(wait)} s", wait, "rate")
 
     def check(self, completion: Completion) -> int:
         """The prompt's tokens; PromptTooLongError (both numbers) before any NPU time is spent."""

@@ -76,6 +76,10 @@ class RateLimiter:
     def enabled(self) -> bool:
         return self.rate > 0
 
+    def describe(self) -> str:
+        """The limit in words, for refusals: 'at most 6 a minute (bursts of 3)'."""
+        return f"at most {self.rate * 60:g} a minute (bursts of {self.burst})"
+
     def take(self, client: str, now: float) -> float:
         """Take one question for `client`: 0.0 when allowed, else the seconds until one is."""
         if not self.enabled:
