@@ -22,8 +22,10 @@ from pydantic import (
 
 from daemon.engine.settings import ModelSettings
 from daemon.errors import ConfigError
+from daemon.http.settings import HttpSettings
 from daemon.mqtt.settings import MqttSettings
 from daemon.service.settings import (
+    AskSettings,
     CameraSettings,
     LoggingSettings,
     MetricsSettings,
@@ -48,8 +50,12 @@ class Config(Section):
                                  " and of summary jobs without their own; default the system's.")
     summaries: list[SummaryJob] = Field(default_factory=list, description="Scheduled summaries.")
     state_dir: Path = Field(Path("/var/lib/vlmwatch"), description="History and outbox (SQLite).")
+    asks: AskSettings = Field(default_factory=AskSettings,
+                              description="Fair use of the NPU by questions (MQTT asks, HTTP requests).")
     retention: RetentionSettings = Field(default_factory=RetentionSettings, description="History retention.")
     metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Prometheus endpoint.")
+    http: HttpSettings = Field(default_factory=HttpSettings,
+                               description="OpenAI-compatible API (Frigate GenAI, LLM Vision); off by default.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging.")
 
     @property

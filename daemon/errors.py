@@ -68,6 +68,19 @@ class PublishError(VlmwatchError):
     exit_code = 1
 
 
+class Busy(VlmwatchError):
+    """Work refused for now: the NPU queue is full or the asker exceeded its rate limit.
+
+    Not a fault of the question: the same request later is fine. `retry_after`
+    is the seconds to wait (MQTT: said in the error reply; HTTP: 429 with Retry-After).
+    """
+
+    def __init__(self, message: str, retry_after: float, reason: str = "busy"):
+        super().__init__(message)
+        self.retry_after = max(0.0, retry_after)
+        self.reason = reason  # "rate" (a client's limit) or "queue" (the NPU's backlog)
+
+
 class Cancelled(Exception):
     """The stop event was set; model work ended at a step boundary.
 

@@ -36,6 +36,16 @@ def yard_clip(tmp_path_factory) -> Path:
     return write_scene(tmp_path_factory.mktemp("clip") / "yard.mp4", scene)
 
 
+@pytest.fixture(scope="session")
+def long_clip(tmp_path_factory) -> Path:
+    """Two minutes of a yard in which a box keeps moving: every window differs from the last."""
+    from clips import Scene, Thing, write_scene
+
+    scene = Scene(duration=120.0, things=(Thing(appear=0.0, leave=120.0, start=(20, 100), stop=(260, 100),
+                                               move_from=0.0, move_to=120.0),))
+    return write_scene(tmp_path_factory.mktemp("clip") / "long.mp4", scene)
+
+
 @pytest.fixture
 def daemon_config(tmp_path, tiny_model):
     """`daemon_config(source, **camera_options) -> Path`: a config.yaml in tmp_path running the tiny

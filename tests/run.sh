@@ -22,7 +22,7 @@ fi
 PY=${PYTHON:-python3}
 # torch 2.13.0 (CPU) is what the exporter is tested with.
 $PY -m pip install -q torch==2.13.0
-$PY -m pip install -q -e '.[onnx,export,test,demo]'
+$PY -m pip install -q -e '.[onnx,export,test,demo,http]'
 
 set +e
 $PY -m pytest -q "$@"

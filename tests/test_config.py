@@ -157,3 +157,17 @@ def test_a_bad_camera_url_is_shown_without_its_password(tmp_path, good, capsys):
     code, err, path = check(tmp_path, text, capsys)
     assert code == 2 and "hunter2" not in "\n".join(err)
     assert err[-1].endswith("(got 'ftp://***@cam/stream')")
+
+
+def test_http_section_is_checked(tmp_path, good, capsys, monkeypatch):
+    monkeypatch.delenv("VLMWATCH_API_KEY", raising=False)
+    text = good + "http:\n  enabled: true\n  api_key_env: VLMWATCH_API_KEY\n  max_images: 99\n"
+    code, err, path = check(tmp_path, text, capsys)
+    assert code == 2
+    assert err == [f"{path}:10: http.max_images: Input should be less than or equal to 64 (got 99)"]
+    code, err, path = check(tmp_path, text.replace("  max_images: 99\n", ""), capsys)
+    assert code == 2
+    assert err == [f"{path}:9: http.api_key_env: environment variable VLMWATCH_API_KEY is not set. Set it in the "
+                   "service environment (EnvironmentFile=) or use api_key_credential."]
+    monkeypatch.setenv("VLMWATCH_API_KEY", "sk-1")
+    assert check(tmp_path, text.replace("  max_images: 99\n", ""), capsys)[0] == 0

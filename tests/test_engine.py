@@ -195,3 +195,33 @@ def test_streamed_pieces_join_to_the_text_even_through_multibyte_characters(mode
         streamer.push(ids[:n])
     assert "".join(pieces) == engine.prompts.decode(ids) == text
     assert all("\ufffd" not in p for p in pieces)
+
+
+def test_per_answer_sampling_overrides_the_engines_for_that_answer_only(model):
+    engine = Engine(model, system=SYSTEM, max_new_tokens=12)  # greedy
+    prefix = engine.prefill([], [])
+    prompt = Prompt("q", "Tell me a story.")
+    greedy = engine.answer(prefix, prompt).tokens
+    hot = [Sampling(temperature=1.0, top_p=0.9, seed=s) for s in (3, 3, 4, 5, 6)]
+    sampled = [engine.answer(prefix, prompt, sampling=s).tokens for s in hot]
+    assert sampled[0] == sampled[1]  # the same seed, the same answer, on a shared engine
+    assert len(set(sampled)) > 1
+    assert engine.answer(prefix, prompt).tokens == greedy  # the engine's own sampling is untouched
+    assert engine.answer(prefix, prompt, sampling=Sampling(seed=9)).tokens == greedy  # temperature 0: greedy
+
+
+def test_stop_texts_end_the_answer_and_are_never_streamed(model):
+    engine = Engine(model, system=SYSTEM, max_new_tokens=24)
+    prompt = Prompt("q", "Say something.")
+    full = engine.ask([], [prompt]).answers[0]
+    stop_text = full.text[6:9]  # three characters from the middle of the greedy answer
+    cut = full.text.find(stop_text)
+    pieces = []
+    prefix = engine.prefill([], [])
+    answer = engine.answer(prefix, prompt, on_token=lambda _id, t: pieces.append(t),
+                           stop_texts=["never appears", stop_text])
+    assert answer.text == full.text[:cut] and answer.stop_reason == "stop"
+    assert "".join(pieces) == answer.text
+    assert answer.tokens == full.tokens[:len(answer.tokens)] and len(answer.tokens) < len(full.tokens)
+    unchanged = engine.answer(prefix, prompt, on_token=lambda _id, t: pieces.append(t), stop_texts=["\x00"])
+    assert unchanged.text == full.text and unchanged.stop_reason == full.stop_reason

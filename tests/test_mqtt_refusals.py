@@ -19,7 +19,7 @@ from mosquitto import Listener, Mosquitto, wait_until
 from daemon.mqtt.connection import REDISCOVERY_INTERVAL
 from daemon.mqtt.discovery import RuleInfo
 from daemon.mqtt.messages import AskRequest
-from daemon.mqtt.outbox import Kind, Outbox, OutboxMessage
+from daemon.mqtt.outbox import Kind, Outbox
 from daemon.mqtt.publisher import Publisher
 from daemon.mqtt.settings import MqttSettings
 from daemon.service.metrics import Metrics

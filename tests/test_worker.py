@@ -97,3 +97,62 @@ def test_wait_slot_blocks_until_the_cameras_window_is_taken():
     assert q.get(0).window.camera == "a"
     assert released.wait(5)
     t.join(5)
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_asks_go_first_until_they_exceed_their_share_while_a_window_waits():
+    clock = Clock()
+    q = WorkQueue(ask_share=0.5, clock=clock)
+    for i in range(4):
+        q.put_ask(AskJob("a", i))
+    q.put_window(window("a", 0))
+    served = []
+    for _ in range(5):
+        job = q.get(0)
+        served.append(type(job).__name__)
+        clock.now += 1.0
+        q.done(job, 1.0)  # every job kept the NPU busy for one second
+    # ask (share 1.0 > 0.5) -> the waiting window -> asks again (share 1/2, then 2/3 ...)
+    assert served == ["AskJob", "WindowJob", "AskJob", "AskJob", "AskJob"]
+
+
+def test_asks_over_their_share_still_run_when_no_window_waits():
+    clock = Clock()
+    q = WorkQueue(ask_share=0.1, clock=clock)
+    q.put_ask(AskJob("a", 1))
+    q.put_ask(AskJob("a", 2))
+    q.done(q.get(0), 5.0)
+    assert isinstance(q.get(0), AskJob)
+
+
+def test_ask_share_is_measured_over_the_recent_past_only():
+    from daemon.service.fairness import NpuShare
+
+    clock = Clock()
+    q = WorkQueue(ask_share=0.5, share=NpuShare(horizon=10), clock=clock)
+    q.put_ask(AskJob("a", 1))
+    q.done(q.get(0), 8.0)  # asks used everything ...
+    clock.now = 30.0  # ... long ago
+    q.put_ask(AskJob("a", 2))
+    q.put_window(window("a", 0))
+    assert isinstance(q.get(0), AskJob)
+
+
+def test_chats_have_their_own_bound_and_can_be_withdrawn():
+    from daemon.service.worker import ChatJob
+
+    q = WorkQueue(max_asks=1, max_chats=2)
+    chats = [ChatJob("http:1", None, None) for _ in range(3)]
+    assert [q.put_ask(c) for c in chats] == [True, True, False]
+    assert q.put_ask(AskJob("a", 1))  # MQTT asks are counted apart
+    assert q.waiting(ChatJob) == 2
+    assert q.withdraw(chats[0]) and not q.withdraw(chats[0])
+    assert q.put_ask(chats[2])
+    assert q.get(0) is chats[1]  # arrival order across both kinds

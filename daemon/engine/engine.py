@@ -30,6 +30,7 @@ from daemon.errors import Cancelled, ChoiceError, ModelError
 from daemon.types import Frame, Prompt, Timings
 
 OnToken = Callable[[str, str], None]  # (prompt_id, text piece)
+MIN_TEMPERATURE = 1e-4
 
 
 @dataclass(frozen=True)
@@ -187,8 +188,13 @@ class Engine:
 
     # ------------------------------------------------------------------ per prompt
 
-    def answer(self, prefix: Prefix, p: Prompt, on_token: OnToken | None = None, stop=None) -> Answer:
-        """Answer one prompt about the prefix's frames. Raises Cancelled when `stop` is set."""
+    def answer(self, prefix: Prefix, p: Prompt, on_token: OnToken | None = None, stop=None,
+               sampling: Sampling | None = None, stop_texts: Sequence[str] = ()) -> Answer:
+        """Answer one prompt about the prefix's frames. Raises Cancelled when `stop` is set.
+
+        `sampling` overrides the engine's for this answer only (its own seeded generator, so the same
+        request with the same seed gives the same text); generation also ends where the text first
+        contains one of `stop_texts`, which is cut off (and never streamed)."""
         self.check(len(prefix.frames), p)
         t0, m0 = time.perf_counter(), self.model.meter.ms
         self._restore(prefix, stop)
@@ -202,10 +208,11 @@ class Engine:
             best = max(probs, key=probs.get)
             timings = Timings(prefill_ms=(t1 - t0) * 1e3, modelled_npu_ms=self.model.meter.ms - m0)
             return Answer(p.id, best, (), n_prompt, "choice", best, probs, timings)
-        tokens, reason = self._generate(p, logits, n_prompt, on_token, stop)
+        stream = _Streamer(self.prompts, p.id, on_token, stop_texts)
+        tokens, reason = self._generate(p, logits, n_prompt, stream, stop, sampling)
         timings = Timings(prefill_ms=(t1 - t0) * 1e3, decode_ms=(time.perf_counter() - t1) * 1e3,
                           generated=len(tokens), modelled_npu_ms=self.model.meter.ms - m0)
-        return Answer(p.id, self.prompts.decode(tokens), tuple(tokens), n_prompt, reason, timings=timings)
+        return Answer(p.id, stream.finish(tokens), tuple(tokens), n_prompt, reason, timings=timings)
 
     def ask(self, frames: Sequence[Frame], prompts: Sequence[Prompt], on_token: OnToken | None = None,
             stop=None) -> Analysis:
@@ -214,16 +221,19 @@ class Engine:
         answers = [self.answer(prefix, p, on_token, stop) for p in prompts]
         return Analysis(answers, prefix.timings, prefix.tokens)
 
-    def _generate(self, p: Prompt, logits: np.ndarray, pos: int, on_token, stop) -> tuple[list[int], str]:
+    def _generate(self, p: Prompt, logits: np.ndarray, pos: int, stream: _Streamer, stop,
+                  sampling: Sampling | None) -> tuple[list[int], str]:
         limit = p.max_new_tokens or self.max_new_tokens
+        rng = self.rng if sampling is None else np.random.default_rng(sampling.seed)
+        sampling = sampling or self.sampling
         tokens: list[int] = []
-        stream = _Streamer(self.prompts, p.id, on_token)
         while True:
-            tok = sample(logits, self.sampling, self.rng)
+            tok = sample(logits, sampling, rng)
             if tok in self.prompts.stop_ids:
                 return tokens, "stop"
             tokens.append(tok)
-            stream.push(tokens)
+            if stream.push(tokens):
+                return tokens, "stop"  # the text reached a stop text
             if len(tokens) >= limit or pos >= self.llm.geo.kv_len:
                 return tokens, "length"
             if stop is not None and stop.is_set():
@@ -264,21 +274,61 @@ class _Streamer:
 
     Decodes only the last few tokens per step (a settled prefix gives the
     context that byte-level and SentencePiece spacing need), so streaming a
-    long answer costs O(1) per token, not O(n).
+    long answer costs O(1) per token, not O(n). With stop texts it decodes the
+    whole answer each step instead (answers are short) and holds back any end
+    of the text that may be the start of a stop text, so none is ever emitted.
     """
 
-    def __init__(self, prompts: PromptBuilder, prompt_id: str, on_token: OnToken | None):
+    def __init__(self, prompts: PromptBuilder, prompt_id: str, on_token: OnToken | None,
+                 stop_texts: Sequence[str] = ()):
         self.prompts, self.id, self.on_token = prompts, prompt_id, on_token
+        self.stop_texts = tuple(t for t in stop_texts if t)
         self.prefix = self.read = 0  # tokens[prefix:read] are already emitted context
+        self.sent = 0  # with stop texts: characters of the text already emitted
+        self.cut: int | None = None  # with stop texts: where the first one begins
 
-    def push(self, tokens: list[int]) -> None:
+    def push(self, tokens: list[int]) -> bool:
+        """Emit the new text; True once the text contains a stop text."""
+        if self.stop_texts:
+            return self._push_until_stop(tokens)
         if self.on_token is None:
-            return
+            return False
         seen = self.prompts.decode(tokens[self.prefix:self.read])
         text = self.prompts.decode(tokens[self.prefix:])
         if len(text) > len(seen) and not text.endswith("\ufffd"):
             self.on_token(self.id, text[len(seen):])
             self.prefix, self.read = self.read, len(tokens)
+        return False
+
+    def _push_until_stop(self, tokens: list[int]) -> bool:
+        text = self.prompts.decode(tokens)
+        hits = [i for i in (text.find(t) for t in self.stop_texts) if i >= 0]
+        if hits:
+            self.cut = min(hits)
+            self._emit(text[self.sent:self.cut])
+            return True
+        held = max((k for t in self.stop_texts for k in range(1, len(t)) if text.endswith(t[:k])), default=0)
+        self._emit(text[self.sent:min(len(text) - held, len(text.rstrip("\ufffd")))])
+        return False
+
+    def finish(self, tokens: list[int]) -> str:
+        """The answer's text (cut at a stop text); emits whatever was still held back."""
+        if self.cut is not None:
+            return self.prompts.decode(tokens)[:self.cut]
+        text = self.prompts.decode(tokens)
+        if self.stop_texts:
+            self._emit(text[self.sent:])
+        elif self.on_token is not None:
+            seen = self.prompts.decode(tokens[self.prefix:self.read])
+            rest = self.prompts.decode(tokens[self.prefix:])
+            if len(rest) > len(seen):
+                self.on_token(self.id, rest[len(seen):])
+        return text
+
+    def _emit(self, piece: str) -> None:
+        if piece and self.on_token is not None:
+            self.on_token(self.id, piece)
+        self.sent += len(piece)
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -288,8 +338,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> int:
-    """Greedy at temperature 0; otherwise temperature, then top-k, then top-p (nucleus)."""
-    if s.temperature <= 0:
+    """Greedy at temperature 0; otherwise temperature, then top-k, then top-p (nucleus).
+
+    Below MIN_TEMPERATURE the distribution is a point mass to float precision (and dividing by a
+    near-zero temperature overflows), so that is greedy too."""
+    if s.temperature < MIN_TEMPERATURE:
         return int(np.argmax(logits))
     z = logits.astype(np.float64) / s.temperature
     if 0 < s.top_k < z.size:

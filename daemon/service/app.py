@@ -7,7 +7,8 @@ it, and so does every engine error:
 
 - `Cancelled` (shutting down): nothing is published or stored for the job;
 - `QuestionError` (a question the model cannot take): the asker gets it as the
-  reply, a window or summary logs it and the daemon goes on;
+  reply, a window or summary logs it and the daemon goes on (an HTTP chat job
+  tells its client itself, see `daemon.service.chat`);
 - anything else (a broken runtime, a bug such as a `ShapeError`) is fatal:
   the worker stops and systemd restarts the daemon.
 """
@@ -15,19 +16,21 @@ it, and so does every engine error:
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from daemon.engine.engine import Answer, Engine, Prefix
-from daemon.errors import Cancelled, QuestionError
+from daemon.errors import Busy, Cancelled, QuestionError
+from daemon.service.fairness import RateLimiter
 from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
 from daemon.service.recovery import queue_unqueued
 from daemon.service.settings import CameraSettings
-from daemon.service.worker import AskJob, Job, NpuWorker, SummaryWork, WindowJob, WorkQueue
+from daemon.service.worker import AskJob, ChatJob, Job, NpuWorker, SummaryWork, WindowJob, WorkQueue
 from daemon.types import Prompt, Result, Window, new_message_id
 from daemon.video import FileSource, FolderSource, Source
 from daemon.video.gate import Gate
@@ -35,6 +38,7 @@ from daemon.video.gate import Gate
 if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.rules.runner import RuleRunner
+    from daemon.service.chat import ChatService
     from daemon.summaries.runner import Fire, Summarizer
     from daemon.summaries.scheduler import SummaryScheduler
     from daemon.summaries.settings import SummaryJob
@@ -80,11 +84,14 @@ class App:
                  queue: WorkQueue, worker: NpuWorker, stop: threading.Event, *, metrics: Metrics,
                  notifier: Notifier, publisher: Publisher | None = None, rules: RuleRunner | None = None,
                  summarizer: Summarizer | None = None, scheduler: SummaryScheduler | None = None,
+                 limiter: RateLimiter | None = None, chat: ChatService | None = None,
                  clock: Callable[[], float] = time.time):
         self.config, self.engine, self.cameras, self.history = config, engine, cameras, history
         self.queue, self.worker, self.stop = queue, worker, stop
         self.metrics, self.notifier, self.publisher, self.rules = metrics, notifier, publisher, rules
         self.summarizer, self.scheduler, self.clock = summarizer, scheduler, clock
+        self.limiter = limiter or RateLimiter(config.asks.per_minute, config.asks.burst)
+        self.chat = chat  # the HTTP API's side of the NPU queue, when http is enabled
         self.latest: dict[str, Analysed] = {}  # NPU thread only
 
     # ------------------------------------------------------------------ lifecycle
@@ -184,11 +191,18 @@ class App:
         return isinstance(cam.source, (FileSource, FolderSource)) and not cam.settings.realtime
 
     def on_ask(self, request) -> None:
-        """MQTT ask (paho's thread): only queue it. Raising sends the asker an error reply."""
+        """MQTT ask (paho's thread): only queue it. Raising sends the asker an error reply
+        (`Busy` for a client over its rate limit or a full queue)."""
         if request.camera not in self.cameras:
             raise ValueError(f"unknown camera {request.camera!r}")
+        wait = self.limiter.take(f"mqtt:{request.camera}", time.monotonic())
+        if wait > 0:
+            self.metrics.ask_refused("mqtt", "rate")
+            raise Busy(f"too many questions on camera {request.camera}: {self.limiter.describe()}; ask again in"
+                       f" {math.ceil(wait)} s", wait, "rate")
         if not self.queue.put_ask(AskJob(request.camera, request)):
-            raise ValueError("too many questions are waiting; ask again in a minute")
+            self.metrics.ask_refused("mqtt", "queue")
+            raise Busy("too many questions are waiting for the NPU; ask again in a minute", 60.0, "queue")
 
     def _queue_summary(self, job: SummaryJob, fire: Fire) -> bool:
         """A cron fire (scheduler thread): queue the summary behind the windows, one model call a turn."""
@@ -203,6 +217,8 @@ class App:
                 self._analyse(job)
             elif isinstance(job, AskJob):
                 self._answer_ask(job)
+            elif isinstance(job, ChatJob):
+                self.chat.answer(job, self.stop)
             elif isinstance(job, SummaryWork):
                 self._summary_step(job)
             else:
@@ -294,6 +310,8 @@ def _describe(job: Job) -> str:
         return f"camera {job.window.camera}: window at {job.window.start:.1f}"
     if isinstance(job, AskJob):
         return f"camera {job.camera}: question {job.request.id!r}"
+    if isinstance(job, ChatJob):
+        return f"HTTP request from {job.client}"
     if isinstance(job, SummaryWork):
         return f"summary {job.job_id}"
     return repr(job)

@@ -23,6 +23,7 @@ from daemon.rules.model import RuleSet
 from daemon.rules.runner import RuleRunner, check_questions
 from daemon.rules.state import RuleStateStore
 from daemon.service.app import App, Camera, Publisher
+from daemon.service.fairness import NpuShare
 from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
@@ -39,8 +40,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], None]]]:
-    """Open everything the config names; return the App and what to close afterwards, in order."""
+def build_app(cfg: Config, once: bool = False, engine: Engine | None = None) -> tuple[App, list[Callable[[], None]]]:
+    """Open everything the config names; return the App and what to close afterwards, in order.
+    `engine`: an engine already open (tests pass one whose graph calls take AX650N time)."""
     try:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -49,7 +51,7 @@ def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], N
     closers: list[Callable[[], None]] = []
     notifier = Notifier()
     notifier.extend_timeout(300)  # loading 30 graphs onto the NPU takes a while
-    engine = open_engine(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
+    engine = engine or open_engine(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
     history = History(cfg.state_dir / "history.sqlite").open()
     closers.append(history.close)
     ruleset = open_rules(cfg, engine)
@@ -64,6 +66,8 @@ def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], N
     publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request))
     app = assemble(cfg, engine, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
                    ruleset=ruleset, closers=closers)
+    if cfg.http.enabled:
+        closers.append(start_http(cfg, app).stop)
     if publisher is not None:
         publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
     return app, closers
@@ -77,7 +81,9 @@ def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: H
     (persisting its state in the history file), the summarizer and its scheduler."""
     closers = closers if closers is not None else []
     stop = threading.Event()
-    queue = WorkQueue()
+    asks = cfg.asks
+    queue = WorkQueue(max_asks=asks.max_waiting, max_chats=cfg.http.max_waiting, ask_share=asks.npu_share,
+                      share=NpuShare(asks.share_seconds))
     cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate)) for c in cfg.cameras}
     rules = None
     if ruleset is not None:
@@ -94,6 +100,28 @@ def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: H
     return App(cfg, engine, cameras, history, queue, NpuWorker(queue, stop), stop,
                metrics=metrics or Metrics(), notifier=notifier or Notifier(""), publisher=publisher, rules=rules,
                summarizer=summarizer, scheduler=scheduler, clock=clock)
+
+
+def start_http(cfg: Config, app: App):
+    """Serve the OpenAI-compatible API (http.enabled): requests become jobs in the app's NPU queue."""
+    server_module = http_server_module()
+    from daemon.service.chat import ChatService
+
+    app.chat = ChatService(app.engine, app.queue, app.limiter, app.metrics, cfg.http, app.healthy)
+    server = server_module.HttpServer(cfg.http, app.chat, api_key=cfg.http.resolve_api_key(),
+                                      observe=app.metrics.http_request)
+    server.start()  # ConfigError (exit 2) when the port is taken
+    return server
+
+
+def http_server_module():
+    """daemon.http.server, or a ConfigError saying how to install aiohttp (the `http` extra)."""
+    try:
+        from daemon.http import server
+    except ImportError as exc:
+        raise ConfigError(f"http.enabled is true but the HTTP server cannot be loaded ({exc}): install it with "
+                          "pip install 'vlmwatch[http]' (aiohttp), or set http.enabled: false") from None
+    return server
 
 
 def open_rules(cfg: Config, engine: Engine) -> RuleSet | None:

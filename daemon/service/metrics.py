@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, start_http_server
 
 from daemon.errors import ConfigError
 from daemon.types import Timings
@@ -76,8 +76,25 @@ class Metrics:
             "vlmwatch_mqtt_dead_letters", "MQTT messages that can never be published (topic or payload refused "
             "by MQTT, paho or the broker's limit), moved to the outbox's dead letters so the rest go out.", registry=r)
         self._dead_letters_seen = 0
+        self.asks_refused = Counter(
+            "vlmwatch_asks_refused", "Questions refused before the NPU: source=mqtt|http, reason=rate (the client's "
+            "rate limit) or queue (too many waiting).", ["source", "reason"], registry=r)
+        self.http_requests = Counter(
+            "vlmwatch_http_requests", "HTTP API requests answered, by endpoint and status code.",
+            ["endpoint", "status"], registry=r)
+        self.http_seconds = Histogram(
+            "vlmwatch_http_request_seconds", "Latency of HTTP API requests (queueing and NPU time included).",
+            ["endpoint"], buckets=(0.05, 0.25, 1, 2.5, 5, 10, 20, 40, 60, 120, 300), registry=r)
+        self.http_tokens = Counter(
+            "vlmwatch_http_tokens", "Tokens of HTTP chat completions: kind=prompt or completion.", ["kind"],
+            registry=r)
+        self.http_cancelled = Counter(
+            "vlmwatch_http_cancelled", "HTTP chat completions abandoned because the client went away or gave up "
+            "waiting for the NPU.", registry=r)
         for kind in ("real", "modelled"):
             self.npu_seconds.labels(kind=kind)  # export both series as 0 from the start
+        for kind in ("prompt", "completion"):
+            self.http_tokens.labels(kind=kind)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -105,6 +122,17 @@ class Metrics:
         self.npu_seconds.labels(kind="modelled").inc(timings.modelled_npu_ms / 1000.0)
         if timings.generated and timings.decode_ms > 0:
             self.tokens_per_second.set(timings.tokens_per_s)
+
+    def ask_refused(self, source: str, reason: str) -> None:
+        self.asks_refused.labels(source=source, reason=reason).inc()
+
+    def http_request(self, endpoint: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(endpoint=endpoint, status=str(status)).inc()
+        self.http_seconds.labels(endpoint=endpoint).observe(seconds)
+
+    def http_completion(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.http_tokens.labels(kind="prompt").inc(prompt_tokens)
+        self.http_tokens.labels(kind="completion").inc(completion_tokens)
 
     def set_source_state(self, camera: str, state: str) -> None:
         if state not in SOURCE_STATES:

@@ -17,7 +17,7 @@ def check_all(path: Path) -> tuple[Config | None, list[str]]:
         cfg = load_config(path)
     except ConfigError as exc:
         return None, str(exc).splitlines()
-    problems = model_problems(path, cfg) + rule_file_problems(path, cfg)
+    problems = model_problems(path, cfg) + rule_file_problems(path, cfg) + http_problems(path, cfg)
     return cfg, problems
 
 
@@ -41,3 +41,20 @@ def rule_file_problems(path: Path, cfg: Config) -> list[str]:
     if not cfg.rules.is_dir():
         return [f"{path}:{line_of(path, ('rules',))}: rules: rule directory {cfg.rules} does not exist"]
     return check_rules(cfg.rules, cameras=[c.name for c in cfg.cameras])[1]
+
+
+def http_problems(path: Path, cfg: Config) -> list[str]:
+    """With http enabled: the server can be loaded (aiohttp installed) and the API key can be read."""
+    if not cfg.http.enabled:
+        return []
+    from daemon.service.build import http_server_module
+
+    problems = []
+    source = next((k for k in ("api_key", "api_key_env", "api_key_file", "api_key_credential")
+                   if getattr(cfg.http, k) is not None), "api_key")
+    for check, key in ((http_server_module, "enabled"), (cfg.http.resolve_api_key, source)):
+        try:
+            check()
+        except ConfigError as exc:
+            problems.append(f"{path}:{line_of(path, ('http', key))}: {exc}")
+    return problems

@@ -83,3 +83,19 @@ class MetricsSettings(BaseModel):
         description="Address to listen on. Loopback by default, so only this machine can scrape; "
         "0.0.0.0 (or ::) exposes the endpoint to the network, which has no authentication.")
     port: int = Field(9108, ge=1, le=65535, description="TCP port of the metrics endpoint.")
+
+
+class AskSettings(BaseModel):
+    """The `asks:` section: how much of the NPU questions (MQTT asks, HTTP chat completions) may take."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    npu_share: float = Field(
+        0.5, gt=0, le=1, description="Most of the NPU's busy time (over `share_seconds`) questions may take while "
+        "camera windows wait; questions still go first below it. 1 = questions always first.")
+    share_seconds: float = Field(60.0, ge=5, description="Seconds of NPU history the share is measured over.")
+    per_minute: float = Field(
+        6.0, ge=0, description="Questions a minute each client may ask: per camera for MQTT asks (its "
+        "<camera>/ask topic), per API key or else per address for HTTP. 0 = no limit.")
+    burst: int = Field(3, ge=1, description="Questions a client may ask at once before per_minute applies.")
+    max_waiting: int = Field(16, ge=1, le=256, description="MQTT asks waiting for the NPU; more are refused.")

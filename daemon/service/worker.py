@@ -2,8 +2,13 @@
 
 The queue is bounded by construction: at most one pending window per camera
 (a newer window replaces the pending one, and the replaced one is counted as
-dropped), a short list of ad-hoc questions that go first, and summary jobs
-that wait behind every window.
+dropped), short lists of questions (MQTT asks, HTTP chat completions) that go
+first, and summary jobs that wait behind every window.
+
+Questions go first only while they stay within their share of NPU time: the
+worker measures how long each job kept the NPU busy, and while a window waits
+and questions took more than `ask_share` of the busy time of the last minute,
+the window goes next (see `daemon.service.fairness`).
 """
 
 from __future__ import annotations
@@ -13,8 +18,10 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import count
+import time
 from typing import Any, Callable, Generator
 
+from daemon.service.fairness import NpuShare
 from daemon.types import Window
 
 log = logging.getLogger(__name__)
@@ -33,6 +40,20 @@ class AskJob:
 
 
 @dataclass(frozen=True, eq=False)
+class ChatJob:
+    """An HTTP chat completion: its own frames and question, answered through `sink`.
+
+    `cancel` is set when the client went away or gave up waiting: the worker
+    skips the job, or the engine stops at its next step."""
+
+    client: str
+    request: Any  # daemon.http.messages.Completion
+    sink: Any  # daemon.http.messages.Sink: started / token / finished / failed
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)  # set once the worker is through with it
+
+
+@dataclass(frozen=True, eq=False)
 class SummaryWork:
     """A summary in progress: each step is one model call; the queue puts it behind waiting windows."""
 
@@ -40,18 +61,30 @@ class SummaryWork:
     steps: Generator[None, None, Any] = field(repr=False)
 
 
-Job = WindowJob | AskJob | SummaryWork
+Job = WindowJob | AskJob | ChatJob | SummaryWork
+Question = AskJob | ChatJob
+
+
+def kind_of(job: Job) -> str:
+    """The accounting kind of a job: "ask" (MQTT or HTTP question), "window" or "summary"."""
+    if isinstance(job, (AskJob, ChatJob)):
+        return "ask"
+    return "window" if isinstance(job, WindowJob) else "summary"
 
 
 class WorkQueue:
-    """Asks first, then the oldest pending camera window, then summaries."""
+    """Questions first (within their NPU share while windows wait), then the oldest pending
+    camera window, then summaries."""
 
-    def __init__(self, max_asks: int = 16, max_summaries: int = 16):
+    def __init__(self, max_asks: int = 16, max_summaries: int = 16, *, max_chats: int = 4,
+                 ask_share: float = 0.5, share: NpuShare | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self._cond = threading.Condition()
         self._windows: dict[str, tuple[int, WindowJob]] = {}  # camera -> (arrival, newest window)
-        self._asks: deque[AskJob] = deque()
+        self._asks: deque[Question] = deque()  # MQTT asks and HTTP chats, in arrival order
         self._summaries: deque[SummaryWork] = deque()
-        self._max_asks, self._max_summaries = max_asks, max_summaries
+        self._max_asks, self._max_chats, self._max_summaries = max_asks, max_chats, max_summaries
+        self.ask_share, self.share, self._clock = ask_share, share or NpuShare(), clock
         self._seq = count()
         self._closed = False
         self._in_flight = 0  # jobs handed out and not yet marked done
@@ -73,8 +106,30 @@ class WorkQueue:
             while camera in self._windows and not self._closed and not stop.is_set():
                 self._cond.wait(0.2)
 
-    def put_ask(self, job: AskJob) -> bool:
-        return self._put_bounded(self._asks, job, self._max_asks)
+    def put_ask(self, job: Question) -> bool:
+        """Queue a question; False when its kind's list (MQTT asks or HTTP chats) is full."""
+        with self._cond:
+            limit = self._max_chats if isinstance(job, ChatJob) else self._max_asks
+            if sum(isinstance(j, type(job)) for j in self._asks) >= limit:
+                return False
+            self._asks.append(job)
+            self._cond.notify()
+        return True
+
+    def withdraw(self, job: Question) -> bool:
+        """Take a question out of line before it started (its asker gave up); False if it was not waiting."""
+        with self._cond:
+            try:
+                self._asks.remove(job)
+            except ValueError:
+                return False
+            self._cond.notify_all()
+            return True
+
+    def waiting(self, kind: type) -> int:
+        """Questions of `kind` (AskJob or ChatJob) waiting in line."""
+        with self._cond:
+            return sum(isinstance(j, kind) for j in self._asks)
 
     def put_summary(self, job: SummaryWork) -> bool:
         return self._put_bounded(self._summaries, job, self._max_summaries)
@@ -93,7 +148,7 @@ class WorkQueue:
             if not self._cond.wait_for(lambda: self._closed or self.depth, timeout) or not self.depth:
                 return None
             self._in_flight += 1
-            if self._asks:
+            if self._asks and not (self._windows and self._asks_over_share()):
                 return self._asks.popleft()
             if self._windows:
                 camera = min(self._windows, key=lambda c: self._windows[c][0])
@@ -101,10 +156,15 @@ class WorkQueue:
                 return self._windows.pop(camera)[1]
             return self._summaries.popleft()
 
-    def done(self) -> None:
-        """Mark the job last returned by get() as finished."""
+    def _asks_over_share(self) -> bool:
+        return self.share.fraction("ask", self._clock()) > self.ask_share
+
+    def done(self, job: Job | None = None, seconds: float = 0.0) -> None:
+        """Mark the job last returned by get() as finished; it kept the NPU busy for `seconds`."""
         with self._cond:
             self._in_flight -= 1
+            if job is not None:
+                self.share.record(kind_of(job), seconds, self._clock())
             self._cond.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
@@ -140,6 +200,7 @@ class NpuWorker:
             job = self.queue.get(timeout=0.2)
             if job is None:
                 continue
+            t0 = time.monotonic()
             try:
                 self.handle(job)
             except Exception as exc:  # the engine is broken: let systemd restart us
@@ -147,7 +208,7 @@ class NpuWorker:
                 self.error = exc
                 self.stop.set()
             finally:
-                self.queue.done()
+                self.queue.done(job, time.monotonic() - t0)
 
     def alive(self) -> bool:
         return self._thread.is_alive()
