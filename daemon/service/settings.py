@@ -1,4 +1,4 @@
-"""The daemon's own configuration sections: cameras, prompts, retention, metrics, logging.
+"""The daemon's own configuration sections: cameras, prompts, retention, metrics, health, logging.
 """
 
 from __future__ import annotations
@@ -78,3 +78,20 @@ class MetricsSettings(BaseModel):
         description="Address to listen on. Loopback by default, so only this machine can scrape; "
         "0.0.0.0 (or ::) exposes the endpoint to the network, which has no authentication.")
     port: int = Field(9108, ge=1, le=65535, description="TCP port of the metrics endpoint.")
+
+
+class HealthSettings(BaseModel):
+    """The `health:` section: the camera watchdog, and when a camera makes the daemon unhealthy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stall_after: float = Field(
+        60.0, gt=0,
+        description="Seconds a live camera (rtsp/http) may go without a window before its capture is restarted, "
+        "as one whose thread died is; restarts back off like reconnects (stream.retry_min to retry_max). Must "
+        "exceed each live camera's stream.open_timeout + span + stride (the time to its first window).")
+    down_after: float = Field(
+        300.0, ge=0,
+        description="Seconds a camera may be down (a live camera without windows, or any capture that keeps "
+        "failing) before the daemon reports itself unhealthy, so that the systemd watchdog restarts it. "
+        "0: a down camera never makes the daemon unhealthy.")
