@@ -14,7 +14,6 @@ import logging
 import socket
 import threading
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np

@@ -17,8 +17,9 @@ from daemon.rules.state import RuleStateStore
 from daemon.service.history import History
 from daemon.store import check_file, storage_error
 from daemon.summaries.runner import RunLog
-from daemon.video.file import FileProgress, Progress
+from daemon.video.file import FileProgress
 from daemon.video.folder import ProcessedFiles
+
 
 def filled_history(path: Path) -> Path:
     with History(path) as history:

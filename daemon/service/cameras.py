@@ -188,10 +188,14 @@ class CameraWatch:
                     watch.failing_since = watch.last_window if watch.last_window is not None else watch.started
                 watch.halt.set()
                 self._schedule_restart(name, cam, watch, now)
-        elif alive and now - watch.started >= self.settings.stall_after and (watch.attempt or watch.failing_since):
-            if not live or (watch.last_window or 0.0) >= watch.started:  # restarted and running steadily
-                watch.failing_since, watch.attempt = None, 0
+        elif alive and (watch.attempt or watch.failing_since) and self._steady(watch, live, now):
+            watch.failing_since, watch.attempt = None, 0  # restarted and running steadily: the backoff starts afresh
         return self._update_state(name, cam, watch, now, live, alive)
+
+    def _steady(self, watch: _Watch, live: bool, now: float) -> bool:
+        """The current capture has run for health.stall_after (a live one with windows since its start)."""
+        running = now - watch.started >= self.settings.stall_after
+        return running and (not live or (watch.last_window or 0.0) >= watch.started)
 
     def _schedule_restart(self, name: str, cam: Camera, watch: _Watch, now: float) -> None:
         stream = cam.settings.stream
