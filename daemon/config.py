@@ -27,6 +27,7 @@ from daemon.mqtt.settings import MqttSettings
 from daemon.service.settings import (
     AskSettings,
     CameraSettings,
+    HealthSettings,
     LoggingSettings,
     MetricsSettings,
     PromptSettings,
@@ -56,6 +57,7 @@ class Config(Section):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Prometheus endpoint.")
     http: HttpSettings = Field(default_factory=HttpSettings,
                                description="OpenAI-compatible API (Frigate GenAI, LLM Vision); off by default.")
+    health: HealthSettings = Field(default_factory=HealthSettings, description="Camera watchdog and health.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging.")
 
     @property
@@ -75,6 +77,21 @@ class Config(Section):
             for name in job.cameras or []:
                 if name not in seen:
                     out.append((("summaries", i, "cameras"), f"camera {name!r} is not configured"))
+        return out + self._health_problems()
+
+    def _health_problems(self) -> list[tuple[tuple, str]]:
+        """The watchdog must give a live camera time for its first window before calling it stalled."""
+        out: list[tuple[tuple, str]] = []
+        health = self.health
+        if 0 < health.down_after < health.stall_after:
+            out.append((("health", "down_after"), f"must be 0 or at least health.stall_after "
+                        f"({health.stall_after:g} s): a stalled camera is restarted before it counts as down"))
+        for cam in self.cameras:
+            first = cam.stream.open_timeout + cam.span + cam.stride
+            if "://" in cam.source and health.stall_after <= first:
+                out.append((("health", "stall_after"), f"{health.stall_after:g} s is too short for camera "
+                            f"{cam.name}: its first window may take stream.open_timeout + span + stride = "
+                            f"{first:g} s; raise stall_after above that"))
         return out
 
 

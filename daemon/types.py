@@ -114,3 +114,16 @@ class Prompt:
     question: str
     choices: tuple[str, ...] = ()  # non-empty: score these instead of generating
     max_new_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class CameraStatus:
+    """A camera's health as the daemon's camera watchdog sees it (MQTT `<base>/<camera>/status`)."""
+
+    camera: str
+    state: str  # starting | up | restarting | down | ended
+    ts: float  # when this was taken, POSIX seconds
+    last_frame_age: float | None  # seconds since the camera's last frame; None before the first
+    restarts: int  # captures restarted since the daemon started
+    dropped: int  # windows dropped unanalysed since the daemon started
+    error: str | None = None  # why the capture last failed or was restarted

@@ -16,3 +16,8 @@ def test_demo_runs_the_daemon_and_prints_what_it_publishes(tmp_path, capsys):
         analysed = [w for w in history.windows(0, time.time() + 1) if w.analysed]
     assert len(published) == len(analysed) >= 2  # the box entering and leaving are analysed
     assert "meaningless" in out
+
+    assert main(["demo", "--home", str(tmp_path)]) == 0  # again: the clip is replayed, not resumed at its end
+    again = [line for line in capsys.readouterr().out.splitlines()
+             if line.startswith("mqtt  vlmwatch/front_door/description")]
+    assert len(again) == len(published)

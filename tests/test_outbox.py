@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.errors import PublishError
+from daemon.errors import PublishError, StateError
 from daemon.mqtt.outbox import OUTBOX_MIGRATIONS, Kind, Outbox, OutboxMessage
 
 
@@ -101,7 +101,7 @@ def test_concurrent_put_and_ack(tmp_path: Path) -> None:
 def test_damaged_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(PublishError, match=r"cannot open the MQTT outbox .*o\.sqlite.*move it away"):
+    with pytest.raises(StateError, match=r"cannot open the MQTT outbox .*o\.sqlite.*Move it aside.*: mv "):
         Outbox(path).open()
 
 

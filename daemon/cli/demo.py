@@ -54,6 +54,7 @@ def run(args) -> int:
         broker.start()
         print(f"demo: MQTT broker (amqtt, in-process) on {host}:{port}")
     config = write_demo_config(home / "config.yaml", model, clip, home / "state", host, port)
+    forget_progress(home / "state")
     printer = Printer(host, port)
     printer.start()
     print(f"demo: config {config}\ndemo: running 'vlmwatch run -c {config} --once' on {clip}\n", flush=True)
@@ -67,6 +68,13 @@ def run(args) -> int:
           " meaningless.\ndemo: for real descriptions set model.dir in the config to InternVL3-2B (board layout"
           " or 'vlmwatch export' ONNX bundle) and run 'vlmwatch run -c CONFIG'.")
     return code
+
+
+def forget_progress(state: Path) -> None:
+    """Every demo replays its clip from the start: the daemon would otherwise resume after the last
+    window an earlier demo recorded (`processed.sqlite`) and find nothing left to do."""
+    for suffix in ("", "-wal", "-shm"):
+        (state / f"processed.sqlite{suffix}").unlink(missing_ok=True)
 
 
 def tiny_model(path: Path) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from daemon.errors import ConfigError
+from daemon.errors import EXIT_NEEDS_FIX
 
 
 def add_cli(sub) -> None:
@@ -22,7 +22,7 @@ def run_check(args) -> int:
 
     cfg, problems = check_all(args.config)
     if report(problems):
-        return ConfigError.exit_code
+        return EXIT_NEEDS_FIX
     print(f"{args.config}: OK ({len(cfg.cameras)} camera(s), model {cfg.model.dir})")
     return 0
 
@@ -43,7 +43,7 @@ def run_daemon(args) -> int:
 
     cfg, problems = check_all(args.config)
     if report(problems):
-        return ConfigError.exit_code
+        return EXIT_NEEDS_FIX
     logging.getLogger().setLevel(cfg.logging.level.upper())
     from daemon.service.build import build_app
 

@@ -19,8 +19,9 @@ is a stable cursor for the publisher, oldest first.
 
 A `daemon.store.Store` of its own file (state_dir/outbox.sqlite): one connection
 behind the store's lock, schema versioned with `migrate` (component "outbox").
-Unlike history it syncs every commit (synchronous=FULL) and reports failures as
-PublishError, which the daemon treats as an MQTT problem.
+Unlike history it syncs every commit (synchronous=FULL). A file that cannot be
+opened is a StateError like every store's (exit 2; a damaged one is named with the
+`mv` command that moves it aside); a failed insert is a PublishError.
 """
 
 from __future__ import annotations
@@ -151,12 +152,6 @@ class Outbox(Store):
         db.execute("PRAGMA busy_timeout=5000")
         migrate(db, self.component, self.migrations)
         self._depth, self._bytes = _count(db)  # before open() publishes the connection: nobody else reads them yet
-
-    def _open_error(self, exc: Exception) -> PublishError:  # type: ignore[override]
-        return PublishError(
-            f"cannot open the MQTT outbox {self.path}: {exc}. Check that the state directory "
-            "is writable; if the file is damaged, move it away (its unsent messages are lost)."
-        )
 
     # -- queue -------------------------------------------------------------
 

@@ -49,7 +49,8 @@ from daemon.mqtt.messages import (
 from daemon.mqtt.outbox import Kind, Outbox, OutboxMessage
 from daemon.mqtt.sender import IN_FLIGHT, Sender
 from daemon.mqtt.settings import MqttSettings
-from daemon.types import Alert, Result, Summary
+from daemon.times import iso
+from daemon.types import Alert, CameraStatus, Result, Summary
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,16 @@ class Publisher:
         topic = self.topics.summary(check_name("summary job", summary.job))
         self._enqueue(OutboxMessage(Kind.SUMMARY, topic, encode(summary_json(summary, message_id)), retain=True))
         return message_id
+
+    def publish_camera_status(self, status: CameraStatus) -> None:
+        """`<camera>/status`, retained JSON from the camera watchdog: `state` (starting, up, restarting,
+        down, ended), `last_frame_age` (s), `restarts`, `dropped` (windows), `error`."""
+        camera = check_name("camera", status.camera)
+        payload = encode({"id": new_message_id(), "camera": camera, "state": status.state, "ts": iso(status.ts),
+                          "last_frame_age": status.last_frame_age, "restarts": status.restarts,
+                          "dropped": status.dropped, "error": status.error})
+        # Dropped first when the outbox is full, like a description: the next status supersedes it.
+        self._enqueue(OutboxMessage(Kind.DESCRIPTION, f"{self.topics.base}/{camera}/status", payload, retain=True))
 
     def reply(self, request: AskRequest, result: Result) -> None:
         """Answer an `AskRequest` on `<camera>/reply`, echoing its id."""

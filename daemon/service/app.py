@@ -9,8 +9,15 @@ it, and so does every engine error:
 - `QuestionError` (a question the model cannot take): the asker gets it as the
   reply, a window or summary logs it and the daemon goes on (an HTTP chat job
   tells its client itself, see `daemon.service.chat`);
+- a state file that cannot be written (`StateError`, `StorageError`, or a
+  `PublishError` from the outbox) stops the daemon with that error's exit code:
+  a storage problem, not an engine error;
 - anything else (a broken runtime, a bug such as a `ShapeError`) is fatal:
   the worker stops and systemd restarts the daemon.
+
+Capture threads belong to the camera watchdog (`daemon.service.cameras`), which
+restarts a dead or stalled capture; a camera down for `health.down_after` makes
+the daemon unhealthy, so the systemd watchdog restarts it.
 """
 
 from __future__ import annotations
@@ -23,7 +30,19 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from daemon.engine.engine import Answer, Engine, Prefix
-from daemon.errors import Busy, Cancelled, QuestionError
+from daemon.errors import (
+    EXIT_NEEDS_FIX,
+    EXIT_OK,
+    EXIT_TRANSIENT,
+    Busy,
+    Cancelled,
+    PublishError,
+    QuestionError,
+    StateError,
+    StorageError,
+    VlmwatchError,
+)
+from daemon.service.cameras import Camera, CameraWatch
 from daemon.service.fairness import RateLimiter
 from daemon.service.history import History
 from daemon.service.metrics import Metrics
@@ -31,9 +50,8 @@ from daemon.service.notify import Notifier
 from daemon.service.recovery import queue_unqueued
 from daemon.service.settings import CameraSettings
 from daemon.service.worker import AskJob, ChatJob, Job, NpuWorker, SummaryWork, WindowJob, WorkQueue
-from daemon.types import Prompt, Result, Window, new_message_id
-from daemon.video import FileSource, FolderSource, Source
-from daemon.video.gate import Gate
+from daemon.types import CameraStatus, Prompt, Result, Window, new_message_id
+from daemon.video import FileSource, FolderSource
 
 if TYPE_CHECKING:
     from daemon.config import Config
@@ -63,12 +81,8 @@ class Publisher(Protocol):
     def stop(self, timeout: float) -> None: ...
 
 
-@dataclass
-class Camera:
-    settings: CameraSettings
-    source: Source
-    gate: Gate
-    thread: threading.Thread | None = None
+__all__ = ["Analysed", "App", "Camera", "Publisher"]
+STORAGE_ERRORS = (StateError, StorageError, PublishError)  # a state file (history, outbox, ...) cannot be written
 
 
 @dataclass(frozen=True)
@@ -85,7 +99,7 @@ class App:
                  notifier: Notifier, publisher: Publisher | None = None, rules: RuleRunner | None = None,
                  summarizer: Summarizer | None = None, scheduler: SummaryScheduler | None = None,
                  limiter: RateLimiter | None = None, chat: ChatService | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
         self.config, self.engine, self.cameras, self.history = config, engine, cameras, history
         self.queue, self.worker, self.stop = queue, worker, stop
         self.metrics, self.notifier, self.publisher, self.rules = metrics, notifier, publisher, rules
@@ -93,17 +107,19 @@ class App:
         self.limiter = limiter or RateLimiter(config.asks.per_minute, config.asks.burst)
         self.chat = chat  # the HTTP API's side of the NPU queue, when http is enabled
         self.latest: dict[str, Analysed] = {}  # NPU thread only
+        status = self._publish_status if hasattr(publisher, "publish_camera_status") else None
+        self.watch = CameraWatch(cameras, self._capture, config.health, metrics, monotonic=monotonic, wall=clock,
+                                 on_status=status)
+        self.fatal: VlmwatchError | None = None  # a storage failure that stopped the daemon
+        self._fatal_lock = threading.Lock()
 
     # ------------------------------------------------------------------ lifecycle
 
     def run(self, once: bool = False) -> int:
-        """Run until stopped (or, with once, until the sources end). 0, or 1 after a fatal engine error."""
+        """Run until stopped (or, with once, until the sources end); the exit code (see `shutdown`)."""
         if self.publisher is not None:
             queue_unqueued(self.history, self.publisher)  # what a crash kept from the outbox goes first
-        for name, cam in self.cameras.items():
-            self.metrics.add_camera(name)
-            cam.thread = threading.Thread(target=self._capture, args=(cam,), name=f"capture-{name}", daemon=True)
-            cam.thread.start()
+        self.watch.start()
         self.worker.start(self.handle)
         if self.scheduler is not None:
             self.scheduler.start(self._queue_summary)
@@ -112,11 +128,16 @@ class App:
         interval = min(self.notifier.watchdog_interval() or 1.0, 1.0)
         last_prune = 0.0
         while not self.stop.wait(interval):
+            self.watch.check()
             if self.healthy():
                 self.notifier.watchdog()
             if self.clock() - last_prune > PRUNE_EVERY:
                 last_prune = self.clock()
-                self.history.prune(last_prune, self.config.retention.keep_seconds)
+                try:
+                    self.history.prune(last_prune, self.config.retention.keep_seconds)
+                except STORAGE_ERRORS as exc:
+                    self.fail(exc)
+                    break
             self.metrics.set_queue_depth(self.queue.depth)
             if self.publisher is not None and not self._check_publisher():
                 break
@@ -125,26 +146,39 @@ class App:
         return self.shutdown()
 
     def shutdown(self, timeout: float = 10.0) -> int:
+        """Stop everything; 0, or the exit code of what stopped us (daemon.errors: 2 needs a person, 1 may pass)."""
         self.notifier.stopping()
         if self.scheduler is not None:
             self.scheduler.shutdown()  # no new fires; queued summaries are abandoned with the queue
         self.stop.set()
+        self.watch.halt()
         self.queue.close()
         deadline = time.monotonic() + timeout
-        for cam in self.cameras.values():
-            if cam.thread:
-                cam.thread.join(max(0.1, deadline - time.monotonic()))
+        self.watch.join(deadline)
         self.worker.join(max(0.1, deadline - time.monotonic()))
         if self.publisher is not None:
             self.publisher.stop(max(1.0, min(5.0, deadline - time.monotonic())))  # flush, then `offline`
+        if self.fatal is not None:
+            log.error("stopped: %s", self.fatal)
+            return self.fatal.exit_code
         if self.publisher is not None and self.publisher.error is not None:
             log.error("stopped: %s", self.publisher.error)
-            return 2
+            return EXIT_NEEDS_FIX  # the broker refused us for good: credentials or TLS
         if self.worker.error is not None:
             log.error("stopping after a fatal engine error: %s", self.worker.error)
-            return 1
+            return EXIT_TRANSIENT
         log.info("vlmwatch stopped")
-        return 0
+        return EXIT_OK
+
+    def fail(self, exc: VlmwatchError) -> None:
+        """Stop the daemon for a storage failure (any thread); the first one sets the exit code."""
+        with self._fatal_lock:
+            first = self.fatal is None
+            if first:
+                self.fatal = exc
+        if first:
+            log.error("stopping: %s", exc)
+        self.stop.set()
 
     def _check_publisher(self) -> bool:
         """Export MQTT state; False once the broker refused us for good (bad credentials, TLS)."""
@@ -155,35 +189,55 @@ class App:
         return self.publisher.error is None
 
     def healthy(self) -> bool:
-        return self.worker.alive() and self.worker.error is None
+        """What the systemd watchdog ping stands for: the NPU worker runs and no camera is down."""
+        return self.worker.alive() and self.worker.error is None and not self.watch.down()
 
     def _capturing(self) -> bool:
-        return any(c.thread and c.thread.is_alive() for c in self.cameras.values())
+        return self.watch.capturing()
+
+    def _publish_status(self, status: CameraStatus) -> None:
+        try:
+            self.publisher.publish_camera_status(status)
+        except PublishError as exc:  # the outbox cannot take it: results will say so (and stop us) too
+            log.warning("camera %s: status not published: %s", status.camera, exc)
 
     # ------------------------------------------------------------------ capture side
 
-    def _capture(self, cam: Camera) -> None:
+    def _capture(self, cam: Camera, halt: threading.Event) -> None:
+        """A capture thread's body (run and restarted by the camera watchdog) until the source ends or
+        `halt`. Any other error is the watchdog's to log and restart; a state file that cannot be
+        written stops the daemon."""
         name = cam.settings.name
-        windows = cam.source.windows(self.stop)
+        windows = cam.source.windows(halt)
         try:
             for window in windows:
+                self.watch.saw_window(name)
                 window, decision = cam.gate.check(window, now=window.end)
                 if not decision.analyse:
                     self.history.record_window(window, False, decision.reason, self.clock())
                     self.metrics.window_skipped(name)
+                    self._finished(window)
                     continue
                 if self._paced_by_npu(cam):
-                    self.queue.wait_slot(name, self.stop)
+                    self.queue.wait_slot(name, halt)
                 dropped = self.queue.put_window(WindowJob(window, decision.reason))
                 if dropped is not None:
                     self.history.record_window(dropped.window, False, "dropped: a newer window replaced it",
                                                self.clock())
-                    self.metrics.window_dropped(name)
-        except Exception:  # one broken camera must not take the others down
-            log.exception("camera %s: capture failed; this camera stops, the others go on", name)
-            self.metrics.set_source_state(name, "error")
+                    self.watch.window_dropped(name)
+                    self._finished(dropped.window)
+        except STORAGE_ERRORS as exc:
+            self.fail(exc)
         finally:
             windows.close()
+
+    def _finished(self, window: Window) -> None:
+        """`window` is in history (analysed, skipped, dropped or refused): a file source remembers it,
+        so that a restart resumes after it."""
+        cam = self.cameras.get(window.camera)
+        recorded = getattr(cam.source, "recorded", None) if cam is not None else None
+        if recorded is not None:
+            recorded(window)
 
     @staticmethod
     def _paced_by_npu(cam: Camera) -> bool:
@@ -230,7 +284,16 @@ class App:
             if isinstance(job, AskJob) and self.publisher is not None:
                 self.publisher.reply_error(job.request, str(exc))
             elif isinstance(job, WindowJob):
-                self.history.record_window(job.window, False, f"error: {exc}", self.clock())
+                self._record_refused(job.window, exc)
+        except STORAGE_ERRORS as exc:
+            self.fail(exc)
+
+    def _record_refused(self, window: Window, exc: QuestionError) -> None:
+        try:
+            self.history.record_window(window, False, f"error: {exc}", self.clock())
+            self._finished(window)
+        except STORAGE_ERRORS as failure:
+            self.fail(failure)
 
     def _analyse(self, job: WindowJob) -> None:
         """Rule questions first, then the description, on one prefix: alerts from rule answers go
@@ -254,6 +317,7 @@ class App:
                        for p in batch]
             if self.rules is not None:
                 self.rules.on_results(window, results, previous.window if previous else None)
+        self._finished(window)
 
     def _record(self, window: Window, window_id: int, prompt: Prompt, answer: Answer) -> Result:
         result = self._result(window, prompt.question, answer)

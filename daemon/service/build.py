@@ -63,6 +63,7 @@ def build_app(cfg: Config, once: bool = False, engine: Engine | None = None) -> 
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
     sources = {c.name: open_source(c.name, c.source, c, on_event=on_event, state_dir=cfg.state_dir, once=once)
                for c in cfg.cameras}
+    closers += [s.close for s in sources.values() if hasattr(s, "close")]  # their records of processed files
     publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request))
     app = assemble(cfg, engine, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
                    ruleset=ruleset, closers=closers)
@@ -76,7 +77,7 @@ def build_app(cfg: Config, once: bool = False, engine: Engine | None = None) -> 
 def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: History, *,
              metrics: Metrics | None = None, notifier: Notifier | None = None, publisher: Publisher | None = None,
              ruleset: RuleSet | None = None, closers: list[Callable[[], None]] | None = None,
-             clock: Callable[[], float] = time.time) -> App:
+             clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> App:
     """Connect open parts into an App: a gate per camera, the NPU queue and worker, the rule runner
     (persisting its state in the history file), the summarizer and its scheduler."""
     closers = closers if closers is not None else []
@@ -99,7 +100,7 @@ def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: H
         scheduler = SummaryScheduler(cfg.summaries, runlog)
     return App(cfg, engine, cameras, history, queue, NpuWorker(queue, stop), stop,
                metrics=metrics or Metrics(), notifier=notifier or Notifier(""), publisher=publisher, rules=rules,
-               summarizer=summarizer, scheduler=scheduler, clock=clock)
+               summarizer=summarizer, scheduler=scheduler, clock=clock, monotonic=monotonic)
 
 
 def start_http(cfg: Config, app: App):

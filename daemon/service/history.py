@@ -27,8 +27,9 @@ killed in between leaves the row unqueued; at the next start
 So every recorded alert reaches the outbox at least once, and a duplicate
 (killed after queueing, before marking) carries the same id.
 
-A file that is not a readable database is reported, never recreated: it is
-the user's data (and, once other components share the file, their state too).
+A file that is not a readable database, or is damaged, is reported when it is
+opened (`daemon.store`), never recreated: it is the user's data (and, once other
+components share the file, their state too).
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.errors import ConfigError, VlmwatchError
-from daemon.store import Store, migrate
+from daemon.errors import VlmwatchError
+from daemon.store import Store, migrate, storage_error
 from daemon.types import Alert, Result, Summary, Timings, Window
 
 log = logging.getLogger(__name__)
@@ -314,23 +315,9 @@ class History(Store):
             raise RuntimeError("history is not open: call open() first")
         return self._db
 
-    def _open_error(self, exc: Exception) -> ConfigError:
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-            remedy = ("Another process holds a write lock on it: is a second vlmwatch running with the same "
-                      "state_dir? Stop it, or give this one its own state_dir.")
-        elif isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
-            remedy = (f"It is damaged or not a vlmwatch database, and vlmwatch will not overwrite it. Move it "
-                      f"away (mv {self.path} {self.path}.broken) to start a new history, or try to rescue "
-                      f"it with: sqlite3 {self.path} .recover.")
-        else:
-            remedy = (f"Check that {self.path.parent} exists and is writable by the user vlmwatch runs as "
-                      "(under systemd, StateDirectory= creates /var/lib/vlmwatch), or set state_dir to a "
-                      "writable directory.")
-        return ConfigError(f"cannot open the history database {self.path}: {exc}. {remedy}")
-
     def _runtime_error(self, action: str, exc: Exception) -> VlmwatchError:
-        return VlmwatchError(f"cannot {action} in the history database {self.path}: {exc}. Check free space "
-                             f"and permissions of {self.path.parent}.")
+        """StateError (damaged, unwritable: exit 2) or StorageError (disk full, I/O: exit 1)."""
+        return storage_error(exc, f"{action} in the history database", self.path)
 
 
 _RESULT_COLUMNS = ("SELECT id, window_id, token_count, camera, prompt_id, question, window_start, window_end, ts, "

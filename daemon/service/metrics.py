@@ -56,8 +56,17 @@ class Metrics:
         self.windows_skipped = Counter(
             "vlmwatch_windows_skipped", "Windows the scene-change gate skipped.", ["camera"], registry=r)
         self.windows_dropped = Counter(
-            "vlmwatch_windows_dropped", "Windows dropped unanalysed because a newer one of the same camera "
-            "replaced them in the NPU queue.", ["camera"], registry=r)
+            "vlmwatch_windows_dropped", "Windows dropped unanalysed: a newer one of the same camera replaced them "
+            "in the NPU queue, or the camera's capture queue was full.", ["camera"], registry=r)
+        self.camera_last_frame_age = Gauge(
+            "vlmwatch_camera_last_frame_age_seconds", "Seconds since each camera's last frame (before the first: "
+            "since its capture started).", ["camera"], registry=r)
+        self.capture_restarts = Counter(
+            "vlmwatch_capture_restarts", "Captures the camera watchdog restarted: the thread died, or a live camera "
+            "gave no window for health.stall_after.", ["camera"], registry=r)
+        self.camera_down = Gauge(
+            "vlmwatch_camera_down", "1 while a camera is down for health.down_after or longer (the daemon then "
+            "reports itself unhealthy), else 0.", ["camera"], registry=r)
         self.npu_seconds = Counter(
             "vlmwatch_npu_seconds", "NPU time: kind=real is measured wall-clock time of engine calls, "
             "kind=modelled is the published AX650N cost of the same calls.", ["kind"], registry=r)
@@ -102,8 +111,9 @@ class Metrics:
 
     def add_camera(self, camera: str) -> None:
         """Export a camera's counters as 0 before its first window, so rates start from a known point."""
-        for counter in (self.windows_analysed, self.windows_skipped, self.windows_dropped):
+        for counter in (self.windows_analysed, self.windows_skipped, self.windows_dropped, self.capture_restarts):
             counter.labels(camera=camera)
+        self.camera_down.labels(camera=camera).set(0)
         self.source_state.labels(camera=camera).state("connecting")
 
     def window_analysed(self, camera: str) -> None:
@@ -114,6 +124,13 @@ class Metrics:
 
     def window_dropped(self, camera: str, count: int = 1) -> None:
         self.windows_dropped.labels(camera=camera).inc(count)
+
+    def capture_restarted(self, camera: str) -> None:
+        self.capture_restarts.labels(camera=camera).inc()
+
+    def camera_health(self, camera: str, last_frame_age: float, down: bool) -> None:
+        self.camera_last_frame_age.labels(camera=camera).set(last_frame_age)
+        self.camera_down.labels(camera=camera).set(1 if down else 0)
 
     def observe_timings(self, timings: Timings) -> None:
         """Account one engine call: its real and modelled NPU time, and its decode speed if it decoded."""

@@ -1,6 +1,6 @@
 """Everything `vlmwatch check-config` and `vlmwatch run` validate before starting:
-the config, the model files and the rule files. Every problem is one line,
-`FILE:LINE: key.path: message`.
+the config, the model files, the rule files and the state files. Every problem is
+one line, `FILE:LINE: key.path: message`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ def check_all(path: Path) -> tuple[Config | None, list[str]]:
         cfg = load_config(path)
     except ConfigError as exc:
         return None, str(exc).splitlines()
-    problems = model_problems(path, cfg) + rule_file_problems(path, cfg) + http_problems(path, cfg)
+    problems = (model_problems(path, cfg) + rule_file_problems(path, cfg) + http_problems(path, cfg)
+                + state_problems(path, cfg))
     return cfg, problems
 
 
@@ -58,3 +59,15 @@ def http_problems(path: Path, cfg: Config) -> list[str]:
         except ConfigError as exc:
             problems.append(f"{path}:{line_of(path, ('http', key))}: {exc}")
     return problems
+
+
+def state_problems(path: Path, cfg: Config) -> list[str]:
+    """Damaged SQLite files in state_dir (history, outbox, processed clips), each with the `mv` command
+    that moves it aside. Read-only: a file that does not exist yet is no problem."""
+    from daemon.store import check_file
+
+    if not cfg.state_dir.is_dir():
+        return []
+    line = line_of(path, ("state_dir",))
+    found = [check_file(f, "the state file") for f in sorted(cfg.state_dir.glob("*.sqlite"))]
+    return [f"{path}:{line}: state_dir: {problem}" for problem in found if problem is not None]

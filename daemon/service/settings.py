@@ -1,4 +1,4 @@
-"""The daemon's own configuration sections: cameras, prompts, retention, metrics, logging.
+"""The daemon's own configuration sections: cameras, prompts, retention, metrics, health, logging.
 """
 
 from __future__ import annotations
@@ -99,3 +99,20 @@ class AskSettings(BaseModel):
         "<camera>/ask topic), per API key or else per address for HTTP. 0 = no limit.")
     burst: int = Field(3, ge=1, description="Questions a client may ask at once before per_minute applies.")
     max_waiting: int = Field(16, ge=1, le=256, description="MQTT asks waiting for the NPU; more are refused.")
+
+
+class HealthSettings(BaseModel):
+    """The `health:` section: the camera watchdog, and when a camera makes the daemon unhealthy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stall_after: float = Field(
+        60.0, gt=0,
+        description="Seconds a live camera (rtsp/http) may go without a window before its capture is restarted, "
+        "as one whose thread died is; restarts back off like reconnects (stream.retry_min to retry_max). Must "
+        "exceed each live camera's stream.open_timeout + span + stride (the time to its first window).")
+    down_after: float = Field(
+        300.0, ge=0,
+        description="Seconds a camera may be down (a live camera without windows, or any capture that keeps "
+        "failing) before the daemon reports itself unhealthy, so that the systemd watchdog restarts it. "
+        "0: a down camera never makes the daemon unhealthy.")

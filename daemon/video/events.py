@@ -44,6 +44,10 @@ EventSink = Callable[[SourceEvent], None]
 
 
 class Source(Protocol):
+    """`live` (optional, default False): windows should arrive all the time (a camera), so a
+    silent source is restarted by the daemon's camera watchdog. `recorded(window)` (optional):
+    the daemon has recorded the window, so a file may resume after it (`FileSource`)."""
+
     name: str
 
     def windows(self, stop: threading.Event) -> Iterator[Window]:

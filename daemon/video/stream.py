@@ -57,6 +57,8 @@ class StreamSource:
     (time.monotonic() of the last frame, for a watchdog).
     """
 
+    live = True  # windows arrive all the time while the camera works: the watchdog restarts a silent one
+
     def __init__(
         self,
         name: str,
