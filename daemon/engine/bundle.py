@@ -235,9 +235,54 @@ def load_embeddings(path: Path, hidden: int) -> np.ndarray:
 
 
 def load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
+    """The tokenizer from `tokenizer.json` with the `tokenizers` library alone; transformers only for a folder
+    without one (vocab.json + merges.txt). transformers' AutoTokenizer imports torch wherever it is installed."""
+    if (Path(path) / "tokenizer.json").is_file():
+        return JsonTokenizer.load(Path(path))
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ModelError(f"{path} has no tokenizer.json; reading its vocab.json and merges.txt needs transformers"
+                         " (pip install transformers), or copy the model's tokenizer.json there") from None
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # transformers raises many kinds
         raise ModelError(f"cannot load the tokenizer from {path}: {exc}") from None
+
+
+class JsonTokenizer:
+    """A `tokenizers.Tokenizer` with the part of transformers' tokenizer API the engine uses.
+
+    Special tokens come from tokenizer_config.json (a string or an AddedToken dict).
+    Decoding matches transformers 5, which skips its space clean-up for BPE models."""
+
+    def __init__(self, backend, eos_token: str | None, unk_token: str | None):
+        self.backend = backend
+        self.eos_token_id = self.convert_tokens_to_ids(eos_token) if eos_token else None
+        self.unk_token_id = self.convert_tokens_to_ids(unk_token) if unk_token else None
+
+    @classmethod
+    def load(cls, folder: Path) -> "JsonTokenizer":
+        from tokenizers import Tokenizer
+
+        try:
+            backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            config_path = folder / "tokenizer_config.json"
+            config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+        except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+            raise ModelError(f"cannot load the tokenizer from {folder}: {exc}") from None
+
+        def token(key: str) -> str | None:
+            value = config.get(key)
+            return value.get("content") if isinstance(value, dict) else value
+
+        return cls(backend, token("eos_token"), token("unk_token"))
+
+    def convert_tokens_to_ids(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
