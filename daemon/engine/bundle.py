@@ -175,8 +175,8 @@ def open_model(
         return ProfileSession(opener(path, role), role, meter, sleep=sleep)
 
     t0 = time.monotonic()
-    log.info("loading %d graphs with %s (on the board this takes about a minute)",
-             len(files.layers) + 1 + bool(files.vit), backend)
+    log.info("loading %d graphs with %s%s", len(files.layers) + 1 + bool(files.vit), backend,
+             " (on the board this takes about a minute)" if backend == "axengine" else "")
     layers = []
     for i, p in enumerate(files.layers, 1):
         layers.append(profiled(p, "layer"))
