@@ -192,6 +192,12 @@ def open_model(
 
 
 def _onnx_opener(files: BundleFiles):
+    ports = manifest_ports(files)
+    return lambda path, role: OnnxSession(path, ports[role])
+
+
+def manifest_ports(files: BundleFiles) -> dict[str, list[list[Port]] | None]:
+    """Declared inputs per role ("layer", "post", "vit") and shape group, from an ONNX bundle's manifest."""
     m = files.manifest
     try:
         layer_groups = [[Port.from_json(d) for d in g] for g in m["layer_groups"]]
@@ -199,8 +205,7 @@ def _onnx_opener(files: BundleFiles):
         vit_ports = [[Port.from_json(d) for d in m["vit_inputs"]]] if files.vit else None
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"ONNX manifest declares bad shape groups ({exc!r}); re-run 'vlmwatch export'") from None
-    ports = {"layer": layer_groups, "post": post_ports, "vit": vit_ports}
-    return lambda path, role: OnnxSession(path, ports[role])
+    return {"layer": layer_groups, "post": post_ports, "vit": vit_ports}
 
 
 def _index(ports: list[Port], name: str) -> int:
