@@ -56,7 +56,8 @@ def test_summarize_dry_run_loads_no_graph(tmp_path, tiny_model, no_sessions, cap
     config.write_text(f"model:\n  dir: {tiny_model}\n  system: {SYSTEM}\ncameras:\n  - name: porch\n"
                       f"    source: {tmp_path}\n  - name: garage\n    source: {tmp_path}\n"
                       f"state_dir: {tmp_path / 'state'}\nmetrics:\n  enabled: false\n")
-    assert main(["summarize", "-c", str(config), "--since", "3h", "--dry-run", "--json"]) == 0
+    assert main(["summarize", "-c", str(config), "--since", "3h", "--dry-run", "--json",
+                 "--max-new-tokens", "40"]) == 0
     plan = json.loads(capsys.readouterr().out)
     assert plan["limits"] == {"max_prompt": 256, "kv_len": 320}
     assert plan["map_steps"] >= 2 and all(s["prompt_tokens"] <= 256 for s in plan["steps"])
