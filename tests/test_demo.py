@@ -20,7 +20,7 @@ import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("torch", "transformers"):
-            raise ImportError(f"{name} is blocked: the demo must not need it")
+            raise ModuleNotFoundError(f"{name} is blocked: the demo must not need it", name=name)
 sys.meta_path.insert(0, Block())
 from daemon.cli import main
 sys.exit(main(sys.argv[1:]))

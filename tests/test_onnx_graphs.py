@@ -149,7 +149,7 @@ import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in ("torch", "transformers"):
-            raise ImportError(f"{name} is blocked: the demo must not need it")
+            raise ModuleNotFoundError(f"{name} is blocked: the demo must not need it", name=name)
 sys.meta_path.insert(0, Block())
 """
 
@@ -172,3 +172,13 @@ print(answer.prompt_tokens, len(answer.tokens), answer.stop_reason)
     assert done.returncode == 0, done.stderr
     prompt_tokens, tokens, reason = done.stdout.split()
     assert int(prompt_tokens) > 8 * 16 and reason in ("stop", "length") and int(tokens) <= 4
+
+
+def test_without_torch_the_exporters_say_how_to_install_it(tmp_path):
+    script = BLOCK_TORCH + "from daemon.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    done = subprocess.run([sys.executable, "-c", script, "make-tiny-model", str(tmp_path / "tiny")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60, env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin"})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr == ("vlmwatch: error: make-tiny-model (it writes the transformers reference too) needs torch,"
+                           " onnx and transformers (torch is not installed): pip install -e '.[export]' in vlmwatch's"
+                           " environment (a CPU-only torch is enough)\n")

@@ -54,6 +54,19 @@ def check_bundle_numbers(prefill_len: int, kv_len: int, groups: int) -> None:
         )
 
 
+def require_torch(what: str) -> None:
+    """Say how to install the exporter's torch instead of failing with a traceback."""
+    try:
+        import torch  # noqa: F401
+        import onnx  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(
+            f"{what} needs torch, onnx and transformers ({exc.name} is not installed):"
+            " pip install -e '.[export]' in vlmwatch's environment (a CPU-only torch is enough)"
+        ) from None
+
+
 def _spec(name: str, shape: list[int], dtype: str = "float32") -> dict[str, Any]:
     return {"name": name, "shape": shape, "dtype": dtype}
 
@@ -230,6 +243,7 @@ def check_hf_dir(hf_dir: Path) -> None:
 def load_hf_model(hf_dir: Path) -> tuple[Any, Any]:
     """Load a transformers-native InternVL checkpoint (model in float32, tokenizer)."""
     check_hf_dir(hf_dir)
+    require_torch("vlmwatch export")
     import torch
     from transformers import AutoTokenizer, InternVLForConditionalGeneration
 

@@ -26,6 +26,7 @@ from daemon.engine.export.export import (
     check_bundle_numbers,
     check_out_dir,
     export_bundle,
+    require_torch,
 )
 
 # Qwen2's specials, then InternVL's, in the order the real vocabulary has them.
@@ -191,6 +192,7 @@ def make_tiny_model(
 ) -> Path:
     """Build the tiny model, export its bundle into `out_dir`, save the transformers reference in `out_dir`/hf."""
     check_bundle_numbers(prefill_len, kv_len, groups)
+    require_torch("make-tiny-model (it writes the transformers reference too)")
     out = Path(out_dir)
     check_out_dir(out, keep=("hf",))
     tokenizer = build_tokenizer()
