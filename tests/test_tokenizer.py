@@ -58,10 +58,27 @@ def qwen_style(tmp_path_factory) -> Path:
     return folder
 
 
-def test_same_ids_text_and_special_tokens_as_transformers(qwen_style):
+@pytest.fixture(scope="module")
+def vocab_and_merges(qwen_style, tmp_path_factory) -> Path:
+    """The same tokenizer as InternVL3-2B ships it: vocab.json, merges.txt, added tokens, no tokenizer.json."""
+    model = json.loads((qwen_style / "tokenizer.json").read_text())["model"]
+    folder = tmp_path_factory.mktemp("vocab_and_merges")
+    (folder / "vocab.json").write_text(json.dumps(model["vocab"], ensure_ascii=False))
+    merges = [" ".join(m) if isinstance(m, list) else m for m in model["merges"]]
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    config = json.loads((qwen_style / "tokenizer_config.json").read_text())
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    added = {d["content"]: int(i) for i, d in config["added_tokens_decoder"].items()}
+    (folder / "added_tokens.json").write_text(json.dumps(added))
+    return folder
+
+
+@pytest.mark.parametrize("folder", ["qwen_style", "vocab_and_merges"])
+def test_same_ids_text_and_special_tokens_as_transformers(folder, request):
     from transformers import AutoTokenizer
 
-    ours, ref = load_tokenizer(qwen_style), AutoTokenizer.from_pretrained(str(qwen_style))
+    folder = request.getfixturevalue(folder)
+    ours, ref = load_tokenizer(folder), AutoTokenizer.from_pretrained(str(folder))
     assert isinstance(ours, JsonTokenizer)
     assert (ours.eos_token_id, ours.unk_token_id) == (ref.eos_token_id, ref.unk_token_id) == (
         ref.convert_tokens_to_ids("<|im_end|>"), None)
@@ -76,14 +93,31 @@ def test_same_ids_text_and_special_tokens_as_transformers(qwen_style):
     assert mine.stop_ids == theirs.stop_ids
 
 
-def test_loading_a_tokenizer_imports_neither_torch_nor_transformers(qwen_style):
+@pytest.mark.parametrize("folder", ["qwen_style", "vocab_and_merges"])
+def test_loading_a_tokenizer_imports_neither_torch_nor_transformers(folder, request):
+    folder = request.getfixturevalue(folder)
     script = ("import sys\nfrom daemon.engine.bundle import load_tokenizer\n"
-              f"t = load_tokenizer({str(qwen_style)!r})\nprint(t.encode('hello', add_special_tokens=False),"
+              f"t = load_tokenizer({str(folder)!r})\nprint(t.encode('hello', add_special_tokens=False),"
               " sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=60,
                           env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip().endswith("[]")
+
+
+def test_added_tokens_that_do_not_follow_the_vocabulary_are_refused(vocab_and_merges, tmp_path):
+    for name in ("vocab.json", "merges.txt"):
+        (tmp_path / name).write_text((vocab_and_merges / name).read_text())
+    (tmp_path / "added_tokens.json").write_text(json.dumps({"<img>": 999999}))
+    with pytest.raises(ModelError, match="added token '<img>' should have id 999999 but gets"):
+        load_tokenizer(tmp_path)
+
+
+def test_a_folder_without_tokenizer_files_says_what_to_copy(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "transformers", None)  # not installed
+    (tmp_path / "tokenizer_config.json").write_text("{}")
+    with pytest.raises(ModelError, match="holds neither tokenizer.json nor vocab.json and merges.txt"):
+        load_tokenizer(tmp_path)
 
 
 def test_a_broken_tokenizer_json_is_a_model_error(tmp_path):

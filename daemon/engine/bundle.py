@@ -240,15 +240,16 @@ def load_embeddings(path: Path, hidden: int) -> np.ndarray:
 
 
 def load_tokenizer(path: Path):
-    """The tokenizer from `tokenizer.json` with the `tokenizers` library alone; transformers only for a folder
-    without one (vocab.json + merges.txt). transformers' AutoTokenizer imports torch wherever it is installed."""
-    if (Path(path) / "tokenizer.json").is_file():
-        return JsonTokenizer.load(Path(path))
+    """The tokenizer with the `tokenizers` library alone, from tokenizer.json or from a Qwen2 folder's vocab.json
+    and merges.txt; transformers only for any other folder (its AutoTokenizer imports torch where installed)."""
+    folder = Path(path)
+    if (folder / "tokenizer.json").is_file() or all((folder / f).is_file() for f in ("vocab.json", "merges.txt")):
+        return JsonTokenizer.load(folder)
     try:
         from transformers import AutoTokenizer
     except ImportError:
-        raise ModelError(f"{path} has no tokenizer.json; reading its vocab.json and merges.txt needs transformers"
-                         " (pip install transformers), or copy the model's tokenizer.json there") from None
+        raise ModelError(f"{path} holds neither tokenizer.json nor vocab.json and merges.txt: copy the model's"
+                         " tokenizer files there (pip install transformers reads other tokenizer formats)") from None
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # transformers raises many kinds
@@ -271,9 +272,14 @@ class JsonTokenizer:
         from tokenizers import Tokenizer
 
         try:
-            backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
             config_path = folder / "tokenizer_config.json"
             config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+            if (folder / "tokenizer.json").is_file():
+                backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            else:
+                backend = _qwen2_bpe(folder, config)
+        except ModelError:
+            raise
         except Exception as exc:  # tokenizers raises a bare Exception on a bad file
             raise ModelError(f"cannot load the tokenizer from {folder}: {exc}") from None
 
@@ -291,3 +297,38 @@ class JsonTokenizer:
 
     def decode(self, ids, skip_special_tokens: bool = False) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def _qwen2_bpe(folder: Path, config: dict):
+    """What transformers' Qwen2Tokenizer builds from vocab.json and merges.txt (InternVL3-2B's own tokenizer
+    folder has no tokenizer.json): NFC, Qwen2's split regex, byte-level BPE, then the added tokens at their ids."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+    from tokenizers.models import BPE
+
+    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+    lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
+    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+    bpe = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token=None, continuing_subword_prefix="",
+                        end_of_word_suffix="", fuse_unk=False, byte_fallback=False))
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    bpe.decoder = decoders.ByteLevel()
+    added = {int(i): d for i, d in (config.get("added_tokens_decoder") or {}).items()}
+    if (folder / "added_tokens.json").is_file():
+        for content, i in json.loads((folder / "added_tokens.json").read_text(encoding="utf-8")).items():
+            added.setdefault(int(i), {"content": content})
+    for i in sorted(added):  # added tokens follow the vocabulary in id order
+        d = added[i]
+        bpe.add_tokens([AddedToken(d["content"], special=d.get("special", True), lstrip=d.get("lstrip", False),
+                                   rstrip=d.get("rstrip", False), normalized=d.get("normalized", False),
+                                   single_word=d.get("single_word", False))])
+        if bpe.token_to_id(d["content"]) != i:
+            raise ModelError(f"{folder}: added token {d['content']!r} should have id {i} but gets"
+                             f" {bpe.token_to_id(d['content'])}; the vocab.json and the added tokens do not match")
+    return bpe
