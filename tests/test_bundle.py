@@ -135,3 +135,10 @@ def test_full_size_embedding_table_is_memory_mapped(tmp_path, tiny_model):
     grown_mb = float(out.stdout.strip().splitlines()[-1])
     # The table alone is 889 MiB; 28 KV caches of 2559 x 256 bf16 add 70 MiB by design.
     assert grown_mb < 100, f"RSS grew by {grown_mb:.0f} MiB"
+
+
+def test_the_board_load_time_is_promised_only_for_axengine(tiny_model, caplog):
+    with caplog.at_level("INFO", logger="daemon.engine.bundle"):
+        open_model(locate(tiny_model))
+    loading = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loading ")]
+    assert loading == ["loading 4 graphs with onnxruntime"]
