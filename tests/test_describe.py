@@ -26,8 +26,7 @@ def run_json(capsys, *argv):
 
 
 def test_video_answer_equals_transformers(tiny_model, tmp_path, capsys):
-    from test_engine import SYSTEM, reference
-    from transformers import InternVLForConditionalGeneration
+    from reference import SYSTEM, load_hf, reference
 
     from daemon.engine.bundle import locate, open_model
     from daemon.engine.engine import Engine
@@ -39,7 +38,7 @@ def test_video_answer_equals_transformers(tiny_model, tmp_path, capsys):
     assert set(out["timings"]) == {"vit_ms", "prefill_ms", "decode_ms", "tokens_per_s"}
     assert out["modelled_npu_ms"] > 8 * 364  # eight ViT calls at least
 
-    hf = InternVLForConditionalGeneration.from_pretrained(tiny_model / "hf").eval()
+    hf = load_hf(tiny_model)
     engine = Engine(open_model(locate(tiny_model)), system=SYSTEM)
     want, n = reference(hf, engine, read_video(clip, 8), "What moves?", 12)
     assert (out["tokens"], out["prompt_tokens"]) == (want, n)

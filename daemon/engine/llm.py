@@ -237,8 +237,11 @@ class LLM:
         return modelled_ms("layer", group) + host_ms(sum(p.nbytes for p in fed) + out + written)
 
     def prefill_cost(self, start: int, n: int) -> float:
-        """Modelled ms of `prefill(n tokens, start)` through every layer (the post graph not included)."""
+        """Modelled ms of `prefill(n tokens, start)` through every layer (the post graph not included);
+        infinite past the largest prefill."""
         P = self.geo.prefill_len
+        if start + n > self.geo.max_prompt:
+            return float("inf")
         return len(self.layers) * sum(self.call_ms(c0 // P + 1, min(P, start + n - c0))
                                       for c0 in range(start, start + n, P))
 
