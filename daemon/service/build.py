@@ -54,6 +54,7 @@ def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], N
     closers.append(history.close)
     ruleset = open_rules(cfg, engine)
     metrics = Metrics()
+    metrics.set_kv_path(engine.kv_path)
     if cfg.metrics.enabled:
         endpoint = metrics.serve(cfg.metrics.host, cfg.metrics.port)
         closers.append(metrics.close)

@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 
 SOURCE_STATES = ("connecting", "connected", "lost", "ended", "error")
+KV_PATHS = ("resident", "copied")  # daemon.engine.Engine.kv_path
 # What each kind of `daemon.sources.SourceEvent` means for the source_state metric.
 _EVENT_STATES = {"connected": "connected", "lost": "lost", "retrying": "connecting", "error": "error",
                  "finished": "ended"}
@@ -72,6 +73,10 @@ class Metrics:
             "vlmwatch_mqtt_connected", "1 while connected to the MQTT broker, else 0.", registry=r)
         self.outbox_depth = Gauge(
             "vlmwatch_outbox_depth", "QoS 1 MQTT messages waiting for the broker's acknowledgement.", registry=r)
+        self.kv_path = Enum(
+            "vlmwatch_kv_path", "Where the LLM's KV cache lives: resident in the NPU runtime's input buffers (each "
+            "call writes only its new rows) or copied whole into the runtime with every call.",
+            states=list(KV_PATHS), registry=r)
         for kind in ("real", "modelled"):
             self.npu_seconds.labels(kind=kind)  # export both series as 0 from the start
         self._server: WSGIServer | None = None
@@ -124,6 +129,11 @@ class Metrics:
 
     def set_outbox_depth(self, depth: int) -> None:
         self.outbox_depth.set(depth)
+
+    def set_kv_path(self, path: str) -> None:
+        if path not in KV_PATHS:
+            raise ValueError(f"unknown KV cache path {path!r}; expected one of {', '.join(KV_PATHS)}")
+        self.kv_path.state(path)
 
     # -- HTTP endpoint ------------------------------------------------------
 
