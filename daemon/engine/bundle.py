@@ -37,6 +37,7 @@ from daemon.engine.sessions import (
     ProfileSession,
     Session,
 )
+from daemon.engine.tokenizer import FastTokenizer
 from daemon.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -235,8 +236,29 @@ def load_embeddings(path: Path, hidden: int) -> np.ndarray:
 
 
 def load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
+    """The folder's tokenizer.json through `tokenizers` alone (transformers would import torch: ~350 MiB).
 
+    A folder with only the slow tokenizer's files (vocab.json, merges.txt) goes through transformers."""
+    path = Path(path)
+    if not (path / "tokenizer.json").is_file():
+        return _load_with_transformers(path)
+    try:
+        return FastTokenizer.from_dir(path)
+    except ModelError:
+        raise
+    except Exception as exc:  # tokenizers raises its own untyped errors
+        raise ModelError(f"cannot load the tokenizer from {path / 'tokenizer.json'}: {exc}") from None
+
+
+def _load_with_transformers(path: Path):
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ModelError(f"{path} has no tokenizer.json and transformers is not installed to read its other"
+                         " tokenizer files: write tokenizer.json once on any machine with transformers"
+                         " (AutoTokenizer.from_pretrained(DIR).save_pretrained(DIR)) or pip install transformers"
+                         ) from None
+    log.info("%s has no tokenizer.json: loading it with transformers", path)
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # transformers raises many kinds
