@@ -5,6 +5,7 @@ A leaf of the engine: the sessions and the resident-KV buffers both use it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -27,7 +28,7 @@ class Port:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
+        return math.prod(self.shape) * self.dtype.itemsize
 
 
 def _dtype(name: str):

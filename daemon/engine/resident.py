@@ -78,6 +78,9 @@ class ResidentInputs:
         for i, p in enumerate(outputs[0]):
             _fits(name, f"output {p.name}", buffers.output_size(i), max(g[i].nbytes for g in outputs))
         self._rows = {n: self._layout(n) for n in self.names}
+        # per group: the inputs fed with each call (index, port), and the outputs (index, port)
+        self._fed = [[(self._index[p.name], p) for p in g if p.name not in self.names] for g in inputs]
+        self._outs = [list(enumerate(g)) for g in outputs]
         for r in self._rows.values():  # masked rows are still read: they must be finite, not stale garbage
             buffers.write_input(r.index, 0, np.zeros(r.rows * r.row_bytes, np.uint8))
 
@@ -108,14 +111,12 @@ class ResidentInputs:
         """Run shape group `group` feeding every input but the resident ones; outputs in declared order."""
         if not 0 <= group < len(self._inputs):
             raise ShapeError(f"{self.name}: invalid shape group {group} (the graph has {len(self._inputs)})")
-        fed = [p for p in self._inputs[group] if p.name not in self.names]
-        check_feeds(self.name, fed, feeds, group)
-        for p in fed:
-            self.buffers.write_input(self._index[p.name], 0,
-                                     np.ascontiguousarray(feeds[p.name]).reshape(-1).view(np.uint8))
+        fed = self._fed[group]
+        check_feeds(self.name, [p for _, p in fed], feeds, group)
+        for i, p in fed:
+            self.buffers.write_input(i, 0, np.ascontiguousarray(feeds[p.name]).reshape(-1).view(np.uint8))
         self.buffers.execute(group)
-        return [self.buffers.read_output(i, o.nbytes).view(o.dtype).reshape(o.shape)
-                for i, o in enumerate(self._outputs[group])]
+        return [self.buffers.read_output(i, o.nbytes).view(o.dtype).reshape(o.shape) for i, o in self._outs[group]]
 
     def fed_bytes(self, group: int) -> int:
         """Bytes one call of `group` copies in and out besides the resident rows (for the cost model)."""
