@@ -61,7 +61,8 @@ class Metrics:
             "replaced them in the NPU queue.", ["camera"], registry=r)
         self.npu_seconds = Counter(
             "vlmwatch_npu_seconds", "NPU time: kind=real is measured wall-clock time of engine calls, "
-            "kind=modelled is the published AX650N cost of the same calls.", ["kind"], registry=r)
+            "kind=modelled is the AX650N cost of the same calls (published per-graph times plus host<->NPU "
+            "copies).", ["kind"], registry=r)
         self.npu_queue_depth = Gauge(
             "vlmwatch_npu_queue_depth", "Windows and summary jobs waiting for the NPU worker.", registry=r)
         self.tokens_per_second = Gauge(
