@@ -20,7 +20,6 @@ import argparse
 
 from bench_engine import measure, with_table
 from bench_window import APPROACHES, PROMPTS, Window, print_windows, suffix_tokens, windows
-
 from fullsize import sessions
 
 from daemon.engine.llm import LLM

@@ -124,6 +124,15 @@ def test_writes_outside_a_buffer_or_without_a_flush_fail(axengine, tiny_model, t
         resident.run(feeds, 0)
 
 
+def test_a_second_engine_on_the_same_model_takes_the_buffers_over(axengine, tiny_board):
+    model = open_model(locate(tiny_board))
+    first, second = Engine(model, system=SYSTEM), Engine(model, system=SYSTEM)
+    assert second.ask(frames(1), [Prompt("q", "Describe.")]).answers[0].tokens
+    with pytest.raises(ModelError, match="another engine on the same model now keeps its KV cache in this"
+                                         " session's buffers; use one Engine per opened model"):
+        first.ask(frames(1), [Prompt("q", "Describe.")])
+
+
 def fallback_engine(tiny_board, caplog, kv="auto"):
     caplog.clear()
     with caplog.at_level(logging.INFO, logger="daemon.engine.llm"):
@@ -136,10 +145,10 @@ def test_an_unknown_pyaxengine_version_falls_back_to_copying_with_one_log_line(
     monkeypatch.setattr(axengine, "__version__", "0.0.9")
     engine, records = fallback_engine(tiny_board, caplog)
     assert engine.kv_path == "copied"
-    assert [(r.levelname, r.getMessage()) for r in records] == [(
-        # 0.2 MB: K and V, 320 rows x 32 float32 each, in 2 layers
-        "WARNING", "KV cache: copied whole into the runtime with every call (0.2 MB per decode step): pyaxengine"
-        f" 0.0.9 is not a version whose internals vlmwatch was written against ({', '.join(KNOWN_PYAXENGINE)})")]
+    # 0.2 MB: K and V, 320 rows x 32 float32 each, in 2 layers
+    message = ("KV cache: copied whole into the runtime with every call (0.2 MB per decode step): pyaxengine 0.0.9"
+               f" is not a version whose internals vlmwatch was written against ({', '.join(KNOWN_PYAXENGINE)})")
+    assert [(r.levelname, r.getMessage()) for r in records] == [("WARNING", message)]
     fs = frames(N_FRAMES, seed=11)
     prefix = engine.prefill(fs)
     got = [list(engine.answer(prefix, Prompt(str(i), q)).tokens) for i, q in enumerate(questions(engine))]
@@ -163,7 +172,7 @@ def test_a_buffer_smaller_than_the_largest_group_falls_back(axengine, tiny_board
     assert records[0].getMessage().endswith(
         "qwen2_p16_l0_together.axmodel: the runtime's buffer for input K_cache holds 40832 bytes,"
         " but its largest shape group needs 40960")
-    with pytest.raises(ModelError, match="model.kv is 'resident' but the KV cache cannot stay in the runtime's"):
+    with pytest.raises(ModelError, match=r"model.kv \(--kv\) is 'resident' but the KV cache cannot stay in"):
         fallback_engine(tiny_board, caplog, kv="resident")
 
 

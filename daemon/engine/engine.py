@@ -10,10 +10,10 @@ time; answering on a prefix that is no longer resident (another window came
 in between) prefills its chunks again, so a stale prefix costs time, never a
 wrong answer. The prefix's last, partial chunk (its tail) is prefilled once
 per window too, together with the first prompt's suffix; later suffixes
-start after it (see `_prefill_suffix`). Choice prompts are scored from the logits of the first answer
-token: no decoding, no text parsing. Every prompt is checked against the
-model's limits before any NPU time is spent on it; a stop event ends work at
-the next step by raising `Cancelled`.
+start after it (see `_prefill_suffix`). Choice prompts are scored from the
+logits of the first answer token: no decoding, no text parsing. Every prompt
+is checked against the model's limits before any NPU time is spent on it; a
+stop event ends work at the next step by raising `Cancelled`.
 """
 from __future__ import annotations
 

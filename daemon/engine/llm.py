@@ -114,8 +114,8 @@ class LLM:
             handles = [layer.resident(KV_INPUTS, pinned=kv == "auto") for layer in self.layers]
         except ResidentUnavailable as exc:
             if kv == "resident":
-                raise ModelError(f"model.kv is 'resident' but the KV cache cannot stay in the runtime's buffers:"
-                                 f" {exc}. Use kv: auto (falls back to copying) or kv: copied") from None
+                raise ModelError(f"model.kv (--kv) is 'resident' but the KV cache cannot stay in the runtime's"
+                                 f" buffers: {exc}. Use kv: auto (falls back to copying) or kv: copied") from None
             g = self.geo
             per_step = 2 * g.kv_len * g.kv_dim * g.dtypes["K_cache"].itemsize * len(self.layers)
             log.log(logging.DEBUG if exc.expected else logging.WARNING,

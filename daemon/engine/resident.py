@@ -81,6 +81,7 @@ class ResidentInputs:
         # per group: the inputs fed with each call (index, port), and the outputs (index, port)
         self._fed = [[(self._index[p.name], p) for p in g if p.name not in self.names] for g in inputs]
         self._outs = [list(enumerate(g)) for g in outputs]
+        self._retired = False
         for r in self._rows.values():  # masked rows are still read: they must be finite, not stale garbage
             buffers.write_input(r.index, 0, np.zeros(r.rows * r.row_bytes, np.uint8))
 
@@ -94,8 +95,18 @@ class ResidentInputs:
         width, dtype = widest.shape[2], widest.dtype
         return _Rows(i, width, dtype, width * dtype.itemsize, widest.shape[1])
 
+    def retire(self) -> None:
+        """Another holder took the buffers over: this one's cache is gone."""
+        self._retired = True
+
+    def _check_holder(self) -> None:
+        if self._retired:
+            raise ModelError(f"{self.name}: another engine on the same model now keeps its KV cache in this"
+                             " session's buffers; use one Engine per opened model")
+
     def write(self, name: str, row: int, rows: np.ndarray) -> int:
         """Put rows [n, width] at rows row..row+n-1 of input `name`; return the bytes written."""
+        self._check_holder()
         r = self._rows[name]
         if rows.ndim != 2 or rows.shape[1] != r.width or rows.dtype != r.dtype:
             raise ShapeError(f"{self.name}: rows for {name} must be [n, {r.width}] {r.dtype},"
@@ -109,6 +120,7 @@ class ResidentInputs:
 
     def run(self, feeds: dict[str, np.ndarray], group: int) -> list[np.ndarray]:
         """Run shape group `group` feeding every input but the resident ones; outputs in declared order."""
+        self._check_holder()
         if not 0 <= group < len(self._inputs):
             raise ShapeError(f"{self.name}: invalid shape group {group} (the graph has {len(self._inputs)})")
         fed = self._fed[group]

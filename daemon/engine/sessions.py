@@ -79,6 +79,7 @@ class AxEngineSession:
         self._axengine = axengine = import_axengine()
         self.name = Path(path).name
         self._card = device_id is not None
+        self._holder: ResidentInputs | None = None  # whose KV cache the buffers hold
         if device_id is None:
             self._sess = axengine.InferenceSession(str(path), providers=[AXENGINE_PROVIDER])
         else:  # M.2 card: the host talks to card `device_id` through AXCLRT
@@ -114,9 +115,13 @@ class AxEngineSession:
         return self._sess.run(None, feeds, shape_group=group)
 
     def resident(self, names: Sequence[str], pinned: bool = True) -> ResidentInputs:
+        """The session's own buffers hold `names`; a previous holder (another engine on this model) is retired."""
         buffers = open_buffers(self._axengine, self._sess, self._card, len(self._ports[0]), len(self._out_ports[0]),
                                pinned)
-        return ResidentInputs(self.name, buffers, self._ports, self._out_ports, names)
+        if self._holder is not None:
+            self._holder.retire()
+        self._holder = ResidentInputs(self.name, buffers, self._ports, self._out_ports, names)
+        return self._holder
 
 
 # --------------------------------------------------------------------------- ONNX Runtime

@@ -15,11 +15,28 @@ computing zeros; ONNX files (a tiny bundle's) are executed with ONNX Runtime.
 """
 
 from ._base_session import calls
-from ._graphs import BF16, F32, GROUPS, HIDDEN, IMAGE_TOKENS, KV_DIM, KV_LEN, P, TOKEN_CYCLE, U32, VOCAB, NodeArg
+from ._graphs import BF16, F32, GROUPS, HIDDEN, IMAGE_TOKENS, KV_DIM, KV_LEN, TOKEN_CYCLE, U32, VOCAB, NodeArg, P
 from ._memory import FakeMemoryError, Traffic
 from ._session import InferenceSession, sessions
 
 __version__ = "0.1.3"
 
-__all__ = ["BF16", "F32", "GROUPS", "HIDDEN", "IMAGE_TOKENS", "KV_DIM", "KV_LEN", "P", "TOKEN_CYCLE", "U32", "VOCAB",
-           "FakeMemoryError", "InferenceSession", "NodeArg", "Traffic", "calls", "sessions"]
+__all__ = [
+           "BF16",
+           "F32",
+           "GROUPS",
+           "HIDDEN",
+           "IMAGE_TOKENS",
+           "KV_DIM",
+           "KV_LEN",
+           "TOKEN_CYCLE",
+           "U32",
+           "VOCAB",
+           "FakeMemoryError",
+           "InferenceSession",
+           "NodeArg",
+           "P",
+           "Traffic",
+           "calls",
+           "sessions",
+]
