@@ -37,6 +37,7 @@ def axengine(monkeypatch):
 
     assert Path(axengine.__file__).is_relative_to(fake)
     axengine.calls.clear()
+    axengine.traffic_log.clear()
     axengine.sessions.clear()
     yield axengine
     for name in [m for m in sys.modules if m == "axengine" or m.startswith("axengine.")]:

@@ -58,12 +58,13 @@ def test_resident_tokens_equal_the_copied_path_the_onnx_bundle_and_transformers(
     assert got == [reference(hf, resident, fs, q, 12)[0] for q in questions(resident)]
     assert any(len(t) > 3 for t in got)
     P, n = resident.llm.geo.prefill_len, resident.budget(N_FRAMES).prefix_tokens
-    layers = len(resident.model.layers)  # the tail's chunk ran for the first and the third prompt only
-    assert resident.model.meter.count("layer", n // P + 1) == copied.model.meter.count("layer", n // P + 1) == 2 * layers
+    tail_group, layers = n // P + 1, len(resident.model.layers)  # the tail's chunk: first and third prompt only
+    assert resident.model.meter.count("layer", tail_group) == copied.model.meter.count("layer", tail_group) == 2 * layers
 
 
 def test_resident_decode_writes_one_row_per_layer_and_flushes_only_it(axengine, tiny_model, tmp_path):
-    copied_step, resident_step = (decode_traffic(axengine, tiny_model, tmp_path / kv, kv) for kv in ("copied", "resident"))
+    copied_step, resident_step = (decode_traffic(axengine, tiny_model, tmp_path / kv, kv)
+                                  for kv in ("copied", "resident"))
     K_ROW = axengine.KV_DIM * 2  # bf16: row r of K_cache at byte r x 512
     small = 4 + axengine.HIDDEN * 2 + (axengine.KV_LEN + 1) * 2  # indices, input, mask
     whole = 2 * axengine.KV_LEN * K_ROW + small  # what run() copies when K/V are fed whole
@@ -71,6 +72,9 @@ def test_resident_decode_writes_one_row_per_layer_and_flushes_only_it(axengine, 
     assert copied_step == (whole, whole)
     assert resident_step == (small + 2 * K_ROW, small + 2 * K_ROW)  # 9,220 B: one K row, one V row
     assert copied_step[0] / resident_step[0] > 280
+    # per call: the last 28 runs were one decode step's layers, each with its own counts
+    last = [entry for entry in axengine.traffic_log if "_together" in entry[0]][-28:]
+    assert [(g, t.copied, t.flushed) for _, g, t in last] == [(0, small + 2 * K_ROW, small + 2 * K_ROW)] * 28
 
 
 def decode_traffic(axengine, tiny_model, root, kv, device_id=None):

@@ -14,7 +14,7 @@ Graphs are described in `_graphs`: empty files are the full-size 2048 build
 computing zeros; ONNX files (a tiny bundle's) are executed with ONNX Runtime.
 """
 
-from ._base_session import calls
+from ._base_session import calls, traffic_log
 from ._graphs import BF16, F32, GROUPS, HIDDEN, IMAGE_TOKENS, KV_DIM, KV_LEN, TOKEN_CYCLE, U32, VOCAB, NodeArg, P
 from ._memory import FakeMemoryError, Traffic
 from ._session import InferenceSession, sessions
@@ -39,4 +39,5 @@ __all__ = [
            "Traffic",
            "calls",
            "sessions",
+           "traffic_log",
 ]

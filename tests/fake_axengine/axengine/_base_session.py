@@ -13,6 +13,9 @@ from ._graphs import Graph
 from ._memory import Block, FakeMemoryError, Traffic
 
 calls: list[tuple[str, int]] = []  # (file name, shape group) of every graph run, for the tests
+# (file name, shape group, Traffic moved for it): bytes copied in and flushed since the session's previous run
+# (a resident row written after a run counts towards the next), copied out after the previous run
+traffic_log: list[tuple[str, int, Traffic]] = []
 
 
 class Session:
@@ -21,6 +24,7 @@ class Session:
         self.name = self._graph.name
         self._shape_count = len(self._graph.inputs)
         self.traffic = Traffic()
+        self._logged = Traffic()
 
     def get_inputs(self, shape_group: int = 0):
         if shape_group > self._shape_count:
@@ -66,4 +70,6 @@ class Session:
             block.device[:o.nbytes] = np.ascontiguousarray(value).reshape(-1).view(np.uint8)
         calls.append((self.name, group))
         self.traffic.runs += 1
+        traffic_log.append((self.name, group, self.traffic.since(self._logged)))
+        self._logged = self.traffic.snapshot()
         return 0
