@@ -4,6 +4,7 @@ Test modules never import each other: what several of them need is here, or in
 a helper module (clips.py, histories.py, mosquitto.py, rtsp_server.py).
 """
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +25,23 @@ def tiny_model(tmp_path_factory) -> Path:
     from daemon.engine.export.tiny import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0, progress=lambda line: None)
+
+
+@pytest.fixture
+def axengine(monkeypatch):
+    """The fake vendor `axengine` (tests/fake_axengine) as `import axengine` sees it, its records cleared."""
+    fake = Path(__file__).parent / "fake_axengine"
+    monkeypatch.syspath_prepend(str(fake))
+    monkeypatch.delitem(sys.modules, "axengine", raising=False)
+    import axengine
+
+    assert Path(axengine.__file__).is_relative_to(fake)
+    axengine.calls.clear()
+    axengine.traffic_log.clear()
+    axengine.sessions.clear()
+    yield axengine
+    for name in [m for m in sys.modules if m == "axengine" or m.startswith("axengine.")]:
+        sys.modules.pop(name)
 
 
 @pytest.fixture(scope="module")

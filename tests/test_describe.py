@@ -26,8 +26,7 @@ def run_json(capsys, *argv):
 
 
 def test_video_answer_equals_transformers(tiny_model, tmp_path, capsys):
-    from test_engine import SYSTEM, reference
-    from transformers import InternVLForConditionalGeneration
+    from reference import SYSTEM, load_hf, reference
 
     from daemon.engine.bundle import locate, open_model
     from daemon.engine.engine import Engine
@@ -38,11 +37,23 @@ def test_video_answer_equals_transformers(tiny_model, tmp_path, capsys):
     assert out["prompt_tokens"] > 8 * 16 and out["stop_reason"] in ("stop", "length")
     assert set(out["timings"]) == {"vit_ms", "prefill_ms", "decode_ms", "tokens_per_s"}
     assert out["modelled_npu_ms"] > 8 * 364  # eight ViT calls at least
+    assert out["kv"] == "copied"  # ONNX Runtime has no persistent input buffers
 
-    hf = InternVLForConditionalGeneration.from_pretrained(tiny_model / "hf").eval()
+    hf = load_hf(tiny_model)
     engine = Engine(open_model(locate(tiny_model)), system=SYSTEM)
     want, n = reference(hf, engine, read_video(clip, 8), "What moves?", 12)
     assert (out["tokens"], out["prompt_tokens"]) == (want, n)
+
+
+def test_json_says_the_kv_cache_is_resident_on_the_npu_runtime(axengine, tiny_model, tmp_path, capsys):
+    from boards import tiny_board_layout
+
+    root = tiny_board_layout(tmp_path / "board", tiny_model)
+    argv = ["--model", str(root), "-q", "Hello?", "--max-new-tokens", "6"]
+    resident, copied = run_json(capsys, *argv), run_json(capsys, *argv, "--kv", "copied")
+    assert (resident["kv"], copied["kv"]) == ("resident", "copied")
+    assert resident["tokens"] == copied["tokens"]
+    assert resident["modelled_npu_ms"] < copied["modelled_npu_ms"]  # fewer bytes moved for the same graph calls
 
 
 def test_video_frames_are_segment_midpoints(tmp_path):

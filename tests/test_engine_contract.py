@@ -4,47 +4,17 @@ A fake `axengine` package (tests/fake_axengine) declares the full-size
 InternVL3-2B 2048 video build and checks every feed the way pyaxengine does.
 """
 
-import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from boards import board_layout
 
 from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine
 from daemon.types import Frame, Prompt
 
-FAKE = Path(__file__).parent / "fake_axengine"
-VOCAB, HIDDEN, LAYERS = 151674, 1536, 28
-
-
-@pytest.fixture
-def axengine(monkeypatch):
-    monkeypatch.syspath_prepend(str(FAKE))
-    monkeypatch.delitem(sys.modules, "axengine", raising=False)
-    import axengine
-
-    assert Path(axengine.__file__).is_relative_to(FAKE)
-    axengine.calls.clear()
-    axengine.sessions.clear()
-    yield axengine
-    sys.modules.pop("axengine", None)
-
-
-def board_layout(root: Path, tokenizer: Path) -> Path:
-    """The published board layout with empty graph files and a sparse full-size bf16 table."""
-    llm = root / "internvl3_2b_axmodel"
-    llm.mkdir(parents=True)
-    for i in range(LAYERS):
-        (llm / f"qwen2_p128_l{i}_together.axmodel").touch()
-    (llm / "qwen2_post.axmodel").touch()
-    with open(llm / "model.embed_tokens.weight.bfloat16.bin", "wb") as f:
-        f.truncate(VOCAB * HIDDEN * 2)  # sparse: zeros, no disk writes
-    (root / "vit_axmodel").mkdir()
-    (root / "vit_axmodel" / "internvl3_2b_vit_slim.axmodel").touch()
-    shutil.copytree(tokenizer, root / "internvl3_2b_tokenizer")
-    return root
+LAYERS = 28
 
 
 def frames(n):

@@ -136,7 +136,9 @@ def test_the_shared_prefix_is_computed_once_per_window_however_many_rules_ask(tm
         assert calls[n][("vit", 0)] == 8
         for group in range(1, full + 1):
             assert calls[n].get(("layer", group), 0) == len(model.layers), (n, group)
-    assert calls[4][("layer", full + 1)] > calls[1][("layer", full + 1)]  # each question: only its suffix
+    for n in (0, 1, 4):  # the prefix's partial chunk too: once, with the first prompt's suffix
+        assert calls[n][("layer", full + 1)] == len(model.layers), n
+    assert calls[4][("layer", 0)] > calls[1][("layer", 0)]  # each further question: only its suffix, step by step
 
 
 def test_a_rule_that_cannot_be_scored_or_does_not_fit_is_refused_at_start(tmp_path, model):

@@ -44,13 +44,16 @@ def add_model_args(p) -> None:
     p.add_argument("--tokenizer", type=Path, help="tokenizer folder (reference demo layout only)")
     p.add_argument("--vit", type=Path, help="ViT graph file (reference demo layout only)")
     p.add_argument("--system", help="system text (default: InternVL's own)")
+    p.add_argument("--kv", choices=["auto", "resident", "copied"], default="auto",
+                   help="KV cache on the NPU: auto (default) keeps it in the runtime's buffers when pyaxengine"
+                        " allows, resident requires that, copied feeds whole caches with every call")
 
 
 def model_settings(args, **sampling) -> ModelSettings:
     """The `model:` settings the command-line options describe; a bad value names its option."""
     try:
         return ModelSettings(dir=args.model, backend=args.backend, device_id=args.device_id,
-                             tokenizer=args.tokenizer, vit=args.vit, system=args.system,
+                             tokenizer=args.tokenizer, vit=args.vit, system=args.system, kv=args.kv,
                              sampling=SamplingSettings(**sampling))
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -77,7 +80,7 @@ def run(args) -> int:
     analysis = engine.ask(frames, [Prompt("question", args.question, choices)], on_token)
     answer = analysis.answers[0]
     if args.json:
-        print(json.dumps(answer_json(analysis, answer, engine.model.meter.ms), ensure_ascii=False))
+        print(json.dumps(answer_json(analysis, answer, engine.model.meter.ms, engine.kv_path), ensure_ascii=False))
     elif choices:
         for c, p in answer.probabilities.items():
             print(f"{c}\t{p:.4f}")
@@ -86,7 +89,7 @@ def run(args) -> int:
     return 0
 
 
-def answer_json(analysis, answer, modelled_ms: float) -> dict:
+def answer_json(analysis, answer, modelled_ms: float, kv: str) -> dict:
     s, t = analysis.shared, answer.timings
     decode_s = t.decode_ms / 1e3
     return {
@@ -99,4 +102,5 @@ def answer_json(analysis, answer, modelled_ms: float) -> dict:
                     "decode_ms": round(t.decode_ms, 3),
                     "tokens_per_s": round(t.generated / decode_s, 2) if decode_s > 0 else None},
         "modelled_npu_ms": round(modelled_ms, 3),
+        "kv": kv,
     }

@@ -8,10 +8,12 @@ The prefix (system text and every frame line) is explicit state: the caller
 holds it and passes it to each answer. The KV cache holds one prefix at a
 time; answering on a prefix that is no longer resident (another window came
 in between) prefills its chunks again, so a stale prefix costs time, never a
-wrong answer. Choice prompts are scored from the logits of the first answer
-token: no decoding, no text parsing. Every prompt is checked against the
-model's limits before any NPU time is spent on it; a stop event ends work at
-the next step by raising `Cancelled`.
+wrong answer. The prefix's last, partial chunk (its tail) is prefilled once
+per window too, together with the first prompt's suffix; later suffixes
+start after it (see `_prefill_suffix`). Choice prompts are scored from the
+logits of the first answer token: no decoding, no text parsing. Every prompt
+is checked against the model's limits before any NPU time is spent on it; a
+stop event ends work at the next step by raising `Cancelled`.
 """
 from __future__ import annotations
 
@@ -59,7 +61,8 @@ class Answer:
 class Prefix:
     """A prompt prefix (system text and all frames) whose whole chunks were prefilled.
 
-    Identity is the prefix's identity: the engine knows which one the KV cache holds."""
+    Identity is the prefix's identity: the engine knows which one the KV cache
+    holds, and whether it holds the tail (rows shared..tokens-1) yet."""
 
     frames: tuple[Frame, ...]
     embeds: np.ndarray = field(repr=False)  # [n, H] input rows of the whole prefix
@@ -103,21 +106,30 @@ class Engine:
     """Owns the sessions and the KV cache. Not thread-safe: one NPU worker calls it."""
 
     def __init__(self, model: Model, system: str | None = None, sampling: Sampling = Sampling(),
-                 max_new_tokens: int = 256):
+                 max_new_tokens: int = 256, kv: str = "auto", reuse_tail: bool = True):
+        """kv: where the KV cache lives (LLM); reuse_tail=False prefills the prefix's tail with every
+        prompt, as vlmwatch did before (kept so that benchmarks can compare)."""
         self.model, self.sampling, self.max_new_tokens = model, sampling, max_new_tokens
-        self.llm = LLM(model.layers, model.post)
+        self.reuse_tail = reuse_tail
+        self.llm = LLM(model.layers, model.post, kv)
         self.vision = Vision(model.vit) if model.vit is not None else None
         tokens = self.vision.tokens if self.vision else 0
         self.prompts = PromptBuilder(model.tokenizer, tokens, system or DEFAULT_SYSTEM)
         self.rng = np.random.default_rng(sampling.seed)
         self._input_dtype = self.llm.geo.dtypes["input"]
         self._resident: Prefix | None = None  # the prefix whose shared chunks the KV cache holds
+        self._tail_cached = False  # ... and whether it holds that prefix's tail rows too
 
     # ------------------------------------------------------------------ limits
 
     @property
     def name(self) -> str:
         return self.model.name
+
+    @property
+    def kv_path(self) -> str:
+        """Where the KV cache lives: "resident" (the NPU runtime's buffers) or "copied" (fed with every call)."""
+        return self.llm.kv_path
 
     @property
     def limits(self) -> Limits:
@@ -163,6 +175,7 @@ class Engine:
         timings = Timings(vit_ms=(t1 - t0) * 1e3, prefill_ms=(time.perf_counter() - t1) * 1e3,
                           modelled_npu_ms=self.model.meter.ms - m0)
         self._resident = Prefix(tuple(frames), embeds, shared, timings)
+        self._tail_cached = shared == embeds.shape[0]
         return self._resident
 
     def _restore(self, prefix: Prefix, stop) -> None:
@@ -173,6 +186,7 @@ class Engine:
         if prefix.shared:
             self.llm.prefill(prefix.embeds[:prefix.shared], 0, stop)
         self._resident = prefix
+        self._tail_cached = prefix.shared == prefix.tokens
 
     def _embed_prefix(self, ids: list[int], frames: Sequence[Frame]) -> np.ndarray:
         """[n, H] input rows: token embeddings with each frame's features in its <IMG_CONTEXT> run."""
@@ -198,10 +212,9 @@ class Engine:
         self.check(len(prefix.frames), p)
         t0, m0 = time.perf_counter(), self.model.meter.ms
         self._restore(prefix, stop)
-        suffix = self.prompts.suffix(p.question)
-        rows = np.concatenate([prefix.embeds[prefix.shared:], self.embed(suffix)])  # partial chunk + suffix
-        n_prompt = prefix.shared + rows.shape[0]
-        logits = self.llm.logits(self.llm.prefill(rows, prefix.shared, stop))
+        suffix = self.embed(self.prompts.suffix(p.question))  # [n, H]
+        n_prompt = prefix.tokens + suffix.shape[0]
+        logits = self.llm.logits(self._prefill_suffix(prefix, suffix, stop))
         t1 = time.perf_counter()
         if p.choices:
             probs = self.choice_probabilities(logits, p.choices)
@@ -213,6 +226,27 @@ class Engine:
         timings = Timings(prefill_ms=(t1 - t0) * 1e3, decode_ms=(time.perf_counter() - t1) * 1e3,
                           generated=len(tokens), modelled_npu_ms=self.model.meter.ms - m0)
         return Answer(p.id, stream.finish(tokens), tuple(tokens), n_prompt, reason, timings=timings)
+
+    def _prefill_suffix(self, prefix: Prefix, suffix: np.ndarray, stop) -> np.ndarray:
+        """Prefill one prompt's suffix [n, H] after `prefix`; return its last hidden [1, 1, H].
+
+        Until the prefix's tail (the rows after its whole chunks) is cached,
+        the tail and the suffix go through one chunk prefill. After that a
+        suffix starts where the prefix ends: through the decode graph token by
+        token when that costs less than prefilling the tail's chunk again with
+        it (the break-even, from the modelled group timings, is about 19 tokens
+        at group 17 on InternVL3-2B), else by prefilling that chunk again. Both
+        are exact: the tail's rows come out the same, rows past the prefix are
+        overwritten, and the decode mask hides every row from the position on.
+        """
+        llm, tail = self.llm, prefix.embeds[prefix.shared:]
+        if (self.reuse_tail and self._tail_cached
+                and llm.feed_cost(len(suffix)) < llm.prefill_cost(prefix.shared, len(tail) + len(suffix))):
+            return llm.feed(suffix, prefix.tokens, stop)
+        self._tail_cached = False  # until the chunk is through: a cancelled prefill leaves it half-written
+        hidden = llm.prefill(np.concatenate([tail, suffix]), prefix.shared, stop)
+        self._tail_cached = True
+        return hidden
 
     def ask(self, frames: Sequence[Frame], prompts: Sequence[Prompt], on_token: OnToken | None = None,
             stop=None) -> Analysis:
@@ -361,4 +395,4 @@ def open_engine(settings: ModelSettings, max_new_tokens: int = 256) -> Engine:
     """The one way to build an engine from the `model:` settings (daemon, describe, summarize)."""
     model = open_model(locate(settings.dir, settings.tokenizer, settings.vit), settings.backend, settings.device_id)
     return Engine(model, system=settings.system, sampling=Sampling(**settings.sampling.model_dump()),
-                  max_new_tokens=max_new_tokens)
+                  max_new_tokens=max_new_tokens, kv=settings.kv)

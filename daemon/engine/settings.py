@@ -28,4 +28,8 @@ class ModelSettings(Section):
     tokenizer: Path | None = Field(None, description="Tokenizer folder (reference demo layout only).")
     vit: Path | None = Field(None, description="ViT graph file (reference demo layout only).")
     system: str | None = Field(None, description="System text; unset: InternVL's own. Shorter buys question room.")
+    kv: Literal["auto", "resident", "copied"] = Field(
+        "auto", description="Where the KV cache lives on the axengine backend: auto keeps it in the NPU runtime's"
+        " buffers (only new rows are written) when the pyaxengine version and its internals match, else copies"
+        " whole caches with every call and logs why; resident requires it; copied never tries.")
     sampling: SamplingSettings = Field(default_factory=SamplingSettings, description="Decoding.")

@@ -56,6 +56,7 @@ def build_app(cfg: Config, once: bool = False, engine: Engine | None = None) -> 
     closers.append(history.close)
     ruleset = open_rules(cfg, engine)
     metrics = Metrics()
+    metrics.set_kv_path(engine.kv_path)
     if cfg.metrics.enabled:
         endpoint = metrics.serve(cfg.metrics.host, cfg.metrics.port)
         closers.append(metrics.close)

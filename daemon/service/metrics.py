@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 
 SOURCE_STATES = ("connecting", "connected", "lost", "ended", "error")
+KV_PATHS = ("resident", "copied")  # daemon.engine.Engine.kv_path
 # What each kind of `daemon.sources.SourceEvent` means for the source_state metric.
 _EVENT_STATES = {"connected": "connected", "lost": "lost", "retrying": "connecting", "error": "error",
                  "finished": "ended"}
@@ -69,7 +70,8 @@ class Metrics:
             "reports itself unhealthy), else 0.", ["camera"], registry=r)
         self.npu_seconds = Counter(
             "vlmwatch_npu_seconds", "NPU time: kind=real is measured wall-clock time of engine calls, "
-            "kind=modelled is the published AX650N cost of the same calls.", ["kind"], registry=r)
+            "kind=modelled is the AX650N cost of the same calls (published per-graph times plus host<->NPU "
+            "copies).", ["kind"], registry=r)
         self.npu_queue_depth = Gauge(
             "vlmwatch_npu_queue_depth", "Windows and summary jobs waiting for the NPU worker.", registry=r)
         self.tokens_per_second = Gauge(
@@ -100,6 +102,10 @@ class Metrics:
         self.http_cancelled = Counter(
             "vlmwatch_http_cancelled", "HTTP chat completions abandoned because the client went away or gave up "
             "waiting for the NPU.", registry=r)
+        self.kv_path = Enum(
+            "vlmwatch_kv_path", "Where the LLM's KV cache lives: resident in the NPU runtime's input buffers (each "
+            "call writes only its new rows) or copied whole into the runtime with every call.",
+            states=list(KV_PATHS), registry=r)
         for kind in ("real", "modelled"):
             self.npu_seconds.labels(kind=kind)  # export both series as 0 from the start
         for kind in ("prompt", "completion"):
@@ -179,6 +185,11 @@ class Metrics:
         if total > self._dead_letters_seen:
             self.mqtt_dead_letters.inc(total - self._dead_letters_seen)
             self._dead_letters_seen = total
+
+    def set_kv_path(self, path: str) -> None:
+        if path not in KV_PATHS:
+            raise ValueError(f"unknown KV cache path {path!r}; expected one of {', '.join(KV_PATHS)}")
+        self.kv_path.state(path)
 
     # -- HTTP endpoint ------------------------------------------------------
 
