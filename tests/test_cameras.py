@@ -132,7 +132,7 @@ class Daemon:
         self.thread = threading.Thread(target=lambda: self.codes.append(self.app.run()), name="daemon-under-test")
 
     def sample(self, name: str) -> float | None:
-        return self.metrics.registry.get_sample_value(name, {"camera": "yard"})
+        return self.metrics.registry.get_sample_value(name, {"camera": "yard"})  # None until first set
 
     def wait(self, condition, what: str, timeout: float = 30.0):
         return wait_until(condition, timeout, what)
@@ -193,7 +193,7 @@ def test_a_capture_that_keeps_dying_makes_the_daemon_unhealthy_after_down_after(
     heard = listen(mosquitto, STATUS)
     never = DyingSource("yard", failures=float("inf"), before=0)
     with daemon(lambda _: never, stream={"retry_min": 0.05, "retry_max": 0.2}) as d:
-        d.wait(lambda: d.sample("vlmwatch_capture_restarts_total") >= 1 and d.systemd.pings > 0,
+        d.wait(lambda: (d.sample("vlmwatch_capture_restarts_total") or 0) >= 1 and d.systemd.pings > 0,
                "a restart, and pings while not yet down")
         assert d.sample("vlmwatch_camera_down") == 0
         d.clock.advance(d.cfg.health.down_after + 1)  # failing for longer than health.down_after
@@ -240,7 +240,7 @@ def test_a_camera_that_goes_away_is_restarted_then_counted_down_and_comes_back(d
         connected = {"camera": "yard", "vlmwatch_source_state": "connected"}
         d.wait(lambda: d.metrics.registry.get_sample_value("vlmwatch_source_state", connected) == 0, "the stream lost")
         d.clock.advance(d.cfg.health.stall_after + 1)  # a minute without a window
-        d.wait(lambda: d.sample("vlmwatch_capture_restarts_total") >= 1, "the capture restarted")
+        d.wait(lambda: (d.sample("vlmwatch_capture_restarts_total") or 0) >= 1, "the capture restarted")
         assert d.app.healthy()
         d.clock.advance(d.cfg.health.down_after)  # five minutes without a window
         d.wait(lambda: d.sample("vlmwatch_camera_down") == 1, "the camera counted down")
