@@ -75,14 +75,15 @@ def test_demo_layout_needs_a_tokenizer(tmp_path):
 def test_unknown_backend(tiny_model):
     with pytest.raises(ModelError) as err:
         open_model(locate(tiny_model), backend="tensorrt")
-    assert str(err.value) == "unknown backend 'tensorrt': choose one of axengine, onnxruntime"
+    assert str(err.value) == "--backend: unknown backend 'tensorrt': choose one of auto, axengine, onnxruntime"
 
 
 def test_backend_must_fit_the_files(tiny_model):
     with pytest.raises(ModelError) as err:
         open_model(locate(tiny_model), backend="axengine")
-    assert str(err.value) == ("the axengine backend runs axmodel files but this bundle holds onnx files:"
-                              " use --backend onnxruntime")
+    assert str(err.value) == (f"--backend: the axengine backend runs .axmodel files but {tiny_model} holds an"
+                              " ONNX bundle: set --backend to onnxruntime, or to auto (the default) to follow"
+                              " the model folder")
 
 
 def test_onnx_session_rejects_a_wrong_shape_like_the_npu(tiny_model):

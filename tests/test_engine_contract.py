@@ -101,4 +101,4 @@ def test_missing_axengine_says_how_to_install_it(tmp_path, tiny_model, monkeypat
         open_model(locate(root))
     assert "the axengine backend needs the vendor NPU runtime, which is not available here" in str(err.value)
     assert "pip install axengine-<version>-py3-none-any.whl" in str(err.value)
-    assert "use --backend onnxruntime with an ONNX bundle" in str(err.value)
+    assert "on any other machine run an ONNX bundle (vlmwatch export) with the onnxruntime backend" in str(err.value)

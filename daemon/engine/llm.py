@@ -40,6 +40,15 @@ class Geometry:
     def max_prompt(self) -> int:
         return self.prefill_len * self.groups
 
+    def check_fits(self, n_tokens: int, what: str = "prompt") -> None:
+        """PromptTooLongError unless `n_tokens` fit one prefill."""
+        if n_tokens > self.max_prompt:
+            raise PromptTooLongError(
+                f"the {what} is {n_tokens} tokens but the model's largest prefill is"
+                f" {self.max_prompt} tokens ({self.groups} chunks of {self.prefill_len});"
+                " use fewer frames, a shorter question or a shorter system text"
+            )
+
     @classmethod
     def read(cls, layer: Session) -> "Geometry":
         if layer.group_count < 2:
@@ -89,12 +98,7 @@ class LLM:
         self._filled = 0  # cache rows 0.._filled-1 hold valid K/V for the current sequence
 
     def check_fits(self, n_tokens: int, what: str = "prompt") -> None:
-        if n_tokens > self.geo.max_prompt:
-            raise PromptTooLongError(
-                f"the {what} is {n_tokens} tokens but the model's largest prefill is"
-                f" {self.geo.max_prompt} tokens ({self.geo.groups} chunks of {self.geo.prefill_len});"
-                " use fewer frames, a shorter question or a shorter system text"
-            )
+        self.geo.check_fits(n_tokens, what)
 
     def prefill(self, embeds: np.ndarray, start: int, stop=None) -> np.ndarray:
         """Prefill tokens at positions start..start+n-1; return the last token's hidden [1, 1, H].

@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import (
-    Field,
-)
+from pydantic import Field, field_validator
 
 from daemon.settings import Section
 
@@ -22,10 +20,15 @@ class SamplingSettings(Section):
 
 class ModelSettings(Section):
     dir: Path = Field(description="Model folder: board layout, reference demo layout or ONNX bundle.")
-    backend: Literal["axengine", "onnxruntime"] | None = Field(
-        None, description="Runtime; default axengine for .axmodel files, onnxruntime for ONNX bundles.")
+    backend: Literal["auto", "axengine", "onnxruntime"] = Field(
+        "auto", description="Runtime; auto: axengine for .axmodel files, onnxruntime for an ONNX bundle.")
     device_id: int | None = Field(None, ge=0, description="M.2 card number (AXCLRT); unset on the board itself.")
     tokenizer: Path | None = Field(None, description="Tokenizer folder (reference demo layout only).")
     vit: Path | None = Field(None, description="ViT graph file (reference demo layout only).")
     system: str | None = Field(None, description="System text; unset: InternVL's own. Shorter buys question room.")
     sampling: SamplingSettings = Field(default_factory=SamplingSettings, description="Decoding.")
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _unset_is_auto(cls, v):
+        return "auto" if v is None else v  # `backend:` left empty, or no --backend on the command line

@@ -74,6 +74,20 @@ class PublisherStats:
     asks_rejected: int
 
 
+def plan_entities(settings: MqttSettings, cameras: Iterable[str], rules: Iterable[RuleInfo] = (),
+                  summary_jobs: Iterable[str] = ()) -> Discovery:
+    """The topics and Home Assistant entities for these names; ConfigError when a name cannot be a
+    topic level or an entity id, or two entities collide (`vlmwatch check-config` calls this too)."""
+    try:
+        checked = tuple(check_name("camera", c) for c in cameras)
+        reserved = RESERVED_CAMERA_NAMES & set(checked)
+        if reserved:
+            raise ValueError(f"camera name {min(reserved)!r} is reserved (<base>/summary/<job> is taken)")
+        return Discovery(settings.discovery, Topics(settings.base_topic), checked, rules, summary_jobs)
+    except ValueError as exc:
+        raise ConfigError(f"mqtt: {exc}") from None
+
+
 class Publisher:
     """Publishes results, alerts and summaries; answers `ask` through `on_ask` and `reply`."""
 
@@ -89,15 +103,8 @@ class Publisher:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
-        self.topics = Topics(settings.base_topic)
-        try:
-            self.cameras = tuple(check_name("camera", c) for c in cameras)
-            reserved = RESERVED_CAMERA_NAMES & set(self.cameras)
-            if reserved:
-                raise ValueError(f"camera name {min(reserved)!r} is reserved (<base>/summary/<job> is taken)")
-            self.discovery = Discovery(settings.discovery, self.topics, self.cameras, rules, summary_jobs)
-        except ValueError as exc:
-            raise ConfigError(f"mqtt: {exc}") from None
+        self.discovery = plan_entities(settings, cameras, rules, summary_jobs)
+        self.topics, self.cameras = self.discovery.topics, self.discovery.cameras
         self._outbox = Outbox(outbox_path, settings.outbox.max_messages, settings.outbox.max_bytes, clock)
         self._progress = threading.Condition()  # notified on (dis)connects, refusals and every sender round
         self._sender = Sender(self._outbox, self._progress)

@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Callable, Protocol
 
-from daemon.errors import ConfigError, QuestionError
-from daemon.rules.model import Ask, RuleSet, evaluate
+from daemon.rules.model import RuleSet, evaluate
 from daemon.rules.state import RuleStateStore
 from daemon.types import Alert, Prompt, Result, Window
 
@@ -77,23 +76,3 @@ class RuleRunner:
             log.exception("camera %s: could not make the snapshot for rule %s; alerting without it",
                           alert.camera, alert.rule)
             return alert
-
-
-def check_questions(rules: RuleSet, engine, frames: dict[str, int]) -> None:
-    """Before starting: every ask rule's choices must be told apart from one token, and its
-    question must fit the model on each camera (`frames`: camera -> frames per window)."""
-    problems: list[str] = []
-    for rule in rules.rules:
-        trigger = rule.trigger
-        if not isinstance(trigger, Ask):
-            continue
-        prompt = Prompt(rule.id, trigger.question, trigger.choices)
-        for camera, n in frames.items():
-            if rule.applies_to(camera):
-                try:
-                    engine.check(n, prompt, f"question with the {n}-frame prefix of camera {camera}")
-                except QuestionError as exc:
-                    problems.append(f"{rule.where}: {rule.id}: {exc}")
-                    break
-    if problems:
-        raise ConfigError("\n".join(problems))

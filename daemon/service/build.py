@@ -20,7 +20,7 @@ from daemon.engine.engine import Engine, open_engine
 from daemon.errors import ConfigError
 from daemon.rules.files import load_rules
 from daemon.rules.model import RuleSet
-from daemon.rules.runner import RuleRunner, check_questions
+from daemon.rules.runner import RuleRunner
 from daemon.rules.state import RuleStateStore
 from daemon.service.app import App, Camera, Publisher
 from daemon.service.history import History
@@ -39,8 +39,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], None]]]:
-    """Open everything the config names; return the App and what to close afterwards, in order."""
+def build_app(cfg: Config, once: bool = False, engine: Engine | None = None) -> tuple[App, list[Callable[[], None]]]:
+    """Open everything the config names (the engine too, unless given: `run` opens and checks it
+    first, daemon.service.preflight); return the App and what to close afterwards, in order."""
     try:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -49,18 +50,19 @@ def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], N
     closers: list[Callable[[], None]] = []
     notifier = Notifier()
     notifier.extend_timeout(300)  # loading 30 graphs onto the NPU takes a while
-    engine = open_engine(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
+    engine = engine or open_engine(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
     history = History(cfg.state_dir / "history.sqlite").open()
     closers.append(history.close)
-    ruleset = open_rules(cfg, engine)
+    ruleset = open_rules(cfg)
     metrics = Metrics()
     if cfg.metrics.enabled:
         endpoint = metrics.serve(cfg.metrics.host, cfg.metrics.port)
         closers.append(metrics.close)
         log.info("metrics on %s", endpoint.url)
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
-    sources = {c.name: open_source(c.name, c.source, c, on_event=on_event, state_dir=cfg.state_dir, once=once)
-               for c in cfg.cameras}
+    sources = {c.name: open_source(c.name, c.source_url(f"cameras[{i}]"), c, on_event=on_event,
+                                   state_dir=cfg.state_dir, once=once)
+               for i, c in enumerate(cfg.cameras)}
     publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request))
     app = assemble(cfg, engine, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
                    ruleset=ruleset, closers=closers)
@@ -96,13 +98,12 @@ def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: H
                summarizer=summarizer, scheduler=scheduler, clock=clock)
 
 
-def open_rules(cfg: Config, engine: Engine) -> RuleSet | None:
-    """The rule files of cfg.rules (None without rules), their questions checked against the model."""
+def open_rules(cfg: Config) -> RuleSet | None:
+    """The rule files of cfg.rules (None without rules); their questions are checked against the
+    model before start (daemon.service.preflight)."""
     if cfg.rules is None:
         return None
-    ruleset = load_rules(cfg.rules, cameras=[c.name for c in cfg.cameras], timezone=cfg.tzinfo)
-    check_questions(ruleset, engine, {c.name: c.frames for c in cfg.cameras})
-    return ruleset
+    return load_rules(cfg.rules, cameras=[c.name for c in cfg.cameras], timezone=cfg.tzinfo)
 
 
 def make_publisher(cfg: Config, ruleset: RuleSet | None, on_ask):
