@@ -55,12 +55,13 @@ FAST = SourceSettings.model_validate(
 
 
 class RtspServer:
-    def __init__(self, frames: Path, port: int = 0, fps: int = 25) -> None:
-        self.frames, self.port, self.fps = frames, port, fps
+    def __init__(self, frames: Path, port: int = 0, fps: int = 25, auth: str | None = None) -> None:
+        self.frames, self.port, self.fps, self.auth = frames, port, fps, auth  # auth: "user:password" required
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "RtspServer":
         cmd = [GST_PYTHON, str(SERVER), "--frames", str(self.frames), "--port", str(self.port), "--fps", str(self.fps)]
+        cmd += ["--auth", self.auth] if self.auth else []
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         ready, _, _ = select.select([self.proc.stdout], [], [], 30)
         line = self.proc.stdout.readline() if ready else ""
@@ -232,3 +233,26 @@ def test_cli_prints_windows_from_a_camera(server, fast_probe, monkeypatch, capfd
     assert code == 0 and len(rows) == 2
     assert rows[0]["source"] == "127.0.0.1" and rows[0]["reason"] == "first window"
     assert len(rows[1]["frame_ts"]) == 4 and rows[1]["change"] is not None
+
+
+def test_a_camera_login_from_a_systemd_credential_opens_the_stream_and_is_never_shown(frames, tmp_path, fast_probe,
+                                                                                     monkeypatch):
+    from daemon.service.settings import CameraSettings
+
+    password = f"{SECRET}@:/% x"  # characters that must be percent-encoded in a URL
+    server = RtspServer(frames, auth=f"viewer:{password}").start()
+    try:
+        (tmp_path / "camera_password").write_text(password + "\n")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        camera = CameraSettings.model_validate({**FAST.model_dump(), "name": "yard", "username": "viewer",
+                                                "source": f"rtsp://127.0.0.1:{server.port}/cam",
+                                                "password_credential": "camera_password"})
+        with Camera(camera.source_url("cameras[0]")) as cam:
+            cam.wait_for(lambda c: len(c.windows) >= 1)
+        assert [e.message for e in cam.events if e.kind == "connected"][0].startswith(
+            f"connected to rtsp://***@127.0.0.1:{server.port}/cam")
+        with Camera(camera.model_copy(update={"password_credential": None}).source_url("cameras[0]")) as refused:
+            refused.wait_for(lambda c: c.count("error") >= 1)
+        assert not refused.windows
+    finally:
+        server.stop()
