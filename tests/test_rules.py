@@ -73,7 +73,7 @@ def test_debounce_needs_consecutive_windows_and_a_miss_resets_the_count():
     evs, state = run(rules, [(t * 8.0, [answer(p, ts=t * 8.0)]) for t, p in enumerate(ps)])
     assert fired(evs) == [40.0, 48.0]  # third consecutive hit (cooldown 0: every holding window fires)
     assert [c for _, ev in evs for c in ev.changes] == [StateChange("door", "person", True)]
-    assert state[("person", "door")] == RuleStatus(count=4, last_fired=48.0, on=True)
+    assert state[("person", "door")] == RuleStatus(count=4, last_fired=48.0, on=True, last_hit=48.0)
 
 
 def test_cooldown_suppresses_repeats_but_the_sensor_stays_on():
@@ -163,7 +163,7 @@ def test_state_survives_a_restart(tmp_path):
         store.save(ev.changed, 8.0)
     with RuleStateStore(path) as store:
         state = store.load()
-        assert state == {("person", "door"): RuleStatus(2, 8.0, True)}
+        assert state == {("person", "door"): RuleStatus(2, 8.0, True, 8.0)}
         assert evaluate(rules, "door", [answer(0.9)], state, 16.0).alerts == ()  # still in cooldown
 
 

@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY = 3600.0  # seconds between retention passes
+NPU_REPORT_EVERY = 30.0  # seconds between `<base>/npu` reports (load over this period, queue depth)
 
 
 class Publisher(Protocol):
@@ -54,6 +55,8 @@ class Publisher(Protocol):
     def reply_error(self, request, error: str) -> None: ...
 
     def stats(self): ...
+
+    def publish_npu(self, load: float, queue: int, ts: float) -> object: ...
 
     def stop(self, timeout: float) -> None: ...
 
@@ -101,13 +104,18 @@ class App:
         log.info("vlmwatch running: %d camera(s), model %s", len(self.cameras), self.engine.name)
         interval = min(self.notifier.watchdog_interval() or 1.0, 1.0)
         last_prune = 0.0
+        npu = NpuReport(self.worker)
         while not self.stop.wait(interval):
             if self.healthy():
                 self.notifier.watchdog()
             if self.clock() - last_prune > PRUNE_EVERY:
                 last_prune = self.clock()
                 self.history.prune(last_prune, self.config.retention.keep_seconds)
+            if self.rules is not None:
+                self.rules.expire(self.clock())  # sensors whose hold ran out turn OFF, gated windows or not
             self.metrics.set_queue_depth(self.queue.depth)
+            if self.publisher is not None and npu.due():
+                npu.reported(self.publisher.publish_npu(npu.load(), self.queue.depth, self.clock()))
             if self.publisher is not None and not self._check_publisher():
                 break
             if once and not self._capturing() and self.queue.wait_idle(0):
@@ -142,6 +150,12 @@ class App:
         self.metrics.set_mqtt_connected(stats.connected)
         self.metrics.set_outbox_depth(stats.outbox_depth)
         return self.publisher.error is None
+
+    def rule_states(self) -> dict[tuple[str, str], bool]:
+        """(rule, camera) -> ON now, for every rule on every camera it watches (any thread)."""
+        if self.rules is None:
+            return {}
+        return self.rules.sensor_states(list(self.cameras), self.clock())
 
     def healthy(self) -> bool:
         return self.worker.alive() and self.worker.error is None
@@ -281,6 +295,29 @@ class App:
         return Result(window.camera, answer.prompt_id, question, window.start, window.end, self.clock(),
                       answer.text, answer.tokens, answer.stop_reason, answer.choice, answer.probabilities,
                       answer.timings, self.engine.name)
+
+
+class NpuReport:
+    """The NPU worker's load between reports: the fraction of wall time it spent on jobs."""
+
+    def __init__(self, worker: NpuWorker, every: float = NPU_REPORT_EVERY):
+        self.worker, self.every = worker, every
+        self._busy, self._at = worker.busy_seconds(), time.monotonic()
+        self._next = 0.0  # the first report goes out at once
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._next
+
+    def load(self) -> float:
+        """Since the last report that went out."""
+        return min(1.0, (self.worker.busy_seconds() - self._busy) / max(time.monotonic() - self._at, 1e-3))
+
+    def reported(self, sent: object) -> None:
+        """After publishing: a report that went out starts the next period; one that did not (MQTT away)
+        is tried again at the next tick, over the longer period."""
+        if sent:
+            self._busy, self._at = self.worker.busy_seconds(), time.monotonic()
+            self._next = self._at + self.every
 
 
 def _describe(job: Job) -> str:

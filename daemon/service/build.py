@@ -63,7 +63,8 @@ def build_app(cfg: Config, once: bool = False, engine: Engine | None = None) -> 
     sources = {c.name: open_source(c.name, c.source_url(f"cameras[{i}]"), c, on_event=on_event,
                                    state_dir=cfg.state_dir, once=once)
                for i, c in enumerate(cfg.cameras)}
-    publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request))
+    publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request),
+                               rule_states=lambda: app.rule_states())
     app = assemble(cfg, engine, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
                    ruleset=ruleset, closers=closers)
     if publisher is not None:
@@ -106,8 +107,9 @@ def open_rules(cfg: Config) -> RuleSet | None:
     return load_rules(cfg.rules, cameras=[c.name for c in cfg.cameras], timezone=cfg.tzinfo)
 
 
-def make_publisher(cfg: Config, ruleset: RuleSet | None, on_ask):
-    """The MQTT publisher for cfg.mqtt, or None: without an mqtt section nothing is published."""
+def make_publisher(cfg: Config, ruleset: RuleSet | None, on_ask, rule_states=None):
+    """The MQTT publisher for cfg.mqtt, or None: without an mqtt section nothing is published.
+    `rule_states() -> {(rule, camera): on}` is published on every connect."""
     if cfg.mqtt is None:
         return None
     from daemon.mqtt.publisher import Publisher  # paho only when MQTT is configured
@@ -115,7 +117,7 @@ def make_publisher(cfg: Config, ruleset: RuleSet | None, on_ask):
     cameras = [c.name for c in cfg.cameras]
     infos = rule_infos(ruleset, cameras) if ruleset is not None else ()
     return Publisher(cfg.mqtt, cfg.state_dir / "outbox.sqlite", cameras, infos, [j.id for j in cfg.summaries],
-                     on_ask=on_ask)
+                     on_ask=on_ask, rule_states=rule_states)
 
 
 def rule_infos(rules: RuleSet, cameras: Sequence[str]):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import count
@@ -130,6 +131,8 @@ class NpuWorker:
         self.handle: Callable[[Job], None] | None = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="npu-worker", daemon=True)
+        self._busy = 0.0  # seconds spent in finished jobs
+        self._busy_since: float | None = None  # time.monotonic() the running job started
 
     def start(self, handle: Callable[[Job], None]) -> None:
         self.handle = handle
@@ -140,6 +143,7 @@ class NpuWorker:
             job = self.queue.get(timeout=0.2)
             if job is None:
                 continue
+            self._busy_since = started = time.monotonic()
             try:
                 self.handle(job)
             except Exception as exc:  # the engine is broken: let systemd restart us
@@ -147,7 +151,13 @@ class NpuWorker:
                 self.error = exc
                 self.stop.set()
             finally:
+                self._busy, self._busy_since = self._busy + time.monotonic() - started, None
                 self.queue.done()
+
+    def busy_seconds(self) -> float:
+        """Seconds spent on jobs since start, the running one included (any thread)."""
+        since = self._busy_since
+        return self._busy + (time.monotonic() - since if since is not None else 0.0)
 
     def alive(self) -> bool:
         return self._thread.is_alive()
