@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from daemon.cli import main
+from daemon.config import load_config
 from daemon.rules.files import check_rules, load_rules
 from daemon.rules.hours import TimeRange, parse_days
 from daemon.rules.model import (
@@ -282,9 +283,14 @@ def test_check_rules_passes_the_shipped_examples(capsys):
 
     shipped = Path(__file__).parent.parent / "rules"
     assert main(["check-rules", str(shipped)]) == 0
-    rules, problems = check_rules(shipped, cameras=["front_door"])  # the shipped config's camera
+    cameras = [c.name for c in load_config(shipped.parent / "config.yaml").cameras]  # the shipped config's cameras
+    assert cameras == ["front_door", "driveway"]
+    rules, problems = check_rules(shipped, cameras=cameras)
     assert problems == []
     assert {"person_at_door_night", "package_left", "car_in_driveway", "smoke_or_fire"} <= {r.id for r in rules.rules}
+    watched = {r.id: [c for c in cameras if r.applies_to(c)] for r in rules.rules}
+    assert watched["car_in_driveway"] == ["driveway"] and watched["person_at_door_night"] == ["front_door"]
+    assert watched["smoke_or_fire"] == cameras  # no cameras: every camera
     assert capsys.readouterr().out.startswith(f"{shipped}: OK (")
 
 
@@ -415,7 +421,8 @@ def test_check_config_reports_rules_naming_unknown_cameras(tmp_path, tiny_model,
                       f"rules: {rules}\nstate_dir: {tmp_path / 'state'}\n")
     assert main(["check-config", "-c", str(config)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"{rules / 'yard.yaml'}:2: car: cameras: camera 'yard' is not configured (cameras: front_door)"]
+        f"{rules / 'yard.yaml'}:2: car: cameras: camera 'yard' is not configured (cameras: front_door);"
+        " name a configured camera, or leave cameras out to watch every camera"]
 
 
 def test_missing_rule_directory(tmp_path, capsys):

@@ -314,7 +314,8 @@ class _RuleReader:
         if self.cameras is not None:
             unknown = [n for n in names if n not in self.cameras]
             if unknown:
-                raise ValueError(f"camera {unknown[0]!r} is not configured (cameras: {', '.join(sorted(self.cameras))})")
+                raise ValueError(f"camera {unknown[0]!r} is not configured (cameras: {', '.join(sorted(self.cameras))});"
+                                 " name a configured camera, or leave cameras out to watch every camera")
         return names
 
     def _for(self, node: yaml.Node) -> int:
