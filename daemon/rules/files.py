@@ -15,7 +15,7 @@ Each file holds a list of rules:
       severity: warning               # info | warning | critical, default warning
       snapshot: true                  # attach the frame that changed most, default false
       message: "{camera}: someone at the door ({probability})"
-      off_delay: 5m                   # Home Assistant turns the sensor off after this, default 5m
+      off_delay: 5m                   # the sensor turns off this long after the last trigger, default 5m
 
     - id: smoke
       match: {any: [smoke, fire, flames]}   # or all: [...], regex: "..."; all given must hold

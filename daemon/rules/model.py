@@ -205,7 +205,7 @@ class Rule:
     severity: str = "warning"
     snapshot: bool = False
     message: Template | None = None  # None: the default for the trigger
-    off_delay: float = 300.0  # seconds until Home Assistant turns the binary_sensor off by itself
+    off_delay: float = 300.0  # seconds a sensor holds after the last triggering window (the daemon and HA turn it off)
     file: Path | None = None
     line: int = 0
 
