@@ -160,7 +160,7 @@ def test_model_backend_defaults_to_what_the_bundle_holds(tmp_path, tiny_model):
     assert choose_backend(locate(tiny_model), "auto") == "onnxruntime"
 
 
-def test_shipped_config_checks_clean_apart_from_the_model_and_camera(tmp_path):
+def test_the_shipped_rules_name_the_shipped_cameras(tmp_path):
     """config.yaml's rules name config.yaml's cameras: renaming nothing, the rule files pass."""
     from pathlib import Path
 

@@ -2,6 +2,7 @@
 soon as the daemon connects, OFF by the daemon itself once a rule stops holding (through windows the
 gate skips), and never ON again after a restart without a new trigger."""
 
+import json
 import threading
 import time
 
@@ -116,8 +117,11 @@ def test_sensors_are_off_on_connect_and_turn_off_through_gated_windows(tmp_path,
     daemon = Daemon(tmp_path, model, mosquitto, off_delay="1s")
     try:
         heard.wait_for(lambda ms: b"online" in since(heard, restart, STATUS), what="online after the restart")
-        heard.wait_for(lambda ms: since(heard, restart, "vlmwatch/npu"), what="the main loop's first NPU report")
+        report = heard.wait_for(lambda ms: since(heard, restart, "vlmwatch/npu"), what="the main loop's first NPU report")
         assert since(heard, restart, ALWAYS) == [b"OFF"] and since(heard, restart, NEVER) == [b"OFF"]
+        npu = json.loads(report[0])
+        assert set(npu) == {"load", "queue", "ts"} and 0.0 <= npu["load"] <= 1.0 and npu["queue"] == 0
+        assert heard.last("vlmwatch/npu").retain
     finally:
         daemon.stop()
 

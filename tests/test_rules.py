@@ -20,8 +20,10 @@ from daemon.rules.model import (
     RuleStatus,
     StateChange,
     evaluate,
+    expire,
     parse_template,
     phases,
+    sensor_states,
 )
 from daemon.rules.state import RuleStateStore
 from daemon.service.history import History
@@ -150,6 +152,45 @@ def test_each_camera_has_its_own_state_and_cameras_outside_the_rule_are_ignored(
         alerts += [(a.camera, a.ts) for a in ev.alerts]
     assert alerts == [("door", 8.0), ("yard", 17.0)]
     assert ("person", "garage") not in state
+
+
+def test_a_sensor_holds_off_delay_after_the_last_trigger_then_turns_off_without_losing_its_count():
+    rules = RuleSet((ask_rule(for_windows=2, cooldown=600.0, off_delay=60.0),), TZ)
+    evs, state = run(rules, [(0.0, [answer(0.9)]), (8.0, [answer(0.9)])])
+    assert state[("person", "door")].on and fired(evs) == [8.0]
+    assert expire(rules, state, 67.9).changes == ()  # 59.9 s after the last trigger: still holds
+    gone = expire(rules, state, 68.0)  # windows skipped by the gate in between change nothing
+    assert gone.changes == (StateChange("door", "person", False),) and gone.alerts == ()
+    assert gone.changed == {("person", "door"): RuleStatus(2, 8.0, False, 8.0)}
+    assert expire(rules, gone.state, 500.0).changed == {}  # already off
+    back = evaluate(rules, "door", [answer(0.9)], gone.state, 100.0)  # a new trigger: holds at once, in cooldown
+    assert back.changes == (StateChange("door", "person", True),) and back.alerts == ()
+
+
+def test_sensor_states_cover_every_rule_on_every_camera_it_watches():
+    rules = RuleSet((ask_rule(off_delay=60.0), Rule("car", Match.build(any=["car"]), cameras=("drive",))), TZ)
+    _, state = run(rules, [(0.0, [answer(0.9)])])
+    assert sensor_states(rules, state, ["door", "drive"], 10.0) == {
+        ("person", "door"): True, ("person", "drive"): False, ("car", "drive"): False}
+    assert sensor_states(rules, state, ["door"], 60.0) == {("person", "door"): False}  # its hold ran out
+
+
+def test_rule_state_from_before_last_hit_takes_its_update_time(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "history.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL);"
+                     "INSERT INTO schema_version VALUES ('rules', 1);"
+                     "CREATE TABLE rule_state (rule TEXT NOT NULL, camera TEXT NOT NULL, count INTEGER NOT NULL,"
+                     " last_fired REAL, is_on INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (rule, camera));"
+                     "INSERT INTO rule_state VALUES ('person', 'door', 3, 5.0, 1, 40.0);"
+                     "INSERT INTO rule_state VALUES ('car', 'door', 0, NULL, 0, 50.0);")
+    db.commit()
+    db.close()
+    with RuleStateStore(path) as store:
+        assert store.load() == {("person", "door"): RuleStatus(3, 5.0, True, 40.0),
+                                ("car", "door"): RuleStatus(0, None, False, None)}
 
 
 def test_state_survives_a_restart(tmp_path):
