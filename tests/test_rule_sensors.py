@@ -89,6 +89,12 @@ def since(listener, start: int, topic: str) -> list[bytes]:
     return [m.payload for m in listener.messages[start:] if m.topic == topic]
 
 
+def stopped(listener) -> int:
+    """Where the next run's messages start: after the stopped daemon's `offline` reached the listener."""
+    listener.wait_for(lambda ms: [m.payload for m in ms if m.topic == STATUS][-1:] == [b"offline"], what="offline")
+    return len(listener.messages)
+
+
 def test_sensors_are_off_on_connect_and_turn_off_through_gated_windows(tmp_path, model, mosquitto, listen):
     heard = listen(mosquitto, "vlmwatch/#")
     daemon = Daemon(tmp_path, model, mosquitto, off_delay="1s")
@@ -113,7 +119,7 @@ def test_sensors_are_off_on_connect_and_turn_off_through_gated_windows(tmp_path,
         daemon.stop()
 
     # A restart with nothing new to see: OFF again on connect, and never ON.
-    restart = len(heard.messages)
+    restart = stopped(heard)
     daemon = Daemon(tmp_path, model, mosquitto, off_delay="1s")
     try:
         heard.wait_for(lambda ms: b"online" in since(heard, restart, STATUS), what="online after the restart")
@@ -138,7 +144,7 @@ def test_a_retained_on_is_replaced_by_off_when_the_daemon_comes_back_after_the_h
     assert heard.last(ALWAYS).payload == b"ON"
 
     # Back within the hold: the rule still holds, so ON is the truth.
-    restart = len(heard.messages)
+    restart = stopped(heard)
     daemon = Daemon(tmp_path, model, mosquitto, off_delay="1h", clock=lambda: time.time() + 60)
     try:
         heard.wait_for(lambda ms: since(heard, restart, "vlmwatch/npu"), what="the first NPU report")
@@ -147,13 +153,13 @@ def test_a_retained_on_is_replaced_by_off_when_the_daemon_comes_back_after_the_h
         daemon.stop()
 
     # Back two hours later, nothing new seen: OFF replaces the retained ON before `online`, and no ON follows.
-    restart = len(heard.messages)
+    restart = stopped(heard)
     daemon = Daemon(tmp_path, model, mosquitto, off_delay="1h", clock=lambda: time.time() + 7200)
     try:
         heard.wait_for(lambda ms: since(heard, restart, "vlmwatch/npu"), what="the first NPU report")
         after = heard.messages[restart:]
         assert set(since(heard, restart, ALWAYS)) == {b"OFF"}  # on connect, and again as the main loop expires it
-        assert [m.topic for m in after].index(ALWAYS) < [m.topic for m in after].index(STATUS)
+        assert [m.topic for m in after].index(ALWAYS) < [(m.topic, m.payload) for m in after].index((STATUS, b"online"))
     finally:
         daemon.stop()
     fresh = listen(mosquitto, ALWAYS)  # Home Assistant restarting now gets the retained OFF
