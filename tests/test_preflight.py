@@ -172,3 +172,22 @@ def test_the_shipped_rules_name_the_shipped_cameras(tmp_path):
     shutil.copytree(root / "rules", tmp_path / "rules")
     cfg = load_config(tmp_path / "config.yaml")
     assert rule_file_problems(tmp_path / "config.yaml", cfg) == []
+
+
+def test_run_reports_a_metrics_port_in_use_before_loading_the_model(tmp_path, tiny_model, capsys, caplog):
+    """check-config cannot judge a port (a running daemon holds it); run binds it before the model loads."""
+    import socket
+
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"x")
+    path = tmp_path / "config.yaml"
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path.write_text(config_text(tiny_model, clip, tmp_path / "state").replace(
+            "metrics:\n  enabled: false\n", f"metrics:\n  port: {port}\n"))
+        caplog.set_level("INFO")
+        assert main(["run", "-c", str(path), "--once"]) == 2
+    assert capsys.readouterr().err.startswith(f"vlmwatch: error: cannot serve metrics on 127.0.0.1:{port}: ")
+    assert not [r for r in caplog.records if r.getMessage().startswith("loading ")]

@@ -57,12 +57,19 @@ def run_daemon(args) -> int:
     if report(problems):
         return ConfigError.exit_code
     logging.getLogger().setLevel(cfg.logging.level.upper())
+    from daemon.service.build import build_app, open_metrics, starting_notifier
+
+    notifier = starting_notifier()
+    metrics = open_metrics(cfg)  # a port in use fails now, not after the model has loaded
     engine, problems = open_checked_engine(args.config, cfg)
     if report(problems):
+        metrics.close()
         return ConfigError.exit_code
-    from daemon.service.build import build_app
-
-    app, closers = build_app(cfg, once=args.once, engine=engine)
+    try:
+        app, closers = build_app(cfg, once=args.once, engine=engine, notifier=notifier, metrics=metrics)
+    except BaseException:
+        metrics.close()
+        raise
     previous = {s: signal.signal(s, lambda *_: app.stop.set()) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         return app.run(once=args.once)

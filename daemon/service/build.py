@@ -39,26 +39,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_app(cfg: Config, once: bool = False, engine: Engine | None = None) -> tuple[App, list[Callable[[], None]]]:
-    """Open everything the config names (the engine too, unless given: `run` opens and checks it
-    first, daemon.service.preflight); return the App and what to close afterwards, in order."""
+def build_app(cfg: Config, once: bool = False, engine: Engine | None = None, *, notifier: Notifier | None = None,
+              metrics: Metrics | None = None) -> tuple[App, list[Callable[[], None]]]:
+    """Open everything the config names; return the App and what to close afterwards, in order.
+
+    `run` passes what it opened first (daemon.cli.run): the notifier and the metrics endpoint
+    (a port in use fails before the model loads), and the engine, checked against every prompt
+    (daemon.service.preflight)."""
     try:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"state_dir {cfg.state_dir}: cannot create it ({exc.strerror});"
                           " point state_dir at a writable folder") from None
     closers: list[Callable[[], None]] = []
-    notifier = Notifier()
-    notifier.extend_timeout(300)  # loading 30 graphs onto the NPU takes a while
+    if notifier is None:
+        notifier = starting_notifier()
+    if metrics is None:
+        metrics = open_metrics(cfg)
+    closers.append(metrics.close)
     engine = engine or open_engine(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
     history = History(cfg.state_dir / "history.sqlite").open()
     closers.append(history.close)
     ruleset = open_rules(cfg)
-    metrics = Metrics()
-    if cfg.metrics.enabled:
-        endpoint = metrics.serve(cfg.metrics.host, cfg.metrics.port)
-        closers.append(metrics.close)
-        log.info("metrics on %s", endpoint.url)
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
     sources = {c.name: open_source(c.name, c.source_url(f"cameras[{i}]"), c, on_event=on_event,
                                    state_dir=cfg.state_dir, once=once)
@@ -70,6 +72,21 @@ def build_app(cfg: Config, once: bool = False, engine: Engine | None = None) -> 
     if publisher is not None:
         publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
     return app, closers
+
+
+def starting_notifier() -> Notifier:
+    notifier = Notifier()
+    notifier.extend_timeout(300)  # loading 30 graphs onto the NPU takes a while
+    return notifier
+
+
+def open_metrics(cfg: Config) -> Metrics:
+    """The metrics, served on cfg.metrics unless disabled; ConfigError when the port is taken."""
+    metrics = Metrics()
+    if cfg.metrics.enabled:
+        endpoint = metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        log.info("metrics on %s", endpoint.url)
+    return metrics
 
 
 def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: History, *,
