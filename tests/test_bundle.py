@@ -45,7 +45,8 @@ def test_every_missing_file_is_listed(tiny_model, tmp_path):
         locate(bundle)
     assert str(err.value) == (
         "model files are missing or unreadable:\n  " + "\n  ".join(str(p) for p in gone)
-        + "\nCheck --model (and --tokenizer / --vit), or copy the complete model folder.")
+        + "\nCheck the model folder (model.dir, model.tokenizer, model.vit; or --model, --tokenizer, --vit),"
+          " or copy the complete model folder.")
 
 
 def test_board_layout_lists_missing_vit_tokenizer_and_layers(tmp_path):
@@ -69,7 +70,7 @@ def test_demo_layout_needs_a_tokenizer(tmp_path):
         locate(tmp_path)
     assert str(err.value) == (
         f"{tmp_path} is in the reference demo layout, which has no tokenizer:"
-        " pass --tokenizer DIR (the InternVL3-2B tokenizer files)")
+        " give the InternVL3-2B tokenizer folder (model.tokenizer, or --tokenizer DIR)")
 
 
 def test_unknown_backend(tiny_model):

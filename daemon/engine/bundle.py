@@ -99,7 +99,7 @@ def locate(model_dir: Path, tokenizer: Path | None = None, vit: Path | None = No
         if tokenizer is None:
             raise ModelError(
                 f"{model_dir} is in the reference demo layout, which has no tokenizer:"
-                " pass --tokenizer DIR (the InternVL3-2B tokenizer files)"
+                " give the InternVL3-2B tokenizer folder (model.tokenizer, or --tokenizer DIR)"
             )
         files = _locate_axmodel(model_dir, tokenizer, vit)  # no --vit: text-only questions
     else:
@@ -148,7 +148,8 @@ def _require(files: BundleFiles) -> None:
     if missing:
         raise ModelError(
             "model files are missing or unreadable:\n  " + "\n  ".join(missing)
-            + "\nCheck --model (and --tokenizer / --vit), or copy the complete model folder."
+            + "\nCheck the model folder (model.dir, model.tokenizer, model.vit; or --model, --tokenizer, --vit),"
+            " or copy the complete model folder."
         )
 
 

@@ -28,7 +28,8 @@ from daemon.errors import ChoiceError, ModelError
 from daemon.types import Prompt
 
 NO_VIT = ("this model has no ViT graph, so it cannot look at frames:"
-          " pass --vit FILE (internvl3_2b_vit_slim.axmodel) or ask a text-only question")
+          " give it the ViT graph, internvl3_2b_vit_slim.axmodel (model.vit, or --vit FILE),"
+          " or ask a text-only question")
 
 
 @dataclass(frozen=True)
