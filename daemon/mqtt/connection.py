@@ -8,11 +8,12 @@ paho's exponential backoff does the reconnecting; a refusal (credentials, a
 certificate that fails verification) is retried `refused_attempts` times and
 then given up for good, as a `PublishError` naming the remedy.
 
-Status, discovery configs and the rules' current ON/OFF (`retained_state`, asked
-on every connect and published before the birth message, so Home Assistant
-never sees an entity available with a stale state) are rebuilt on every
-connect, so they go straight to paho; outbox messages follow them. Everything else goes through the outbox, which the callbacks
-never touch: acks go to the `Sender`, questions to `Asks`, both in memory.
+Status, discovery configs and the rules' current ON/OFF (`retained_state`,
+asked on every connect and published before the birth message, so Home
+Assistant never sees an entity available with a stale state) are state
+rebuilt on every connect, so they go straight to paho; outbox messages follow
+them. Everything else goes through the outbox, which the callbacks never
+touch: acks go to the `Sender`, questions to `Asks`, both in memory.
 """
 
 from __future__ import annotations
