@@ -203,8 +203,8 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
 
     model = cfg.model.model_copy(update={"dir": rel(cfg.model.dir), "tokenizer": rel(cfg.model.tokenizer),
                                          "vit": rel(cfg.model.vit)})
-    cameras = [c if "://" in c.source or Path(c.source).is_absolute()
-               else c.model_copy(update={"source": str(base / c.source)}) for c in cfg.cameras]
+    cameras = [c.model_copy(update={"source": c.source if "://" in c.source else str(base / c.source),
+                                    "password_file": rel(c.password_file)}) for c in cfg.cameras]
     summaries = [j if j.timezone else j.model_copy(update={"timezone": cfg.timezone}) for j in cfg.summaries]
     return cfg.model_copy(update={"model": model, "cameras": cameras, "rules": rel(cfg.rules),
                                   "state_dir": rel(cfg.state_dir), "summaries": summaries})

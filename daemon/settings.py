@@ -1,11 +1,14 @@
 """What every configuration section shares: the base model (unknown keys fail),
 the pattern of names that become MQTT topics, a checked time-zone type, and
-bounded YAML composition for the configuration and rule files.
+bounded YAML composition for the configuration and rule files; and
+secrets read from the environment, a file or a systemd credential.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from typing import Annotated
 
 import yaml
@@ -15,6 +18,7 @@ from pydantic import (
     ConfigDict,
 )
 
+from daemon.errors import ConfigError
 from daemon.times import zone_info
 
 # Camera and summary job names become MQTT topic levels and Home Assistant entity ids. Always
@@ -128,3 +132,34 @@ def yaml_problem(path: object, exc: yaml.YAMLError) -> tuple[int, str]:
     line = mark.line + 1 if mark else 1
     what = "" if isinstance(exc, YamlLimitError) else "not valid YAML: "
     return line, f"{path}:{line}: {what}{getattr(exc, 'problem', None) or exc}"
+
+
+def read_secret(key: str, *, env: str | None = None, file: Path | None = None,
+                credential: str | None = None) -> str | None:
+    """A secret from an environment variable, a file or a systemd credential (whichever is given),
+    or None when none is. ConfigError naming `key` and the remedy when it cannot be read."""
+    if env is not None:
+        value = os.environ.get(env)
+        if value is None:
+            raise ConfigError(f"{key}_env: environment variable {env} is not set. Set it in the service "
+                              "environment (EnvironmentFile=) or use a *_credential (systemd LoadCredential=).")
+        return value
+    if file is not None:
+        return _read_file(Path(file), f"{key}_file")
+    if credential is not None:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            raise ConfigError(f"{key}_credential is {credential!r} but $CREDENTIALS_DIRECTORY is not set. Run under "
+                              f"systemd with LoadCredential={credential}:/path/to/file, or use {key.rsplit('.', 1)[-1]}"
+                              "_file outside systemd.")
+        return _read_file(Path(directory) / credential, f"{key}_credential")
+    return None
+
+
+def _read_file(path: Path, key: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").rstrip("\r\n")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{key}: cannot read {path} ({exc.__class__.__name__}: "
+                          f"{getattr(exc, 'strerror', None) or exc}). Check the path and that the service user "
+                          "may read it.") from None

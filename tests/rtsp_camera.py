@@ -33,12 +33,13 @@ def gstreamer_rtsp_missing() -> str | None:
 
 
 class RtspServer:
-    def __init__(self, frames: Path, port: int = 0, fps: int = 25) -> None:
-        self.frames, self.port, self.fps = frames, port, fps
+    def __init__(self, frames: Path, port: int = 0, fps: int = 25, auth: str | None = None) -> None:
+        self.frames, self.port, self.fps, self.auth = frames, port, fps, auth  # auth: "user:password" required
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "RtspServer":
         cmd = [GST_PYTHON, str(SERVER), "--frames", str(self.frames), "--port", str(self.port), "--fps", str(self.fps)]
+        cmd += ["--auth", self.auth] if self.auth else []
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         ready, _, _ = select.select([self.proc.stdout], [], [], 30)
         line = self.proc.stdout.readline() if ready else ""

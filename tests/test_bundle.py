@@ -45,7 +45,8 @@ def test_every_missing_file_is_listed(tiny_model, tmp_path):
         locate(bundle)
     assert str(err.value) == (
         "model files are missing or unreadable:\n  " + "\n  ".join(str(p) for p in gone)
-        + "\nCheck --model (and --tokenizer / --vit), or copy the complete model folder.")
+        + "\nCheck the model folder (model.dir, model.tokenizer, model.vit; or --model, --tokenizer, --vit),"
+          " or copy the complete model folder.")
 
 
 def test_board_layout_lists_missing_vit_tokenizer_and_layers(tmp_path):
@@ -69,20 +70,21 @@ def test_demo_layout_needs_a_tokenizer(tmp_path):
         locate(tmp_path)
     assert str(err.value) == (
         f"{tmp_path} is in the reference demo layout, which has no tokenizer:"
-        " pass --tokenizer DIR (the InternVL3-2B tokenizer files)")
+        " give the InternVL3-2B tokenizer folder (model.tokenizer, or --tokenizer DIR)")
 
 
 def test_unknown_backend(tiny_model):
     with pytest.raises(ModelError) as err:
         open_model(locate(tiny_model), backend="tensorrt")
-    assert str(err.value) == "unknown backend 'tensorrt': choose one of axengine, onnxruntime"
+    assert str(err.value) == "--backend: unknown backend 'tensorrt': choose one of auto, axengine, onnxruntime"
 
 
 def test_backend_must_fit_the_files(tiny_model):
     with pytest.raises(ModelError) as err:
         open_model(locate(tiny_model), backend="axengine")
-    assert str(err.value) == ("the axengine backend runs axmodel files but this bundle holds onnx files:"
-                              " use --backend onnxruntime")
+    assert str(err.value) == (f"--backend: the axengine backend runs .axmodel files but {tiny_model} holds an"
+                              " ONNX bundle: set --backend to onnxruntime, or to auto (the default) to follow"
+                              " the model folder")
 
 
 def test_onnx_session_rejects_a_wrong_shape_like_the_npu(tiny_model):

@@ -102,3 +102,35 @@ def test_corrupt_video(tiny_model, tmp_path, capsys):
     bad.write_bytes(b"\x00not a video" * 100)
     assert main(["describe", "--model", str(tiny_model), "-q", "x", str(bad)]) == 1
     assert capsys.readouterr().err.strip().startswith(f"vlmwatch: error: {bad}: cannot decode video")
+
+
+def test_choices_say_which_won_with_shares_of_the_choices_next_to_the_raw_mass(tiny_model, tmp_path, capsys):
+    image = str(tmp_path / "dark.png")
+    cv2.imwrite(image, np.full((30, 40, 3), 20, np.uint8))
+    argv = ["--model", str(tiny_model), "-q", "Is it dark?", "--choices", "yes,no", image]
+    out = run_json(capsys, *argv)
+    raw, shares = out["choices"], out["choices_normalised"]
+    assert out["choice"] == max(raw, key=raw.get) == max(shares, key=shares.get)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["yes"] / shares["no"] == pytest.approx(raw["yes"] / raw["no"])
+    assert main(["describe", *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"answer: {out['choice']}"
+    for line, c in zip(lines[1:3], ("yes", "no")):
+        assert line == (f"  {c:<3}  {shares[c]:6.1%} of the choices  (raw {raw[c]:.4f})"
+                        + ("  <- answer" if c == out["choice"] else ""))
+    assert lines[3].startswith("raw: the model's probability that its answer starts with the choice;")
+
+
+@pytest.mark.parametrize("names, message", [
+    (["a.mp4", "b.mp4"], "give one video file at a time (got 2: {0}, {1}), or image files (.jpg, .png, ...) as the"
+                         " frames of one window"),
+    (["a.mp4", "b.png"], "give one video file or image files (.jpg, .png, ...), not both (got the video {0} and 1"
+                         " image file(s))"),
+])
+def test_two_videos_or_a_video_with_images_say_so(tiny_model, tmp_path, capsys, names, message):
+    paths = [tmp_path / name for name in names]
+    for path in paths:
+        path.write_bytes(b"x")
+    assert main(["describe", "--model", str(tiny_model), "-q", "x", *map(str, paths)]) == 2
+    assert capsys.readouterr().err.strip() == "vlmwatch: error: " + message.format(*paths)

@@ -71,4 +71,19 @@ def test_missing_axengine_says_how_to_install_it(tmp_path, tiny_model, monkeypat
         open_model(locate(root))
     assert "the axengine backend needs the vendor NPU runtime, which is not available here" in str(err.value)
     assert "pip install axengine-<version>-py3-none-any.whl" in str(err.value)
-    assert "use --backend onnxruntime with an ONNX bundle" in str(err.value)
+    assert "on any other machine run an ONNX bundle (vlmwatch export) with the onnxruntime backend" in str(err.value)
+
+
+def test_check_config_reads_the_board_limits_from_two_graphs_only(axengine, tiny_model, tmp_path):
+    from daemon.engine.fit import Limits, probe
+    from daemon.engine.settings import ModelSettings
+
+    root = board_layout(tmp_path / "model", tiny_model / "tokenizer")
+    fit = probe(ModelSettings(dir=root, system="You watch a camera."))
+    assert [s.name for s in axengine.sessions] == ["qwen2_p128_l0_together.axmodel", "internvl3_2b_vit_slim.axmodel"]
+    assert fit.limits == Limits(max_prompt=2176, kv_len=2559, prefill_len=128)  # the 2048 video build
+    assert not axengine.calls  # nothing ran on the NPU
+    engine = Engine(open_model(locate(root)), system="You watch a camera.")
+    assert (fit.limits, fit.budget(8)) == (engine.limits, engine.budget(8))
+    question = Prompt("q", "Is anyone at the door?", ("yes", "no"))
+    assert fit.prompt_tokens(8, question.question) == engine.prompt_tokens(8, question.question)

@@ -1,4 +1,4 @@
-"""daemon/engine/limits.py: the engine's limits and prompt sizes without loading the model."""
+"""daemon/engine/fit.py probe: the engine's limits and prompt sizes without loading the model."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from daemon.cli import main
 from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine
-from daemon.engine.limits import open_limits
+from daemon.engine.fit import probe
 from daemon.engine.settings import ModelSettings
 
 SYSTEM = "You watch a camera."
@@ -30,7 +30,7 @@ def no_sessions(monkeypatch):
 def test_same_numbers_as_the_engine(tiny_model):
     engine = Engine(open_model(locate(tiny_model)), system=SYSTEM)
     settings = ModelSettings(dir=tiny_model, system=SYSTEM)
-    limits = open_limits(locate(tiny_model), settings)
+    limits = probe(settings)
     assert limits.limits == engine.limits
     for n in (0, 1, 8):
         assert limits.budget(n) == engine.budget(n)
@@ -40,7 +40,7 @@ def test_same_numbers_as_the_engine(tiny_model):
 
 
 def test_limits_load_no_graph(tiny_model, no_sessions):
-    limits = open_limits(locate(tiny_model), ModelSettings(dir=tiny_model, system=SYSTEM))
+    limits = probe(ModelSettings(dir=tiny_model, system=SYSTEM))
     assert (limits.limits.max_prompt, limits.limits.kv_len, limits.limits.prefill_len) == (256, 320, 16)
     assert limits.budget(8).prefix_tokens == limits.prompt_tokens(8, "") - len(limits.prompts.suffix(""))
 

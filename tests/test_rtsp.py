@@ -178,3 +178,26 @@ def test_cli_prints_windows_from_a_camera(server, fast_probe, monkeypatch, capfd
     assert code == 0 and len(rows) == 2
     assert rows[0]["source"] == "127.0.0.1" and rows[0]["reason"] == "first window"
     assert len(rows[1]["frame_ts"]) == 4 and rows[1]["change"] is not None
+
+
+def test_a_camera_login_from_a_systemd_credential_opens_the_stream_and_is_never_shown(frames, tmp_path, fast_probe,
+                                                                                     monkeypatch):
+    from daemon.service.settings import CameraSettings
+
+    password = f"{SECRET}@:/% x"  # characters that must be percent-encoded in a URL
+    server = RtspServer(frames, auth=f"viewer:{password}").start()
+    try:
+        (tmp_path / "camera_password").write_text(password + "\n")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        camera = CameraSettings.model_validate({**FAST.model_dump(), "name": "yard", "username": "viewer",
+                                                "source": f"rtsp://127.0.0.1:{server.port}/cam",
+                                                "password_credential": "camera_password"})
+        with Camera(camera.source_url("cameras[0]")) as cam:
+            cam.wait_for(lambda c: len(c.windows) >= 1)
+        assert [e.message for e in cam.events if e.kind == "connected"][0].startswith(
+            f"connected to rtsp://***@127.0.0.1:{server.port}/cam")
+        with Camera(camera.model_copy(update={"password_credential": None}).source_url("cameras[0]")) as refused:
+            refused.wait_for(lambda c: c.count("error") >= 1)
+        assert not refused.windows
+    finally:
+        server.stop()

@@ -156,3 +156,26 @@ def test_chats_have_their_own_bound_and_can_be_withdrawn():
     assert q.withdraw(chats[0]) and not q.withdraw(chats[0])
     assert q.put_ask(chats[2])
     assert q.get(0) is chats[1]  # arrival order across both kinds
+
+
+def test_busy_seconds_count_the_running_job_and_stop_when_idle():
+    q, stop = WorkQueue(), threading.Event()
+    started, release = threading.Event(), threading.Event()
+
+    def handle(job):
+        started.set()
+        release.wait(10)
+
+    worker = NpuWorker(q, stop)
+    worker.start(handle)
+    assert worker.busy_seconds() == 0.0
+    q.put_window(window("a", 0))
+    assert started.wait(10)
+    first = worker.busy_seconds()
+    assert 0.0 < first <= worker.busy_seconds()  # the running job counts, and keeps counting
+    release.set()
+    assert q.wait_idle(10)
+    idle = worker.busy_seconds()
+    assert idle >= first and worker.busy_seconds() == idle  # nothing runs: the total stands still
+    stop.set()
+    worker.join(5)

@@ -73,7 +73,7 @@ def run(args) -> int:
     frames = load_frames(args.sources, args.frames)
     settings = model_settings(args, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               seed=args.seed)
-    engine = open_engine(settings, max_new_tokens=args.max_new_tokens)
+    engine = open_engine(settings, max_new_tokens=args.max_new_tokens, backend_key="--backend")
     if engine.model.note:
         print(f"note: {engine.model.note}", file=sys.stderr)
     on_token = None if args.json or choices else (lambda _id, piece: print(piece, end="", flush=True))
@@ -82,11 +82,28 @@ def run(args) -> int:
     if args.json:
         print(json.dumps(answer_json(analysis, answer, engine.model.meter.ms, engine.kv_path), ensure_ascii=False))
     elif choices:
-        for c, p in answer.probabilities.items():
-            print(f"{c}\t{p:.4f}")
+        print("\n".join(choice_lines(answer.choice, answer.probabilities)))
     else:
         print()
     return 0
+
+
+def normalised(probabilities: dict[str, float]) -> dict[str, float]:
+    """Each choice's share of the probability the choices got together."""
+    total = sum(probabilities.values())
+    return {c: (p / total if total > 0 else 1 / len(probabilities)) for c, p in probabilities.items()}
+
+
+def choice_lines(choice: str, probabilities: dict[str, float]) -> list[str]:
+    """Which choice won, then each choice's share next to its raw probability."""
+    shares, width = normalised(probabilities), max(map(len, probabilities))
+    lines = [f"answer: {choice}"]
+    for c, p in probabilities.items():
+        mark = "  <- answer" if c == choice else ""
+        lines.append(f"  {c:<{width}}  {shares[c]:6.1%} of the choices  (raw {p:.4f}){mark}")
+    lines.append(f"raw: the model's probability that its answer starts with the choice;"
+                 f" the choices got {sum(probabilities.values()):.1%} of it together")
+    return lines
 
 
 def answer_json(analysis, answer, modelled_ms: float, kv: str) -> dict:
@@ -97,7 +114,9 @@ def answer_json(analysis, answer, modelled_ms: float, kv: str) -> dict:
         "tokens": list(answer.tokens),
         "prompt_tokens": answer.prompt_tokens,
         "stop_reason": answer.stop_reason,
+        "choice": answer.choice,
         "choices": answer.probabilities,
+        "choices_normalised": normalised(answer.probabilities) if answer.probabilities else None,
         "timings": {"vit_ms": round(s.vit_ms, 3), "prefill_ms": round(s.prefill_ms + t.prefill_ms, 3),
                     "decode_ms": round(t.decode_ms, 3),
                     "tokens_per_s": round(t.generated / decode_s, 2) if decode_s > 0 else None},

@@ -92,7 +92,8 @@ def _size(files) -> int:
 
 def _report_limits(files, settings, frames: int) -> int:
     from daemon.engine.bundle import load_embeddings, load_tokenizer
-    from daemon.engine.limits import PromptLimits, declared_layer, image_tokens
+    from daemon.engine.bundle import choose_backend
+    from daemon.engine.fit import DEFAULT_SYSTEM, PromptBuilder, PromptFit, declared_layer, image_tokens
     from daemon.engine.llm import Geometry
     from daemon.engine.sessions import import_axengine
 
@@ -105,14 +106,16 @@ def _report_limits(files, settings, frames: int) -> int:
             print("NOT CHECKED: prefill length, KV capacity and image tokens are declared only to axengine;"
                   " run check-model on the board")
             return 0
-    geo = Geometry.read(declared_layer(files, settings.device_id))
+    backend = choose_backend(files, settings.backend, "--backend")
+    geo = Geometry.read(declared_layer(files, backend, settings.device_id))
     print(f"graphs    read from {how}: decode + {geo.groups} prefill groups of {geo.prefill_len} tokens")
     print(f"limits    largest prompt {geo.max_prompt} tokens, KV cache {geo.kv_len} tokens (prompt and answer),"
           f" hidden size {geo.hidden}")
     table = load_embeddings(files.embeddings, geo.hidden)
     print(f"embedding {table.shape[0]} tokens x {table.shape[1]} ({table.dtype})")
-    tokens = image_tokens(files, settings.device_id)
-    limits = PromptLimits(load_tokenizer(files.tokenizer), geo, tokens, settings.system)
+    tokens = image_tokens(files, backend, settings.device_id)
+    prompts = PromptBuilder(load_tokenizer(files.tokenizer), tokens, settings.system or DEFAULT_SYSTEM)
+    limits = PromptFit(prompts, geo, tokens > 0)
     p = limits.prompts
     print(f"tokenizer <img> {p.img}, </img> {p.img_end}, <IMG_CONTEXT> {p.context}; stop ids {sorted(p.stop_ids)}")
     if not tokens:

@@ -37,9 +37,8 @@ def add_cli(sub) -> None:
 
 def run(args) -> int:
     from daemon.config import load_config
-    from daemon.engine.bundle import locate
     from daemon.engine.engine import open_engine
-    from daemon.engine.limits import open_limits
+    from daemon.engine.fit import probe
     from daemon.service.history import History
     from daemon.summaries.runner import Summarizer
     from daemon.summaries.timeline import Period, Request
@@ -62,7 +61,7 @@ def run(args) -> int:
         raise VlmwatchError(f"no history at {path}: the daemon records it (vlmwatch run -c {args.config}); check"
                             " state_dir in the config")
     if args.dry_run:  # no model call, so no model load: the tokenizer and the graphs' declared limits
-        engine = open_limits(locate(cfg.model.dir, cfg.model.tokenizer, cfg.model.vit), cfg.model, frames=False)
+        engine = probe(cfg.model, frames=False)
     else:
         engine = open_engine(cfg.model)
     request = Request("on-demand", tuple(args.camera or configured), args.prompt, args.max_new_tokens)

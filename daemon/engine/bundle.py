@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,7 @@ class BundleFiles:
     tokenizer: Path
     vit: Path | None
     manifest: dict | None = None
+    root: Path = Path(".")  # the model folder as given
 
     @property
     def name(self) -> str:
@@ -98,7 +99,7 @@ def locate(model_dir: Path, tokenizer: Path | None = None, vit: Path | None = No
         if tokenizer is None:
             raise ModelError(
                 f"{model_dir} is in the reference demo layout, which has no tokenizer:"
-                " pass --tokenizer DIR (the InternVL3-2B tokenizer files)"
+                " give the InternVL3-2B tokenizer folder (model.tokenizer, or --tokenizer DIR)"
             )
         files = _locate_axmodel(model_dir, tokenizer, vit)  # no --vit: text-only questions
     else:
@@ -108,7 +109,7 @@ def locate(model_dir: Path, tokenizer: Path | None = None, vit: Path | None = No
             f" {model_dir}/qwen2_p128_l0_together.axmodel (reference demo layout)"
         )
     _require(files)
-    return files
+    return replace(files, root=model_dir)
 
 
 def _locate_axmodel(llm: Path, tokenizer: Path, vit: Path | None) -> BundleFiles:
@@ -147,8 +148,35 @@ def _require(files: BundleFiles) -> None:
     if missing:
         raise ModelError(
             "model files are missing or unreadable:\n  " + "\n  ".join(missing)
-            + "\nCheck --model (and --tokenizer / --vit), or copy the complete model folder."
+            + "\nCheck the model folder (model.dir, model.tokenizer, model.vit; or --model, --tokenizer, --vit),"
+            " or copy the complete model folder."
         )
+
+
+def choose_backend(files: BundleFiles, backend: str | None, key: str = "model.backend") -> str:
+    """The runtime for a bundle: by default (None or "auto") the one that runs the files it holds.
+
+    An explicit backend must match the files; `key` is where the user chose it, for the message
+    (`model.backend` in the config, `--backend` on the command line)."""
+    default = "onnxruntime" if files.kind == "onnx" else "axengine"
+    if backend in (None, "auto"):
+        return default
+    if backend not in BACKENDS:
+        raise ModelError(f"{key}: unknown backend {backend!r}: choose one of auto, {', '.join(BACKENDS)}")
+    wanted = "onnx" if backend == "onnxruntime" else "axmodel"
+    if files.kind != wanted:
+        holds = "an ONNX bundle" if files.kind == "onnx" else ".axmodel files"
+        runs = "ONNX bundles" if wanted == "onnx" else ".axmodel files"
+        raise ModelError(f"{key}: the {backend} backend runs {runs} but {files.root} holds {holds}:"
+                         f" set {key} to {default}, or to auto (the default) to follow the model folder")
+    return backend
+
+
+def opener(files: BundleFiles, backend: str, device_id: int | None = None):
+    """`open(path, role) -> Session` for the bundle's graphs on `backend` (see choose_backend)."""
+    if backend == "onnxruntime":
+        return _onnx_opener(files)
+    return lambda path, role: AxEngineSession(path, device_id)
 
 
 def open_model(
@@ -157,22 +185,15 @@ def open_model(
     device_id: int | None = None,
     meter: Meter | None = None,
     sleep: bool = False,
+    backend_key: str = "--backend",
 ) -> Model:
     """Create every session once, wrapped in a profile meter, and map the embeddings."""
-    backend = backend or ("onnxruntime" if files.kind == "onnx" else "axengine")
-    if backend not in BACKENDS:
-        raise ModelError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    wanted = "onnx" if backend == "onnxruntime" else "axmodel"
-    if files.kind != wanted:
-        raise ModelError(
-            f"the {backend} backend runs {wanted} files but this bundle holds {files.kind} files:"
-            f" use --backend {'onnxruntime' if files.kind == 'onnx' else 'axengine'}"
-        )
+    backend = choose_backend(files, backend, backend_key)
     meter = meter or Meter()
-    opener = _onnx_opener(files) if files.kind == "onnx" else (lambda p, role: AxEngineSession(p, device_id))
+    open_graph = opener(files, backend, device_id)
 
     def profiled(path: Path, role: str) -> Session:
-        return ProfileSession(opener(path, role), role, meter, sleep=sleep)
+        return ProfileSession(open_graph(path, role), role, meter, sleep=sleep)
 
     t0 = time.monotonic()
     log.info("loading %d graphs with %s%s", len(files.layers) + 1 + bool(files.vit), backend,
@@ -191,6 +212,14 @@ def open_model(
                  load_tokenizer(files.tokenizer), meter, note)
 
 
+def layer_ports(files: BundleFiles) -> list[list[Port]]:
+    """The decoder layers' shape groups an ONNX manifest declares."""
+    try:
+        return [[Port.from_json(d) for d in g] for g in files.manifest["layer_groups"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"ONNX manifest declares bad shape groups ({exc!r}); re-run 'vlmwatch export'") from None
+
+
 def _onnx_opener(files: BundleFiles):
     ports = manifest_ports(files)
     return lambda path, role: OnnxSession(path, ports[role])
@@ -199,8 +228,8 @@ def _onnx_opener(files: BundleFiles):
 def manifest_ports(files: BundleFiles) -> dict[str, list[list[Port]] | None]:
     """Declared inputs per role ("layer", "post", "vit") and shape group, from an ONNX bundle's manifest."""
     m = files.manifest
+    layer_groups = layer_ports(files)
     try:
-        layer_groups = [[Port.from_json(d) for d in g] for g in m["layer_groups"]]
         post_ports = [[Port.from_json(d) for d in m["post_inputs"]]]
         vit_ports = [[Port.from_json(d) for d in m["vit_inputs"]]] if files.vit else None
     except (KeyError, TypeError, ValueError) as exc:

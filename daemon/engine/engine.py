@@ -24,12 +24,15 @@ from typing import Callable, Sequence
 import numpy as np
 
 from daemon.engine.bundle import Model, locate, open_model
+from daemon.engine.fit import Budget, Limits, PromptFit
 from daemon.engine.llm import LLM
 from daemon.engine.settings import ModelSettings
 from daemon.engine.prompt import DEFAULT_SYSTEM, PromptBuilder
 from daemon.engine.vision import Vision
-from daemon.errors import Cancelled, ChoiceError, ModelError
+from daemon.errors import Cancelled
 from daemon.types import Frame, Prompt, Timings
+
+__all__ = ["Analysis", "Answer", "Budget", "Engine", "Limits", "Prefix", "Sampling", "open_engine"]
 
 OnToken = Callable[[str, str], None]  # (prompt_id, text piece)
 MIN_TEMPERATURE = 1e-4
@@ -83,25 +86,6 @@ class Analysis:
     prefix_tokens: int
 
 
-@dataclass(frozen=True)
-class Budget:
-    prefix_tokens: int
-    max_tokens: int
-
-    @property
-    def question_room(self) -> int:
-        return self.max_tokens - self.prefix_tokens
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What the model can take, read from its graphs."""
-
-    max_prompt: int  # tokens one prefill can hold
-    kv_len: int  # tokens the KV cache holds, prompt and answer together
-    prefill_len: int  # tokens per prefill chunk
-
-
 class Engine:
     """Owns the sessions and the KV cache. Not thread-safe: one NPU worker calls it."""
 
@@ -115,6 +99,7 @@ class Engine:
         self.vision = Vision(model.vit) if model.vit is not None else None
         tokens = self.vision.tokens if self.vision else 0
         self.prompts = PromptBuilder(model.tokenizer, tokens, system or DEFAULT_SYSTEM)
+        self.fit = PromptFit(self.prompts, self.llm.geo, self.vision is not None)  # the checks before NPU time
         self.rng = np.random.default_rng(sampling.seed)
         self._input_dtype = self.llm.geo.dtypes["input"]
         self._resident: Prefix | None = None  # the prefix whose shared chunks the KV cache holds
@@ -133,21 +118,18 @@ class Engine:
 
     @property
     def limits(self) -> Limits:
-        g = self.llm.geo
-        return Limits(g.max_prompt, g.kv_len, g.prefill_len)
+        return self.fit.limits
 
     def budget(self, n_frames: int) -> Budget:
-        return Budget(len(self.prompts.prefix(n_frames)), self.llm.geo.max_prompt)
+        return self.fit.budget(n_frames)
 
     def prompt_tokens(self, n_frames: int, question: str) -> int:
         """Tokens of the whole prompt for `question` about `n_frames` frames."""
-        return len(self.prompts.prefix(n_frames)) + len(self.prompts.suffix(question))
+        return self.fit.prompt_tokens(n_frames, question)
 
     def check(self, n_frames: int, prompt: Prompt, what: str | None = None) -> None:
         """Raise a QuestionError unless `prompt` can be answered about `n_frames` frames."""
-        self.llm.check_fits(self.prompt_tokens(n_frames, prompt.question), what or f"prompt {prompt.id!r}")
-        if prompt.choices:
-            self.choice_tokens(prompt.choices)
+        self.fit.check(n_frames, prompt, what)
 
     def tokenize(self, text: str) -> list[int]:
         return self.prompts.encode(text)
@@ -159,9 +141,7 @@ class Engine:
 
     def prefill(self, frames: Sequence[Frame], prompts: Sequence[Prompt] = (), stop=None) -> Prefix:
         """Run the ViT and prefill the prefix's whole chunks; `prompts` are checked first."""
-        if frames and self.vision is None:
-            raise ModelError("this model has no ViT graph, so it cannot look at frames:"
-                             " pass --vit FILE (internvl3_2b_vit_slim.axmodel) or ask a text-only question")
+        self.fit.check_frames(len(frames))
         for p in prompts:  # reject before spending NPU time on any of them
             self.check(len(frames), p)
         t0, m0 = time.perf_counter(), self.model.meter.ms
@@ -283,24 +263,7 @@ class Engine:
 
     def choice_tokens(self, choices: Sequence[str]) -> dict[str, set[int]]:
         """First token ids of each choice as written, lower-case and capitalised; must not overlap."""
-        out: dict[str, set[int]] = {}
-        owner: dict[int, str] = {}
-        for c in choices:
-            ids = set()
-            for variant in {c, c.lower(), c.capitalize()}:
-                enc = self.prompts.encode(variant)
-                if enc:
-                    ids.add(enc[0])
-            if not ids:
-                raise ChoiceError(f"choice {c!r} is empty after tokenisation; give a word")
-            for t in ids:
-                if t in owner and owner[t] != c:
-                    raise ChoiceError(f"choices {owner[t]!r} and {c!r} start with the same token"
-                                     f" ({self.prompts.decode([t])!r}), so they cannot be told apart"
-                                     " from one step; reword one of them")
-                owner[t] = c
-            out[c] = ids
-        return out
+        return self.fit.choice_tokens(choices)
 
 
 class _Streamer:
@@ -391,8 +354,10 @@ def sample(logits: np.ndarray, s: Sampling, rng: np.random.Generator) -> int:
     return int(rng.choice(p.size, p=p))
 
 
-def open_engine(settings: ModelSettings, max_new_tokens: int = 256) -> Engine:
-    """The one way to build an engine from the `model:` settings (daemon, describe, summarize)."""
-    model = open_model(locate(settings.dir, settings.tokenizer, settings.vit), settings.backend, settings.device_id)
+def open_engine(settings: ModelSettings, max_new_tokens: int = 256, backend_key: str = "model.backend") -> Engine:
+    """The one way to build an engine from the `model:` settings (daemon, describe, summarize);
+    `backend_key` names where the backend was chosen, for errors (describe: --backend)."""
+    files = locate(settings.dir, settings.tokenizer, settings.vit)
+    model = open_model(files, settings.backend, settings.device_id, backend_key=backend_key)
     return Engine(model, system=settings.system, sampling=Sampling(**settings.sampling.model_dump()),
                   max_new_tokens=max_new_tokens, kv=settings.kv)

@@ -49,6 +49,15 @@ class Geometry:
     def max_prompt(self) -> int:
         return self.prefill_len * self.groups
 
+    def check_fits(self, n_tokens: int, what: str = "prompt") -> None:
+        """PromptTooLongError unless `n_tokens` fit one prefill."""
+        if n_tokens > self.max_prompt:
+            raise PromptTooLongError(
+                f"the {what} is {n_tokens} tokens but the model's largest prefill is"
+                f" {self.max_prompt} tokens ({self.groups} chunks of {self.prefill_len});"
+                " use fewer frames, a shorter question or a shorter system text"
+            )
+
     @classmethod
     def read(cls, layer: Session) -> "Geometry":
         if layer.group_count < 2:
@@ -126,12 +135,7 @@ class LLM:
         return handles
 
     def check_fits(self, n_tokens: int, what: str = "prompt") -> None:
-        if n_tokens > self.geo.max_prompt:
-            raise PromptTooLongError(
-                f"the {what} is {n_tokens} tokens but the model's largest prefill is"
-                f" {self.geo.max_prompt} tokens ({self.geo.groups} chunks of {self.geo.prefill_len});"
-                " use fewer frames, a shorter question or a shorter system text"
-            )
+        self.geo.check_fits(n_tokens, what)
 
     # ------------------------------------------------------------------ prefill and decode
 

@@ -67,7 +67,7 @@ def import_axengine():
             "the axengine backend needs the vendor NPU runtime, which is not available here"
             f" ({exc}). On an AX650N board install the pyaxengine wheel"
             " (pip install axengine-<version>-py3-none-any.whl from AXERA-TECH/pyaxengine releases);"
-            " on any other machine use --backend onnxruntime with an ONNX bundle (vlmwatch export)."
+            " on any other machine run an ONNX bundle (vlmwatch export) with the onnxruntime backend."
         ) from None
     return axengine
 

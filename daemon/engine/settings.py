@@ -6,9 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import (
-    Field,
-)
+from pydantic import Field, field_validator
 
 from daemon.settings import Section
 
@@ -22,8 +20,8 @@ class SamplingSettings(Section):
 
 class ModelSettings(Section):
     dir: Path = Field(description="Model folder: board layout, reference demo layout or ONNX bundle.")
-    backend: Literal["axengine", "onnxruntime"] | None = Field(
-        None, description="Runtime; default axengine for .axmodel files, onnxruntime for ONNX bundles.")
+    backend: Literal["auto", "axengine", "onnxruntime"] = Field(
+        "auto", description="Runtime; auto: axengine for .axmodel files, onnxruntime for an ONNX bundle.")
     device_id: int | None = Field(None, ge=0, description="M.2 card number (AXCLRT); unset on the board itself.")
     tokenizer: Path | None = Field(None, description="Tokenizer folder (reference demo layout only).")
     vit: Path | None = Field(None, description="ViT graph file (reference demo layout only).")
@@ -33,3 +31,8 @@ class ModelSettings(Section):
         " buffers (only new rows are written) when the pyaxengine version and its internals match, else copies"
         " whole caches with every call and logs why; resident requires it; copied never tries.")
     sampling: SamplingSettings = Field(default_factory=SamplingSettings, description="Decoding.")
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _unset_is_auto(cls, v):
+        return "auto" if v is None else v  # `backend:` left empty, or no --backend on the command line

@@ -9,9 +9,12 @@ paho's exponential backoff does the reconnecting; a refusal (credentials, a
 certificate that fails verification) is retried `refused_attempts` times and
 then given up for good, as a `PublishError` naming the remedy.
 
-Status and discovery configs are state rebuilt on every connect, so they go
-straight to paho. Everything else goes through the outbox, which the callbacks
-never touch: acks go to the `Sender`, questions to `Asks`, both in memory.
+Status, discovery configs and the rules' current ON/OFF (`retained_state`,
+asked on every connect and published before the birth message, so Home
+Assistant never sees an entity available with a stale state) are state
+rebuilt on every connect, so they go straight to paho; outbox messages follow
+them. Everything else goes through the outbox, which the callbacks never
+touch: acks go to the `Sender`, questions to `Asks`, both in memory.
 """
 
 from __future__ import annotations
@@ -59,8 +62,10 @@ class Connection:
     """`create()` (may raise ConfigError), `connect()`, `wait_connected()`, `close()`."""
 
     def __init__(self, settings: MqttSettings, topics: Topics, discovery: Discovery, sender: Sender,
-                 on_ask: Callable[[str, bytes], None], progress: threading.Condition) -> None:
+                 on_ask: Callable[[str, bytes], None], progress: threading.Condition,
+                 retained_state: Callable[[], dict[str, bytes]] = dict) -> None:
         self.settings, self.topics, self.discovery = settings, topics, discovery
+        self._retained_state = retained_state  # topic -> payload, republished on every connect
         self._sender, self._on_ask, self._progress = sender, on_ask, progress
         self.client: paho.Client | None = None
         self.network_thread: threading.Thread | None = None  # set by the first callback
@@ -145,6 +150,13 @@ class Connection:
     def error(self) -> PublishError | None:
         return self._error
 
+    def publish_now(self, topic: str, payload: bytes, retain: bool) -> bool:
+        """QoS 0, only while connected, past the outbox: for measurements the next one replaces."""
+        if self.client is None or not self.connected:
+            return False
+        self.client.publish(topic, payload, qos=0, retain=retain)
+        return True
+
     def on_network_thread(self) -> bool:
         """True when called from paho's network thread (a callback, or code it calls)."""
         return self.network_thread is not None and threading.current_thread() is self.network_thread
@@ -169,6 +181,8 @@ class Connection:
         if s.discovery.enabled:
             topics += [(self.discovery.ha_status_topic, 1), (self.discovery.own_configs_filter, 1)]
         client.subscribe(topics)
+        for topic, payload in self._retained_state().items():
+            client.publish(topic, payload, qos=1, retain=True)
         client.publish(self.topics.status, ONLINE, qos=1, retain=True)  # birth, after every (re)connect
         self._publish_discovery(client)
         self.connects += 1

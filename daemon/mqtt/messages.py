@@ -65,6 +65,11 @@ class Topics:
         return f"{self.base}/status"
 
     @property
+    def npu(self) -> str:
+        """The daemon's NPU load and queue depth (JSON), published periodically."""
+        return f"{self.base}/npu"
+
+    @property
     def ask_filter(self) -> str:
         return f"{self.base}/+/ask"
 
@@ -171,6 +176,11 @@ def summary_json(summary: Summary, message_id: str) -> dict[str, Any]:
         "counts": dict(summary.counts),
         "cameras": list(summary.cameras),
     }
+
+
+def npu_json(load: float, queue: int, ts: float) -> dict[str, Any]:
+    """`load`: the fraction of wall time the NPU worker was busy since the last report."""
+    return {"load": round(min(max(load, 0.0), 1.0), 3), "queue": queue, "ts": iso(ts)}
 
 
 # -- ad-hoc questions ---------------------------------------------------------

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from daemon.mqtt.messages import (
     check_name,
     encode,
     new_message_id,
+    npu_json,
     reply_json,
     result_json,
     summary_json,
@@ -76,6 +77,20 @@ class PublisherStats:
     dead_letters: int = 0  # messages that can never be published (moved aside so the rest go out), since start
 
 
+def plan_entities(settings: MqttSettings, cameras: Iterable[str], rules: Iterable[RuleInfo] = (),
+                  summary_jobs: Iterable[str] = ()) -> Discovery:
+    """The topics and Home Assistant entities for these names; ConfigError when a name cannot be a
+    topic level or an entity id, or two entities collide (`vlmwatch check-config` calls this too)."""
+    try:
+        checked = tuple(check_name("camera", c) for c in cameras)
+        reserved = RESERVED_CAMERA_NAMES & set(checked)
+        if reserved:
+            raise ValueError(f"camera name {min(reserved)!r} is reserved (<base>/summary/<job> is taken)")
+        return Discovery(settings.discovery, Topics(settings.base_topic), checked, rules, summary_jobs)
+    except ValueError as exc:
+        raise ConfigError(f"mqtt: {exc}") from None
+
+
 class Publisher:
     """Publishes results, alerts and summaries; answers `ask` through `on_ask` and `reply`."""
 
@@ -89,24 +104,19 @@ class Publisher:
         on_ask: Callable[[AskRequest], None] | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        rule_states: Callable[[], Mapping[tuple[str, str], bool]] | None = None,
     ) -> None:
         self.settings = settings
-        self.topics = Topics(settings.base_topic)
-        try:
-            self.cameras = tuple(check_name("camera", c) for c in cameras)
-            reserved = RESERVED_CAMERA_NAMES & set(self.cameras)
-            if reserved:
-                raise ValueError(f"camera name {min(reserved)!r} is reserved (<base>/summary/<job> is taken)")
-            self.discovery = Discovery(settings.discovery, self.topics, self.cameras, rules, summary_jobs)
-        except ValueError as exc:
-            raise ConfigError(f"mqtt: {exc}") from None
+        self._rule_states = rule_states  # (rule, camera) -> ON now; published on every connect
+        self.discovery = plan_entities(settings, cameras, rules, summary_jobs)
+        self.topics, self.cameras = self.discovery.topics, self.discovery.cameras
         self._outbox = Outbox(outbox_path, settings.outbox.max_messages, settings.outbox.max_bytes, clock,
                               settings.max_payload_bytes)
         self._progress = threading.Condition()  # notified on (dis)connects, refusals and every sender round
         self._sender = Sender(self._outbox, self._progress)
         self._asks = Asks(self.topics, self.cameras, settings.ask_max_bytes, on_ask, self._sender.post, clock)
         self._connection = Connection(settings, self.topics, self.discovery, self._sender, self._asks.handle,
-                                      self._progress)
+                                      self._progress, self._current_rule_states)
         self._started = False
         self._stopping = False
 
@@ -192,6 +202,19 @@ class Publisher:
     def publish_rule_state(self, camera: str, rule: str, on: bool) -> None:
         topic = self.topics.rule(check_name("camera", camera), check_name("rule", rule))
         self._enqueue(OutboxMessage(Kind.RULE, topic, (ON if on else OFF).encode(), retain=True))
+
+    def publish_npu(self, load: float, queue: int, ts: float) -> bool:
+        """`<base>/npu`: retained, QoS 0, only while connected (a measurement: the next one replaces a
+        lost one, so none waits in the outbox). False when not connected."""
+        return self._connection.publish_now(self.topics.npu, encode(npu_json(load, queue, ts)), retain=True)
+
+    def _current_rule_states(self) -> dict[str, bytes]:
+        """Every rule sensor's current ON/OFF (paho's thread, on connect): Home Assistant shows OFF for a
+        rule that never held, not `unknown`, and never a retained ON the daemon no longer holds."""
+        if self._rule_states is None:
+            return {}
+        return {self.topics.rule(camera, rule): (ON if on else OFF).encode()
+                for (rule, camera), on in self._rule_states().items()}
 
     def publish_summary(self, summary: Summary, message_id: str | None = None) -> str:
         message_id = message_id or new_message_id()

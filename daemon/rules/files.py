@@ -15,7 +15,7 @@ Each file holds a list of rules:
       severity: warning               # info | warning | critical, default warning
       snapshot: true                  # attach the frame that changed most, default false
       message: "{camera}: someone at the door ({probability})"
-      off_delay: 5m                   # Home Assistant turns the sensor off after this, default 5m
+      off_delay: 5m                   # the sensor turns off this long after the last trigger, default 5m
 
     - id: smoke
       match: {any: [smoke, fire, flames]}   # or all: [...], regex: "..."; all given must hold
@@ -324,7 +324,8 @@ class _RuleReader:
         if self.cameras is not None:
             unknown = [n for n in names if n not in self.cameras]
             if unknown:
-                raise ValueError(f"camera {unknown[0]!r} is not configured (cameras: {', '.join(sorted(self.cameras))})")
+                raise ValueError(f"camera {unknown[0]!r} is not configured (cameras: {', '.join(sorted(self.cameras))});"
+                                 " name a configured camera, or leave cameras out to watch every camera")
         return names
 
     def _for(self, node: yaml.Node) -> int:

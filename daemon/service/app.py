@@ -49,7 +49,17 @@ from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
 from daemon.service.recovery import queue_unqueued
 from daemon.service.settings import CameraSettings
-from daemon.service.worker import AskJob, ChatJob, Job, NpuWorker, SummaryWork, WindowJob, WorkQueue
+from daemon.service.worker import (
+    AskJob,
+    ChatJob,
+    Job,
+    NpuReport,
+    NpuWorker,
+    SummaryWork,
+    WindowJob,
+    WorkQueue,
+    describe,
+)
 from daemon.types import CameraStatus, Prompt, Result, Window, new_message_id
 from daemon.video import FileSource, FolderSource
 
@@ -77,6 +87,8 @@ class Publisher(Protocol):
     def reply_error(self, request, error: str) -> None: ...
 
     def stats(self): ...
+
+    def publish_npu(self, load: float, queue: int, ts: float) -> object: ...
 
     def stop(self, timeout: float) -> None: ...
 
@@ -127,6 +139,7 @@ class App:
         log.info("vlmwatch running: %d camera(s), model %s", len(self.cameras), self.engine.name)
         interval = min(self.notifier.watchdog_interval() or 1.0, 1.0)
         last_prune = 0.0
+        npu = NpuReport(self.worker)
         while not self.stop.wait(interval):
             self.watch.check()
             if self.healthy():
@@ -138,7 +151,11 @@ class App:
                 except STORAGE_ERRORS as exc:
                     self.fail(exc)
                     break
+            if self.rules is not None:
+                self.rules.expire(self.clock())  # sensors whose hold ran out turn OFF, gated windows or not
             self.metrics.set_queue_depth(self.queue.depth)
+            if self.publisher is not None and npu.due():
+                npu.reported(self.publisher.publish_npu(npu.load(), self.queue.depth, self.clock()))
             if self.publisher is not None and not self._check_publisher():
                 break
             if once and not self._capturing() and self.queue.wait_idle(0):
@@ -187,6 +204,12 @@ class App:
         self.metrics.set_outbox_depth(stats.outbox_depth)
         self.metrics.set_dead_letters(stats.dead_letters)
         return self.publisher.error is None
+
+    def rule_states(self) -> dict[tuple[str, str], bool]:
+        """(rule, camera) -> ON now, for every rule on every camera it watches (any thread)."""
+        if self.rules is None:
+            return {}
+        return self.rules.sensor_states(list(self.cameras), self.clock())
 
     def healthy(self) -> bool:
         """What the systemd watchdog ping stands for: the NPU worker runs and no camera is down."""
@@ -278,9 +301,9 @@ class App:
             else:
                 raise TypeError(f"the NPU queue handed out an unknown job: {job!r}")
         except Cancelled:
-            log.info("%s: cancelled by shutdown; nothing was published for it", _describe(job))
+            log.info("%s: cancelled by shutdown; nothing was published for it", describe(job))
         except QuestionError as exc:
-            log.error("%s: %s", _describe(job), exc)
+            log.error("%s: %s", describe(job), exc)
             if isinstance(job, AskJob) and self.publisher is not None:
                 self.publisher.reply_error(job.request, str(exc))
             elif isinstance(job, WindowJob):
@@ -367,15 +390,3 @@ class App:
         return Result(window.camera, answer.prompt_id, question, window.start, window.end, self.clock(),
                       answer.text, answer.tokens, answer.stop_reason, answer.choice, answer.probabilities,
                       answer.timings, self.engine.name)
-
-
-def _describe(job: Job) -> str:
-    if isinstance(job, WindowJob):
-        return f"camera {job.window.camera}: window at {job.window.start:.1f}"
-    if isinstance(job, AskJob):
-        return f"camera {job.camera}: question {job.request.id!r}"
-    if isinstance(job, ChatJob):
-        return f"HTTP request from {job.client}"
-    if isinstance(job, SummaryWork):
-        return f"summary {job.job_id}"
-    return repr(job)

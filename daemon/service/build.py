@@ -20,7 +20,7 @@ from daemon.engine.engine import Engine, open_engine
 from daemon.errors import ConfigError
 from daemon.rules.files import load_rules
 from daemon.rules.model import RuleSet
-from daemon.rules.runner import RuleRunner, check_questions
+from daemon.rules.runner import RuleRunner
 from daemon.rules.state import RuleStateStore
 from daemon.service.app import App, Camera, Publisher
 from daemon.service.fairness import NpuShare
@@ -40,32 +40,36 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_app(cfg: Config, once: bool = False, engine: Engine | None = None) -> tuple[App, list[Callable[[], None]]]:
+def build_app(cfg: Config, once: bool = False, engine: Engine | None = None, *, notifier: Notifier | None = None,
+              metrics: Metrics | None = None) -> tuple[App, list[Callable[[], None]]]:
     """Open everything the config names; return the App and what to close afterwards, in order.
-    `engine`: an engine already open (tests pass one whose graph calls take AX650N time)."""
+
+    `run` passes what it opened first (daemon.cli.run): the notifier and the metrics endpoint
+    (a port in use fails before the model loads), and the engine, checked against every prompt
+    (daemon.service.preflight)."""
     try:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"state_dir {cfg.state_dir}: cannot create it ({exc.strerror});"
                           " point state_dir at a writable folder") from None
     closers: list[Callable[[], None]] = []
-    notifier = Notifier()
-    notifier.extend_timeout(300)  # loading 30 graphs onto the NPU takes a while
+    if notifier is None:
+        notifier = starting_notifier()
+    if metrics is None:
+        metrics = open_metrics(cfg)
+    closers.append(metrics.close)
     engine = engine or open_engine(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
+    metrics.set_kv_path(engine.kv_path)
     history = History(cfg.state_dir / "history.sqlite").open()
     closers.append(history.close)
-    ruleset = open_rules(cfg, engine)
-    metrics = Metrics()
-    metrics.set_kv_path(engine.kv_path)
-    if cfg.metrics.enabled:
-        endpoint = metrics.serve(cfg.metrics.host, cfg.metrics.port)
-        closers.append(metrics.close)
-        log.info("metrics on %s", endpoint.url)
+    ruleset = open_rules(cfg)
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
-    sources = {c.name: open_source(c.name, c.source, c, on_event=on_event, state_dir=cfg.state_dir, once=once)
-               for c in cfg.cameras}
+    sources = {c.name: open_source(c.name, c.source_url(f"cameras[{i}]"), c, on_event=on_event,
+                                   state_dir=cfg.state_dir, once=once)
+               for i, c in enumerate(cfg.cameras)}
     closers += [s.close for s in sources.values() if hasattr(s, "close")]  # their records of processed files
-    publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request))
+    publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request),
+                               rule_states=lambda: app.rule_states())
     app = assemble(cfg, engine, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
                    ruleset=ruleset, closers=closers)
     if cfg.http.enabled:
@@ -73,6 +77,21 @@ def build_app(cfg: Config, once: bool = False, engine: Engine | None = None) -> 
     if publisher is not None:
         publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
     return app, closers
+
+
+def starting_notifier() -> Notifier:
+    notifier = Notifier()
+    notifier.extend_timeout(300)  # loading 30 graphs onto the NPU takes a while
+    return notifier
+
+
+def open_metrics(cfg: Config) -> Metrics:
+    """The metrics, served on cfg.metrics unless disabled; ConfigError when the port is taken."""
+    metrics = Metrics()
+    if cfg.metrics.enabled:
+        endpoint = metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        log.info("metrics on %s", endpoint.url)
+    return metrics
 
 
 def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: History, *,
@@ -126,17 +145,17 @@ def http_server_module():
     return server
 
 
-def open_rules(cfg: Config, engine: Engine) -> RuleSet | None:
-    """The rule files of cfg.rules (None without rules), their questions checked against the model."""
+def open_rules(cfg: Config) -> RuleSet | None:
+    """The rule files of cfg.rules (None without rules); their questions are checked against the
+    model before start (daemon.service.preflight)."""
     if cfg.rules is None:
         return None
-    ruleset = load_rules(cfg.rules, cameras=[c.name for c in cfg.cameras], timezone=cfg.tzinfo)
-    check_questions(ruleset, engine, {c.name: c.frames for c in cfg.cameras})
-    return ruleset
+    return load_rules(cfg.rules, cameras=[c.name for c in cfg.cameras], timezone=cfg.tzinfo)
 
 
-def make_publisher(cfg: Config, ruleset: RuleSet | None, on_ask):
-    """The MQTT publisher for cfg.mqtt, or None: without an mqtt section nothing is published."""
+def make_publisher(cfg: Config, ruleset: RuleSet | None, on_ask, rule_states=None):
+    """The MQTT publisher for cfg.mqtt, or None: without an mqtt section nothing is published.
+    `rule_states() -> {(rule, camera): on}` is published on every connect."""
     if cfg.mqtt is None:
         return None
     from daemon.mqtt.publisher import Publisher  # paho only when MQTT is configured
@@ -144,7 +163,7 @@ def make_publisher(cfg: Config, ruleset: RuleSet | None, on_ask):
     cameras = [c.name for c in cfg.cameras]
     infos = rule_infos(ruleset, cameras) if ruleset is not None else ()
     return Publisher(cfg.mqtt, cfg.state_dir / "outbox.sqlite", cameras, infos, [j.id for j in cfg.summaries],
-                     on_ask=on_ask)
+                     on_ask=on_ask, rule_states=rule_states)
 
 
 def rule_infos(rules: RuleSet, cameras: Sequence[str]):

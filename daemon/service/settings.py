@@ -3,18 +3,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     field_validator,
+    model_validator,
 )
 
 from daemon.redact import mistyped_url
-from daemon.settings import Name, Section
+from daemon.settings import Name, Section, read_secret
 from daemon.video.settings import SourceSettings
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
@@ -25,12 +27,60 @@ class CameraPrompts(Section):
     max_new_tokens: int | None = Field(None, ge=1, description="Longest description for this camera.")
 
 
+PASSWORD_KEYS = ("password_env", "password_file", "password_credential")
+
+
 class CameraSettings(SourceSettings):
-    """One camera: a name, a source, the window/gate/connection settings of its source, prompt overrides."""
+    """One camera: a name, a source, the window/gate/connection settings of its source, prompt overrides,
+    and its login, kept out of the config like the MQTT password."""
 
     name: Name = Field(description="Unique name: 1-64 lower-case letters, digits, '_' and '-'.")
     source: str = Field(min_length=1, description="rtsp://, rtsps://, http(s):// (MJPEG) URL, a video file or a folder.")
+    username: str | None = Field(None, min_length=1,
+                                 description="Camera user, put into the source URL (instead of one written there).")
+    password_env: str | None = Field(None, min_length=1,
+                                     description="Name of an environment variable holding the camera password.")
+    password_file: Path | None = Field(
+        None, description="File whose content (trailing newline stripped) is the camera password.")
+    password_credential: str | None = Field(
+        None, min_length=1, pattern=r"^[^/]+$",
+        description="Name of a systemd credential (LoadCredential=) holding the camera password; "
+        "read from $CREDENTIALS_DIRECTORY/<name>.")
     prompts: CameraPrompts = Field(default_factory=CameraPrompts, description="Per-camera prompt overrides.")
+
+    @model_validator(mode="after")
+    def _login(self) -> CameraSettings:
+        given = [key for key in PASSWORD_KEYS if getattr(self, key) is not None]
+        if not given and self.username is None:
+            return self
+        first = given[0] if given else "username"
+        if "://" not in self.source:
+            raise ValueError(f"{first} is set but the source is a file or folder, which has no login")
+        if len(given) > 1:
+            raise ValueError(f"give the camera password one way only, not {' and '.join(given)}")
+        url = urlsplit(self.source)
+        if given and url.password is not None:
+            raise ValueError(f"{first} is set but the source URL holds a password too: remove it from the URL")
+        if given and self.username is None and not url.username:
+            raise ValueError(f"{first} is set but there is no user: set username, or write it in the URL "
+                             "(rtsp://user@host/...)")
+        return self
+
+    def source_url(self, key: str) -> str:
+        """The source with the camera's login in the URL (user and password percent-encoded). It
+        holds the password: hand it to the capture, never to a log line. ConfigError naming
+        `key`.password_* when the password cannot be read."""
+        password = read_secret(f"{key}.password", env=self.password_env, file=self.password_file,
+                               credential=self.password_credential)
+        if password is None and self.username is None:
+            return self.source
+        url = urlsplit(self.source)
+        userinfo, _, host = url.netloc.rpartition("@")
+        user = quote(self.username, safe="") if self.username is not None else userinfo.split(":", 1)[0]
+        secret = f":{quote(password, safe='')}" if password is not None else ""
+        if userinfo and password is None:
+            secret = userinfo[len(userinfo.split(":", 1)[0]):]  # keep a password written in the URL
+        return urlunsplit(url._replace(netloc=f"{user}{secret}@{host}"))
 
     @field_validator("source")
     @classmethod

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import count
-import time
 from typing import Any, Callable, Generator
 
 from daemon.service.fairness import NpuShare
@@ -190,6 +190,8 @@ class NpuWorker:
         self.handle: Callable[[Job], None] | None = None
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._loop, name="npu-worker", daemon=True)
+        self._busy = 0.0  # seconds spent in finished jobs
+        self._busy_since: float | None = None  # time.monotonic() the running job started
 
     def start(self, handle: Callable[[Job], None]) -> None:
         self.handle = handle
@@ -200,7 +202,7 @@ class NpuWorker:
             job = self.queue.get(timeout=0.2)
             if job is None:
                 continue
-            t0 = time.monotonic()
+            self._busy_since = started = time.monotonic()
             try:
                 self.handle(job)
             except Exception as exc:  # the engine is broken: let systemd restart us
@@ -208,10 +210,56 @@ class NpuWorker:
                 self.error = exc
                 self.stop.set()
             finally:
-                self.queue.done(job, time.monotonic() - t0)
+                elapsed = time.monotonic() - started
+                self._busy, self._busy_since = self._busy + elapsed, None
+                self.queue.done(job, elapsed)
+
+    def busy_seconds(self) -> float:
+        """Seconds spent on jobs since start, the running one included (any thread)."""
+        since = self._busy_since
+        return self._busy + (time.monotonic() - since if since is not None else 0.0)
 
     def alive(self) -> bool:
         return self._thread.is_alive()
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
+
+
+NPU_REPORT_EVERY = 30.0  # seconds between `<base>/npu` reports (load over this period, queue depth)
+
+
+class NpuReport:
+    """The NPU worker's load between reports: the fraction of wall time it spent on jobs."""
+
+    def __init__(self, worker: NpuWorker, every: float = NPU_REPORT_EVERY):
+        self.worker, self.every = worker, every
+        self._busy, self._at = worker.busy_seconds(), time.monotonic()
+        self._next = 0.0  # the first report goes out at once
+
+    def due(self) -> bool:
+        return time.monotonic() >= self._next
+
+    def load(self) -> float:
+        """Since the last report that went out."""
+        return min(1.0, (self.worker.busy_seconds() - self._busy) / max(time.monotonic() - self._at, 1e-3))
+
+    def reported(self, sent: object) -> None:
+        """After publishing: a report that went out starts the next period; one that did not (MQTT away)
+        is tried again at the next tick, over the longer period."""
+        if sent:
+            self._busy, self._at = self.worker.busy_seconds(), time.monotonic()
+            self._next = self._at + self.every
+
+
+def describe(job: Job) -> str:
+    """The job in a log line."""
+    if isinstance(job, WindowJob):
+        return f"camera {job.window.camera}: window at {job.window.start:.1f}"
+    if isinstance(job, AskJob):
+        return f"camera {job.camera}: question {job.request.id!r}"
+    if isinstance(job, ChatJob):
+        return f"HTTP request from {job.client}"
+    if isinstance(job, SummaryWork):
+        return f"summary {job.job_id}"
+    return repr(job)
