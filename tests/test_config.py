@@ -165,10 +165,11 @@ def test_http_section_is_checked(tmp_path, good, capsys, monkeypatch):
     text = good + "http:\n  enabled: true\n  api_key_env: VLMWATCH_API_KEY\n  max_images: 99\n"
     code, err, path = check(tmp_path, text, capsys)
     assert code == 2
-    assert err == [f"{path}:10: http.max_images: Input should be less than or equal to 64 (got 99)"]
+    http = good.count("\n") + 1  # the line of `http:`
+    assert err == [f"{path}:{http + 3}: http.max_images: Input should be less than or equal to 64 (got 99)"]
     code, err, path = check(tmp_path, text.replace("  max_images: 99\n", ""), capsys)
     assert code == 2
-    assert err == [f"{path}:9: http.api_key_env: environment variable VLMWATCH_API_KEY is not set. Set it in the "
+    assert err == [f"{path}:{http + 2}: http.api_key_env: environment variable VLMWATCH_API_KEY is not set. Set it in the "
                    "service environment (EnvironmentFile=) or use api_key_credential."]
     monkeypatch.setenv("VLMWATCH_API_KEY", "sk-1")
     assert check(tmp_path, text.replace("  max_images: 99\n", ""), capsys)[0] == 0
