@@ -63,6 +63,9 @@ class Config(Section):
             if cam.name in seen:
                 out.append((("cameras", i, "name"), f"camera name {cam.name!r} is used twice: names must be unique"))
             seen.add(cam.name)
+            if cam.triggers and self.mqtt is None:
+                out.append((("cameras", i, "triggers"), "triggers arrive over MQTT: add an mqtt section (the broker "
+                            "they are published to)"))
         for i, job in enumerate(self.summaries):
             for name in job.cameras or []:
                 if name not in seen:
@@ -179,8 +182,11 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
 
     model = cfg.model.model_copy(update={"dir": rel(cfg.model.dir), "tokenizer": rel(cfg.model.tokenizer),
                                          "vit": rel(cfg.model.vit)})
-    cameras = [c if "://" in c.source or Path(c.source).is_absolute()
-               else c.model_copy(update={"source": str(base / c.source)}) for c in cfg.cameras]
+    def source(uri: str | None) -> str | None:
+        return uri if uri is None or "://" in uri or Path(uri).is_absolute() else str(base / uri)
+
+    cameras = [c.model_copy(update={"source": source(c.source), "detect_source": source(c.detect_source)})
+               for c in cfg.cameras]
     summaries = [j if j.timezone else j.model_copy(update={"timezone": cfg.timezone}) for j in cfg.summaries]
     return cfg.model_copy(update={"model": model, "cameras": cameras, "rules": rel(cfg.rules),
                                   "state_dir": rel(cfg.state_dir), "summaries": summaries})

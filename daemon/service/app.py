@@ -280,7 +280,7 @@ class App:
     def _result(self, window: Window, question: str, answer: Answer) -> Result:
         return Result(window.camera, answer.prompt_id, question, window.start, window.end, self.clock(),
                       answer.text, answer.tokens, answer.stop_reason, answer.choice, answer.probabilities,
-                      answer.timings, self.engine.name)
+                      answer.timings, self.engine.name, zones=window.zones, trigger=window.trigger)
 
 
 def _describe(job: Job) -> str:

@@ -78,7 +78,7 @@ def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: H
     closers = closers if closers is not None else []
     stop = threading.Event()
     queue = WorkQueue()
-    cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate)) for c in cfg.cameras}
+    cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate, zones=tuple(c.zones.items()))) for c in cfg.cameras}
     rules = None
     if ruleset is not None:
         store = RuleStateStore(history.path).open()
@@ -100,7 +100,8 @@ def open_rules(cfg: Config, engine: Engine) -> RuleSet | None:
     """The rule files of cfg.rules (None without rules), their questions checked against the model."""
     if cfg.rules is None:
         return None
-    ruleset = load_rules(cfg.rules, cameras=[c.name for c in cfg.cameras], timezone=cfg.tzinfo)
+    ruleset = load_rules(cfg.rules, cameras=[c.name for c in cfg.cameras], timezone=cfg.tzinfo,
+                         zones={c.name: c.zones for c in cfg.cameras})
     check_questions(ruleset, engine, {c.name: c.frames for c in cfg.cameras})
     return ruleset
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from daemon.errors import ConfigError, VlmwatchError
 from daemon.store import Store, migrate
-from daemon.types import Alert, Result, Summary, Timings, Window
+from daemon.types import Alert, Region, Result, Summary, Timings, Window
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +79,13 @@ HISTORY_MIGRATIONS: list[list[str]] = [
             ts REAL NOT NULL)""",
         "CREATE INDEX summaries_by_time ON summaries (job, ts)",
     ],
+    [  # the gate's regions and zones, and external triggers
+        "ALTER TABLE windows ADD COLUMN regions TEXT",  # JSON list of [x, y, w, h, area], relative
+        "ALTER TABLE windows ADD COLUMN zones TEXT",  # JSON list of zone names
+        "ALTER TABLE windows ADD COLUMN \"trigger\" TEXT",
+        "ALTER TABLE alerts ADD COLUMN zones TEXT",
+        "ALTER TABLE alerts ADD COLUMN \"trigger\" TEXT",
+    ],
 ]
 
 # Table -> its wall-clock column, for retention.
@@ -98,6 +105,9 @@ class WindowRow:
     reason: str
     frame_ts: tuple[float, ...]
     recorded: float
+    regions: tuple[Region, ...] = ()
+    zones: frozenset[str] = frozenset()
+    trigger: str | None = None
 
 
 @dataclass(frozen=True)
@@ -145,7 +155,9 @@ class History(Store):
         """`reason`: why it was analysed or skipped (the gate's words); `now`: when, wall clock."""
         return self._insert("windows", {
             "camera": window.camera, "start": window.start, "end": window.end, "change": window.change,
-            "analysed": int(analysed), "reason": reason, "frame_ts": json.dumps(window.frame_ts), "recorded": now})
+            "analysed": int(analysed), "reason": reason, "frame_ts": json.dumps(window.frame_ts), "recorded": now,
+            "regions": json.dumps([[round(v, 5) for v in (r.x, r.y, r.w, r.h, r.area)] for r in window.regions]),
+            "zones": json.dumps(sorted(window.zones)), "trigger": window.trigger})
 
     def record_result(self, window_id: int | None, result: Result) -> int:
         """`window_id` from record_window, or None for text-only input (summaries)."""
@@ -163,7 +175,8 @@ class History(Store):
         return self._insert("alerts", {
             "camera": alert.camera, "rule": alert.rule, "severity": alert.severity, "text": alert.text,
             "window_start": alert.window_start, "window_end": alert.window_end, "probability": alert.probability,
-            "snapshot_jpeg": alert.snapshot_jpeg, "ts": alert.ts})
+            "snapshot_jpeg": alert.snapshot_jpeg, "ts": alert.ts, "zones": json.dumps(sorted(alert.zones)),
+            "trigger": alert.trigger})
 
     def record_summary(self, summary: Summary) -> int:
         return self._insert("summaries", {
@@ -195,11 +208,13 @@ class History(Store):
 
     def windows(self, since: float, until: float, camera: str | None = None,
                 analysed: bool | None = None, limit: int | None = None) -> list[WindowRow]:
-        rows = self._select("SELECT id, camera, start, \"end\", change, analysed, reason, frame_ts, recorded "
-                            "FROM windows", "recorded", since, until,
+        rows = self._select("SELECT id, camera, start, \"end\", change, analysed, reason, frame_ts, recorded, "
+                            "regions, zones, \"trigger\" FROM windows", "recorded", since, until,
                             {"camera": camera, "analysed": None if analysed is None else int(analysed)}, limit)
-        return [WindowRow(i, cam, s, e, ch, bool(a), r, tuple(json.loads(fts)), rec)
-                for i, cam, s, e, ch, a, r, fts, rec in rows]
+        return [WindowRow(i, cam, s, e, ch, bool(a), r, tuple(json.loads(fts)), rec,
+                          tuple(Region(*box) for box in json.loads(regions or "[]")),
+                          frozenset(json.loads(zones or "[]")), trigger)
+                for i, cam, s, e, ch, a, r, fts, rec, regions, zones, trigger in rows]
 
     def results(self, since: float, until: float, camera: str | None = None,
                 prompt_id: str | None = None, limit: int | None = None) -> list[ResultRow]:
@@ -214,8 +229,10 @@ class History(Store):
     def alerts(self, since: float, until: float, camera: str | None = None,
                rule: str | None = None, limit: int | None = None) -> list[AlertRow]:
         rows = self._select("SELECT id, camera, rule, severity, text, ts, window_start, window_end, probability, "
-                            "snapshot_jpeg FROM alerts", "ts", since, until, {"camera": camera, "rule": rule}, limit)
-        return [AlertRow(row[0], Alert(*row[1:9], snapshot_jpeg=None if row[9] is None else bytes(row[9])))
+                            "snapshot_jpeg, zones, \"trigger\" FROM alerts", "ts", since, until,
+                            {"camera": camera, "rule": rule}, limit)
+        return [AlertRow(row[0], Alert(*row[1:9], snapshot_jpeg=None if row[9] is None else bytes(row[9]),
+                                       zones=frozenset(json.loads(row[10] or "[]")), trigger=row[11]))
                 for row in rows]
 
     def summaries(self, since: float, until: float, job: str | None = None,
