@@ -66,7 +66,22 @@ def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], N
                    ruleset=ruleset, closers=closers)
     if publisher is not None:
         publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
+    start_triggers(cfg, app, closers)
     return app, closers
+
+
+def start_triggers(cfg: Config, app: App, closers: list[Callable[[], None]]):
+    """Subscribe to the cameras' MQTT triggers (if any); a match makes that camera's gate pass its
+    next window. Returns the subscriber, or None."""
+    triggers = [(c.name, t) for c in cfg.cameras for t in c.triggers]
+    if not triggers or cfg.mqtt is None:
+        return None
+    from daemon.mqtt.triggers import TriggerSubscriber
+
+    subscriber = TriggerSubscriber(cfg.mqtt, triggers, lambda camera, label: app.cameras[camera].gate.trigger(label))
+    subscriber.start()
+    closers.append(subscriber.stop)
+    return subscriber
 
 
 def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: History, *,
