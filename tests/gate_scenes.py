@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -222,4 +222,4 @@ def smallest_found(trials: Sequence[Trial]) -> float | None:
     return found[0] if found else None
 
 
-__all__ = ["Setup", "Trial", "detection_trials", "replace", "smallest_found", "static_run"]
+__all__ = ["Setup", "Trial", "detection_trials", "smallest_found", "static_run"]

@@ -28,7 +28,7 @@ from daemon.service.notify import Notifier
 from daemon.service.settings import CameraSettings
 from daemon.service.worker import AskJob, Job, NpuWorker, SummaryWork, WindowJob, WorkQueue
 from daemon.types import Prompt, Result, Window
-from daemon.video import FileSource, FolderSource, Source
+from daemon.video import FileSource, FolderSource, MainFrames, Source
 from daemon.video.gate import Gate
 
 if TYPE_CHECKING:
@@ -61,9 +61,10 @@ class Publisher(Protocol):
 @dataclass
 class Camera:
     settings: CameraSettings
-    source: Source
+    source: Source  # the detect_source when there is one: what the gate reads
     gate: Gate
     thread: threading.Thread | None = None
+    main: MainFrames | None = None  # with a detect_source: where passed windows take their frames
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,8 @@ class App:
         for name, cam in self.cameras.items():
             self.metrics.add_camera(name)
             cam.thread = threading.Thread(target=self._capture, args=(cam,), name=f"capture-{name}", daemon=True)
+            if cam.main is not None:
+                cam.main.start(self.stop)
             cam.thread.start()
         self.worker.start(self.handle)
         if self.scheduler is not None:
@@ -124,6 +127,8 @@ class App:
         for cam in self.cameras.values():
             if cam.thread:
                 cam.thread.join(max(0.1, deadline - time.monotonic()))
+            if cam.main is not None:
+                cam.main.close()
         self.worker.join(max(0.1, deadline - time.monotonic()))
         if self.publisher is not None:
             self.publisher.stop(max(1.0, min(5.0, deadline - time.monotonic())))  # flush, then `offline`
@@ -161,6 +166,8 @@ class App:
                     self.history.record_window(window, False, decision.reason, self.clock())
                     self.metrics.window_skipped(name)
                     continue
+                if cam.main is not None:  # the gate read the substream; the model sees the main stream
+                    window = cam.main.take(window) or window
                 if self._paced_by_npu(cam):
                     self.queue.wait_slot(name, self.stop)
                 dropped = self.queue.put_window(WindowJob(window, decision.reason))

@@ -29,7 +29,7 @@ from daemon.service.notify import Notifier
 from daemon.service.worker import NpuWorker, WorkQueue
 from daemon.summaries.runner import RunLog, Summarizer
 from daemon.summaries.scheduler import SummaryScheduler
-from daemon.video import Source, open_source
+from daemon.video import MainFrames, Source, open_main_frames, open_source
 from daemon.video.gate import Gate
 from daemon.video.snapshot import snapshot
 
@@ -59,11 +59,13 @@ def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], N
         closers.append(metrics.close)
         log.info("metrics on %s", endpoint.url)
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
-    sources = {c.name: open_source(c.name, c.source, c, on_event=on_event, state_dir=cfg.state_dir, once=once)
-               for c in cfg.cameras}
+    sources = {c.name: open_source(c.name, c.detect_source or c.source, c, on_event=on_event,
+                                   state_dir=cfg.state_dir, once=once) for c in cfg.cameras}
+    mains = {c.name: open_main_frames(c.name, c.source, c, sources[c.name], on_event=on_event)
+             for c in cfg.cameras if c.detect_source is not None and c.frames_from == "main"}
     publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request))
     app = assemble(cfg, engine, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
-                   ruleset=ruleset, closers=closers)
+                   ruleset=ruleset, closers=closers, mains=mains)
     if publisher is not None:
         publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
     start_triggers(cfg, app, closers)
@@ -87,13 +89,15 @@ def start_triggers(cfg: Config, app: App, closers: list[Callable[[], None]]):
 def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: History, *,
              metrics: Metrics | None = None, notifier: Notifier | None = None, publisher: Publisher | None = None,
              ruleset: RuleSet | None = None, closers: list[Callable[[], None]] | None = None,
-             clock: Callable[[], float] = time.time) -> App:
-    """Connect open parts into an App: a gate per camera, the NPU queue and worker, the rule runner
+             clock: Callable[[], float] = time.time, mains: dict[str, MainFrames] | None = None) -> App:
+    """Connect open parts into an App: a gate per camera (`mains`: main-stream frames of cameras whose gate
+    reads a substream), the NPU queue and worker, the rule runner
     (persisting its state in the history file), the summarizer and its scheduler."""
     closers = closers if closers is not None else []
     stop = threading.Event()
     queue = WorkQueue()
-    cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate, zones=tuple(c.zones.items()))) for c in cfg.cameras}
+    cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate, zones=tuple(c.zones.items())),
+                              main=(mains or {}).get(c.name)) for c in cfg.cameras}
     rules = None
     if ruleset is not None:
         store = RuleStateStore(history.path).open()

@@ -39,6 +39,7 @@ class FileSource:
     ) -> None:
         self.name, self.path, self.settings = name, Path(path), settings
         self.on_event, self._clock, self._wall = on_event, clock, wall
+        self.origin: float | None = None  # POSIX time of media time 0, once windows() has opened the file
 
     def _open(self):
         import decord
@@ -63,6 +64,7 @@ class FileSource:
         s = self.settings
         plans = file_layout(frame_count, fps, s.span, s.stride, s.frames)
         origin = self._wall() if s.realtime else self.path.stat().st_mtime - frame_count / fps
+        self.origin = origin
         paced_from = self._clock()
         emit(self.name, "connected", f"reading {self.path.name} ({frame_count} frames, {fps:.1f} fps)", self.on_event)
         cache: dict[int, Frame] = {}
