@@ -76,7 +76,8 @@ class GateState:
 class Decision:
     analyse: bool
     reason: str  # e.g. "first window", "region 0.12 % at 812,300,52,60", "static: largest region 0.008 % < 0.050 %"
-    change: float | None  # the largest changed region's share of the picture; None: nothing to compare with
+    change: float | None  # share of the picture: the largest region, or (static) the largest below the
+    # threshold in any frame; 1.0 when the light or the picture size changed; None: nothing to compare with
     regions: tuple[Region, ...] = ()  # connected changed regions of at least `threshold`, largest first
     zones: frozenset[str] = frozenset()  # the zones those regions touch
 
@@ -192,7 +193,7 @@ def decide(frames: Sequence[Frame], state: GateState, settings: GateSettings, no
     _, stats = components(change.changed)
     regions = to_regions(stats, reference.shape)
     touched = zones_touched(change.changed, zones)
-    score = change.largest if change.gain is None else 1.0
+    score = 1.0 if change.gain is not None else regions[0].area if regions else change.largest
 
     def analyse(reason: str) -> tuple[Decision, GateState]:
         return Decision(True, reason, score, regions, touched), analysed
