@@ -157,3 +157,50 @@ def test_a_bad_camera_url_is_shown_without_its_password(tmp_path, good, capsys):
     code, err, path = check(tmp_path, text, capsys)
     assert code == 2 and "hunter2" not in "\n".join(err)
     assert err[-1].endswith("(got 'ftp://***@cam/stream')")
+
+
+# ---------------------------------------------------------------- masks, zones, substreams, triggers
+
+
+def test_masks_and_zones_are_checked_with_their_lines(tmp_path, good, capsys):
+    text = good.replace("state_dir:", (
+        "    gate:\n      masks: ['0,0 1,0']\n"
+        "    zones:\n      Porch: [[0, 0], [1, 0], [1, 1]]\n"
+        "state_dir:"))
+    code, err, path = check(tmp_path, text, capsys)
+    assert code == 2
+    assert err == [
+        f"{path}:7: cameras[0].gate.masks[0]: a polygon needs at least 3 points (got 2) (got '0,0 1,0')",
+        f"{path}:8: cameras[0].zones: zone name 'Porch' must be 1-64 lower-case letters, digits, '_' or '-', "
+        "starting with a letter or digit",
+    ]
+    text = good.replace("state_dir:", "    zones:\n      drive: [[0, 0], [1.2, 0], [1, 1]]\nstate_dir:")
+    code, err, path = check(tmp_path, text, capsys)
+    assert (code, err) == (2, [f"{path}:7: cameras[0].zones.drive: point [1.2, 0] is outside the picture: "
+                               "coordinates are relative, 0..1 (0,0 top left; 1,1 bottom right)"])
+
+
+def test_a_detect_source_pairs_streams_or_files(tmp_path, good, capsys):
+    text = good.replace("    source: ", "    detect_source: rtsp://cam/sub\n    source: ")
+    code, err, path = check(tmp_path, text, capsys)
+    assert (code, err) == (2, [f"{path}:4: cameras[0]: source and detect_source must both be camera URLs or both "
+                               "be video files"])
+
+
+def test_triggers_need_an_mqtt_section(tmp_path, good, capsys):
+    text = good.replace("state_dir:", "    triggers:\n      - {topic: hall/motion, payload: 'ON'}\nstate_dir:")
+    code, err, path = check(tmp_path, text, capsys)
+    assert (code, err) == (2, [f"{path}:6: cameras[0].triggers: triggers arrive over MQTT: add an mqtt section "
+                               "(the broker they are published to)"])
+
+
+def test_rule_zones_must_be_configured_on_the_rules_cameras(tmp_path, good, capsys):
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text("- id: parcel\n  ask: Is there a parcel?\n  zones: [porch, steps]\n")
+    text = good.replace("state_dir:", "    zones:\n      porch: '0,0.5 0.5,0.5 0.5,1 0,1'\nrules: rules\n"
+                                      "state_dir:")
+    code, err, _ = check(tmp_path, text, capsys)
+    assert (code, err) == (2, [f"{tmp_path / 'rules' / 'r.yaml'}:3: parcel: zones: zone 'steps' is not configured on "
+                               "the rule's cameras (front_door; their zones: porch); add it under cameras[].zones"])
+    cfg = load_config(tmp_path / "config.yaml")
+    assert cfg.cameras[0].zones == {"porch": ((0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (0.0, 1.0))}

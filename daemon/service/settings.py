@@ -50,10 +50,10 @@ class CameraSettings(SourceSettings):
         description="MQTT messages (e.g. Frigate events, a motion sensor) that make the camera's next window "
         "analysed whatever the gate says; needs the mqtt section.")
 
-    @field_validator("zones")
+    @field_validator("zones", mode="before")
     @classmethod
-    def _zone_names(cls, zones: dict) -> dict:
-        for name in zones:
+    def _zone_names(cls, zones):
+        for name in zones if isinstance(zones, dict) else ():
             if not ZONE_RE.match(str(name)):
                 raise ValueError(f"zone name {name!r} must be 1-64 lower-case letters, digits, '_' or '-', "
                                  "starting with a letter or digit")
