@@ -43,7 +43,7 @@ def test_shipped_config_parses():
 
     cfg = load_config(Path(__file__).parent.parent / "config.yaml")
     assert cfg.cameras[0].name == "front_door" and cfg.mqtt is None
-    assert cfg.cameras[0].gate.threshold == 0.01 and cfg.metrics.host == "127.0.0.1"
+    assert cfg.cameras[0].gate.threshold == 0.0005 and cfg.metrics.host == "127.0.0.1"
 
 
 def test_good_config_passes(tmp_path, good, capsys):

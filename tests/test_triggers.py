@@ -163,3 +163,10 @@ def test_a_frigate_event_makes_the_next_window_analysed_with_the_trigger_as_reas
     assert "trigger: frigate person" in reasons
     assert [w.trigger for w in windows if w.reason == "trigger: frigate person"][0] == "frigate person"
     assert reasons[0] == "first window" and reasons[1].startswith("static"), reasons  # the gate alone skips
+
+
+def test_every_camera_and_trigger_option_is_described():
+    from daemon.service.settings import CameraSettings
+
+    for model in (TriggerSettings, CameraSettings):
+        assert [name for name, f in model.model_fields.items() if not f.description] == [], model.__name__
