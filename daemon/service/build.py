@@ -61,7 +61,7 @@ def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], N
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
     sources = {c.name: open_source(c.name, c.detect_source or c.source, c, on_event=on_event,
                                    state_dir=cfg.state_dir, once=once) for c in cfg.cameras}
-    mains = {c.name: open_main_frames(c.name, c.source, c, sources[c.name], on_event=on_event)
+    mains = {c.name: open_main_frames(c.name, c.source, c, sources[c.name])  # logged; metrics follow the gate's
              for c in cfg.cameras if c.detect_source is not None and c.frames_from == "main"}
     publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request))
     app = assemble(cfg, engine, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
