@@ -13,8 +13,8 @@ stream; OpenCV's mp4v; or raw). Windows are 8 frames over 8 s. Four tables:
    trials found a 0.1 % thing, and false windows per hour of a static scene
    (windows analysed after the first, heartbeat off) with the share skipped;
 2. one hour of static scene (450 windows) at the two smallest resolutions;
-3. an exposure step (x1.6) and an infrared switch (colour -> gray) in the
-   middle of a static run: windows analysed because of it (at most one wanted);
+3. an exposure step (x1.6), an infrared switch (colour -> gray) and back
+   (day) in the middle of a static run: windows analysed because of it (at most one wanted);
 4. gate CPU ms per 8-frame window (`decide`, signatures included) at each
    resolution: today's gate next to the gate it replaced (64-cell fraction,
    kept here for the comparison only), median of 20, in this process.
@@ -158,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{'resolution':>10} {'step':>8} | windows analysed because of it (noise 8, h264; at most 1 wanted)")
     for width, height in resolutions:
-        for step in ("exposure", "ir"):
+        for step in ("exposure", "ir", "day"):
             run = static_run(Setup(width, height, 8.0, "h264"), 10, folder, step=step)
             print(f"{width}x{height:<4} {step:>8} | {run.analysed}  {'; '.join(run.reasons)}", flush=True)
 

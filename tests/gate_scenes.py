@@ -179,7 +179,8 @@ def static_run(setup: Setup, windows: int, folder: Path, settings: GateSettings 
                step: str | None = None) -> StaticRun:
     """A static scene for `windows` + 1 windows: noise, light drifting from 1 - drift to 1 + drift,
     the codec. `step`: at the middle of the run the exposure jumps ("exposure": x1.6, the camera's
-    auto exposure) or the camera switches to infrared ("ir": a gray picture with other tones)."""
+    auto exposure), the camera switches to infrared ("ir": a gray picture with other tones), or back
+    to colour ("day")."""
     rng = np.random.default_rng(setup.seed + 100)
     base = background(setup.width, setup.height, setup.seed)
     noise = Noise(setup, rng)
@@ -192,7 +193,7 @@ def static_run(setup: Setup, windows: int, folder: Path, settings: GateSettings 
         picture = base
         if step == "exposure" and i >= switch:
             light *= 1.6
-        elif step == "ir" and i >= switch:
+        elif (step == "ir" and i >= switch) or (step == "day" and i < switch):
             picture = ir
         images.append(render(picture, light, noise, ()))
     images = through_codec(images, setup.codec, folder, f"static-{setup.width}-{setup.noise:g}")

@@ -279,7 +279,7 @@ def test_static_scenes_with_noise_drift_and_compression_are_skipped(tmp_path, se
     assert run.analysed <= 2, run.reasons  # >= 90 % skipped
 
 
-@pytest.mark.parametrize("step", ["exposure", "ir"])
+@pytest.mark.parametrize("step", ["exposure", "ir", "day"])
 @pytest.mark.parametrize("size", [(320, 240), (640, 360)])
 def test_an_exposure_step_or_infrared_switch_triggers_at_most_one_window(tmp_path, step, size):
     run = static_run(Setup(*size, noise=8, codec="h264"), windows=8, folder=tmp_path, step=step)

@@ -148,7 +148,10 @@ def frame_change(frame: np.ndarray, reference: np.ndarray, ignore: np.ndarray | 
     # level, estimated robustly from the median cell (a partition, cheaper than a sort).
     shown = residual.ravel() if valid is None else residual[valid]
     noise = 1.4826 * float(np.partition(shown, shown.size // 2)[shown.size // 2]) if shown.size else 0.0
-    changed = residual > max(CELL_DELTA, NOISE_FACTOR * noise)
+    bar = max(CELL_DELTA, NOISE_FACTOR * noise)
+    # A cell that still shows the reference unadjusted is a block the encoder did not update while
+    # the light changed (H.264 skips blocks until their error exceeds its quantizer), not a thing.
+    changed = (residual > bar) & (np.abs(frame - reference) > bar)
     if not changed.any():
         return FrameChange(changed, 0.0)
     labels, stats = components(changed)
