@@ -5,7 +5,8 @@
 Scenes come from tests/gate_scenes.py: a textured room, sensor noise sigma
 (gray levels), light drifting +-25 %, frames encoded and decoded again by a real
 codec (x264 at constant quantizer 38 through GStreamer: a low-quality camera
-stream; OpenCV's mp4v; or raw). Windows are 8 frames over 8 s. Four tables:
+stream, a keyframe every `--gop` seconds of scene; OpenCV's mp4v; or raw).
+Windows are 8 frames over 8 s. Four tables:
 
 1. per resolution, noise and codec: the smallest thing (a square, share of the
    picture and side in px) found in every trial (appearing, leaving, moving by
@@ -107,14 +108,14 @@ def parse_resolutions(text: str) -> list[tuple[int, int]]:
     return [tuple(int(v) for v in item.split("x")) for item in text.split(",")]  # type: ignore[misc]
 
 
-def setups(resolutions, noises, codecs) -> list[Setup]:
+def setups(resolutions, noises, codecs, gop: int) -> list[Setup]:
     """Every noise level with x264 (what cameras send); the highest also raw and with mp4v."""
     out = []
     for width, height in resolutions:
         for noise in noises:
             for codec in codecs:
                 if codec == "h264" or noise == max(noises):
-                    out.append(Setup(width, height, noise, codec))
+                    out.append(Setup(width, height, noise, codec, gop=gop))
     return out
 
 
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--noises", default="0,8,30", help="sensor noise sigmas, gray levels")
     parser.add_argument("--codecs", default="h264,mp4v,raw")
     parser.add_argument("--static-windows", type=int, default=40, help="static windows per setup (8 s each)")
+    parser.add_argument("--gop", type=int, default=8, help="x264 keyframe interval, seconds of scene (default 8)")
     parser.add_argument("--quick", action="store_true", help="320x240 and 640x360 only, 20 static windows")
     args = parser.parse_args(argv)
     resolutions = parse_resolutions("320x240,640x360" if args.quick else args.resolutions)
@@ -132,11 +134,12 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="bench-gate-"))
     defaults = GateSettings()
     print(f"gate threshold {100 * defaults.threshold:.2f} % of the picture; things of {', '.join(f'{100 * a:g}' for a in AREAS)} %"
-          f"; {static_windows} static windows ({static_windows * WINDOW_SECONDS / 60:.1f} min) per row\n")
+          f"; {static_windows} static windows ({static_windows * WINDOW_SECONDS / 60:.1f} min) per row"
+          f"; x264 keyframe every {args.gop} s\n")
 
     print(f"{'resolution':>10} {'noise':>5} {'codec':>5} | {'smallest found':>20} | {'0.1 % found':>11} |"
           f" {'false windows/h':>15} | {'static skipped':>14}")
-    for setup in setups(resolutions, noises, args.codecs.split(",")):
+    for setup in setups(resolutions, noises, args.codecs.split(","), args.gop):
         trials = detection_trials(setup, AREAS, folder)
         run = static_run(setup, static_windows, folder)
         smallest = smallest_found(trials)
@@ -153,13 +156,13 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"\n{'resolution':>10} | one hour of static scene (450 windows; noise 30, h264, light 0.75 -> 1.25)")
     for width, height in resolutions[:2]:
-        run = static_run(Setup(width, height, 30.0, "h264"), 450, folder)
+        run = static_run(Setup(width, height, 30.0, "h264", gop=args.gop), 450, folder)
         print(f"{width}x{height:<4} | {run.analysed} false window(s)  {'; '.join(run.reasons)}", flush=True)
 
     print(f"\n{'resolution':>10} {'step':>8} | windows analysed because of it (noise 8, h264; at most 1 wanted)")
     for width, height in resolutions:
         for step in ("exposure", "ir", "day"):
-            run = static_run(Setup(width, height, 8.0, "h264"), 10, folder, step=step)
+            run = static_run(Setup(width, height, 8.0, "h264", gop=args.gop), 10, folder, step=step)
             print(f"{width}x{height:<4} {step:>8} | {run.analysed}  {'; '.join(run.reasons)}", flush=True)
 
     print(f"\n{'resolution':>10} | {'gate ms/window':>14} | {'old gate ms/window':>18}")

@@ -37,6 +37,9 @@ class Setup:
     codec: str = "raw"  # raw | mp4v | h264
     drift: float = 0.25  # light from 1 - drift to 1 + drift over a static run
     seed: int = 0
+    gop: int = 8  # frames (= seconds: one frame per second of the scene) between keyframes: one per window.
+    # Cameras send one every 1-4 s and usually start a new one on a day/night switch; with 32 s an
+    # encoder at quantizer 38 refines the picture for half a minute after a switch (2-3 windows).
 
     @property
     def label(self) -> str:
@@ -95,13 +98,13 @@ def render(base: np.ndarray, light: float, noise: Noise, boxes: Sequence[Box]) -
     return np.clip(image + noise(), 0, 255).astype(np.uint8)
 
 
-def through_codec(frames: list[np.ndarray], codec: str, folder: Path, name: str) -> list[np.ndarray]:
+def through_codec(frames: list[np.ndarray], codec: str, folder: Path, name: str, gop: int = 8) -> list[np.ndarray]:
     """The frames as a camera would deliver them: encoded and decoded again (raw: unchanged)."""
     if codec == "raw":
         return frames
     path = folder / f"{name}.mp4"
     if codec == "h264":
-        write_h264(path, frames, fps=8, gop=32)
+        write_h264(path, frames, fps=8, gop=gop)
     elif codec == "mp4v":
         write_clip(path, frames, fps=8)
     else:
@@ -158,7 +161,7 @@ def detection_trials(setup: Setup, areas: Sequence[float], folder: Path, positio
             boxes = after if i >= FRAMES + FRAMES // 2 else before
             images.append(render(base, light * (1 + 0.002 * i), noise, boxes))
         plans.append((area, kind, box if kind != "move" else other))
-    images = through_codec(images, setup.codec, folder, f"trials-{setup.width}-{setup.noise:g}")
+    images = through_codec(images, setup.codec, folder, f"trials-{setup.width}-{setup.noise:g}", setup.gop)
     windows = windows_of(images)
     trials = []
     for (area, kind, box), (reference, tested) in zip(plans, zip(windows[0::2], windows[1::2])):
@@ -196,7 +199,7 @@ def static_run(setup: Setup, windows: int, folder: Path, settings: GateSettings 
         elif (step == "ir" and i >= switch) or (step == "day" and i < switch):
             picture = ir
         images.append(render(picture, light, noise, ()))
-    images = through_codec(images, setup.codec, folder, f"static-{setup.width}-{setup.noise:g}")
+    images = through_codec(images, setup.codec, folder, f"static-{setup.width}-{setup.noise:g}", setup.gop)
     gate = Gate(settings)
     reasons = []
     for number, window in enumerate(windows_of(images)):
