@@ -70,6 +70,19 @@ def test_only_the_last_seconds_are_kept_from_a_keyframe(h264_clip):
     assert main.take(window_at([2.0 + 0.5 * i for i in range(8)])) is None  # long gone: the caller keeps its frames
 
 
+def test_a_high_bit_rate_keeps_whole_gops_within_the_byte_limit(h264_clip, monkeypatch):
+    from daemon.video import mainframes
+
+    path, _ = h264_clip
+    monkeypatch.setattr(mainframes, "MAX_BYTES", 200_000)
+    main = read_as_camera(path, SourceSettings(span=4, stride=4))
+    packets = list(main._packets)
+    gop = max(sum(len(p.data) for p in packets[i : i + 10]) for i in range(0, len(packets), 10))
+    assert packets[0].key and main._bytes == sum(len(p.data) for p in packets)
+    assert main._bytes <= 200_000 + gop  # the newest GOP is never cut
+    assert packets[-1].ts - packets[0].ts < main.keep  # fewer seconds than the time limit alone would keep
+
+
 # ---------------------------------------------------------------- RTSP: a main stream and a substream
 
 
