@@ -53,8 +53,8 @@ things with at least 80 gray levels of contrast:
   in steps of its quantizer; 16 analysed none and still finds 0.05 % things;
 - cost: 1.3 ms per 1080p frame for the signature (an exact integer reduction;
   a fractional INTER_AREA resize took 8 ms) and 0.3 ms for the comparison;
-  per 8-frame 1080p window 18.4 ms against 18.0 ms for the 64-cell gate it
-  replaced, side by side on a loaded 2-core machine.
+  per 8-frame 1080p window 15.1 ms against 15.5 ms for the 64-cell gate it
+  replaced, side by side (18.4 against 18.0 ms in a more loaded run).
 
 Real scenes add leaves, rain and flicker that no synthetic noise models: mask
 them (`gate.masks`), or raise `threshold` for such a camera. `vlmwatch windows
