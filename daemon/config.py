@@ -73,6 +73,9 @@ class Config(Section):
             if cam.name in seen:
                 out.append((("cameras", i, "name"), f"camera name {cam.name!r} is used twice: names must be unique"))
             seen.add(cam.name)
+            if cam.triggers and self.mqtt is None:
+                out.append((("cameras", i, "triggers"), "triggers arrive over MQTT: add an mqtt section (the broker "
+                            "they are published to)"))
         for i, job in enumerate(self.summaries):
             for name in job.cameras or []:
                 if name not in seen:
@@ -203,7 +206,10 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
 
     model = cfg.model.model_copy(update={"dir": rel(cfg.model.dir), "tokenizer": rel(cfg.model.tokenizer),
                                          "vit": rel(cfg.model.vit)})
-    cameras = [c.model_copy(update={"source": c.source if "://" in c.source else str(base / c.source),
+    def source(uri: str | None) -> str | None:
+        return uri if uri is None or "://" in uri or Path(uri).is_absolute() else str(base / uri)
+
+    cameras = [c.model_copy(update={"source": source(c.source), "detect_source": source(c.detect_source),
                                     "password_file": rel(c.password_file)}) for c in cfg.cameras]
     summaries = [j if j.timezone else j.model_copy(update={"timezone": cfg.timezone}) for j in cfg.summaries]
     return cfg.model_copy(update={"model": model, "cameras": cameras, "rules": rel(cfg.rules),

@@ -29,6 +29,21 @@ class Frame:
     image: np.ndarray = field(repr=False)  # [H, W, 3] uint8 BGR
 
 
+@dataclass(frozen=True)
+class Region:
+    """A connected changed area the gate found, relative to the picture (0..1)."""
+
+    x: float  # left edge
+    y: float  # top edge
+    w: float
+    h: float
+    area: float  # changed share of the picture (0.001 = 0.1 %), not the box's
+
+    def pixels(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """The box in pixels of a `width` x `height` frame."""
+        return round(self.x * width), round(self.y * height), round(self.w * width), round(self.h * height)
+
+
 @dataclass(frozen=True, eq=False)
 class Window:
     """A span of a source sampled into N frames (segment mid-points)."""
@@ -37,7 +52,10 @@ class Window:
     start: float
     end: float
     frames: tuple[Frame, ...]
-    change: float | None = None  # gate's change score against the last analysed window
+    change: float | None = None  # gate: the largest changed region's share of the picture
+    regions: tuple[Region, ...] = ()  # gate: where the picture changed (the union over the frames)
+    zones: frozenset[str] = frozenset()  # gate: the camera's zones those regions touch
+    trigger: str | None = None  # an external trigger (MQTT) that made this window analysed
 
     @property
     def frame_ts(self) -> list[float]:
@@ -76,6 +94,8 @@ class Result:
     probabilities: dict[str, float] | None = None
     timings: Timings = field(default_factory=Timings)
     model: str = ""
+    zones: frozenset[str] = frozenset()  # the window's zones touched by changed regions
+    trigger: str | None = None  # the external trigger that made the window analysed
 
 
 @dataclass(frozen=True)
@@ -91,6 +111,8 @@ class Alert:
     window_end: float
     probability: float | None = None
     snapshot_jpeg: bytes | None = field(default=None, repr=False)
+    zones: frozenset[str] = frozenset()  # the window's zones touched by changed regions
+    trigger: str | None = None  # the external trigger that made the window analysed
 
 
 @dataclass(frozen=True)

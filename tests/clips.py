@@ -8,6 +8,8 @@ so nothing here depends on files outside the repository.
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -115,6 +117,48 @@ def write_clip(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float
 
 def write_scene(path: str | os.PathLike, scene: Scene, quality: int | None = None) -> Path:
     return write_clip(path, scene_frames(scene), scene.fps, quality)
+
+
+def write_h264(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float, quantizer: int = 38,
+               gop: int = 25) -> Path:
+    """Write frames as H.264 in MP4 with x264 (through gst-launch-1.0) at a constant quantizer:
+    38 is a low-quality camera stream (blocking, smeared noise). RuntimeError without GStreamer's x264."""
+    path = Path(path)
+    frames = iter(frames)
+    first = next(frames)
+    if shutil.which("gst-launch-1.0") is None:
+        raise RuntimeError("gst-launch-1.0 is missing: apt-get install gstreamer1.0-tools gstreamer1.0-plugins-ugly")
+    height, width = first.shape[:2]
+    cmd = [
+        "gst-launch-1.0", "-q", "fdsrc", "fd=0", "blocksize=" + str(first.nbytes),
+        "!", "rawvideoparse", f"width={width}", f"height={height}", "format=bgr", f"framerate={round(fps)}/1",
+        "!", "videoconvert", "!", "x264enc", "pass=quant", f"quantizer={quantizer}", "speed-preset=ultrafast",
+        f"key-int-max={gop}", "!", "h264parse", "!", "mp4mux", "!", "filesink", f"location={path}",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        proc.stdin.write(first.tobytes())
+        for frame in frames:
+            proc.stdin.write(frame.tobytes())
+        proc.stdin.close()
+    except BrokenPipeError:
+        pass
+    if proc.wait(timeout=600) != 0:
+        raise RuntimeError(f"gst-launch-1.0 could not encode H.264: {proc.stderr.read().decode(errors='replace')}")
+    return path
+
+
+def read_clip(path: str | os.PathLike) -> list[np.ndarray]:
+    """Every frame of a clip, decoded with OpenCV (BGR)."""
+    capture = cv2.VideoCapture(str(path))
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    capture.release()
+    return frames
 
 
 def write_jpeg_frames(folder: str | os.PathLike, frames: Iterable[np.ndarray], quality: int = 80) -> Path:

@@ -32,14 +32,20 @@ def gstreamer_rtsp_missing() -> str | None:
     return None
 
 
+
 class RtspServer:
-    def __init__(self, frames: Path, port: int = 0, fps: int = 25, auth: str | None = None) -> None:
+    """tests/rtsp_server.py as a subprocess: `frames` on /cam, and each of `mounts` (path -> folder)."""
+
+    def __init__(self, frames: Path, port: int = 0, fps: int = 25, auth: str | None = None,
+                 mounts: dict[str, Path] | None = None) -> None:
         self.frames, self.port, self.fps, self.auth = frames, port, fps, auth  # auth: "user:password" required
+        self.mounts = dict(mounts or {})
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "RtspServer":
         cmd = [GST_PYTHON, str(SERVER), "--frames", str(self.frames), "--port", str(self.port), "--fps", str(self.fps)]
         cmd += ["--auth", self.auth] if self.auth else []
+        cmd += [f"--mount={path}={folder}" for path, folder in self.mounts.items()]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         ready, _, _ = select.select([self.proc.stdout], [], [], 30)
         line = self.proc.stdout.readline() if ready else ""
@@ -47,8 +53,8 @@ class RtspServer:
         self.port = int(line.split()[1])
         return self
 
-    def url(self, credentials: str = f"viewer:{SECRET}@") -> str:
-        return f"rtsp://{credentials}127.0.0.1:{self.port}/cam"
+    def url(self, credentials: str = f"viewer:{SECRET}@", path: str = "/cam") -> str:
+        return f"rtsp://{credentials}127.0.0.1:{self.port}{path}"
 
     def signal(self, sig: int) -> None:
         os.kill(self.proc.pid, sig)

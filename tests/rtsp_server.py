@@ -4,6 +4,7 @@ Runs under Debian's /usr/bin/python3 (the GStreamer bindings are not importable
 from a venv or pyenv interpreter), so the tests start it as a subprocess:
 
     /usr/bin/python3 tests/rtsp_server.py --frames DIR --port 0 [--fps 10]
+    /usr/bin/python3 tests/rtsp_server.py --frames MAIN --mount /sub=SUB   # a camera's main and substream
 
 DIR holds the clip as numbered JPEG files (00000.jpg, 00001.jpg, ...; see
 `tests/clips.py`), which `multifilesrc loop=true` replays forever and x264
@@ -43,6 +44,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--path", default="/cam", help="mount point, e.g. /cam")
     parser.add_argument("--kbps", type=int, default=800)
     parser.add_argument("--auth", metavar="USER:PASSWORD", help="require this login (HTTP Basic), like a real camera")
+    parser.add_argument("--mount", action="append", default=[], metavar="PATH=DIR",
+                        help="another mount point with its own frames (e.g. a substream), repeatable")
     return parser.parse_args(argv)
 
 
@@ -74,12 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     server = GstRtspServer.RTSPServer()
     server.set_address("127.0.0.1")
     server.set_service(str(args.port))
-    factory = GstRtspServer.RTSPMediaFactory()
-    factory.set_launch(PIPELINE.format(frames=args.frames, fps=args.fps, gop=args.fps, kbps=args.kbps))
-    factory.set_shared(True)  # one encoder for all clients, like a camera
-    if args.auth:
-        require_login(server, factory, *args.auth.split(":", 1))
-    server.get_mount_points().add_factory(args.path, factory)
+    for path, frames in [(args.path, args.frames), *(m.split("=", 1) for m in args.mount)]:
+        factory = GstRtspServer.RTSPMediaFactory()
+        factory.set_launch(PIPELINE.format(frames=frames, fps=args.fps, gop=args.fps, kbps=args.kbps))
+        factory.set_shared(True)  # one encoder for all clients, like a camera
+        if args.auth:
+            require_login(server, factory, *args.auth.split(":", 1))
+        server.get_mount_points().add_factory(path, factory)
     if server.attach(None) == 0:
         print(f"ERROR cannot listen on 127.0.0.1:{args.port}", flush=True)
         return 1

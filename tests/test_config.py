@@ -33,6 +33,11 @@ def good(tmp_path, tiny_model):
     return GOOD.format(model=tiny_model, clip=clip, state=tmp_path / "state")
 
 
+def line_of_text(text: str, start: str) -> int:
+    """The line number of the first line of `text` that starts with `start`."""
+    return next(i for i, line in enumerate(text.splitlines(), 1) if line.startswith(start))
+
+
 def check(tmp_path, text, capsys):
     path = write(tmp_path, text)
     code = main(["check-config", "-c", str(path)])
@@ -44,7 +49,7 @@ def test_shipped_config_parses():
 
     cfg = load_config(Path(__file__).parent.parent / "config.yaml")
     assert cfg.cameras[0].name == "front_door" and cfg.mqtt is None
-    assert cfg.cameras[0].gate.threshold == 0.01 and cfg.metrics.host == "127.0.0.1"
+    assert cfg.cameras[0].gate.threshold == 0.0005 and cfg.metrics.host == "127.0.0.1"
 
 
 def test_good_config_passes(tmp_path, good, capsys):
@@ -173,3 +178,51 @@ def test_http_section_is_checked(tmp_path, good, capsys, monkeypatch):
                    "service environment (EnvironmentFile=) or use api_key_credential."]
     monkeypatch.setenv("VLMWATCH_API_KEY", "sk-1")
     assert check(tmp_path, text.replace("  max_images: 99\n", ""), capsys)[0] == 0
+
+
+# ---------------------------------------------------------------- masks, zones, substreams, triggers
+
+
+def test_masks_and_zones_are_checked_with_their_lines(tmp_path, good, capsys):
+    text = good.replace("state_dir:", (
+        "    gate:\n      masks: ['0,0 1,0']\n"
+        "    zones:\n      Porch: [[0, 0], [1, 0], [1, 1]]\n"
+        "state_dir:"))
+    code, err, path = check(tmp_path, text, capsys)
+    at = line_of_text(good, "state_dir:")
+    assert code == 2
+    assert err == [
+        f"{path}:{at + 1}: cameras[0].gate.masks[0]: a polygon needs at least 3 points (got 2) (got '0,0 1,0')",
+        f"{path}:{at + 2}: cameras[0].zones: zone name 'Porch' must be 1-64 lower-case letters, digits, '_' or '-', "
+        "starting with a letter or digit",
+    ]
+    text = good.replace("state_dir:", "    zones:\n      drive: [[0, 0], [1.2, 0], [1, 1]]\nstate_dir:")
+    code, err, path = check(tmp_path, text, capsys)
+    assert (code, err) == (2, [f"{path}:{at + 1}: cameras[0].zones.drive: point [1.2, 0] is outside the picture: "
+                               "coordinates are relative, 0..1 (0,0 top left; 1,1 bottom right)"])
+
+
+def test_a_detect_source_pairs_streams_or_files(tmp_path, good, capsys):
+    text = good.replace("    source: ", "    detect_source: rtsp://cam/sub\n    source: ")
+    code, err, path = check(tmp_path, text, capsys)
+    assert (code, err) == (2, [f"{path}:{line_of_text(good, '  - name:')}: cameras[0]: source and detect_source must both be camera URLs or both "
+                               "be video files"])
+
+
+def test_triggers_need_an_mqtt_section(tmp_path, good, capsys):
+    text = good.replace("state_dir:", "    triggers:\n      - {topic: hall/motion, payload: 'ON'}\nstate_dir:")
+    code, err, path = check(tmp_path, text, capsys)
+    assert (code, err) == (2, [f"{path}:{line_of_text(good, 'state_dir:')}: cameras[0].triggers: triggers arrive over MQTT: add an mqtt section "
+                               "(the broker they are published to)"])
+
+
+def test_rule_zones_must_be_configured_on_the_rules_cameras(tmp_path, good, capsys):
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "r.yaml").write_text("- id: parcel\n  ask: Is there a parcel?\n  zones: [porch, steps]\n")
+    text = good.replace("state_dir:", "    zones:\n      porch: '0,0.5 0.5,0.5 0.5,1 0,1'\nrules: rules\n"
+                                      "state_dir:")
+    code, err, _ = check(tmp_path, text, capsys)
+    assert (code, err) == (2, [f"{tmp_path / 'rules' / 'r.yaml'}:3: parcel: zones: zone 'steps' is not configured on "
+                               "the rule's cameras (front_door; their zones: porch); add it under cameras[].zones"])
+    cfg = load_config(tmp_path / "config.yaml")
+    assert cfg.cameras[0].zones == {"porch": ((0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (0.0, 1.0))}

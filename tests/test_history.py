@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from daemon.errors import StateError
 from daemon.service.history import HISTORY_MIGRATIONS, History
 from daemon.service.settings import RetentionSettings
-from daemon.types import Alert, Frame, Result, Summary, Timings, Window
+from daemon.types import Alert, Frame, Region, Result, Summary, Timings, Window
 
 IMAGE = np.zeros((2, 2, 3), np.uint8)
 
@@ -139,6 +139,29 @@ def test_a_newer_schema_is_refused(tmp_path):
     with pytest.raises(StateError, match=rf"schema version 99, newer than this vlmwatch understands "
                                           rf"\({len(HISTORY_MIGRATIONS)}\)"):
         History(path).open()
+
+
+def test_a_first_version_history_gains_regions_zones_and_triggers_and_keeps_its_rows(tmp_path):
+    path = tmp_path / "vlmwatch.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL)")
+        for statement in HISTORY_MIGRATIONS[0]:
+            db.execute(statement)
+        db.execute("INSERT INTO schema_version VALUES ('history', 1)")
+        db.execute("INSERT INTO windows (camera, start, \"end\", change, analysed, reason, frame_ts, recorded) "
+                   "VALUES ('cam', 0, 8, 0.5, 1, 'change 0.500 >= 0.010', '[]', 1.0)")
+    region = Region(0.25, 0.5, 0.125, 0.25, 0.01)
+    with History(path) as h:
+        old = h.windows(0, 10)[0]
+        assert (old.reason, old.regions, old.zones, old.trigger) == ("change 0.500 >= 0.010", (), frozenset(), None)
+        new = replace(window(), regions=(region,), zones=frozenset({"porch"}), trigger="frigate person")
+        h.record_window(new, True, "trigger: frigate person", now=2.0)
+        h.record_alert(Alert("cam", "door", "warning", "text", 2.0, 0.0, 8.0, zones=frozenset({"porch"}),
+                             trigger="frigate person"))
+        row = h.windows(1.5, 10)[0]
+        assert (row.regions, row.zones, row.trigger) == ((region,), frozenset({"porch"}), "frigate person")
+        alert = h.alerts(0, 10)[0].alert
+        assert (alert.zones, alert.trigger) == (frozenset({"porch"}), "frigate person")
 
 
 def test_threads_write_concurrently(tmp_path):

@@ -72,6 +72,17 @@ def test_alert_and_summary_payloads() -> None:
     assert summary["period"] == {"start": iso(T0), "end": iso(T0 + 86400)} and summary["counts"] == {"alerts": 2}
 
 
+def test_zones_and_trigger_of_the_window_are_in_descriptions_and_alerts() -> None:
+    from dataclasses import replace
+
+    assert (result_json(TEXT, "m")["zones"], result_json(TEXT, "m")["trigger"]) == ([], None)
+    seen = result_json(replace(TEXT, zones=frozenset({"steps", "porch"}), trigger="frigate person"), "m")
+    assert (seen["zones"], seen["trigger"]) == (["porch", "steps"], "frigate person")
+    alert = alert_json(Alert("porch", "person", "warning", "someone", T0 + 9, T0, T0 + 8,
+                             zones=frozenset({"porch"}), trigger="frigate person"), "a2")
+    assert (alert["zones"], alert["trigger"]) == (["porch"], "frigate person")
+
+
 def test_plain_text_question() -> None:
     req = parse_ask("porch", b"  Is the gate open?\n", 4096, T0)
     assert (req.camera, req.question, req.choices, req.received) == ("porch", "Is the gate open?", (), T0)

@@ -353,7 +353,7 @@ def test_unknown_option_suggests_the_nearest(tmp_path, capsys):
     assert code == 2
     assert err == [f"{path}:3: door: unknown option 'cooldwn'; did you mean 'cooldown'?",
                    f"{path}:4: door: unknown option 'colour'; rule options are: id, cameras, ask, choices, when,"
-                   " threshold, match, for, cooldown, active, severity, snapshot, message, off_delay"]
+                   " threshold, match, for, cooldown, active, severity, snapshot, message, off_delay, zones"]
 
 
 def test_bad_duration(tmp_path, capsys):
@@ -509,3 +509,38 @@ def test_config_timezone_must_be_a_zone(tmp_path):
                               " Europe/Berlin or UTC (got 'Mars/Olympus')")
     config.write_text(config.read_text().replace("Mars/Olympus", "Europe/Berlin"))
     assert load_config(config).tzinfo == TZ
+
+
+# ----------------------------------------------------------------------------- zones
+
+
+def in_zones(result: Result, *zones: str, trigger: str | None = None) -> Result:
+    from dataclasses import replace
+
+    return replace(result, zones=frozenset(zones), trigger=trigger)
+
+
+def test_a_zone_rule_fires_only_when_the_change_touched_its_zone_and_the_model_agrees():
+    rules = RuleSet((ask_rule(zones=("porch", "steps")),))
+    out, _ = run(rules, [(10.0, [in_zones(answer(0.9), "drive")]),  # the model says yes, elsewhere
+                         (20.0, [in_zones(answer(0.2), "porch")]),  # on the porch, the model says no
+                         (30.0, [in_zones(answer(0.9), "steps", "drive", trigger="frigate person")])])
+    assert [len(ev.alerts) for _, ev in out] == [0, 0, 1]
+    alert = out[2][1].alerts[0]
+    assert (alert.zones, alert.trigger) == (frozenset({"steps", "drive"}), "frigate person")
+
+
+def test_a_rule_without_zones_ignores_them():
+    out, _ = run(RuleSet((ask_rule(),)), [(10.0, [answer(0.9)])])
+    assert len(out[0][1].alerts) == 1 and out[0][1].alerts[0].zones == frozenset()
+
+
+def test_rule_zones_are_read_and_checked_against_the_cameras_zones(tmp_path):
+    (tmp_path / "r.yaml").write_text("- id: parcel\n  cameras: [door]\n  ask: Is there a parcel?\n"
+                                     "  zones: [porch, garden]\n- id: any\n  ask: Anyone?\n  zones: porch\n")
+    rules, problems = check_rules(tmp_path, cameras=["door", "yard"], zones={"door": ["porch"], "yard": ["garden"]})
+    assert problems == [f"{tmp_path / 'r.yaml'}:4: parcel: zones: zone 'garden' is not configured on the rule's "
+                        "cameras (door; their zones: porch); add it under cameras[].zones"]
+    assert [r.zones for r in rules.rules] == [("porch",)]  # `any` watches both cameras: porch is on one
+    _, problems = check_rules(tmp_path)  # check-rules alone knows no config: names are taken as written
+    assert problems == []

@@ -66,7 +66,7 @@ def test_open_source_picks_the_kind_and_rejects_unknown_schemes(tmp_path):
 def test_settings_defaults_and_stride_follows_span():
     s = SourceSettings()
     assert (s.span, s.stride, s.frames, s.realtime) == (8.0, 8.0, 8, False)
-    assert (s.gate.enabled, s.gate.threshold, s.gate.heartbeat) == (True, 0.01, 600.0)
+    assert (s.gate.enabled, s.gate.threshold, s.gate.heartbeat) == (True, 0.0005, 600.0)
     assert SourceSettings(span=4).stride == 4.0
     assert SourceSettings(span=8, stride=2).stride == 2.0
     assert SourceSettings.model_validate({"span": 6, "gate": {"threshold": 0.05}}).gate.threshold == 0.05

@@ -149,7 +149,7 @@ def test_cli_json_one_object_per_window(run_cli, event_clip):
     assert code == 0
     rows = [json.loads(line) for line in out.splitlines()]
     assert len(rows) == 16
-    assert set(rows[0]) == {"source", "start", "end", "frame_ts", "change", "analyse", "reason"}
+    assert set(rows[0]) == {"source", "start", "end", "frame_ts", "change", "analyse", "reason", "regions", "zones"}
     assert rows[0]["source"] == "events"
     assert (rows[0]["change"], rows[0]["analyse"], rows[0]["reason"]) == (None, True, "first window")
     start, end = datetime.fromisoformat(rows[5]["start"]), datetime.fromisoformat(rows[5]["end"])
@@ -158,7 +158,22 @@ def test_cli_json_one_object_per_window(run_cli, event_clip):
     assert all(start <= datetime.fromisoformat(t) <= end for t in rows[5]["frame_ts"])
     analysed = {i for i, r in enumerate(rows) if r["analyse"]}
     assert analysed == {0, 5, 7, 11, 13}
-    assert rows[1]["reason"].startswith("static ")
+    assert rows[1]["reason"].startswith("static: ") and rows[1]["regions"] == []
+    appeared = rows[5]["regions"][0]  # the 40x40 square at (60, 100) of the 320x240 picture
+    x, y, w, h = appeared["px"]
+    assert x <= 60 + 40 and 60 <= x + w and y <= 100 + 40 and 100 <= y + h
+    assert 0.01 <= appeared["area"] <= 0.04 and rows[5]["change"] == appeared["area"]
+    assert rows[5]["reason"] == f"region {100 * appeared['area']:.2f} % at {x},{y},{w},{h}"
+    assert rows[5]["zones"] == []
+
+
+def test_cli_mask_hides_an_event_and_a_bad_mask_is_named(run_cli, event_clip):
+    everywhere_left = ["--mask", "0,0 0.6,0 0.6,1 0,1"]
+    _, out, _ = run_cli(str(event_clip), "--span", "4", "--json", *everywhere_left)
+    analysed = {i for i, line in enumerate(out.splitlines()) if json.loads(line)["analyse"]}
+    assert analysed == {0, 13}  # the first square appears (5), moves (7) and leaves (11) left of x = 0.6
+    code, _, err = run_cli(str(event_clip), "--mask", "0,0 1,0")
+    assert code == 2 and "vlmwatch: error: --mask: Value error, a polygon needs at least 3 points (got 2)" in err
 
 
 def test_cli_options_limit_no_gate_and_threshold(run_cli, event_clip):
@@ -179,7 +194,7 @@ def test_cli_human_output(run_cli, event_clip):
     assert code == 0
     first, second = out.splitlines()
     assert first.split() == ["events", "+0.0s..+4.0s", "change", "-", "ANALYSE", "first", "window"]
-    assert "skip" in second.split() and "static 0.000 < 0.010" in second
+    assert "skip" in second.split() and "static: largest region" in second
 
 
 def test_cli_missing_file_is_reported_not_a_crash(run_cli, tmp_path, caplog):

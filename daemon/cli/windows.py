@@ -9,7 +9,7 @@ import time
 
 from daemon.errors import SourceError, UsageError
 from daemon.times import iso
-from daemon.types import Window
+from daemon.types import Region, Window
 from daemon.video.gate import Decision, Gate
 
 # ---------------------------------------------------------------- CLI
@@ -28,7 +28,12 @@ def add_cli(subparsers) -> None:
     p.add_argument("--stride", type=float, help="seconds between window starts (default: span)")
     p.add_argument("--frames", type=int, help="frames per window (default 8)")
     p.add_argument(
-        "--gate-threshold", type=float, metavar="X", help="fraction of the picture that must change (default 0.01)"
+        "--gate-threshold", type=float, metavar="X",
+        help="smallest changed region that counts, as a fraction of the picture (default 0.0005 = 0.05 %%)",
+    )
+    p.add_argument(
+        "--mask", action="append", default=[], metavar='"x,y x,y x,y ..."',
+        help="a polygon (relative coordinates 0..1) whose change the gate ignores; repeatable",
     )
     p.add_argument("--no-gate", action="store_true", help="analyse every window (change scores are still printed)")
     p.add_argument("--realtime", action="store_true", help="replay files at wall-clock speed")
@@ -55,33 +60,45 @@ def settings_from_args(args):
         values["realtime"] = True
     if args.gate_threshold is not None:
         values["gate"]["threshold"] = args.gate_threshold
+    if args.mask:
+        values["gate"]["masks"] = list(args.mask)
     if args.no_gate:
         values["gate"]["enabled"] = False
     try:
         return SourceSettings(**values)
     except ValidationError as exc:
         err = exc.errors()[0]
-        option = "--" + "-".join(str(part) for part in err["loc"]).replace("_", "-")
+        loc = [str(part) for part in err["loc"] if not str(part).isdigit()]
+        option = "--mask" if loc[-1:] == ["masks"] else "--" + "-".join(loc).replace("_", "-")
         raise UsageError(f"{option}: {err['msg']} (got {err.get('input')!r})") from None
 
 
+def region_json(region: Region, width: int, height: int) -> dict:
+    """A region relative to the picture (0..1) and in the frame's pixels."""
+    return {"x": round(region.x, 4), "y": round(region.y, 4), "w": round(region.w, 4), "h": round(region.h, 4),
+            "area": round(region.area, 6), "px": list(region.pixels(width, height))}
+
+
 def window_json(window: Window, decision: Decision) -> str:
+    height, width = window.frames[-1].image.shape[:2]
     return json.dumps(
         {
             "source": window.camera,
             "start": iso(window.start),
             "end": iso(window.end),
             "frame_ts": [iso(t) for t in window.frame_ts],
-            "change": None if window.change is None else round(window.change, 4),
+            "change": None if window.change is None else round(window.change, 6),
             "analyse": decision.analyse,
             "reason": decision.reason,
+            "regions": [region_json(r, width, height) for r in window.regions],
+            "zones": sorted(window.zones),
         }
     )
 
 
 def window_line(window: Window, decision: Decision, origin: float) -> str:
     """Human-readable; times relative to the first window (`origin`)."""
-    change = "-" if window.change is None else f"{window.change:.4f}"
+    change = "-" if window.change is None else f"{100 * window.change:.3f}%"
     verdict = "ANALYSE" if decision.analyse else "skip"
     span = f"+{window.start - origin:.1f}s..+{window.end - origin:.1f}s"
     return f"{window.camera}  {span:>17}  change {change:>6}  {verdict:7}  {decision.reason}"

@@ -147,6 +147,8 @@ def result_json(result: Result, message_id: str) -> dict[str, Any]:
         payload["stop_reason"] = result.stop_reason
     payload["model"] = result.model
     payload["timings"] = _timings(result.timings)
+    payload["zones"] = sorted(result.zones)  # the camera's zones the window's changed regions touched
+    payload["trigger"] = result.trigger  # the external trigger that made the window analysed, or null
     return payload
 
 
@@ -161,6 +163,8 @@ def alert_json(alert: Alert, message_id: str) -> dict[str, Any]:
         "window": _window(alert.window_start, alert.window_end),
         "probability": None if alert.probability is None else round(alert.probability, 6),
         "snapshot": alert.snapshot_jpeg is not None,
+        "zones": sorted(alert.zones),
+        "trigger": alert.trigger,
         # Home Assistant's `event` entity reads the event type from the payload.
         "event_type": "alert",
     }

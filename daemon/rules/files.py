@@ -16,6 +16,7 @@ Each file holds a list of rules:
       snapshot: true                  # attach the frame that changed most, default false
       message: "{camera}: someone at the door ({probability})"
       off_delay: 5m                   # the sensor turns off this long after the last trigger, default 5m
+      zones: [porch]                  # only when the gate's changed regions touch one of these zones
 
     - id: smoke
       match: {any: [smoke, fire, flames]}   # or all: [...], regex: "..."; all given must hold
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import difflib
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ from daemon.times import parse_duration
 
 RULE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # an MQTT topic level and HA object id; always fullmatch
 OPTIONS = ("id", "cameras", "ask", "choices", "when", "threshold", "match", "for", "cooldown", "active",
-           "severity", "snapshot", "message", "off_delay")
+           "severity", "snapshot", "message", "off_delay", "zones")
 ASK_ONLY = ("choices", "when", "threshold")
 MATCH_OPTIONS = ("any", "all", "regex")
 ACTIVE_OPTIONS = ("time", "days")
@@ -65,17 +66,20 @@ def rule_files(directory: Path) -> list[Path]:
     return sorted([*directory.glob("*.yaml"), *directory.glob("*.yml")])
 
 
-def check_rules(directory: Path, cameras: Iterable[str] | None = None) -> tuple[RuleSet, list[str]]:
+def check_rules(directory: Path, cameras: Iterable[str] | None = None,
+                zones: Mapping[str, Iterable[str]] | None = None) -> tuple[RuleSet, list[str]]:
     """The valid rules and every problem as `FILE:LINE: rule id: message`, in file and line order.
 
-    With `cameras` (the configured names), rules naming other cameras are problems too."""
+    With `cameras` (the configured names), rules naming other cameras are problems too; with
+    `zones` (camera -> its zone names), so are rules naming a zone none of their cameras has."""
     known = None if cameras is None else set(cameras)
+    zones = None if zones is None else {camera: set(names) for camera, names in zones.items()}
     rules: list[Rule] = []
     problems: list[str] = []
     first: dict[str, str] = {}  # id -> FILE:LINE where it is first defined
     for path in rule_files(directory):
         found: list[tuple[int, str]] = []
-        for parsed in parse_file(path, known):
+        for parsed in parse_file(path, known, zones):
             found += parsed.problems
             if parsed.id is not None and parsed.id in first:
                 found.append((parsed.line, f"{path}:{parsed.line}: {parsed.id}: duplicate id: also defined at"
@@ -89,9 +93,10 @@ def check_rules(directory: Path, cameras: Iterable[str] | None = None) -> tuple[
     return RuleSet(tuple(rules)), problems
 
 
-def load_rules(directory: Path, cameras: Iterable[str] | None = None, timezone=None) -> RuleSet:
+def load_rules(directory: Path, cameras: Iterable[str] | None = None, timezone=None,
+               zones: Mapping[str, Iterable[str]] | None = None) -> RuleSet:
     """The rule set, or ConfigError listing every problem."""
-    rules, problems = check_rules(directory, cameras)
+    rules, problems = check_rules(directory, cameras, zones)
     if problems:
         raise ConfigError("\n".join(problems))
     return rules.with_timezone(timezone)
@@ -107,7 +112,7 @@ class Parsed:
     problems: list[tuple[int, str]]
 
 
-def parse_file(path: Path, cameras: set[str] | None = None) -> list[Parsed]:
+def parse_file(path: Path, cameras: set[str] | None = None, zones: dict[str, set[str]] | None = None) -> list[Parsed]:
     try:
         node = compose_yaml(path.read_text(encoding="utf-8"))  # bounded: an alias bomb is refused here
     except (OSError, UnicodeDecodeError) as exc:
@@ -123,7 +128,7 @@ def parse_file(path: Path, cameras: set[str] | None = None) -> list[Parsed]:
                        [(line, f"{path}:{line}: the file must hold a list of rules, each starting with '- id:'")])]
     out = []
     for index, item in enumerate(node.value):
-        reader = _RuleReader(path, index, item, cameras)
+        reader = _RuleReader(path, index, item, cameras, zones)
         rule = reader.rule()
         out.append(Parsed(reader.rule_id, _line(item), rule, reader.problems))
     return out
@@ -159,6 +164,7 @@ class _RuleReader:
     index: int
     node: yaml.Node
     cameras: set[str] | None
+    zones: dict[str, set[str]] | None = None  # camera -> its configured zone names
 
     def __post_init__(self) -> None:
         self.problems: list[tuple[int, str]] = []
@@ -181,7 +187,7 @@ class _RuleReader:
         kwargs: dict[str, Any] = {}
         for key, parse in (("cameras", self._cameras), ("for", self._for), ("cooldown", self._duration),
                            ("off_delay", self._duration), ("active", self._active), ("severity", self._severity),
-                           ("snapshot", self._snapshot), ("message", self._message)):
+                           ("snapshot", self._snapshot), ("message", self._message), ("zones", self._zones)):
             if key in self.options:
                 try:
                     kwargs[key] = parse(self.options[key])
@@ -190,6 +196,8 @@ class _RuleReader:
         message: Template | None = kwargs.get("message")
         if message is not None and isinstance(trigger, Match) and "probability" in message.fields:
             self.problem(self.keys["message"], "message: {probability} is only known for ask rules")
+        if "zones" in kwargs:
+            self._check_zones(kwargs["zones"], kwargs.get("cameras"))
         if self.problems or rule_id is None or trigger is None:
             return None
         renames = {"for": "for_windows"}
@@ -367,3 +375,21 @@ class _RuleReader:
 
     def _message(self, node: yaml.Node) -> Template:
         return parse_template(self._text(node, "message"))
+
+    def _zones(self, node: yaml.Node) -> tuple[str, ...]:
+        names = tuple(self._texts(node, "a zone name"))
+        if not names:
+            raise ValueError("give at least one zone, e.g. zones: [porch]")
+        return names
+
+    def _check_zones(self, names: tuple[str, ...], cameras: tuple[str, ...] | None) -> None:
+        """Each zone must be configured (cameras[].zones) on at least one of the rule's cameras."""
+        if self.zones is None:
+            return
+        watched = [c for c in self.zones if cameras is None or c in cameras]
+        known = set().union(*(self.zones[c] for c in watched)) if watched else set()
+        for name in names:
+            if name not in known:
+                where = ", ".join(sorted(known)) if known else "none"
+                self.problem(self.keys["zones"], f"zones: zone {name!r} is not configured on the rule's cameras "
+                             f"({', '.join(watched) or 'none'}; their zones: {where}); add it under cameras[].zones")

@@ -13,7 +13,8 @@ Per (rule, camera) the state counts consecutive triggering windows. Once the
 count reaches `for_windows` the condition holds: the binary_sensor is ON, and
 the rule fires an alert unless it fired on that camera less than `cooldown`
 seconds ago. A window in which the rule does not trigger (including one
-outside its `active` hours) resets the count and turns the sensor OFF. A
+outside its `active` hours, or one whose changed regions touch none of
+the rule's `zones`) resets the count and turns the sensor OFF. A
 window without the rule's result (its question was not asked, or there is no
 description yet, or the gate skipped it) leaves the count alone; but a sensor
 holds only `off_delay` seconds after the last triggering window (`expire`), as
@@ -206,11 +207,16 @@ class Rule:
     snapshot: bool = False
     message: Template | None = None  # None: the default for the trigger
     off_delay: float = 300.0  # seconds a sensor holds after the last triggering window (the daemon and HA turn it off)
+    zones: tuple[str, ...] = ()  # empty: anywhere; else the window's changed regions must touch one
     file: Path | None = None
     line: int = 0
 
     def applies_to(self, camera: str) -> bool:
         return self.cameras is None or camera in self.cameras
+
+    def in_zones(self, touched: frozenset[str]) -> bool:
+        """Whether the window's changed regions touched one of the rule's zones (always, without zones)."""
+        return not self.zones or not touched.isdisjoint(self.zones)
 
     def is_active(self, now: float, tz: tzinfo | None) -> bool:
         if not self.active:
@@ -314,7 +320,7 @@ def evaluate(rules: RuleSet, camera: str, results: Sequence[Result], state: Stat
         key = (rule.id, camera)
         before = state.get(key, RuleStatus())
         hit, p = triggered(rule, result)
-        hit = hit and rule.is_active(now, rules.timezone)
+        hit = hit and rule.is_active(now, rules.timezone) and rule.in_zones(result.zones)
         if not hit:
             after = RuleStatus(0, before.last_fired, False, before.last_hit)
         else:
@@ -372,7 +378,8 @@ def make_alert(rule: Rule, camera: str, result: Result, probability: float | Non
     })
     start = result.window_start if result.window_start is not None else now
     end = result.window_end if result.window_end is not None else now
-    return Alert(camera, rule.id, rule.severity, text, now, start, end, probability)
+    return Alert(camera, rule.id, rule.severity, text, now, start, end, probability, zones=result.zones,
+                 trigger=result.trigger)
 
 
 def phases(results: Sequence[Result]) -> list[list[Result]]:

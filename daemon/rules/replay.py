@@ -14,7 +14,7 @@ the time): windows without one are counted and reported per rule.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from daemon.rules.model import Ask, RuleSet, evaluate, find_result, phases
@@ -42,7 +42,9 @@ def replay(history: History, rules: RuleSet, since: float, until: float) -> Repl
     applicable: Counter[str] = Counter()
     windows = history.windows(since, until, analysed=True)
     for window in windows:
-        results = [row.result for row in history.window_results(window.id)]
+        # Zones and triggers are the window's: stored with it, handed to the rules on its results.
+        results = [replace(row.result, zones=window.zones, trigger=window.trigger)
+                   for row in history.window_results(window.id)]
         for rule in rules.for_camera(window.camera):
             applicable[rule.id] += 1
             if isinstance(rule.trigger, Ask) and find_result(rule, results) is None:

@@ -131,6 +131,9 @@ class App:
         """Run until stopped (or, with once, until the sources end); the exit code (see `shutdown`)."""
         if self.publisher is not None:
             queue_unqueued(self.history, self.publisher)  # what a crash kept from the outbox goes first
+        for cam in self.cameras.values():
+            if cam.main is not None:
+                cam.main.start(self.stop)
         self.watch.start()
         self.worker.start(self.handle)
         if self.scheduler is not None:
@@ -172,6 +175,9 @@ class App:
         self.queue.close()
         deadline = time.monotonic() + timeout
         self.watch.join(deadline)
+        for cam in self.cameras.values():
+            if cam.main is not None:
+                cam.main.close()
         self.worker.join(max(0.1, deadline - time.monotonic()))
         if self.publisher is not None:
             self.publisher.stop(max(1.0, min(5.0, deadline - time.monotonic())))  # flush, then `offline`
@@ -241,6 +247,8 @@ class App:
                     self.metrics.window_skipped(name)
                     self._finished(window)
                     continue
+                if cam.main is not None:  # the gate read the substream; the model sees the main stream
+                    window = cam.main.take(window) or window
                 if self._paced_by_npu(cam):
                     self.queue.wait_slot(name, halt)
                 dropped = self.queue.put_window(WindowJob(window, decision.reason))
@@ -389,4 +397,4 @@ class App:
     def _result(self, window: Window, question: str, answer: Answer) -> Result:
         return Result(window.camera, answer.prompt_id, question, window.start, window.end, self.clock(),
                       answer.text, answer.tokens, answer.stop_reason, answer.choice, answer.probabilities,
-                      answer.timings, self.engine.name)
+                      answer.timings, self.engine.name, zones=window.zones, trigger=window.trigger)

@@ -30,7 +30,7 @@ from daemon.service.notify import Notifier
 from daemon.service.worker import NpuWorker, WorkQueue
 from daemon.summaries.runner import RunLog, Summarizer
 from daemon.summaries.scheduler import SummaryScheduler
-from daemon.video import Source, open_source
+from daemon.video import MainFrames, Source, open_main_frames, open_source
 from daemon.video.gate import Gate
 from daemon.video.snapshot import snapshot
 
@@ -64,18 +64,23 @@ def build_app(cfg: Config, once: bool = False, engine: Engine | None = None, *, 
     closers.append(history.close)
     ruleset = open_rules(cfg)
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
-    sources = {c.name: open_source(c.name, c.source_url(f"cameras[{i}]"), c, on_event=on_event,
-                                   state_dir=cfg.state_dir, once=once)
+    def login(i: int, c) -> str:  # the URL with the camera's login; the gate reads the substream when given
+        return c.detect_source if c.detect_source is not None else c.source_url(f"cameras[{i}]")
+
+    sources = {c.name: open_source(c.name, login(i, c), c, on_event=on_event, state_dir=cfg.state_dir, once=once)
                for i, c in enumerate(cfg.cameras)}
     closers += [s.close for s in sources.values() if hasattr(s, "close")]  # their records of processed files
+    mains = {c.name: open_main_frames(c.name, c.source_url(f"cameras[{i}]"), c, sources[c.name])
+             for i, c in enumerate(cfg.cameras) if c.detect_source is not None and c.frames_from == "main"}
     publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request),
                                rule_states=lambda: app.rule_states())
     app = assemble(cfg, engine, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
-                   ruleset=ruleset, closers=closers)
+                   ruleset=ruleset, closers=closers, mains=mains)
     if cfg.http.enabled:
         closers.append(start_http(cfg, app).stop)
     if publisher is not None:
         publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
+    start_triggers(cfg, app, closers)
     return app, closers
 
 
@@ -94,18 +99,35 @@ def open_metrics(cfg: Config) -> Metrics:
     return metrics
 
 
+def start_triggers(cfg: Config, app: App, closers: list[Callable[[], None]]):
+    """Subscribe to the cameras' MQTT triggers (if any); a match makes that camera's gate pass its
+    next window. Returns the subscriber, or None."""
+    triggers = [(c.name, t) for c in cfg.cameras for t in c.triggers]
+    if not triggers or cfg.mqtt is None:
+        return None
+    from daemon.mqtt.triggers import TriggerSubscriber
+
+    subscriber = TriggerSubscriber(cfg.mqtt, triggers, lambda camera, label: app.cameras[camera].gate.trigger(label))
+    subscriber.start()
+    closers.append(subscriber.stop)
+    return subscriber
+
+
 def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: History, *,
              metrics: Metrics | None = None, notifier: Notifier | None = None, publisher: Publisher | None = None,
              ruleset: RuleSet | None = None, closers: list[Callable[[], None]] | None = None,
-             clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> App:
-    """Connect open parts into an App: a gate per camera, the NPU queue and worker, the rule runner
-    (persisting its state in the history file), the summarizer and its scheduler."""
+             clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
+             mains: dict[str, MainFrames] | None = None) -> App:
+    """Connect open parts into an App: a gate per camera (`mains`: main-stream frames of cameras whose gate
+    reads a substream), the NPU queue and worker, the rule runner (persisting its state in the history
+    file), the summarizer and its scheduler."""
     closers = closers if closers is not None else []
     stop = threading.Event()
     asks = cfg.asks
     queue = WorkQueue(max_asks=asks.max_waiting, max_chats=cfg.http.max_waiting, ask_share=asks.npu_share,
                       share=NpuShare(asks.share_seconds))
-    cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate)) for c in cfg.cameras}
+    cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate, zones=tuple(c.zones.items())),
+                              main=(mains or {}).get(c.name)) for c in cfg.cameras}
     rules = None
     if ruleset is not None:
         store = RuleStateStore(history.path).open()
@@ -150,7 +172,8 @@ def open_rules(cfg: Config) -> RuleSet | None:
     model before start (daemon.service.preflight)."""
     if cfg.rules is None:
         return None
-    return load_rules(cfg.rules, cameras=[c.name for c in cfg.cameras], timezone=cfg.tzinfo)
+    return load_rules(cfg.rules, cameras=[c.name for c in cfg.cameras], timezone=cfg.tzinfo,
+                      zones={c.name: c.zones for c in cfg.cameras})
 
 
 def make_publisher(cfg: Config, ruleset: RuleSet | None, on_ask, rule_states=None):

@@ -30,7 +30,7 @@ from typing import Callable
 from daemon.service.metrics import Metrics
 from daemon.service.settings import CameraSettings, HealthSettings
 from daemon.types import CameraStatus
-from daemon.video import Source
+from daemon.video import MainFrames, Source
 from daemon.video.gate import Gate
 from daemon.video.stream import backoff_delay
 
@@ -42,9 +42,10 @@ STATUS_EVERY = 60.0  # seconds between status messages of a camera whose state d
 @dataclass
 class Camera:
     settings: CameraSettings
-    source: Source
+    source: Source  # the detect_source when there is one: what the gate reads
     gate: Gate
     thread: threading.Thread | None = None
+    main: MainFrames | None = None  # with a detect_source: where passed windows take their frames
 
 
 @dataclass

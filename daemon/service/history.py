@@ -42,7 +42,7 @@ from typing import Any
 
 from daemon.errors import VlmwatchError
 from daemon.store import Store, migrate, storage_error
-from daemon.types import Alert, Result, Summary, Timings, Window
+from daemon.types import Alert, Region, Result, Summary, Timings, Window
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,13 @@ HISTORY_MIGRATIONS: list[list[str]] = [
         f"ALTER TABLE {table} ADD COLUMN message_id TEXT",
         f"ALTER TABLE {table} ADD COLUMN queued INTEGER NOT NULL DEFAULT 1",
         f"CREATE INDEX {table}_unqueued ON {table} (id) WHERE queued = 0")],
+    [  # the gate's regions and zones, and external triggers
+        "ALTER TABLE windows ADD COLUMN regions TEXT",  # JSON list of [x, y, w, h, area], relative
+        "ALTER TABLE windows ADD COLUMN zones TEXT",  # JSON list of zone names
+        "ALTER TABLE windows ADD COLUMN \"trigger\" TEXT",
+        "ALTER TABLE alerts ADD COLUMN zones TEXT",
+        "ALTER TABLE alerts ADD COLUMN \"trigger\" TEXT",
+    ],
 ]
 
 # Table -> its wall-clock column, for retention.
@@ -115,6 +122,9 @@ class WindowRow:
     reason: str
     frame_ts: tuple[float, ...]
     recorded: float
+    regions: tuple[Region, ...] = ()
+    zones: frozenset[str] = frozenset()
+    trigger: str | None = None
 
 
 @dataclass(frozen=True)
@@ -172,7 +182,9 @@ class History(Store):
         """`reason`: why it was analysed or skipped (the gate's words); `now`: when, wall clock."""
         return self._insert("windows", {
             "camera": window.camera, "start": window.start, "end": window.end, "change": window.change,
-            "analysed": int(analysed), "reason": reason, "frame_ts": json.dumps(window.frame_ts), "recorded": now})
+            "analysed": int(analysed), "reason": reason, "frame_ts": json.dumps(window.frame_ts), "recorded": now,
+            "regions": json.dumps([[round(v, 5) for v in (r.x, r.y, r.w, r.h, r.area)] for r in window.regions]),
+            "zones": json.dumps(sorted(window.zones)), "trigger": window.trigger})
 
     # `message_id` (record_result, record_alert, record_summary): the row is to be published with that
     # id; it counts as unqueued until `mark_queued`, so that a crash in between loses nothing.
@@ -193,7 +205,8 @@ class History(Store):
         return self._insert("alerts", {**_publication(message_id),
             "camera": alert.camera, "rule": alert.rule, "severity": alert.severity, "text": alert.text,
             "window_start": alert.window_start, "window_end": alert.window_end, "probability": alert.probability,
-            "snapshot_jpeg": alert.snapshot_jpeg, "ts": alert.ts})
+            "snapshot_jpeg": alert.snapshot_jpeg, "ts": alert.ts, "zones": json.dumps(sorted(alert.zones)),
+            "trigger": alert.trigger})
 
     def record_summary(self, summary: Summary, message_id: str | None = None) -> int:
         return self._insert("summaries", {**_publication(message_id),
@@ -217,7 +230,7 @@ class History(Store):
         out = [Unqueued("results", row[0], message_id, _result_row(row).result)
                for *row, message_id in self._query(f"{_RESULT_COLUMNS}, message_id FROM results WHERE queued = 0",
                                                    ())]
-        out += [Unqueued("alerts", row[0], row[10], _alert(row[1:10]))
+        out += [Unqueued("alerts", row[0], row[12], _alert(row[1:12]))
                 for row in self._query(f"SELECT id, {_ALERT_COLUMNS}, message_id FROM alerts WHERE queued = 0", ())]
         out += [Unqueued("summaries", row[0], row[8], _summary(row[1:8]))
                 for row in self._query(f"SELECT id, {_SUMMARY_COLUMNS}, message_id FROM summaries WHERE queued = 0",
@@ -248,11 +261,13 @@ class History(Store):
 
     def windows(self, since: float, until: float, camera: str | None = None,
                 analysed: bool | None = None, limit: int | None = None) -> list[WindowRow]:
-        rows = self._select("SELECT id, camera, start, \"end\", change, analysed, reason, frame_ts, recorded "
-                            "FROM windows", "recorded", since, until,
+        rows = self._select("SELECT id, camera, start, \"end\", change, analysed, reason, frame_ts, recorded, "
+                            "regions, zones, \"trigger\" FROM windows", "recorded", since, until,
                             {"camera": camera, "analysed": None if analysed is None else int(analysed)}, limit)
-        return [WindowRow(i, cam, s, e, ch, bool(a), r, tuple(json.loads(fts)), rec)
-                for i, cam, s, e, ch, a, r, fts, rec in rows]
+        return [WindowRow(i, cam, s, e, ch, bool(a), r, tuple(json.loads(fts)), rec,
+                          tuple(Region(*box) for box in json.loads(regions or "[]")),
+                          frozenset(json.loads(zones or "[]")), trigger)
+                for i, cam, s, e, ch, a, r, fts, rec, regions, zones, trigger in rows]
 
     def results(self, since: float, until: float, camera: str | None = None,
                 prompt_id: str | None = None, limit: int | None = None) -> list[ResultRow]:
@@ -323,7 +338,8 @@ class History(Store):
 _RESULT_COLUMNS = ("SELECT id, window_id, token_count, camera, prompt_id, question, window_start, window_end, ts, "
                    "text, stop_reason, choice, probabilities, vit_ms, prefill_ms, decode_ms, generated, "
                    "modelled_npu_ms, model")  # + FROM results ...
-_ALERT_COLUMNS = "camera, rule, severity, text, ts, window_start, window_end, probability, snapshot_jpeg"
+_ALERT_COLUMNS = ("camera, rule, severity, text, ts, window_start, window_end, probability, snapshot_jpeg, zones, "
+                  "\"trigger\"")
 _SUMMARY_COLUMNS = "job, period_start, period_end, text, ts, counts, cameras"
 
 
@@ -333,8 +349,9 @@ def _publication(message_id: str | None) -> dict[str, Any]:
 
 
 def _alert(row: tuple[Any, ...]) -> Alert:
-    *fields, snapshot = row
-    return Alert(*fields, snapshot_jpeg=None if snapshot is None else bytes(snapshot))
+    *fields, snapshot, zones, trigger = row
+    return Alert(*fields, snapshot_jpeg=None if snapshot is None else bytes(snapshot),
+                 zones=frozenset(json.loads(zones or "[]")), trigger=trigger)
 
 
 def _summary(row: tuple[Any, ...]) -> Summary:

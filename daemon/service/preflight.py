@@ -107,7 +107,8 @@ def rule_file_problems(path: Path, cfg: Config) -> list[str]:
         return []
     if not cfg.rules.is_dir():
         return [f"{path}:{line_of(path, ('rules',))}: rules: rule directory {cfg.rules} does not exist"]
-    return check_rules(cfg.rules, cameras=[c.name for c in cfg.cameras])[1]
+    return check_rules(cfg.rules, cameras=[c.name for c in cfg.cameras],
+                       zones={c.name: c.zones for c in cfg.cameras})[1]
 
 
 def http_problems(path: Path, cfg: Config) -> list[str]:

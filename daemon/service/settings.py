@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 from urllib.parse import quote, urlsplit, urlunsplit
@@ -15,11 +16,13 @@ from pydantic import (
     model_validator,
 )
 
+from daemon.mqtt.triggers.settings import TriggerSettings
 from daemon.redact import mistyped_url
 from daemon.settings import Name, Section, read_secret
-from daemon.video.settings import SourceSettings
+from daemon.video.settings import PolygonField, SourceSettings
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
+ZONE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # zone names: as rule ids, they reach MQTT payloads
 
 
 class CameraPrompts(Section):
@@ -47,6 +50,21 @@ class CameraSettings(SourceSettings):
         description="Name of a systemd credential (LoadCredential=) holding the camera password; "
         "read from $CREDENTIALS_DIRECTORY/<name>.")
     prompts: CameraPrompts = Field(default_factory=CameraPrompts, description="Per-camera prompt overrides.")
+    detect_source: str | None = Field(
+        None, min_length=1,
+        description="A low-resolution substream (rtsp://...) or a low-resolution copy of the file that feeds the "
+        "gate; windows that pass are taken from `source` (see frames_from). Default: the gate reads `source`.")
+    frames_from: Literal["main", "detect"] = Field(
+        "main", description="With detect_source: take an analysed window's frames from the main `source` (main) or "
+        "from the substream itself (detect: the main stream is never opened).")
+    zones: dict[str, PolygonField] = Field(
+        default_factory=dict,
+        description="Named polygons (relative coordinates 0..1) that rules can require the change to touch "
+        "(`zones: [porch]` in a rule), e.g. {porch: [[0, 0.5], [0.4, 0.5], [0.4, 1], [0, 1]]}.")
+    triggers: list[TriggerSettings] = Field(
+        default_factory=list,
+        description="MQTT messages (e.g. Frigate events, a motion sensor) that make the camera's next window "
+        "analysed whatever the gate says; needs the mqtt section.")
 
     @model_validator(mode="after")
     def _login(self) -> CameraSettings:
@@ -82,9 +100,30 @@ class CameraSettings(SourceSettings):
             secret = userinfo[len(userinfo.split(":", 1)[0]):]  # keep a password written in the URL
         return urlunsplit(url._replace(netloc=f"{user}{secret}@{host}"))
 
-    @field_validator("source")
+    @field_validator("zones", mode="before")
     @classmethod
-    def _source(cls, v: str) -> str:
+    def _zone_names(cls, zones):
+        for name in zones if isinstance(zones, dict) else ():
+            if not ZONE_RE.fullmatch(str(name)):
+                raise ValueError(f"zone name {name!r} must be 1-64 lower-case letters, digits, '_' or '-', "
+                                 "starting with a letter or digit")
+        return zones
+
+    @model_validator(mode="after")
+    def _detect_pairs(self) -> "CameraSettings":
+        if self.detect_source is not None:
+            main_stream, detect_stream = "://" in self.source, "://" in self.detect_source
+            if main_stream != detect_stream:
+                raise ValueError("source and detect_source must both be camera URLs or both be video files")
+            if not main_stream and (self.source.endswith("/") or self.detect_source.endswith("/")):
+                raise ValueError("detect_source pairs a camera's streams or two files, not folders")
+        return self
+
+    @field_validator("source", "detect_source")
+    @classmethod
+    def _source(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
         scheme = mistyped_url(v)
         if scheme is not None:
             raise ValueError(f"this looks like a {scheme}:// URL, but '//' does not follow '{scheme}:', so it would "

@@ -13,6 +13,7 @@
 - `windows`: where windows lie and which frames they take (pure).
 - `gate`: skips windows in which nothing changed (pure).
 - `events`: what sources report (never exceptions out of `windows()`).
+- `mainframes`: the main stream's frames for windows the gate passed on a substream.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ from daemon.redact import mistyped_url, redact_url
 from daemon.video.events import STREAM_SCHEMES, EventSink, Source
 from daemon.video.file import FileProgress, FileSource
 from daemon.video.folder import FolderSource, ProcessedFiles
+from daemon.video.mainframes import FileFrames, MainFrames, StreamFrames
 from daemon.video.settings import SourceSettings
 from daemon.video.stream import StreamSource
 
 PROCESSED_FILE = "processed.sqlite"  # under state_dir: clips done (folders) and progress in files
 
-__all__ = ["FileSource", "FolderSource", "Source", "StreamSource", "open_source"]
+__all__ = ["FileSource", "FolderSource", "MainFrames", "Source", "StreamSource", "open_main_frames", "open_source"]
 
 
 def open_source(
@@ -69,3 +71,16 @@ def open_source(
         return FolderSource(name, Path(uri), settings, processed=processed, on_event=on_event, once=once,
                             progress=progress)
     return FileSource(name, Path(uri), settings, on_event=on_event, progress=progress)
+
+
+def open_main_frames(name: str, uri: str, settings: SourceSettings, detect: Source, *,
+                     on_event: EventSink | None = None) -> MainFrames:
+    """Where a camera whose gate reads `detect` (its substream, or a low-resolution copy of a file)
+    takes the frames of the windows that pass: the main stream's packets, or the main file."""
+    scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
+    if scheme in STREAM_SCHEMES:
+        return StreamFrames(name, uri, settings, on_event=on_event)
+    if not isinstance(detect, FileSource):
+        raise SourceError(f"camera {name}: detect_source and source must both be cameras or both be video files")
+    path = Path(urlsplit(uri).path if scheme == "file" else uri)
+    return FileFrames(name, path, lambda ts: None if detect.origin is None else ts - detect.origin)

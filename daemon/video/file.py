@@ -125,6 +125,7 @@ class FileSource:
         self.name, self.path, self.settings = name, Path(path), settings
         self.on_event, self._clock, self._wall = on_event, clock, wall
         self.progress = progress
+        self.origin: float | None = None  # POSIX time of media time 0, once windows() has opened the file
         self._lock = threading.Lock()
         self._identity: tuple[int, int] | None = None  # size, mtime_ns of the file being read
         self._yielded: OrderedDict[float, float] = OrderedDict()  # window end -> its media end, not yet finished
@@ -160,6 +161,7 @@ class FileSource:
         plans = file_layout(frame_count, fps, s.span, s.stride, s.frames)
         stat = self.path.stat()
         origin = self._wall() if s.realtime else stat.st_mtime - frame_count / fps
+        self.origin = origin
         paced_from = self._clock()
         total, plans = len(plans), self._resume(plans, (stat.st_size, stat.st_mtime_ns))
         if not plans:

@@ -3,7 +3,47 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Annotated
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+
+
+Point = tuple[float, float]
+Polygon = tuple[Point, ...]
+
+
+def parse_polygon(value) -> Polygon:
+    """A polygon in relative coordinates (0..1, x to the right, y down): a list of [x, y] pairs,
+    or the text "x,y x,y x,y ..."; at least 3 points. ValueError says what is wrong."""
+    if isinstance(value, str):
+        pairs = []
+        for word in value.replace(";", " ").split():
+            parts = word.split(",")
+            if len(parts) != 2:
+                raise ValueError(f"point {word!r} is not x,y (write \"x,y x,y x,y\" with 0..1 coordinates)")
+            try:
+                pairs.append((float(parts[0]), float(parts[1])))
+            except ValueError:
+                raise ValueError(f"point {word!r} is not two numbers x,y") from None
+        value = pairs
+    if not isinstance(value, (list, tuple)):
+        raise ValueError("a polygon is a list of [x, y] points, or the text \"x,y x,y x,y ...\"")
+    points = []
+    for point in value:
+        if (not isinstance(point, (list, tuple)) or len(point) != 2
+                or not all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in point)):
+            raise ValueError(f"point {point!r} is not a pair of numbers [x, y]")
+        x, y = float(point[0]), float(point[1])
+        if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+            raise ValueError(f"point [{x:g}, {y:g}] is outside the picture: coordinates are relative, 0..1 "
+                             "(0,0 top left; 1,1 bottom right)")
+        points.append((x, y))
+    if len(points) < 3:
+        raise ValueError(f"a polygon needs at least 3 points (got {len(points)})")
+    return tuple(points)
+
+
+PolygonField = Annotated[Polygon, BeforeValidator(parse_polygon)]
 
 
 class GateSettings(BaseModel):
@@ -13,16 +53,21 @@ class GateSettings(BaseModel):
 
     enabled: bool = Field(True, description="Skip windows without scene change; false analyses every window.")
     threshold: float = Field(
-        0.01,
+        0.0005,
         ge=0.0,
         le=1.0,
-        description="Fraction of the picture (in 64-cell-wide grayscale cells) that must change against the "
-        "last analysed window for the window to be analysed. 0.01 = 1 %.",
+        description="Smallest connected changed region, as a fraction of the picture, that makes a window "
+        "analysed (against the last analysed window). 0.0005 = 0.05 %: a thing of 0.1 % of the picture is seen.",
     )
     heartbeat: float = Field(
         600.0,
         gt=0,
         description="Seconds: analyse a window at least this often even in a static scene, so descriptions stay fresh.",
+    )
+    masks: tuple[PolygonField, ...] = Field(
+        (),
+        description="Polygons (relative coordinates 0..1) whose change the gate ignores: a swaying tree, a road, "
+        "a timestamp overlay. Each is a list of [x, y] points or the text \"x,y x,y x,y ...\".",
     )
 
 

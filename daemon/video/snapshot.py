@@ -19,7 +19,7 @@ def changed_most(frames: Sequence[Frame], reference: Frame | None) -> Frame:
     frame of the previous analysed window, or without one this window's first frame. When
     nothing differs, the middle frame."""
     base = signature((reference or frames[0]).image)
-    scores = [frame_change(signature(f.image), base) for f in frames]
+    scores = [int(frame_change(signature(f.image), base, None, 0.0).changed.sum()) for f in frames]  # changed cells
     best = int(np.argmax(scores))
     return frames[best] if scores[best] > 0 else frames[len(frames) // 2]
 
