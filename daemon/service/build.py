@@ -16,7 +16,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Callable
 
+from daemon.engine.bundle import locate
 from daemon.engine.engine import Engine, open_engine
+from daemon.engine.settings import ModelSettings
 from daemon.errors import ConfigError
 from daemon.rules.files import load_rules
 from daemon.rules.model import RuleSet
@@ -26,6 +28,7 @@ from daemon.service.app import App, Camera, Publisher
 from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
+from daemon.service.npus import EngineInUse, Npu
 from daemon.service.worker import NpuWorker, WorkQueue
 from daemon.summaries.runner import RunLog, Summarizer
 from daemon.summaries.scheduler import SummaryScheduler
@@ -49,35 +52,64 @@ def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], N
     closers: list[Callable[[], None]] = []
     notifier = Notifier()
     notifier.extend_timeout(300)  # loading 30 graphs onto the NPU takes a while
-    engine = open_engine(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
+    engines = open_engines(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
     history = History(cfg.state_dir / "history.sqlite").open()
     closers.append(history.close)
-    ruleset = open_rules(cfg, engine)
+    ruleset = open_rules(cfg, engines[0])
     metrics = Metrics()
     if cfg.metrics.enabled:
         endpoint = metrics.serve(cfg.metrics.host, cfg.metrics.port)
         closers.append(metrics.close)
         log.info("metrics on %s", endpoint.url)
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
-    sources = {c.name: open_source(c.name, c.source, c, on_event=on_event, state_dir=cfg.state_dir, once=once)
-               for c in cfg.cameras}
+    sources = open_sources(cfg, engines[0], on_event=on_event, once=once)
     publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request))
-    app = assemble(cfg, engine, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
+    app = assemble(cfg, engines, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
                    ruleset=ruleset, closers=closers)
     if publisher is not None:
         publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
     return app, closers
 
 
-def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: History, *,
+def open_engines(settings: ModelSettings, max_new_tokens: int = 256) -> list[Engine]:
+    """One engine per NPU of `settings.devices` (default one: `device_id`), each opened once."""
+    devices = settings.device_list
+    problem = settings.device_problem(locate(settings.dir, settings.tokenizer, settings.vit).kind)
+    if problem is not None:
+        raise ConfigError(f"model.devices: {problem}")
+    if len(devices) == 1:
+        return [open_engine(settings, max_new_tokens=max_new_tokens)]
+    engines = []
+    for i, device in enumerate(devices):
+        where = "the board's NPU" if device is None else f"M.2 card {device}"
+        log.info("npu%d: opening the model on %s", i, where if settings.backend != "onnxruntime" else "the CPU")
+        one = settings.model_copy(update={"device_id": device, "devices": None})
+        engines.append(open_engine(one, max_new_tokens=max_new_tokens))
+    return engines
+
+
+def open_sources(cfg: Config, engine: Engine | None, *, on_event=None, once: bool = False) -> dict[str, Source]:
+    """Every camera's source. With an engine that has a ViT, frames keep its input (resized at capture by
+    the engine's own resize) and a reduced picture, never the decoded one."""
+    model_input = engine.vision.fit if engine is not None and engine.vision is not None else None
+    return {c.name: open_source(c.name, c.source, c, on_event=on_event, state_dir=cfg.state_dir, once=once,
+                                model_input=model_input)
+            for c in cfg.cameras}
+
+
+def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, Source], history: History, *,
              metrics: Metrics | None = None, notifier: Notifier | None = None, publisher: Publisher | None = None,
              ruleset: RuleSet | None = None, closers: list[Callable[[], None]] | None = None,
              clock: Callable[[], float] = time.time) -> App:
-    """Connect open parts into an App: a gate per camera, the NPU queue and worker, the rule runner
-    (persisting its state in the history file), the summarizer and its scheduler."""
+    """Connect open parts into an App: a gate per camera, the NPU queue and a worker per engine (one per
+    NPU), the rule runner (persisting its state in the history file), the summarizer and its scheduler."""
     closers = closers if closers is not None else []
     stop = threading.Event()
     queue = WorkQueue()
+    engines = list(engine) if isinstance(engine, Sequence) else [engine]
+    npus = [Npu(i, f"npu{i}", e, NpuWorker(queue, stop, i, "npu-worker" if len(engines) == 1 else f"npu-worker-{i}"))
+            for i, e in enumerate(engines)]
+    summary_engine = EngineInUse(engines)
     cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate)) for c in cfg.cameras}
     rules = None
     if ruleset is not None:
@@ -89,11 +121,11 @@ def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: H
         runlog = RunLog(history.path).open()
         closers.append(runlog.close)
         publish = publisher.publish_summary if publisher is not None else None
-        summarizer = Summarizer(history, engine, runlog, [c.name for c in cfg.cameras], publish, clock)
+        summarizer = Summarizer(history, summary_engine, runlog, [c.name for c in cfg.cameras], publish, clock)
         scheduler = SummaryScheduler(cfg.summaries, runlog)
-    return App(cfg, engine, cameras, history, queue, NpuWorker(queue, stop), stop,
+    return App(cfg, npus, cameras, history, queue, stop,
                metrics=metrics or Metrics(), notifier=notifier or Notifier(""), publisher=publisher, rules=rules,
-               summarizer=summarizer, scheduler=scheduler, clock=clock)
+               summarizer=summarizer, scheduler=scheduler, summary_engine=summary_engine, clock=clock)
 
 
 def open_rules(cfg: Config, engine: Engine) -> RuleSet | None:

@@ -72,6 +72,15 @@ class Metrics:
             "vlmwatch_mqtt_connected", "1 while connected to the MQTT broker, else 0.", registry=r)
         self.outbox_depth = Gauge(
             "vlmwatch_outbox_depth", "QoS 1 MQTT messages waiting for the broker's acknowledgement.", registry=r)
+        self.npu_busy_seconds = Counter(
+            "vlmwatch_npu_busy_seconds", "Wall-clock seconds each NPU worker spent on jobs; its rate is the "
+            "NPU's load. npu: npu<i>, the i-th entry of model.devices (npu0 alone by default).", ["npu"], registry=r)
+        self.npu_jobs = Counter(
+            "vlmwatch_npu_jobs", "Jobs each NPU worker finished, by kind: window, ask, summary (one model call "
+            "of a summary).", ["npu", "kind"], registry=r)
+        self.npu_load = Gauge(
+            "vlmwatch_npu_load", "Fraction of the last minute each NPU worker spent on jobs (0..1).", ["npu"],
+            registry=r)
         for kind in ("real", "modelled"):
             self.npu_seconds.labels(kind=kind)  # export both series as 0 from the start
         self._server: WSGIServer | None = None
@@ -84,6 +93,21 @@ class Metrics:
         for counter in (self.windows_analysed, self.windows_skipped, self.windows_dropped):
             counter.labels(camera=camera)
         self.source_state.labels(camera=camera).state("connecting")
+
+    def add_npu(self, npu: str) -> None:
+        """Export an NPU's series as 0 before its first job."""
+        self.npu_busy_seconds.labels(npu=npu)
+        for kind in ("window", "ask", "summary"):
+            self.npu_jobs.labels(npu=npu, kind=kind)
+        self.npu_load.labels(npu=npu).set(0)
+
+    def npu_job(self, npu: str, kind: str, seconds: float) -> None:
+        """An NPU worker finished a job of `kind` that took `seconds` of wall-clock time."""
+        self.npu_busy_seconds.labels(npu=npu).inc(seconds)
+        self.npu_jobs.labels(npu=npu, kind=kind).inc()
+
+    def set_npu_load(self, npu: str, load: float) -> None:
+        self.npu_load.labels(npu=npu).set(load)
 
     def window_analysed(self, camera: str) -> None:
         self.windows_analysed.labels(camera=camera).inc()

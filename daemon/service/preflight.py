@@ -25,10 +25,13 @@ def model_problems(path: Path, cfg: Config) -> list[str]:
     from daemon.engine.bundle import locate
 
     try:
-        locate(cfg.model.dir, cfg.model.tokenizer, cfg.model.vit)
+        files = locate(cfg.model.dir, cfg.model.tokenizer, cfg.model.vit)
     except ModelError as exc:
         message = " ".join(line.strip() for line in str(exc).splitlines())
         return [f"{path}:{line_of(path, ('model', 'dir'))}: model.dir: {message}"]
+    problem = cfg.model.device_problem(files.kind)
+    if problem is not None:
+        return [f"{path}:{line_of(path, ('model', 'devices'))}: model.devices: {problem}"]
     return []
 
 

@@ -1,15 +1,27 @@
-"""The NPU queue and the one worker thread that owns the engine.
+"""The NPU queue and the worker threads, one per NPU, each owning its engine.
 
 The queue is bounded by construction: at most one pending window per camera
 (a newer window replaces the pending one, and the replaced one is counted as
 dropped), a short list of ad-hoc questions that go first, and summary jobs
 that wait behind every window.
+
+With several NPUs every worker takes from the same queue (`get(npu=i)`), so a
+window goes to whichever NPU is free first: the least loaded. Two rules keep
+the single-NPU guarantees:
+
+- a camera's windows are analysed one at a time, in order: a window waits
+  while the camera's previous one is still on another NPU (rule state,
+  `latest` and history stay in the camera's order);
+- a question goes to the NPU that holds its camera's prefix (`AskJob.npu`);
+  any NPU could answer it, but another one would first prefill the prefix
+  again (seconds of NPU time).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import count
@@ -30,6 +42,7 @@ class WindowJob:
 class AskJob:
     camera: str
     request: Any  # the MQTT ask request; answered on the camera's latest analysed window
+    npu: int | None = None  # the NPU whose engine holds that window's prefix; None: any
 
 
 @dataclass(frozen=True, eq=False)
@@ -44,7 +57,7 @@ Job = WindowJob | AskJob | SummaryWork
 
 
 class WorkQueue:
-    """Asks first, then the oldest pending camera window, then summaries."""
+    """Asks first, then the oldest pending camera window, then summaries; for each NPU, what it may take."""
 
     def __init__(self, max_asks: int = 16, max_summaries: int = 16):
         self._cond = threading.Condition()
@@ -55,6 +68,7 @@ class WorkQueue:
         self._seq = count()
         self._closed = False
         self._in_flight = 0  # jobs handed out and not yet marked done
+        self._analysing: dict[int, str] = {}  # npu -> camera whose window it is analysing
 
     def put_window(self, job: WindowJob) -> WindowJob | None:
         """Queue a window; return the stale job of the same camera it replaced, if any."""
@@ -87,24 +101,42 @@ class WorkQueue:
             self._cond.notify()
         return True
 
-    def get(self, timeout: float | None = None) -> Job | None:
-        """The next job, or None after `timeout` seconds or once closed and empty."""
+    def get(self, timeout: float | None = None, npu: int = 0) -> Job | None:
+        """The next job NPU `npu` may take, or None after `timeout` seconds or once closed and empty."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._closed or self.depth, timeout) or not self.depth:
+            if not self._cond.wait_for(lambda: self._closed or self._has_work(npu), timeout):
+                return None
+            if not self._has_work(npu):
                 return None
             self._in_flight += 1
-            if self._asks:
-                return self._asks.popleft()
-            if self._windows:
-                camera = min(self._windows, key=lambda c: self._windows[c][0])
+            ask = self._ask_for(npu)
+            if ask is not None:
+                self._asks.remove(ask)
+                return ask
+            camera = self._window_for(npu)
+            if camera is not None:
+                self._analysing[npu] = camera
                 self._cond.notify_all()  # wakes wait_slot
                 return self._windows.pop(camera)[1]
             return self._summaries.popleft()
 
-    def done(self) -> None:
-        """Mark the job last returned by get() as finished."""
+    def _has_work(self, npu: int) -> bool:
+        return self._ask_for(npu) is not None or self._window_for(npu) is not None or bool(self._summaries)
+
+    def _ask_for(self, npu: int) -> AskJob | None:
+        return next((a for a in self._asks if a.npu is None or a.npu == npu), None)
+
+    def _window_for(self, npu: int) -> str | None:
+        """The camera of the oldest pending window that no other NPU is analysing a window of."""
+        busy = {c for n, c in self._analysing.items() if n != npu}
+        waiting = [c for c in self._windows if c not in busy]
+        return min(waiting, key=lambda c: self._windows[c][0]) if waiting else None
+
+    def done(self, npu: int = 0) -> None:
+        """Mark the job last returned by get() for `npu` as finished."""
         with self._cond:
             self._in_flight -= 1
+            self._analysing.pop(npu, None)
             self._cond.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
@@ -123,13 +155,20 @@ class WorkQueue:
 
 
 class NpuWorker:
-    """One named thread: takes jobs and hands them to `handle`; a failure there is fatal."""
+    """One named thread per NPU: takes the jobs that NPU may take and hands them to `handle`; a failure
+    there is fatal. Keeps when it was busy, for its load."""
 
-    def __init__(self, queue: WorkQueue, stop: threading.Event):
-        self.queue, self.stop = queue, stop
+    LOAD_SPAN = 300.0  # seconds of job history kept for `load`
+
+    def __init__(self, queue: WorkQueue, stop: threading.Event, npu: int = 0, name: str = "npu-worker",
+                 clock=time.monotonic):
+        self.queue, self.stop, self.npu, self.clock = queue, stop, npu, clock
         self.handle: Callable[[Job], None] | None = None
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="npu-worker", daemon=True)
+        self._busy: deque[tuple[float, float]] = deque()  # (start, end) of finished jobs, oldest first
+        self._current: float | None = None  # start of the job in hand
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self, handle: Callable[[Job], None]) -> None:
         self.handle = handle
@@ -137,17 +176,38 @@ class NpuWorker:
 
     def _loop(self) -> None:
         while not self.stop.is_set():
-            job = self.queue.get(timeout=0.2)
+            job = self.queue.get(timeout=0.2, npu=self.npu)
             if job is None:
                 continue
+            self._mark(start=self.clock())
             try:
                 self.handle(job)
             except Exception as exc:  # the engine is broken: let systemd restart us
-                log.exception("NPU worker failed on %s", type(job).__name__)
+                log.exception("NPU worker %s failed on %s", self._thread.name, type(job).__name__)
                 self.error = exc
                 self.stop.set()
             finally:
-                self.queue.done()
+                self._mark(end=self.clock())
+                self.queue.done(self.npu)
+
+    def _mark(self, start: float | None = None, end: float | None = None) -> None:
+        with self._lock:
+            if start is not None:
+                self._current = start
+            elif self._current is not None:
+                self._busy.append((self._current, end))
+                self._current = None
+                while self._busy and self._busy[0][1] < end - self.LOAD_SPAN:
+                    self._busy.popleft()
+
+    def load(self, span: float = 60.0, now: float | None = None) -> float:
+        """Fraction of the last `span` seconds (at most LOAD_SPAN) spent on jobs, the running one included."""
+        now = self.clock() if now is None else now
+        since = now - min(span, self.LOAD_SPAN)
+        with self._lock:
+            spans = list(self._busy) + ([(self._current, now)] if self._current is not None else [])
+        busy = sum(max(0.0, min(end, now) - max(start, since)) for start, end in spans)
+        return min(1.0, busy / (now - since)) if now > since else 0.0
 
     def alive(self) -> bool:
         return self._thread.is_alive()

@@ -22,6 +22,7 @@ from daemon.store import MEMORY, Store
 from daemon.types import Window
 from daemon.video.events import VIDEO_EXTENSIONS, EventSink, SourceEvent, emit
 from daemon.video.file import FileSource
+from daemon.video.frames import FrameMaker
 from daemon.video.settings import SourceSettings
 
 # Appended to, never edited (see daemon.store.migrate). IF NOT EXISTS: files written before
@@ -86,8 +87,10 @@ class FolderSource:
         on_event: EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
         once: bool = False,
+        make_frame: FrameMaker | None = None,
     ) -> None:
         self.name, self.folder, self.settings, self.once = name, Path(folder), settings, once
+        self.make_frame = make_frame
         self.processed = processed if processed is not None else ProcessedFiles(None)
         self.on_event, self._clock = on_event, clock
         self._seen: dict[str, tuple[int, int, float]] = {}  # path -> size, mtime_ns, unchanged since
@@ -124,7 +127,8 @@ class FolderSource:
             if self.on_event is not None:
                 self.on_event(event)
 
-        yield from FileSource(self.name, self.folder / rel, self.settings, on_event=listen).windows(stop)
+        clip = FileSource(self.name, self.folder / rel, self.settings, on_event=listen, make_frame=self.make_frame)
+        yield from clip.windows(stop)
         return ends[0] if ends else None
 
     def _ready(self) -> list[tuple[str, int]]:

@@ -75,6 +75,19 @@ class SourceSettings(BaseModel):
     realtime: bool = Field(
         False, description="Files only: emit windows at wall-clock speed, as if the recording were live."
     )
+    picture_width: int = Field(
+        640,
+        ge=0,
+        description="Frames keep their picture (what the gate compares and alert snapshots show) at most this "
+        "many pixels wide; the model's 448x448 input is cut from the full picture first, so this never changes "
+        "what the model sees. 0 keeps full resolution (a 1080p frame is 6.2 MB instead of 0.7 MB).",
+    )
+    decode_threads: int = Field(
+        2,
+        ge=0,
+        description="FFmpeg decoder threads per camera or file. Each holds its own frame buffers (about 10 MB "
+        "at 1080p); 0 lets FFmpeg use one per CPU.",
+    )
     gate: GateSettings = Field(default_factory=GateSettings, description="Scene-change gate.")
     stream: StreamSettings = Field(default_factory=StreamSettings, description="Camera connection and reconnects.")
     folder: FolderSettings = Field(default_factory=FolderSettings, description="Folder watching.")
