@@ -187,25 +187,34 @@ class App:
     def _capture(self, cam: Camera) -> None:
         name = cam.settings.name
         windows = cam.source.windows(self.stop)
+        paced = self._paced_by_npu(cam)
         try:
-            for window in windows:
-                window, decision = cam.gate.check(window, now=window.end)
-                if not decision.analyse:
-                    self.history.record_window(window, False, decision.reason, self.clock())
-                    self.metrics.window_skipped(name)
-                    continue
-                if self._paced_by_npu(cam):
+            while True:
+                if paced:  # before reading: a recording decodes its next window once the NPU can queue it
                     self.queue.wait_slot(name, self.stop)
-                dropped = self.queue.put_window(WindowJob(window, decision.reason))
-                if dropped is not None:
-                    self.history.record_window(dropped.window, False, "dropped: a newer window replaced it",
-                                               self.clock())
-                    self.metrics.window_dropped(name)
+                window = next(windows, None)
+                if window is None:
+                    break
+                self._gate(cam, window)
+                del window  # the queue holds it now (or nobody): do not keep its frames while the source reads on
         except Exception:  # one broken camera must not take the others down
             log.exception("camera %s: capture failed; this camera stops, the others go on", name)
             self.metrics.set_source_state(name, "error")
         finally:
             windows.close()
+
+    def _gate(self, cam: Camera, window: Window) -> None:
+        """Skip a window without change (recorded as skipped), or queue it for the NPU; the stale window
+        it replaces in the queue is recorded as dropped."""
+        window, decision = cam.gate.check(window, now=window.end)
+        if not decision.analyse:
+            self.history.record_window(window, False, decision.reason, self.clock())
+            self.metrics.window_skipped(window.camera)
+            return
+        dropped = self.queue.put_window(WindowJob(window, decision.reason))
+        if dropped is not None:
+            self.history.record_window(dropped.window, False, "dropped: a newer window replaced it", self.clock())
+            self.metrics.window_dropped(window.camera)
 
     @staticmethod
     def _paced_by_npu(cam: Camera) -> bool:
@@ -262,7 +271,7 @@ class App:
             self.history.record_window(window, False, "cancelled: shutting down", self.clock())
             raise
         window_id = self.history.record_window(window, True, job.reason, self.clock())
-        previous = self.latest.get(window.camera)
+        previous = _last_frame_only(self.latest.get(window.camera))
         self.latest[window.camera] = Analysed(window, prefix, npu.index)
         self.metrics.window_analysed(window.camera)
         self.metrics.observe_timings(prefix.timings)
@@ -273,7 +282,7 @@ class App:
                        for p in batch]
             if self.rules is not None:
                 with self._rules_lock:
-                    self.rules.on_results(window, results, previous.window if previous else None)
+                    self.rules.on_results(window, results, previous)
 
     def _record(self, window: Window, window_id: int, prompt: Prompt, answer: Answer, engine: Engine) -> Result:
         result = self._result(window, prompt.question, answer, engine)
@@ -340,6 +349,15 @@ def _describe(job: Job) -> str:
     if isinstance(job, SummaryWork):
         return f"summary {job.job_id}"
     return repr(job)
+
+
+def _last_frame_only(analysed: Analysed | None) -> Window | None:
+    """The previous analysed window as the rules need it (its last frame: what the model saw before),
+    so that its other frames, features and prefix are let go while this window is analysed."""
+    if analysed is None:
+        return None
+    w = analysed.window
+    return Window(w.camera, w.start, w.end, w.frames[-1:], w.change)
 
 
 def _kind(job: Job) -> str:

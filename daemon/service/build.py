@@ -50,6 +50,7 @@ def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], N
         raise ConfigError(f"state_dir {cfg.state_dir}: cannot create it ({exc.strerror});"
                           " point state_dir at a writable folder") from None
     closers: list[Callable[[], None]] = []
+    return_freed_memory()
     notifier = Notifier()
     notifier.extend_timeout(300)  # loading 30 graphs onto the NPU takes a while
     engines = open_engines(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
@@ -69,6 +70,28 @@ def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], N
     if publisher is not None:
         publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
     return app, closers
+
+
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+MMAP_THRESHOLD = 128 * 1024  # glibc's default, kept fixed
+
+
+def return_freed_memory() -> bool:
+    """Make glibc give freed pictures back to the system at once: allocations from 128 KiB up stay mmapped.
+
+    By default glibc raises this threshold each time a large block is freed (up to 32 MiB), after which
+    frame-sized arrays (0.6 to 6 MB) come from per-thread heaps that keep their freed memory: with a
+    capture thread per camera and a worker per NPU that was 20-70 MiB of the daemon's peak
+    (benchmarks/bench_memory.py). Setting it explicitly turns the adjustment off. False where there is
+    no glibc (nothing changes there)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
 
 
 def open_engines(settings: ModelSettings, max_new_tokens: int = 256) -> list[Engine]:
