@@ -142,6 +142,50 @@ def test_file_windows_follow_the_file_timeline(clip):
     assert events.kinds() == ["connected", "finished"]
 
 
+def every_frame(path):
+    """The clip decoded frame by frame from the start: what each index must give."""
+    import cv2
+
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            return frames
+        frames.append(bgr)
+
+
+# back to back; overlapping; a tail window that seeks back; windows far apart (seeks forward)
+@pytest.mark.parametrize("span, stride", [(4, 4), (4, 2), (3, 3), (1, 8)])
+def test_file_frames_are_the_decoded_frames_at_their_indices(clip, span, stride):
+    reference = every_frame(clip)
+    settings = SourceSettings(span=span, stride=stride, picture_width=0)
+    windows = list(FileSource("porch", clip, settings).windows(threading.Event()))
+    assert len(windows) >= 2
+    for w in windows:
+        for f in w.frames:
+            np.testing.assert_array_equal(f.image, reference[f.index])
+    if stride < span:  # overlapping windows share Frame objects (the ViT's feature cache)
+        shared = {id(f) for f in windows[0].frames} & {id(f) for f in windows[1].frames}
+        assert shared
+
+
+def test_file_frames_keep_a_reduced_picture_and_the_model_input_of_the_full_one(clip):
+    from daemon.video.frames import FrameMaker
+
+    reference = every_frame(clip)  # 320x240
+    fit = lambda bgr: cv2_resize(bgr, (64, 64))  # noqa: E731
+    source = FileSource("porch", clip, SourceSettings(span=4), make_frame=FrameMaker(160, fit))
+    first = next(iter(source.windows(threading.Event()))).frames[0]
+    assert first.image.shape == (120, 160, 3)
+    np.testing.assert_array_equal(first.model_input, cv2_resize(reference[first.index], (64, 64)))
+
+
+def cv2_resize(bgr, size):
+    import cv2
+
+    return cv2.resize(bgr, size, interpolation=cv2.INTER_CUBIC)
+
+
 def test_missing_corrupt_and_truncated_files_are_error_events(tmp_path, clip):
     junk = tmp_path / "junk.mp4"
     junk.write_bytes(np.random.default_rng(0).bytes(20_000))
