@@ -124,7 +124,8 @@ class WorkQueue:
         return self._ask_for(npu) is not None or self._window_for(npu) is not None or bool(self._summaries)
 
     def _ask_for(self, npu: int) -> AskJob | None:
-        return next((a for a in self._asks if a.npu is None or a.npu == npu), None)
+        """The oldest question NPU `npu` may take: one without affinity (`npu` None or absent), or its own."""
+        return next((a for a in self._asks if getattr(a, "npu", None) in (None, npu)), None)
 
     def _window_for(self, npu: int) -> str | None:
         """The camera of the oldest pending window that no other NPU is analysing a window of."""
