@@ -78,7 +78,7 @@ class WorkQueue:
             # A replaced window keeps its place in line: a busy camera is not pushed back.
             seq = old[0] if old else next(self._seq)
             self._windows[camera] = (seq, job)
-            self._cond.notify()
+            self._cond.notify_all()  # every idle NPU: not every one may take every job
         return old[1] if old else None
 
     def wait_slot(self, camera: str, stop: threading.Event) -> None:
@@ -98,7 +98,7 @@ class WorkQueue:
             if len(q) >= limit:
                 return False
             q.append(job)
-            self._cond.notify()
+            self._cond.notify_all()
         return True
 
     def get(self, timeout: float | None = None, npu: int = 0) -> Job | None:
