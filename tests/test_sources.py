@@ -70,6 +70,9 @@ def test_settings_defaults_and_stride_follows_span():
     assert SourceSettings(span=4).stride == 4.0
     assert SourceSettings(span=8, stride=2).stride == 2.0
     assert SourceSettings.model_validate({"span": 6, "gate": {"threshold": 0.05}}).gate.threshold == 0.05
+    assert s.picture_width == 640
+    assert (s.threads(live=True), s.threads(live=False)) == (2, 1)  # cameras keep up with real time
+    assert SourceSettings(decode_threads=0).threads(live=False) == 0  # FFmpeg's choice
 
 
 @pytest.mark.parametrize(
@@ -80,6 +83,8 @@ def test_settings_defaults_and_stride_follows_span():
         ({"span": -1}, ("span",)),
         ({"frames": 0}, ("frames",)),
         ({"stream": {"retry_min": 10, "retry_max": 5}}, ("stream",)),
+        ({"picture_width": -1}, ("picture_width",)),
+        ({"decode_threads": -1}, ("decode_threads",)),
     ],
 )
 def test_settings_reject_typos_and_bad_values(values, location):

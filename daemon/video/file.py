@@ -3,8 +3,8 @@
 Read forward, frame by frame (`VideoFile`): grab (demux and decode) every
 frame up to the next one a window takes, convert only that one to a picture,
 seek only across long gaps. Nothing is decoded ahead and nothing is cached
-by the reader, so its memory stays the decoder's own (about 40 MB for 1080p
-H.264 with two threads) however long the consumer makes it wait. decord,
+by the reader, so its memory stays the decoder's own (about 30 MB for 1080p
+H.264 with one thread) however long the consumer makes it wait. decord,
 used before, decodes ahead while its caller waits: a 1080p file paced by the
 NPU grew to over 2 GB.
 """
@@ -32,7 +32,7 @@ SEEK_AFTER = 5.0  # seconds: a longer gap to the next wanted frame is crossed by
 class VideoFile:
     """A video file's frames by index, read forward with bounded memory. Not thread-safe."""
 
-    def __init__(self, path: Path, threads: int = 2) -> None:
+    def __init__(self, path: Path, threads: int = 1) -> None:
         import cv2
 
         self.path = Path(path)
@@ -99,7 +99,7 @@ class FileSource:
 
     def windows(self, stop: threading.Event) -> Iterator[Window]:
         try:
-            video = VideoFile(self.path, self.settings.decode_threads)
+            video = VideoFile(self.path, self.settings.threads(live=False))
         except SourceError as exc:
             emit(self.name, "error", str(exc), self.on_event, logging.ERROR)
             return

@@ -128,8 +128,9 @@ class StreamSource:
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, round(s.open_timeout * 1000),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC, round(s.read_timeout * 1000),
         ]  # fmt: skip
-        if self.settings.decode_threads > 0:
-            params += [cv2.CAP_PROP_N_THREADS, self.settings.decode_threads]
+        threads = self.settings.threads(live=True)
+        if threads > 0:
+            params += [cv2.CAP_PROP_N_THREADS, threads]
         started = time.monotonic()
         capture = cv2.VideoCapture(self._url, cv2.CAP_FFMPEG, params)
         if capture.isOpened():
