@@ -22,17 +22,22 @@ from pydantic import (
 
 from daemon.engine.settings import ModelSettings
 from daemon.errors import ConfigError
+from daemon.http.settings import HttpSettings
 from daemon.mqtt.settings import MqttSettings
 from daemon.service.settings import (
+    AskSettings,
     CameraSettings,
+    HealthSettings,
     LoggingSettings,
     MetricsSettings,
     PromptSettings,
     RetentionSettings,
 )
-from daemon.settings import Section, Timezone
+from daemon.settings import Section, Timezone, compose_yaml, yaml_problem
 from daemon.times import zone_info
 
+# Keys whose values are never shown in an error, whatever their type.
+SECRET_KEY = re.compile(r"pass|secret|token|credential|key", re.IGNORECASE)
 ENV_RE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -46,8 +51,13 @@ class Config(Section):
                                  " and of summary jobs without their own; default the system's.")
     summaries: list[SummaryJob] = Field(default_factory=list, description="Scheduled summaries.")
     state_dir: Path = Field(Path("/var/lib/vlmwatch"), description="History and outbox (SQLite).")
+    asks: AskSettings = Field(default_factory=AskSettings,
+                              description="Fair use of the NPU by questions (MQTT asks, HTTP requests).")
     retention: RetentionSettings = Field(default_factory=RetentionSettings, description="History retention.")
     metrics: MetricsSettings = Field(default_factory=MetricsSettings, description="Prometheus endpoint.")
+    http: HttpSettings = Field(default_factory=HttpSettings,
+                               description="OpenAI-compatible API (Frigate GenAI, LLM Vision); off by default.")
+    health: HealthSettings = Field(default_factory=HealthSettings, description="Camera watchdog and health.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging.")
 
     @property
@@ -67,6 +77,21 @@ class Config(Section):
             for name in job.cameras or []:
                 if name not in seen:
                     out.append((("summaries", i, "cameras"), f"camera {name!r} is not configured"))
+        return out + self._health_problems()
+
+    def _health_problems(self) -> list[tuple[tuple, str]]:
+        """The watchdog must give a live camera time for its first window before calling it stalled."""
+        out: list[tuple[tuple, str]] = []
+        health = self.health
+        if 0 < health.down_after < health.stall_after:
+            out.append((("health", "down_after"), f"must be 0 or at least health.stall_after "
+                        f"({health.stall_after:g} s): a stalled camera is restarted before it counts as down"))
+        for cam in self.cameras:
+            first = cam.stream.open_timeout + cam.span + cam.stride
+            if "://" in cam.source and health.stall_after <= first:
+                out.append((("health", "stall_after"), f"{health.stall_after:g} s is too short for camera "
+                            f"{cam.name}: its first window may take stream.open_timeout + span + stride = "
+                            f"{first:g} s; raise stall_after above that"))
         return out
 
 
@@ -81,11 +106,9 @@ def load_config(path: Path) -> Config:
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot read the configuration ({exc})") from None
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = compose_yaml(text)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        raise ConfigError(f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise ConfigError(yaml_problem(path, exc)[1]) from None
     if node is None:
         raise ConfigError(f"{path}:1: the configuration is empty")
     lines: dict[tuple, int] = {}
@@ -129,11 +152,8 @@ def _to_python(node, loc: tuple, lines: dict, problems: list, path: Path) -> Any
 
 
 def _scalar(node):
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    finally:
-        loader.dispose()
+    # A bare constructor: a SafeLoader("") per value would cost ~50 us in building a scanner for nothing.
+    return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
 
 
 def _dotted(loc: tuple) -> str:
@@ -154,11 +174,15 @@ def _format(path: Path, lines: dict, err: dict) -> str:
     elif msg.startswith("Value error, "):
         msg = msg[len("Value error, "):]
     value = err.get("input")
-    if isinstance(value, str) and "://" in value:
+    if isinstance(value, str):
         from daemon.redact import redact_url
 
         value = redact_url(value)  # a camera URL's password never reaches a terminal or the journal
-    shown = f" (got {value!r})" if err["type"] not in ("missing", "extra_forbidden") and _short(value) else ""
+    secret = any(isinstance(p, str) and SECRET_KEY.search(p) for p in loc)  # password: 98765432 is an int
+    if secret and err["type"] == "string_type":
+        msg += " (YAML reads unquoted digits as a number: put the value in quotes, or better, in password_file)"
+    shown = (f" (got {value!r})" if err["type"] not in ("missing", "extra_forbidden") and _short(value)
+             and not secret else "")
     return f"{path}:{line}: {_dotted(loc)}: {msg}{shown}"
 
 
@@ -179,8 +203,8 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
 
     model = cfg.model.model_copy(update={"dir": rel(cfg.model.dir), "tokenizer": rel(cfg.model.tokenizer),
                                          "vit": rel(cfg.model.vit)})
-    cameras = [c if "://" in c.source or Path(c.source).is_absolute()
-               else c.model_copy(update={"source": str(base / c.source)}) for c in cfg.cameras]
+    cameras = [c.model_copy(update={"source": c.source if "://" in c.source else str(base / c.source),
+                                    "password_file": rel(c.password_file)}) for c in cfg.cameras]
     summaries = [j if j.timezone else j.model_copy(update={"timezone": cfg.timezone}) for j in cfg.summaries]
     return cfg.model_copy(update={"model": model, "cameras": cameras, "rules": rel(cfg.rules),
                                   "state_dir": rel(cfg.state_dir), "summaries": summaries})
@@ -189,7 +213,7 @@ def _resolve_paths(cfg: Config, base: Path) -> Config:
 def line_of(path: Path, key: tuple) -> int:
     """Line of a key path in a config file (1 when unknown): for errors found after validation."""
     try:
-        node = yaml.compose(Path(path).read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        node = compose_yaml(Path(path).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError):
         return 1
     lines: dict[tuple, int] = {}

@@ -3,33 +3,47 @@
 Every message says what failed, where, and what to do. The CLI maps these to
 exit codes in one place (`daemon.cli.main`); nothing else prints tracebacks
 for them.
+
+Exit codes follow one rule, which the systemd unit relies on
+(`RestartPreventExitStatus=2`):
+
+- 2 (`EXIT_NEEDS_FIX`): a problem a restart cannot fix and a person must: a bad
+  configuration, rule or model file, a damaged or unwritable state file, a
+  broker that refuses our credentials;
+- 1 (`EXIT_TRANSIENT`): a fault that may pass by itself, so a restart is worth
+  it: disk full, an I/O error, a lost camera or broker, a failed NPU call.
 """
 
 from __future__ import annotations
 
 
+EXIT_OK = 0
+EXIT_TRANSIENT = 1  # systemd restarts the daemon
+EXIT_NEEDS_FIX = 2  # systemd does not: a person must fix the cause first
+
+
 class VlmwatchError(Exception):
     """Base of all user-facing errors. `exit_code` is what the CLI returns."""
 
-    exit_code = 1
+    exit_code = EXIT_TRANSIENT
 
 
 class UsageError(VlmwatchError):
     """Bad command-line arguments or option values."""
 
-    exit_code = 2
+    exit_code = EXIT_NEEDS_FIX
 
 
 class ConfigError(VlmwatchError):
     """A configuration or rule file is invalid."""
 
-    exit_code = 2
+    exit_code = EXIT_NEEDS_FIX
 
 
 class ModelError(VlmwatchError):
     """Model files are missing or unreadable, or the backend cannot run them."""
 
-    exit_code = 2
+    exit_code = EXIT_NEEDS_FIX
 
 
 class QuestionError(VlmwatchError):
@@ -39,7 +53,7 @@ class QuestionError(VlmwatchError):
     reply, a window or summary logs it and goes on. Raised before NPU time is spent.
     """
 
-    exit_code = 2
+    exit_code = EXIT_NEEDS_FIX
 
 
 class PromptTooLongError(QuestionError):
@@ -53,19 +67,47 @@ class ChoiceError(QuestionError):
 class ShapeError(VlmwatchError):
     """A feed does not match the shapes a graph declares: a bug, never the user's fault."""
 
-    exit_code = 1
+    exit_code = EXIT_TRANSIENT
 
 
 class SourceError(VlmwatchError):
     """A camera or video file cannot be opened or read."""
 
-    exit_code = 1
+    exit_code = EXIT_TRANSIENT
+
+
+class StateError(VlmwatchError):
+    """A state file under state_dir (history, outbox, processed files) is damaged, not a vlmwatch
+    database, newer than this vlmwatch, or cannot be opened for writing. Restarting changes
+    nothing: the message names the file and the command that moves it aside."""
+
+    exit_code = EXIT_NEEDS_FIX
+
+
+class StorageError(VlmwatchError):
+    """A state file cannot be written right now: disk full, an I/O error, locked by another
+    process. Not the engine's fault; a restart may succeed once space or the disk is back."""
+
+    exit_code = EXIT_TRANSIENT
 
 
 class PublishError(VlmwatchError):
     """MQTT cannot be reached or refuses us."""
 
-    exit_code = 1
+    exit_code = EXIT_TRANSIENT
+
+
+class Busy(VlmwatchError):
+    """Work refused for now: the NPU queue is full or the asker exceeded its rate limit.
+
+    Not a fault of the question: the same request later is fine. `retry_after`
+    is the seconds to wait (MQTT: said in the error reply; HTTP: 429 with Retry-After).
+    """
+
+    def __init__(self, message: str, retry_after: float, reason: str = "busy"):
+        super().__init__(message)
+        self.retry_after = max(0.0, retry_after)
+        self.reason = reason  # "rate" (a client's limit) or "queue" (the NPU's backlog)
 
 
 class Cancelled(Exception):

@@ -6,9 +6,16 @@ the edges (MQTT payloads, CLI JSON).
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 
 import numpy as np
+
+
+def new_message_id() -> str:
+    """The id an MQTT payload carries (`id`): made when a result, alert or summary is recorded, stored
+    with it in history, and the same on every (re)delivery, so consumers can drop duplicates by it."""
+    return uuid.uuid4().hex
 
 
 @dataclass(frozen=True, eq=False)
@@ -117,3 +124,16 @@ class Prompt:
     question: str
     choices: tuple[str, ...] = ()  # non-empty: score these instead of generating
     max_new_tokens: int | None = None
+
+
+@dataclass(frozen=True)
+class CameraStatus:
+    """A camera's health as the daemon's camera watchdog sees it (MQTT `<base>/<camera>/status`)."""
+
+    camera: str
+    state: str  # starting | up | restarting | down | ended
+    ts: float  # when this was taken, POSIX seconds
+    last_frame_age: float | None  # seconds since the camera's last frame; None before the first
+    restarts: int  # captures restarted since the daemon started
+    dropped: int  # windows dropped unanalysed since the daemon started
+    error: str | None = None  # why the capture last failed or was restarted

@@ -4,6 +4,7 @@ Test modules never import each other: what several of them need is here, or in
 a helper module (clips.py, histories.py, mosquitto.py, rtsp_server.py).
 """
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,23 @@ def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0, progress=lambda line: None)
 
 
+@pytest.fixture
+def axengine(monkeypatch):
+    """The fake vendor `axengine` (tests/fake_axengine) as `import axengine` sees it, its records cleared."""
+    fake = Path(__file__).parent / "fake_axengine"
+    monkeypatch.syspath_prepend(str(fake))
+    monkeypatch.delitem(sys.modules, "axengine", raising=False)
+    import axengine
+
+    assert Path(axengine.__file__).is_relative_to(fake)
+    axengine.calls.clear()
+    axengine.traffic_log.clear()
+    axengine.sessions.clear()
+    yield axengine
+    for name in [m for m in sys.modules if m == "axengine" or m.startswith("axengine.")]:
+        sys.modules.pop(name)
+
+
 @pytest.fixture(scope="module")
 def yard_clip(tmp_path_factory) -> Path:
     """40 s of a still, noisy yard; a box enters at 12 s, crosses, and leaves at 28 s."""
@@ -34,6 +52,16 @@ def yard_clip(tmp_path_factory) -> Path:
     scene = Scene(duration=40.0, things=(Thing(appear=12.0, leave=28.0, start=(20, 100), stop=(260, 100),
                                               move_from=12.0, move_to=28.0),))
     return write_scene(tmp_path_factory.mktemp("clip") / "yard.mp4", scene)
+
+
+@pytest.fixture(scope="session")
+def long_clip(tmp_path_factory) -> Path:
+    """Two minutes of a yard in which a box keeps moving: every window differs from the last."""
+    from clips import Scene, Thing, write_scene
+
+    scene = Scene(duration=120.0, things=(Thing(appear=0.0, leave=120.0, start=(20, 100), stop=(260, 100),
+                                               move_from=0.0, move_to=120.0),))
+    return write_scene(tmp_path_factory.mktemp("clip") / "long.mp4", scene)
 
 
 @pytest.fixture

@@ -3,11 +3,15 @@
     record_description(history, "porch", ts, "A cat crosses the lawn.")
     record_answer(history, "porch", ts, "person", "yes")
     long_history(history, start, hours=6)      # a busy day of two cameras
+    damage(path)                               # garbage over the middle pages of a state file
 
 A helper module like clips.py, imported by the summary tests.
 """
 
 from __future__ import annotations
+
+import random
+from pathlib import Path
 
 import numpy as np
 
@@ -44,3 +48,15 @@ def long_history(history: History, start: float, hours: int, cameras=("porch", "
             record_answer(history, cameras[0], start + k * 300 + 5, "person", "yes" if k % 24 else "no")
             history.record_alert(Alert(cameras[0], "person", "warning", "A person is at the door.", start + k * 300 + 6,
                                        start + k * 300 - 2, start + k * 300 + 6, 0.9))
+
+
+def damage(path: Path, seed: int = 0, page_size: int = 4096) -> None:
+    """Garbage over the middle third of an SQLite file's pages (the header page stays intact), as a
+    failing disk or a stray write leaves it."""
+    pages = path.stat().st_size // page_size
+    assert pages >= 3, f"{path} has only {pages} pages"
+    rng = random.Random(seed)
+    with open(path, "r+b") as f:
+        for page in range(max(1, pages // 3), max(2, 2 * pages // 3)):
+            f.seek(page * page_size)
+            f.write(rng.randbytes(page_size))

@@ -42,6 +42,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--fps", type=int, default=10)
     parser.add_argument("--path", default="/cam", help="mount point, e.g. /cam")
     parser.add_argument("--kbps", type=int, default=800)
+    parser.add_argument("--auth", metavar="USER:PASSWORD", help="require this login (HTTP Basic), like a real camera")
     return parser.parse_args(argv)
 
 
@@ -55,6 +56,18 @@ def drop_all_clients(server: GstRtspServer.RTSPServer) -> bool:
     return True
 
 
+def require_login(server: GstRtspServer.RTSPServer, factory: GstRtspServer.RTSPMediaFactory,
+                  user: str, password: str) -> None:
+    """Only `user` with `password` may play the stream; anyone else gets 401 Unauthorized."""
+    auth = GstRtspServer.RTSPAuth()
+    token = GstRtspServer.RTSPToken()
+    token.set_string(GstRtspServer.RTSP_TOKEN_MEDIA_FACTORY_ROLE, "viewer")
+    auth.add_basic(GstRtspServer.RTSPAuth.make_basic(user, password), token)
+    server.set_auth(auth)
+    role = Gst.Structure.from_string("viewer, media.factory.access=(boolean)true, media.factory.construct=(boolean)true")
+    factory.add_role_from_structure(role[0])
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     Gst.init(None)
@@ -64,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(PIPELINE.format(frames=args.frames, fps=args.fps, gop=args.fps, kbps=args.kbps))
     factory.set_shared(True)  # one encoder for all clients, like a camera
+    if args.auth:
+        require_login(server, factory, *args.auth.split(":", 1))
     server.get_mount_points().add_factory(args.path, factory)
     if server.attach(None) == 0:
         print(f"ERROR cannot listen on 127.0.0.1:{args.port}", flush=True)

@@ -40,7 +40,7 @@ def daemon_parts(tmp_path, tiny_model, mosquitto):
         "prompts": {"max_new_tokens": 4}, "rules": str(rules), "state_dir": str(tmp_path),
         "mqtt": {"host": mosquitto.host, "port": mosquitto.port}})
     engine = open_engine(cfg.model, max_new_tokens=4)
-    ruleset = open_rules(cfg, engine)
+    ruleset = open_rules(cfg)
     publisher = make_publisher(cfg, ruleset, on_ask=None)
     closers = []
     with History(tmp_path / "history.sqlite").open() as history:

@@ -45,7 +45,8 @@ def test_every_missing_file_is_listed(tiny_model, tmp_path):
         locate(bundle)
     assert str(err.value) == (
         "model files are missing or unreadable:\n  " + "\n  ".join(str(p) for p in gone)
-        + "\nCheck --model (and --tokenizer / --vit), or copy the complete model folder.")
+        + "\nCheck the model folder (model.dir, model.tokenizer, model.vit; or --model, --tokenizer, --vit),"
+          " or copy the complete model folder.")
 
 
 def test_board_layout_lists_missing_vit_tokenizer_and_layers(tmp_path):
@@ -69,20 +70,21 @@ def test_demo_layout_needs_a_tokenizer(tmp_path):
         locate(tmp_path)
     assert str(err.value) == (
         f"{tmp_path} is in the reference demo layout, which has no tokenizer:"
-        " pass --tokenizer DIR (the InternVL3-2B tokenizer files)")
+        " give the InternVL3-2B tokenizer folder (model.tokenizer, or --tokenizer DIR)")
 
 
 def test_unknown_backend(tiny_model):
     with pytest.raises(ModelError) as err:
         open_model(locate(tiny_model), backend="tensorrt")
-    assert str(err.value) == "unknown backend 'tensorrt': choose one of axengine, onnxruntime"
+    assert str(err.value) == "--backend: unknown backend 'tensorrt': choose one of auto, axengine, onnxruntime"
 
 
 def test_backend_must_fit_the_files(tiny_model):
     with pytest.raises(ModelError) as err:
         open_model(locate(tiny_model), backend="axengine")
-    assert str(err.value) == ("the axengine backend runs axmodel files but this bundle holds onnx files:"
-                              " use --backend onnxruntime")
+    assert str(err.value) == (f"--backend: the axengine backend runs .axmodel files but {tiny_model} holds an"
+                              " ONNX bundle: set --backend to onnxruntime, or to auto (the default) to follow"
+                              " the model folder")
 
 
 def test_onnx_session_rejects_a_wrong_shape_like_the_npu(tiny_model):
@@ -105,12 +107,14 @@ RSS_SCRIPT = textwrap.dedent("""
     import axengine
     from daemon.engine.bundle import load_tokenizer, locate, open_model
     from daemon.engine.engine import Engine
-    load_tokenizer(sys.argv[3])  # library imports (transformers pulls in torch) are not what we measure
+    load_tokenizer(sys.argv[3])  # library imports are not what we measure
     proc = psutil.Process()
     before = proc.memory_info().rss
     files = locate(sys.argv[1], tokenizer=sys.argv[3])
     model = open_model(files)
-    engine = Engine(model)
+    # copied: resident KV would zero the fake's NPU buffers, which live in this process (on the
+    # board they are the runtime's CMM memory, allocated by pyaxengine for either path)
+    engine = Engine(model, kv="copied")
     engine.embed([1, 2, 3, 151673])
     print((proc.memory_info().rss - before) / 2**20)
 """)
@@ -135,3 +139,52 @@ def test_full_size_embedding_table_is_memory_mapped(tmp_path, tiny_model):
     grown_mb = float(out.stdout.strip().splitlines()[-1])
     # The table alone is 889 MiB; 28 KV caches of 2559 x 256 bf16 add 70 MiB by design.
     assert grown_mb < 100, f"RSS grew by {grown_mb:.0f} MiB"
+
+
+def test_the_board_load_time_is_promised_only_for_axengine(tiny_model, caplog):
+    with caplog.at_level("INFO", logger="daemon.engine.bundle"):
+        open_model(locate(tiny_model))
+    loading = [r.getMessage() for r in caplog.records if r.getMessage().startswith("loading ")]
+    assert loading == ["loading 4 graphs with onnxruntime"]
+
+
+TEXTS = [
+    "Describe what happens in the video.",
+    "A man in a blue jacket leaves a parcel on the step; the cat crosses the lawn!",
+    "  leading spaces,\ttabs\nand\n\nblank lines  ",
+    "你是书生·万象，英文名是InternVL，是由上海人工智能实验室开发的多模态大语言模型。",
+    "café — naïve 🐼 done. Ünïcödé and numbers 1234567890 3.14",
+    "<|im_start|>user\nFrame1: <img><IMG_CONTEXT><IMG_CONTEXT></img>\nIs it day?<|im_end|>\n<|im_start|>assistant\n",
+    "<|endoftext|> between <quad> specials </quad> and <ref>text</ref>",
+    "",
+]
+
+
+def test_the_tokenizer_matches_transformers_without_importing_it(tiny_model):
+    from transformers import AutoTokenizer
+
+    from daemon.engine.bundle import load_tokenizer
+    from daemon.engine.bundle import JsonTokenizer
+
+    ours, theirs = load_tokenizer(tiny_model / "tokenizer"), AutoTokenizer.from_pretrained(tiny_model / "tokenizer")
+    assert isinstance(ours, JsonTokenizer)
+    assert (ours.eos_token_id, ours.unk_token_id) == (theirs.eos_token_id, theirs.unk_token_id)
+    for token in ["<img>", "</img>", "<IMG_CONTEXT>", "<|im_end|>", "<|im_start|>", "the", "no-such-token"]:
+        assert ours.convert_tokens_to_ids(token) == theirs.convert_tokens_to_ids(token), token
+    for text in TEXTS:
+        ids = ours.encode(text, add_special_tokens=False)
+        assert ids == theirs.encode(text, add_special_tokens=False), text
+        for skip in (True, False):
+            assert ours.decode(ids, skip_special_tokens=skip) == theirs.decode(ids, skip_special_tokens=skip), text
+    mixed = list(range(0, len(theirs), 37))  # any ids, specials among them
+    assert ours.decode(mixed, skip_special_tokens=True) == theirs.decode(mixed, skip_special_tokens=True)
+
+
+def test_loading_the_tokenizer_imports_neither_transformers_nor_torch(tiny_model):
+    script = ("import sys; from daemon.engine.bundle import load_tokenizer; t = load_tokenizer(sys.argv[1]);"
+              " assert t.encode('hello', add_special_tokens=False);"
+              " print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script, str(tiny_model / "tokenizer")], capture_output=True,
+                         text=True, cwd=Path(__file__).parent.parent, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"

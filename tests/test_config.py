@@ -18,6 +18,7 @@ def write(tmp_path, text, name="config.yaml"):
 GOOD = """\
 model:
   dir: {model}
+  system: You watch a camera.
 cameras:
   - name: front_door
     source: {clip}
@@ -54,14 +55,14 @@ def test_good_config_passes(tmp_path, good, capsys):
 def test_unknown_key(tmp_path, good, capsys):
     code, err, path = check(tmp_path, good + "  cameras_typo: 1\n".replace("  ", "", 1), capsys)
     assert code == 2
-    assert err[-1] == f"{path}:7: cameras_typo: unknown key (check the spelling; see config.yaml for every option)"
+    assert err[-1] == f"{path}:8: cameras_typo: unknown key (check the spelling; see config.yaml for every option)"
 
 
 def test_wrong_type_names_file_line_key_and_value(tmp_path, good, capsys):
     text = good.replace("    source:", "    span: soon\n    source:")
     code, err, path = check(tmp_path, text, capsys)
     assert code == 2
-    assert err[-1] == (f"{path}:5: cameras[0].span: Input should be a valid number,"
+    assert err[-1] == (f"{path}:6: cameras[0].span: Input should be a valid number,"
                        " unable to parse string as a number (got 'soon')")
 
 
@@ -75,12 +76,12 @@ def test_missing_model_files(tmp_path, good, capsys):
 def test_bad_cron(tmp_path, good, capsys):
     code, err, path = check(tmp_path, good + "summaries:\n  - id: daily\n    cron: '61 * * * *'\n", capsys)
     assert code == 2
-    assert err[-1].startswith(f"{path}:9: summaries[0].cron: invalid cron '61 * * * *': ")
+    assert err[-1].startswith(f"{path}:10: summaries[0].cron: invalid cron '61 * * * *': ")
 
 
 def test_cron_needs_five_fields(tmp_path, good, capsys):
     code, err, path = check(tmp_path, good + "summaries:\n  - id: daily\n    cron: '0 20 * *'\n", capsys)
-    assert err[-1] == (f"{path}:9: summaries[0].cron: cron '0 20 * *' must have five fields"
+    assert err[-1] == (f"{path}:10: summaries[0].cron: cron '0 20 * *' must have five fields"
                        " (minute hour day month weekday) (got '0 20 * *')")
 
 
@@ -95,14 +96,14 @@ def test_unreadable_rule_file(tmp_path, good, capsys):
 
 def test_missing_rules_directory(tmp_path, good, capsys):
     code, err, path = check(tmp_path, good + f"rules: {tmp_path / 'nope'}\n", capsys)
-    assert err[-1] == f"{path}:7: rules: rule directory {tmp_path / 'nope'} does not exist"
+    assert err[-1] == f"{path}:8: rules: rule directory {tmp_path / 'nope'} does not exist"
 
 
 def test_duplicate_camera_names(tmp_path, good, capsys):
     text = good.replace("state_dir", "  - name: front_door\n    source: rtsp://cam/x\nstate_dir")
     code, err, path = check(tmp_path, text, capsys)
     assert code == 2
-    assert err[-1] == f"{path}:6: cameras[1].name: camera name 'front_door' is used twice: names must be unique"
+    assert err[-1] == f"{path}:7: cameras[1].name: camera name 'front_door' is used twice: names must be unique"
 
 
 @pytest.mark.parametrize("url, message", [
@@ -113,15 +114,15 @@ def test_bad_source_url(tmp_path, good, capsys, url, message):
     text = good.replace(good.split("source: ")[1].split("\n")[0], url)
     code, err, path = check(tmp_path, text, capsys)
     assert code == 2
-    assert err[-1] == f"{path}:5: cameras[0].source: {message} (got '{url}')"
+    assert err[-1] == f"{path}:6: cameras[0].source: {message} (got '{url}')"
 
 
 def test_every_problem_is_listed(tmp_path, good, capsys):
     text = good.replace("    source:", "    frames: 0\n    fps: 3\n    source:")
     code, err, path = check(tmp_path, text, capsys)
     assert code == 2 and len(err) == 2
-    assert err[0] == f"{path}:5: cameras[0].frames: Input should be greater than or equal to 1 (got 0)"
-    assert err[1] == f"{path}:6: cameras[0].fps: unknown key (check the spelling; see config.yaml for every option)"
+    assert err[0] == f"{path}:6: cameras[0].frames: Input should be greater than or equal to 1 (got 0)"
+    assert err[1] == f"{path}:7: cameras[0].fps: unknown key (check the spelling; see config.yaml for every option)"
 
 
 def test_env_substitution_and_missing_variable(tmp_path, monkeypatch, good):
@@ -131,7 +132,7 @@ def test_env_substitution_and_missing_variable(tmp_path, monkeypatch, good):
     monkeypatch.delenv("CAM_HOST")
     with pytest.raises(ConfigError) as err:
         load_config(path)
-    assert str(err.value) == (f"{path}:5: cameras[0].source: environment variable CAM_HOST is not set"
+    assert str(err.value) == (f"{path}:6: cameras[0].source: environment variable CAM_HOST is not set"
                               " (set it, or write ${CAM_HOST:-default})")
 
 
@@ -157,3 +158,18 @@ def test_a_bad_camera_url_is_shown_without_its_password(tmp_path, good, capsys):
     code, err, path = check(tmp_path, text, capsys)
     assert code == 2 and "hunter2" not in "\n".join(err)
     assert err[-1].endswith("(got 'ftp://***@cam/stream')")
+
+
+def test_http_section_is_checked(tmp_path, good, capsys, monkeypatch):
+    monkeypatch.delenv("VLMWATCH_API_KEY", raising=False)
+    text = good + "http:\n  enabled: true\n  api_key_env: VLMWATCH_API_KEY\n  max_images: 99\n"
+    code, err, path = check(tmp_path, text, capsys)
+    assert code == 2
+    http = good.count("\n") + 1  # the line of `http:`
+    assert err == [f"{path}:{http + 3}: http.max_images: Input should be less than or equal to 64 (got 99)"]
+    code, err, path = check(tmp_path, text.replace("  max_images: 99\n", ""), capsys)
+    assert code == 2
+    assert err == [f"{path}:{http + 2}: http.api_key_env: environment variable VLMWATCH_API_KEY is not set. Set it in the "
+                   "service environment (EnvironmentFile=) or use api_key_credential."]
+    monkeypatch.setenv("VLMWATCH_API_KEY", "sk-1")
+    assert check(tmp_path, text.replace("  max_images: 99\n", ""), capsys)[0] == 0

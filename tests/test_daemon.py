@@ -81,3 +81,53 @@ def test_run_once_on_a_folder_processes_each_clip_once_across_restarts(tmp_path,
     with History(tmp_path / "state" / "history.sqlite").open() as history:
         windows = history.windows(0, time.time() + 1)
     assert len(windows) == 10  # two 40 s clips, 8 s windows, each clip once
+
+
+def test_run_once_twice_on_a_file_records_each_window_once_and_a_changed_file_again(tmp_path, daemon_config,
+                                                                                    yard_clip):
+    import shutil
+
+    clip = shutil.copy(yard_clip, tmp_path / "yard.mp4")
+    cfg = daemon_config(clip)
+    assert main(["run", "-c", str(cfg), "--once"]) == 0
+    assert main(["run", "-c", str(cfg), "--once"]) == 0  # a restart: the file was done
+    with History(tmp_path / "state" / "history.sqlite").open() as history:
+        first = history.windows(0, time.time() + 1)
+    assert len(first) == 5 and len({(w.start, w.end) for w in first}) == 5
+
+    os.utime(clip, (time.time(), time.time() + 60))  # rewritten since: another file, analysed afresh
+    assert main(["run", "-c", str(cfg), "--once"]) == 0
+    with History(tmp_path / "state" / "history.sqlite").open() as history:
+        assert len(history.windows(0, time.time() + 1)) == 10
+
+
+def test_a_file_cut_short_by_a_restart_resumes_without_recording_a_window_twice(tmp_path, daemon_config,
+                                                                                yard_clip):
+    from daemon.service.build import build_app
+    from daemon.service.preflight import check_all
+
+    path = daemon_config(yard_clip, span=4)  # ten 4 s windows
+    cfg, problems = check_all(path)
+    assert problems == []
+    app, closers = build_app(cfg, once=True)
+    record, recorded = app.history.record_window, []
+
+    def stop_after_three(window, analysed, reason, now):  # as a SIGTERM would, in the middle of the file
+        recorded.append(window)
+        if len(recorded) == 3:
+            app.stop.set()
+        return record(window, analysed, reason, now)
+
+    app.history.record_window = stop_after_three
+    try:
+        assert app.run(once=True) == 0
+    finally:
+        for close in reversed(closers):
+            close()
+    assert 3 <= len(recorded) < 10
+
+    assert main(["run", "-c", str(path), "--once"]) == 0
+    with History(tmp_path / "state" / "history.sqlite").open() as history:
+        windows = history.windows(0, time.time() + 1)
+    done = [(w.start, w.end) for w in windows if not w.reason.startswith("cancelled")]  # cancelled: redone
+    assert len(done) == len(set(done)) == 10

@@ -26,8 +26,7 @@ def run_json(capsys, *argv):
 
 
 def test_video_answer_equals_transformers(tiny_model, tmp_path, capsys):
-    from test_engine import SYSTEM, reference
-    from transformers import InternVLForConditionalGeneration
+    from reference import SYSTEM, load_hf, reference
 
     from daemon.engine.bundle import locate, open_model
     from daemon.engine.engine import Engine
@@ -38,11 +37,23 @@ def test_video_answer_equals_transformers(tiny_model, tmp_path, capsys):
     assert out["prompt_tokens"] > 8 * 16 and out["stop_reason"] in ("stop", "length")
     assert set(out["timings"]) == {"vit_ms", "prefill_ms", "decode_ms", "tokens_per_s"}
     assert out["modelled_npu_ms"] > 8 * 364  # eight ViT calls at least
+    assert out["kv"] == "copied"  # ONNX Runtime has no persistent input buffers
 
-    hf = InternVLForConditionalGeneration.from_pretrained(tiny_model / "hf").eval()
+    hf = load_hf(tiny_model)
     engine = Engine(open_model(locate(tiny_model)), system=SYSTEM)
     want, n = reference(hf, engine, read_video(clip, 8), "What moves?", 12)
     assert (out["tokens"], out["prompt_tokens"]) == (want, n)
+
+
+def test_json_says_the_kv_cache_is_resident_on_the_npu_runtime(axengine, tiny_model, tmp_path, capsys):
+    from boards import tiny_board_layout
+
+    root = tiny_board_layout(tmp_path / "board", tiny_model)
+    argv = ["--model", str(root), "-q", "Hello?", "--max-new-tokens", "6"]
+    resident, copied = run_json(capsys, *argv), run_json(capsys, *argv, "--kv", "copied")
+    assert (resident["kv"], copied["kv"]) == ("resident", "copied")
+    assert resident["tokens"] == copied["tokens"]
+    assert resident["modelled_npu_ms"] < copied["modelled_npu_ms"]  # fewer bytes moved for the same graph calls
 
 
 def test_video_frames_are_segment_midpoints(tmp_path):
@@ -91,3 +102,35 @@ def test_corrupt_video(tiny_model, tmp_path, capsys):
     bad.write_bytes(b"\x00not a video" * 100)
     assert main(["describe", "--model", str(tiny_model), "-q", "x", str(bad)]) == 1
     assert capsys.readouterr().err.strip().startswith(f"vlmwatch: error: {bad}: cannot decode video")
+
+
+def test_choices_say_which_won_with_shares_of_the_choices_next_to_the_raw_mass(tiny_model, tmp_path, capsys):
+    image = str(tmp_path / "dark.png")
+    cv2.imwrite(image, np.full((30, 40, 3), 20, np.uint8))
+    argv = ["--model", str(tiny_model), "-q", "Is it dark?", "--choices", "yes,no", image]
+    out = run_json(capsys, *argv)
+    raw, shares = out["choices"], out["choices_normalised"]
+    assert out["choice"] == max(raw, key=raw.get) == max(shares, key=shares.get)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    assert shares["yes"] / shares["no"] == pytest.approx(raw["yes"] / raw["no"])
+    assert main(["describe", *argv]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == f"answer: {out['choice']}"
+    for line, c in zip(lines[1:3], ("yes", "no")):
+        assert line == (f"  {c:<3}  {shares[c]:6.1%} of the choices  (raw {raw[c]:.4f})"
+                        + ("  <- answer" if c == out["choice"] else ""))
+    assert lines[3].startswith("raw: the model's probability that its answer starts with the choice;")
+
+
+@pytest.mark.parametrize("names, message", [
+    (["a.mp4", "b.mp4"], "give one video file at a time (got 2: {0}, {1}), or image files (.jpg, .png, ...) as the"
+                         " frames of one window"),
+    (["a.mp4", "b.png"], "give one video file or image files (.jpg, .png, ...), not both (got the video {0} and 1"
+                         " image file(s))"),
+])
+def test_two_videos_or_a_video_with_images_say_so(tiny_model, tmp_path, capsys, names, message):
+    paths = [tmp_path / name for name in names]
+    for path in paths:
+        path.write_bytes(b"x")
+    assert main(["describe", "--model", str(tiny_model), "-q", "x", *map(str, paths)]) == 2
+    assert capsys.readouterr().err.strip() == "vlmwatch: error: " + message.format(*paths)

@@ -40,13 +40,32 @@ def test_entities_have_what_home_assistant_requires() -> None:
         c = e.config
         assert REQUIRED[e.component] <= c.keys(), e.topic
         assert e.topic == f"homeassistant/{e.component}/vlmwatch/{e.object_id}/config"
-        assert c["availability"] == [{"topic": "vlmwatch/status", "payload_available": "online",
-                                      "payload_not_available": "offline"}]
+        if e.object_id != "status":  # the daemon's connectivity sensor is OFF when offline, not unavailable
+            assert c["availability"] == [{"topic": "vlmwatch/status", "payload_available": "online",
+                                          "payload_not_available": "offline"}]
         assert c["device"]["identifiers"] and c["device"]["name"] and c["unique_id"].startswith("vlmwatch_")
         assert json.loads(e.payload) == c
-    # per camera: description sensor + image; per rule and camera: binary_sensor + event; per job: sensor
-    assert by_component == {"sensor": 2 + 1, "image": 2, "binary_sensor": 3, "event": 3}
+    # the daemon: status + NPU load and queue; per camera: description sensor + image; per rule and camera:
+    # binary_sensor + event; per job: sensor
+    assert by_component == {"sensor": 2 + 2 + 1, "image": 2, "binary_sensor": 1 + 3, "event": 3}
     assert len({e.config["unique_id"] for e in entities}) == len(entities)
+
+
+def test_the_daemon_device_comes_first_so_cameras_point_at_an_existing_device() -> None:
+    entities = discovery().entities()
+    daemon = [e for e in entities if e.config["device"]["identifiers"] == ["vlmwatch"]]
+    assert [e.object_id for e in entities[:3]] == ["status", "npu_load", "npu_queue"]
+    assert {e.config["device"]["via_device"] for e in entities if "via_device" in e.config["device"]} == {"vlmwatch"}
+    status, load, queue = daemon[:3]
+    assert (status.component, status.config["device_class"], status.config["state_topic"],
+            status.config["payload_on"], status.config["payload_off"]) == (
+        "binary_sensor", "connectivity", "vlmwatch/status", "online", "offline")
+    assert "availability" not in status.config
+    assert load.config["state_topic"] == queue.config["state_topic"] == "vlmwatch/npu"
+    assert (load.config["unit_of_measurement"], queue.config["value_template"]) == ("%", "{{ value_json.queue }}")
+    jinja2 = pytest.importorskip("jinja2")
+    rendered = jinja2.Environment().from_string(load.config["value_template"]).render(value_json={"load": 0.4237})
+    assert float(rendered) == 42.0
 
 
 def test_entity_details() -> None:

@@ -7,14 +7,12 @@ to ONNX bundles; greedy tokens from the engine must equal transformers' own
 
 import numpy as np
 import pytest
+from reference import SYSTEM, break_even, frames, load_hf, question_of, reference
 
 from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine, Sampling
-from daemon.engine.vision import preprocess
 from daemon.errors import ChoiceError, PromptTooLongError
 from daemon.types import Frame, Prompt
-
-SYSTEM = "You are a careful video assistant."
 
 
 @pytest.fixture(scope="module")
@@ -24,33 +22,7 @@ def model(tiny_model):
 
 @pytest.fixture(scope="module")
 def hf(tiny_model):
-    from transformers import InternVLForConditionalGeneration
-
-    return InternVLForConditionalGeneration.from_pretrained(tiny_model / "hf").eval()
-
-
-def frames(n, seed=0):
-    rng = np.random.default_rng(seed)
-    return [Frame("cam", float(i), i, rng.integers(0, 255, (48 + i, 64, 3), np.uint8)) for i in range(n)]
-
-
-def reference(hf, engine, frames, question, max_new_tokens):
-    """transformers' greedy tokens for the same ids and pixels, stop token removed."""
-    import torch
-
-    ids = engine.prompts.prefix(len(frames)) + engine.prompts.suffix(question)
-    kwargs = {}
-    if frames:
-        pixels = np.concatenate([preprocess(f.image, engine.vision.size) for f in frames])
-        kwargs["pixel_values"] = torch.from_numpy(pixels)
-    with torch.no_grad():
-        out = hf.generate(input_ids=torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                          max_new_tokens=max_new_tokens, do_sample=False,
-                          eos_token_id=sorted(engine.prompts.stop_ids), pad_token_id=0, **kwargs)
-    new = out[0, len(ids):].tolist()
-    while new and new[-1] in engine.prompts.stop_ids:
-        new.pop()
-    return new, len(ids)
+    return load_hf(tiny_model)
 
 
 def check_equal(model, hf, n_frames, question, max_new_tokens=24):
@@ -127,6 +99,45 @@ def test_frames_kept_small_at_capture_give_the_same_features_and_tokens(model, h
                for fs in (full, slim)]
     assert answers[0].tokens == answers[1].tokens
     assert list(answers[1].tokens) == reference(hf, engine, full, question, 16)[0]
+
+
+@pytest.mark.parametrize("n_frames", [2, 5])  # partial last chunks whose break-even leaves room
+def test_the_tail_is_prefilled_once_and_suffixes_either_side_of_the_break_even_match_transformers(
+        model, hf, n_frames):
+    engine = Engine(model, system=SYSTEM, max_new_tokens=10)
+    P, layers = engine.llm.geo.prefill_len, len(model.layers)
+    n_prefix = engine.budget(n_frames).prefix_tokens
+    shared, tail = n_prefix // P * P, n_prefix % P
+    assert tail > 0  # the case that matters: a partial last chunk
+    even = break_even(engine, shared, tail)
+    shortest = len(engine.prompts.suffix(""))
+    assert shortest < even  # both sides are reachable
+    sizes = [even - 1, even - 1, even]  # the first carries the tail; then decode; then the chunk again
+    questions = [question_of(engine, n) for n in sizes]
+    fs = frames(n_frames, seed=5)
+
+    before = dict(model.meter.calls)
+    analysis = engine.ask(fs, [Prompt(str(i), q) for i, q in enumerate(questions)])
+    calls = {k: n - before.get(k, 0) for k, n in model.meter.calls.items()}
+
+    for a, q in zip(analysis.answers, questions):
+        assert list(a.tokens) == reference(hf, engine, fs, q, 10)[0]
+    tail_group = shared // P + 1
+    # the tail's chunk: with the first prompt and with the suffix at the break-even, not with the second
+    assert calls[("layer", tail_group)] == 2 * layers
+    generated = sum(len(a.tokens) - (a.stop_reason == "length") for a in analysis.answers)
+    assert calls[("layer", 0)] == layers * (sizes[1] + generated)  # the short second suffix: decode steps
+
+
+def test_the_break_even_follows_the_group_timings(model):
+    engine = Engine(model, system=SYSTEM)
+    llm, P = engine.llm, engine.llm.geo.prefill_len
+    for chunk in range(1, 5):
+        shared = chunk * P
+        even = break_even(engine, shared, 1)
+        # decoding n tokens costs n steps; prefilling them costs one call of the chunk's group
+        assert llm.feed_cost(even - 1) < llm.prefill_cost(shared, even) <= llm.feed_cost(even)
+    assert break_even(engine, 4 * P, 1) > break_even(engine, P, 1)  # later groups cost more: decode longer
 
 
 def test_vit_features_are_reused_for_shared_frames(model):
@@ -215,3 +226,33 @@ def test_streamed_pieces_join_to_the_text_even_through_multibyte_characters(mode
         streamer.push(ids[:n])
     assert "".join(pieces) == engine.prompts.decode(ids) == text
     assert all("\ufffd" not in p for p in pieces)
+
+
+def test_per_answer_sampling_overrides_the_engines_for_that_answer_only(model):
+    engine = Engine(model, system=SYSTEM, max_new_tokens=12)  # greedy
+    prefix = engine.prefill([], [])
+    prompt = Prompt("q", "Tell me a story.")
+    greedy = engine.answer(prefix, prompt).tokens
+    hot = [Sampling(temperature=1.0, top_p=0.9, seed=s) for s in (3, 3, 4, 5, 6)]
+    sampled = [engine.answer(prefix, prompt, sampling=s).tokens for s in hot]
+    assert sampled[0] == sampled[1]  # the same seed, the same answer, on a shared engine
+    assert len(set(sampled)) > 1
+    assert engine.answer(prefix, prompt).tokens == greedy  # the engine's own sampling is untouched
+    assert engine.answer(prefix, prompt, sampling=Sampling(seed=9)).tokens == greedy  # temperature 0: greedy
+
+
+def test_stop_texts_end_the_answer_and_are_never_streamed(model):
+    engine = Engine(model, system=SYSTEM, max_new_tokens=24)
+    prompt = Prompt("q", "Say something.")
+    full = engine.ask([], [prompt]).answers[0]
+    stop_text = full.text[6:9]  # three characters from the middle of the greedy answer
+    cut = full.text.find(stop_text)
+    pieces = []
+    prefix = engine.prefill([], [])
+    answer = engine.answer(prefix, prompt, on_token=lambda _id, t: pieces.append(t),
+                           stop_texts=["never appears", stop_text])
+    assert answer.text == full.text[:cut] and answer.stop_reason == "stop"
+    assert "".join(pieces) == answer.text
+    assert answer.tokens == full.tokens[:len(answer.tokens)] and len(answer.tokens) < len(full.tokens)
+    unchanged = engine.answer(prefix, prompt, on_token=lambda _id, t: pieces.append(t), stop_texts=["\x00"])
+    assert unchanged.text == full.text and unchanged.stop_reason == full.stop_reason

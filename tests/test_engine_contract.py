@@ -4,47 +4,17 @@ A fake `axengine` package (tests/fake_axengine) declares the full-size
 InternVL3-2B 2048 video build and checks every feed the way pyaxengine does.
 """
 
-import shutil
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+from boards import board_layout
 
 from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine
 from daemon.types import Frame, Prompt
 
-FAKE = Path(__file__).parent / "fake_axengine"
-VOCAB, HIDDEN, LAYERS = 151674, 1536, 28
-
-
-@pytest.fixture
-def axengine(monkeypatch):
-    monkeypatch.syspath_prepend(str(FAKE))
-    monkeypatch.delitem(sys.modules, "axengine", raising=False)
-    import axengine
-
-    assert Path(axengine.__file__).is_relative_to(FAKE)
-    axengine.calls.clear()
-    axengine.sessions.clear()
-    yield axengine
-    sys.modules.pop("axengine", None)
-
-
-def board_layout(root: Path, tokenizer: Path) -> Path:
-    """The published board layout with empty graph files and a sparse full-size bf16 table."""
-    llm = root / "internvl3_2b_axmodel"
-    llm.mkdir(parents=True)
-    for i in range(LAYERS):
-        (llm / f"qwen2_p128_l{i}_together.axmodel").touch()
-    (llm / "qwen2_post.axmodel").touch()
-    with open(llm / "model.embed_tokens.weight.bfloat16.bin", "wb") as f:
-        f.truncate(VOCAB * HIDDEN * 2)  # sparse: zeros, no disk writes
-    (root / "vit_axmodel").mkdir()
-    (root / "vit_axmodel" / "internvl3_2b_vit_slim.axmodel").touch()
-    shutil.copytree(tokenizer, root / "internvl3_2b_tokenizer")
-    return root
+LAYERS = 28
 
 
 def frames(n):
@@ -101,4 +71,19 @@ def test_missing_axengine_says_how_to_install_it(tmp_path, tiny_model, monkeypat
         open_model(locate(root))
     assert "the axengine backend needs the vendor NPU runtime, which is not available here" in str(err.value)
     assert "pip install axengine-<version>-py3-none-any.whl" in str(err.value)
-    assert "use --backend onnxruntime with an ONNX bundle" in str(err.value)
+    assert "on any other machine run an ONNX bundle (vlmwatch export) with the onnxruntime backend" in str(err.value)
+
+
+def test_check_config_reads_the_board_limits_from_two_graphs_only(axengine, tiny_model, tmp_path):
+    from daemon.engine.fit import Limits, probe
+    from daemon.engine.settings import ModelSettings
+
+    root = board_layout(tmp_path / "model", tiny_model / "tokenizer")
+    fit = probe(ModelSettings(dir=root, system="You watch a camera."))
+    assert [s.name for s in axengine.sessions] == ["qwen2_p128_l0_together.axmodel", "internvl3_2b_vit_slim.axmodel"]
+    assert fit.limits == Limits(max_prompt=2176, kv_len=2559, prefill_len=128)  # the 2048 video build
+    assert not axengine.calls  # nothing ran on the NPU
+    engine = Engine(open_model(locate(root)), system="You watch a camera.")
+    assert (fit.limits, fit.budget(8)) == (engine.limits, engine.budget(8))
+    question = Prompt("q", "Is anyone at the door?", ("yes", "no"))
+    assert fit.prompt_tokens(8, question.question) == engine.prompt_tokens(8, question.question)

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from daemon.errors import ConfigError
+from daemon.errors import StateError
 from daemon.service.history import HISTORY_MIGRATIONS, History
 from daemon.service.settings import RetentionSettings
 from daemon.types import Alert, Frame, Result, Summary, Timings, Window
@@ -136,7 +136,8 @@ def test_a_newer_schema_is_refused(tmp_path):
         pass
     with sqlite3.connect(path) as db:
         db.execute("UPDATE schema_version SET version = 99 WHERE component = 'history'")
-    with pytest.raises(ConfigError, match=r"schema version 99, newer than this vlmwatch understands \(1\)"):
+    with pytest.raises(StateError, match=rf"schema version 99, newer than this vlmwatch understands "
+                                          rf"\({len(HISTORY_MIGRATIONS)}\)"):
         History(path).open()
 
 
@@ -175,18 +176,19 @@ def test_a_corrupt_file_is_reported_and_left_alone(tmp_path):
     path = tmp_path / "vlmwatch.db"
     garbage = b"this is not a database, but it is somebody's file\n" * 200
     path.write_bytes(garbage)
-    with pytest.raises(ConfigError) as caught:
+    with pytest.raises(StateError) as caught:
         History(path).open()
     message = str(caught.value)
     assert message.startswith(f"cannot open the history database {path}: file is not a database. ")
-    assert f"mv {path} {path}.broken" in message
+    assert f"Move it aside and start again with a new, empty one: mv {path} {path}.damaged " in message
+    assert caught.value.exit_code == 2
     assert path.read_bytes() == garbage
 
 
 def test_an_unwritable_location_is_reported(tmp_path):
     blocker = tmp_path / "state"
     blocker.write_text("a file where the state directory should be")
-    with pytest.raises(ConfigError, match=rf"cannot open the history database {blocker}/vlmwatch.db: .*"
+    with pytest.raises(StateError, match=rf"cannot open the history database {blocker}/vlmwatch.db: .*"
                                           rf"Check that {blocker} exists and is writable .* set state_dir"):
         History(blocker / "vlmwatch.db").open()
 

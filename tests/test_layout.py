@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "daemon"
-PARTS = ("engine", "video", "rules", "summaries", "mqtt")
+PARTS = ("engine", "video", "rules", "summaries", "mqtt", "http")
 LEAVES = ("daemon.errors", "daemon.types", "daemon.times", "daemon.redact", "daemon.settings", "daemon.store")
 MAX_LINES = 400
 

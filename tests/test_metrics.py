@@ -116,6 +116,28 @@ def test_source_events_drive_the_state(metrics):
         assert state("front") == expected
 
 
+def test_the_kv_cache_path_is_exported(metrics):
+    metrics.set_kv_path("resident")
+    values = _scrape(metrics.serve("127.0.0.1", 0).url)
+    assert values[("vlmwatch_kv_path", (("vlmwatch_kv_path", "resident"),))] == 1
+    assert values[("vlmwatch_kv_path", (("vlmwatch_kv_path", "copied"),))] == 0
+    with pytest.raises(ValueError, match="unknown KV cache path 'host'; expected one of resident, copied"):
+        metrics.set_kv_path("host")
+
+
+def test_the_daemon_sets_the_kv_path_of_its_engine(daemon_config, yard_clip):
+    from daemon.config import load_config
+    from daemon.service.build import build_app
+
+    app, closers = build_app(load_config(daemon_config(yard_clip)))
+    try:  # the tiny model runs on ONNX Runtime, which takes every input with each call
+        assert app.metrics.registry.get_sample_value("vlmwatch_kv_path", {"vlmwatch_kv_path": "copied"}) == 1
+        assert app.engine.kv_path == "copied"
+    finally:
+        for close in reversed(closers):
+            close()
+
+
 def test_instances_do_not_collide():
     a, b = Metrics(), Metrics()
     a.window_analysed("cam")

@@ -162,7 +162,8 @@ def test_broker_outage_loses_no_alert(
     for n in range(20, 60):
         alert_ids.append(p.publish_alert(alert(n)))
         description_ids.append(p.publish_result(description(n)))
-    assert p.stats().outbox_depth == 3 * 60  # alert + rule state + description per round, none acknowledged
+    stats = p.stats()  # alert + rule state + description per round; a PUBACK racing the pause may have come
+    assert stats.outbox_depth + stats.acknowledged == 3 * 60 and stats.acknowledged <= 1
     mosquitto.start()
 
     def received(topic: str) -> list[str]:

@@ -32,7 +32,21 @@ def test_every_field_is_described() -> None:
     ({"hots": "x"}, "Extra inputs are not permitted"),
     ({"tls": {"ca": "x"}}, "Extra inputs are not permitted"),
     ({"port": 0}, "greater than or equal to 1"),
-    ({"base_topic": "a/#"}, "must not contain"),
+    ({"base_topic": "a/#"}, r"base_topic 'a/#' cannot start MQTT topics: it contains a wildcard"),
+    ({"base_topic": "vlm+watch"}, "it contains a wildcard"),
+    ({"base_topic": "vlm\twatch"}, r"it contains the character U\+0009 at position 3; control characters"),
+    ({"base_topic": "vlm\x00watch"}, r"U\+0000"),
+    ({"base_topic": "vlmwatch\n"}, r"U\+000A"),
+    ({"base_topic": "home/\u0085"}, r"U\+0085"),
+    ({"base_topic": "a//b"}, r"it has an empty level \(a leading or trailing '/', or '//'\)"),
+    ({"base_topic": "/vlmwatch"}, "empty level"),
+    ({"base_topic": "vlmwatch/"}, "empty level"),
+    ({"base_topic": "x" * 1025}, "longer than 1,024 bytes"),
+    ({"discovery": {"prefix": "home\tassistant"}}, r"discovery prefix .* cannot start MQTT topics: .*U\+0009"),
+    ({"discovery": {"prefix": "home#"}}, "wildcard"),
+    ({"discovery": {"prefix": "/homeassistant"}}, "empty level"),
+    ({"discovery": {"prefix": ""}}, "the topic is empty"),
+    ({"max_payload_bytes": 10}, "greater than or equal to 1024"),
     ({"username": "u", "password": "p", "password_env": "P"}, "give the password one way only"),
     ({"password_env": "P"}, "username is not"),
     ({"tls": {"key_file": "k.pem"}}, "cert_file is not"),
@@ -41,6 +55,11 @@ def test_every_field_is_described() -> None:
 def test_invalid_settings_are_rejected(data: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         MqttSettings.model_validate(data)
+
+
+def test_nested_base_topics_and_unicode_are_fine() -> None:
+    s = MqttSettings(base_topic="home/vlmwatch-ü", discovery={"prefix": "ha/discovery"})
+    assert (s.base_topic, s.discovery.prefix) == ("home/vlmwatch-ü", "ha/discovery")
 
 
 def test_password_never_shows(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon.errors import PublishError
-from daemon.mqtt.outbox import Kind, Outbox, OutboxMessage
+from daemon.errors import PublishError, StateError
+from daemon.mqtt.outbox import OUTBOX_MIGRATIONS, Kind, Outbox, OutboxMessage
 
 
 def message(kind: Kind = Kind.DESCRIPTION, n: int = 0, size: int = 10) -> OutboxMessage:
@@ -101,7 +101,7 @@ def test_concurrent_put_and_ack(tmp_path: Path) -> None:
 def test_damaged_file_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "o.sqlite"
     path.write_bytes(b"this is not a database" * 100)
-    with pytest.raises(PublishError, match=r"cannot open the MQTT outbox .*o\.sqlite.*move it away"):
+    with pytest.raises(StateError, match=r"cannot open the MQTT outbox .*o\.sqlite.*Move it aside.*: mv "):
         Outbox(path).open()
 
 
@@ -126,7 +126,7 @@ def test_a_file_from_before_schema_versions_keeps_its_messages(tmp_path: Path) -
         assert [(m.kind, m.payload) for m in box.pending()] == [(Kind.ALERT, b"{}")]
         assert (box.depth, box.size_bytes) == (1, 2)
     versions = sqlite3.connect(path).execute("SELECT component, version FROM schema_version").fetchall()
-    assert versions == [("outbox", 1)]
+    assert versions == [("outbox", len(OUTBOX_MIGRATIONS))]  # versioned, then migrated to the latest
 
 
 def test_a_full_disk_is_a_publish_error_and_counts_stay_right(tmp_path: Path) -> None:
@@ -138,3 +138,55 @@ def test_a_full_disk_is_a_publish_error_and_counts_stay_right(tmp_path: Path) ->
                                                r"outbox .*o\.sqlite: .*full.*Check free space"):
             box.put(message(Kind.SNAPSHOT, 2, size=100_000))
         assert (box.depth, box.size_bytes, len(box.pending())) == (1, 10, 1)
+
+
+# -- messages that can never be published ----------------------------------------------------
+
+@pytest.mark.parametrize("topic, payload, reason", [
+    ("vlmwatch/" + "a" * 65_522 + "/reply", b"{}", "its topic is not allowed: it is 65,537 bytes long; "
+                                                    "MQTT allows at most 65,535"),
+    ("vlmwatch/door\n/alert", b"{}", "its topic is not allowed: it contains the character U+000A"),
+    ("vlmwatch/+/alert", b"{}", "its topic is not allowed: it contains a wildcard"),
+    ("vlmwatch/cam/snapshot", b"x" * 2000, "its payload is 2,000 bytes; mqtt.max_payload_bytes is 1,024"),
+])
+def test_an_unpublishable_message_is_a_dead_letter_before_it_is_stored(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture, topic: str, payload: bytes, reason: str) -> None:
+    caplog.set_level(logging.WARNING, logger="daemon.mqtt.outbox")
+    with Outbox(tmp_path / "o.sqlite", max_payload=1024) as box:
+        first = box.put(message(Kind.ALERT, 1))
+        assert box.put(OutboxMessage(Kind.ALERT, topic, payload, False)) is None
+        last = box.put(message(Kind.ALERT, 2))
+        assert [m.id for m in box.pending()] == [first, last]  # nothing in between blocks the rest
+        assert (box.depth, box.dead_letters) == (2, 1)
+        [(dead, failed, why)] = box.dead_letter_rows()
+        assert (dead.topic, dead.payload, dead.kind) == (topic, payload, Kind.ALERT) and why.startswith(reason)
+    [line] = [r.getMessage() for r in caplog.records]
+    assert line.startswith("outbox: the alert for ") and reason in line
+    assert len(line) < 600  # the 65,537-byte topic is cut short in the log
+
+
+def test_a_stored_row_moves_to_the_dead_letters_and_survives_a_restart(tmp_path: Path) -> None:
+    path = tmp_path / "o.sqlite"
+    with Outbox(path) as box:
+        ids = [box.put(message(Kind.ALERT, n)) for n in range(3)]
+        box.dead_letter(box.pending()[1], "paho refused it: Publish topic is too long.")
+        assert [m.id for m in box.pending()] == [ids[0], ids[2]] and (box.depth, box.size_bytes) == (2, 20)
+    with Outbox(path) as box:
+        assert [m.id for m in box.pending()] == [ids[0], ids[2]]
+        [(dead, _, why)] = box.dead_letter_rows()
+        assert dead.topic == "vlmwatch/cam/alert/1" and why == "paho refused it: Publish topic is too long."
+        assert box.dead_letters == 0  # the count is since start, for the metric
+
+
+def test_dead_letters_are_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import daemon.mqtt.outbox as outbox
+
+    monkeypatch.setattr(outbox, "DEAD_LETTERS_KEPT", 5)
+    with Outbox(tmp_path / "o.sqlite", max_bytes=64 * 1024, max_payload=1024) as box:
+        for n in range(8):
+            box.put(OutboxMessage(Kind.SNAPSHOT, f"vlmwatch/cam{n}/snapshot", b"x" * 2000, True))
+        assert [d.topic for d, _, _ in box.dead_letter_rows()] == [f"vlmwatch/cam{n}/snapshot" for n in range(3, 8)]
+        for n in range(8, 12):  # 30,000 bytes each: the byte limit keeps two
+            box.put(OutboxMessage(Kind.SNAPSHOT, f"vlmwatch/cam{n}/snapshot", b"x" * 30_000, True))
+        assert [d.topic for d, _, _ in box.dead_letter_rows()] == ["vlmwatch/cam10/snapshot", "vlmwatch/cam11/snapshot"]
+        assert box.dead_letters == 12

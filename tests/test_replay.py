@@ -109,7 +109,8 @@ def test_replay_refuses_bad_rules_a_bad_since_and_a_missing_history(setup, tmp_p
     (rules / "bad.yaml").write_text("- id: x\n  match: {any: [x]}\n  cameras: [garage]\n")
     assert main(["replay", "-c", str(config), "--rules", str(rules)]) == 2
     assert capsys.readouterr().err.strip() == (f"vlmwatch: error: {rules / 'bad.yaml'}:3: x: cameras: camera 'garage'"
-                                               " is not configured (cameras: door, yard)")
+                                               " is not configured (cameras: door, yard); name a configured camera,"
+                                               " or leave cameras out to watch every camera")
     (rules / "bad.yaml").unlink()
     empty = tmp_path / "other.yaml"
     empty.write_text(config.read_text().replace(str(tmp_path / "state"), str(tmp_path / "nothing")))

@@ -8,39 +8,19 @@ that failures are detected in about a second; waits are on conditions.
 from __future__ import annotations
 
 import json
-import os
-import select
 import signal
-import subprocess
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
 from clips import Scene, Thing, scene_frames, write_jpeg_frames
+from rtsp_camera import SECRET, RtspServer, gstreamer_rtsp_missing
 
 from daemon import cli
 from daemon.video.settings import SourceSettings
 from daemon.video.stream import StreamSource
-
-GST_PYTHON = "/usr/bin/python3"
-SERVER = Path(__file__).with_name("rtsp_server.py")
-SECRET = "s3cr3t-pw"
-
-
-def gstreamer_rtsp_missing() -> str | None:
-    probe = "import gi; gi.require_version('GstRtspServer', '1.0'); from gi.repository import GstRtspServer"
-    try:
-        subprocess.run([GST_PYTHON, "-c", probe], check=True, capture_output=True, timeout=30)
-    except (OSError, subprocess.SubprocessError):
-        return (
-            "GStreamer RTSP server bindings missing: "
-            "apt-get install python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 (tests/run.sh does)"
-        )
-    return None
-
 
 pytestmark = pytest.mark.skipif(bool(gstreamer_rtsp_missing()), reason=str(gstreamer_rtsp_missing()))
 
@@ -52,40 +32,6 @@ FAST = SourceSettings.model_validate(
         "stream": {"open_timeout": 2.0, "read_timeout": 1.0, "retry_min": 0.05, "retry_max": 0.5},
     }
 )
-
-
-class RtspServer:
-    def __init__(self, frames: Path, port: int = 0, fps: int = 25) -> None:
-        self.frames, self.port, self.fps = frames, port, fps
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> "RtspServer":
-        cmd = [GST_PYTHON, str(SERVER), "--frames", str(self.frames), "--port", str(self.port), "--fps", str(self.fps)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
-        line = self.proc.stdout.readline() if ready else ""
-        assert line.startswith("READY "), f"RTSP server did not start: {line!r}"
-        self.port = int(line.split()[1])
-        return self
-
-    def url(self, credentials: str = f"viewer:{SECRET}@") -> str:
-        return f"rtsp://{credentials}127.0.0.1:{self.port}/cam"
-
-    def signal(self, sig: int) -> None:
-        os.kill(self.proc.pid, sig)
-
-    def kill(self) -> None:
-        self.proc.kill()
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.signal(signal.SIGCONT)  # in case a test froze it
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +196,26 @@ def test_cli_prints_windows_from_a_camera(server, fast_probe, monkeypatch, capfd
     assert code == 0 and len(rows) == 2
     assert rows[0]["source"] == "127.0.0.1" and rows[0]["reason"] == "first window"
     assert len(rows[1]["frame_ts"]) == 4 and rows[1]["change"] is not None
+
+
+def test_a_camera_login_from_a_systemd_credential_opens_the_stream_and_is_never_shown(frames, tmp_path, fast_probe,
+                                                                                     monkeypatch):
+    from daemon.service.settings import CameraSettings
+
+    password = f"{SECRET}@:/% x"  # characters that must be percent-encoded in a URL
+    server = RtspServer(frames, auth=f"viewer:{password}").start()
+    try:
+        (tmp_path / "camera_password").write_text(password + "\n")
+        monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+        camera = CameraSettings.model_validate({**FAST.model_dump(), "name": "yard", "username": "viewer",
+                                                "source": f"rtsp://127.0.0.1:{server.port}/cam",
+                                                "password_credential": "camera_password"})
+        with Camera(camera.source_url("cameras[0]")) as cam:
+            cam.wait_for(lambda c: len(c.windows) >= 1)
+        assert [e.message for e in cam.events if e.kind == "connected"][0].startswith(
+            f"connected to rtsp://***@127.0.0.1:{server.port}/cam")
+        with Camera(camera.model_copy(update={"password_credential": None}).source_url("cameras[0]")) as refused:
+            refused.wait_for(lambda c: c.count("error") >= 1)
+        assert not refused.windows
+    finally:
+        server.stop()

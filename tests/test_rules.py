@@ -9,6 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from daemon.cli import main
+from daemon.config import load_config
 from daemon.rules.files import check_rules, load_rules
 from daemon.rules.hours import TimeRange, parse_days
 from daemon.rules.model import (
@@ -19,8 +20,10 @@ from daemon.rules.model import (
     RuleStatus,
     StateChange,
     evaluate,
+    expire,
     parse_template,
     phases,
+    sensor_states,
 )
 from daemon.rules.state import RuleStateStore
 from daemon.service.history import History
@@ -73,7 +76,7 @@ def test_debounce_needs_consecutive_windows_and_a_miss_resets_the_count():
     evs, state = run(rules, [(t * 8.0, [answer(p, ts=t * 8.0)]) for t, p in enumerate(ps)])
     assert fired(evs) == [40.0, 48.0]  # third consecutive hit (cooldown 0: every holding window fires)
     assert [c for _, ev in evs for c in ev.changes] == [StateChange("door", "person", True)]
-    assert state[("person", "door")] == RuleStatus(count=4, last_fired=48.0, on=True)
+    assert state[("person", "door")] == RuleStatus(count=4, last_fired=48.0, on=True, last_hit=48.0)
 
 
 def test_cooldown_suppresses_repeats_but_the_sensor_stays_on():
@@ -151,6 +154,45 @@ def test_each_camera_has_its_own_state_and_cameras_outside_the_rule_are_ignored(
     assert ("person", "garage") not in state
 
 
+def test_a_sensor_holds_off_delay_after_the_last_trigger_then_turns_off_without_losing_its_count():
+    rules = RuleSet((ask_rule(for_windows=2, cooldown=600.0, off_delay=60.0),), TZ)
+    evs, state = run(rules, [(0.0, [answer(0.9)]), (8.0, [answer(0.9)])])
+    assert state[("person", "door")].on and fired(evs) == [8.0]
+    assert expire(rules, state, 67.9).changes == ()  # 59.9 s after the last trigger: still holds
+    gone = expire(rules, state, 68.0)  # windows skipped by the gate in between change nothing
+    assert gone.changes == (StateChange("door", "person", False),) and gone.alerts == ()
+    assert gone.changed == {("person", "door"): RuleStatus(2, 8.0, False, 8.0)}
+    assert expire(rules, gone.state, 500.0).changed == {}  # already off
+    back = evaluate(rules, "door", [answer(0.9)], gone.state, 100.0)  # a new trigger: holds at once, in cooldown
+    assert back.changes == (StateChange("door", "person", True),) and back.alerts == ()
+
+
+def test_sensor_states_cover_every_rule_on_every_camera_it_watches():
+    rules = RuleSet((ask_rule(off_delay=60.0), Rule("car", Match.build(any=["car"]), cameras=("drive",))), TZ)
+    _, state = run(rules, [(0.0, [answer(0.9)])])
+    assert sensor_states(rules, state, ["door", "drive"], 10.0) == {
+        ("person", "door"): True, ("person", "drive"): False, ("car", "drive"): False}
+    assert sensor_states(rules, state, ["door"], 60.0) == {("person", "door"): False}  # its hold ran out
+
+
+def test_rule_state_from_before_last_hit_takes_its_update_time(tmp_path):
+    import sqlite3
+
+    path = tmp_path / "history.sqlite"
+    db = sqlite3.connect(path)
+    db.executescript("CREATE TABLE schema_version (component TEXT PRIMARY KEY, version INTEGER NOT NULL);"
+                     "INSERT INTO schema_version VALUES ('rules', 1);"
+                     "CREATE TABLE rule_state (rule TEXT NOT NULL, camera TEXT NOT NULL, count INTEGER NOT NULL,"
+                     " last_fired REAL, is_on INTEGER NOT NULL, updated REAL NOT NULL, PRIMARY KEY (rule, camera));"
+                     "INSERT INTO rule_state VALUES ('person', 'door', 3, 5.0, 1, 40.0);"
+                     "INSERT INTO rule_state VALUES ('car', 'door', 0, NULL, 0, 50.0);")
+    db.commit()
+    db.close()
+    with RuleStateStore(path) as store:
+        assert store.load() == {("person", "door"): RuleStatus(3, 5.0, True, 40.0),
+                                ("car", "door"): RuleStatus(0, None, False, None)}
+
+
 def test_state_survives_a_restart(tmp_path):
     path = tmp_path / "history.sqlite"
     rules = RuleSet((ask_rule(for_windows=2, cooldown=600.0),), TZ)
@@ -163,7 +205,7 @@ def test_state_survives_a_restart(tmp_path):
         store.save(ev.changed, 8.0)
     with RuleStateStore(path) as store:
         state = store.load()
-        assert state == {("person", "door"): RuleStatus(2, 8.0, True)}
+        assert state == {("person", "door"): RuleStatus(2, 8.0, True, 8.0)}
         assert evaluate(rules, "door", [answer(0.9)], state, 16.0).alerts == ()  # still in cooldown
 
 
@@ -282,9 +324,14 @@ def test_check_rules_passes_the_shipped_examples(capsys):
 
     shipped = Path(__file__).parent.parent / "rules"
     assert main(["check-rules", str(shipped)]) == 0
-    rules, problems = check_rules(shipped, cameras=["front_door"])  # the shipped config's camera
+    cameras = [c.name for c in load_config(shipped.parent / "config.yaml").cameras]  # the shipped config's cameras
+    assert cameras == ["front_door", "driveway"]
+    rules, problems = check_rules(shipped, cameras=cameras)
     assert problems == []
     assert {"person_at_door_night", "package_left", "car_in_driveway", "smoke_or_fire"} <= {r.id for r in rules.rules}
+    watched = {r.id: [c for c in cameras if r.applies_to(c)] for r in rules.rules}
+    assert watched["car_in_driveway"] == ["driveway"] and watched["person_at_door_night"] == ["front_door"]
+    assert watched["smoke_or_fire"] == cameras  # no cameras: every camera
     assert capsys.readouterr().out.startswith(f"{shipped}: OK (")
 
 
@@ -415,7 +462,8 @@ def test_check_config_reports_rules_naming_unknown_cameras(tmp_path, tiny_model,
                       f"rules: {rules}\nstate_dir: {tmp_path / 'state'}\n")
     assert main(["check-config", "-c", str(config)]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        f"{rules / 'yard.yaml'}:2: car: cameras: camera 'yard' is not configured (cameras: front_door)"]
+        f"{rules / 'yard.yaml'}:2: car: cameras: camera 'yard' is not configured (cameras: front_door);"
+        " name a configured camera, or leave cameras out to watch every camera"]
 
 
 def test_missing_rule_directory(tmp_path, capsys):

@@ -12,8 +12,8 @@ from daemon.cli import main
 from daemon.config import load_config
 from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine
-from daemon.errors import ConfigError
 from daemon.service.build import assemble, open_rules
+from daemon.service.preflight import prompt_problems
 from daemon.service.history import History
 from daemon.service.worker import WindowJob
 from daemon.types import Alert, Frame, Window
@@ -46,16 +46,16 @@ class Recorder:
     def __init__(self):
         self.results, self.alerts, self.states, self.summaries = [], [], [], []
 
-    def publish_result(self, result):
+    def publish_result(self, result, message_id=None):
         self.results.append(result)
 
-    def publish_alert(self, alert: Alert):
+    def publish_alert(self, alert: Alert, message_id=None):
         self.alerts.append(alert)
 
     def publish_rule_state(self, camera, rule, on):
         self.states.append((camera, rule, on))
 
-    def publish_summary(self, summary):
+    def publish_summary(self, summary, message_id=None):
         self.summaries.append(summary)
 
 
@@ -68,10 +68,11 @@ def make_app(tmp_path, model, rules_yaml: str, name="app"):
         f"prompts:\n  max_new_tokens: 4\nrules: rules\nstate_dir: state\n")
     cfg = load_config(folder / "config.yaml")
     engine = Engine(model, system=SYSTEM, max_new_tokens=4)
+    assert prompt_problems(folder / "config.yaml", cfg, engine.fit) == []  # what `run` checks before it starts
     history = History(cfg.state_dir / "history.sqlite").open()
     closers = [history.close]
     publisher = Recorder()
-    app = assemble(cfg, engine, {"yard": None}, history, publisher=publisher, ruleset=open_rules(cfg, engine),
+    app = assemble(cfg, engine, {"yard": None}, history, publisher=publisher, ruleset=open_rules(cfg),
                    closers=closers)
     return app, publisher, closers
 
@@ -136,19 +137,26 @@ def test_the_shared_prefix_is_computed_once_per_window_however_many_rules_ask(tm
         assert calls[n][("vit", 0)] == 8
         for group in range(1, full + 1):
             assert calls[n].get(("layer", group), 0) == len(model.layers), (n, group)
-    assert calls[4][("layer", full + 1)] > calls[1][("layer", full + 1)]  # each question: only its suffix
+    for n in (0, 1, 4):  # the prefix's partial chunk too: once, with the first prompt's suffix
+        assert calls[n][("layer", full + 1)] == len(model.layers), n
+    assert calls[4][("layer", 0)] > calls[1][("layer", 0)]  # each further question: only its suffix, step by step
 
 
 def test_a_rule_that_cannot_be_scored_or_does_not_fit_is_refused_at_start(tmp_path, model):
     long_question = "Is there " + "a very long question " * 60 + "?"
-    with pytest.raises(ConfigError) as exc:
-        make_app(tmp_path, model, "- id: same\n  ask: Which?\n  choices: [yes, Yes]\n"
-                                  f"- id: long\n  ask: {long_question}\n")
-    lines = str(exc.value).splitlines()
-    path = tmp_path / "app" / "rules" / "rules.yaml"
+    folder = tmp_path / "app"
+    (folder / "rules").mkdir(parents=True)
+    (folder / "rules" / "rules.yaml").write_text("- id: same\n  ask: Which?\n  choices: [yes, Yes]\n"
+                                                 f"- id: long\n  ask: {long_question}\n")
+    (folder / "config.yaml").write_text(f"model:\n  dir: {folder}\ncameras:\n  - name: yard\n    source: x.mp4\n"
+                                        "rules: rules\nstate_dir: state\n")
+    cfg = load_config(folder / "config.yaml")
+    lines = prompt_problems(folder / "config.yaml", cfg, Engine(model, system=SYSTEM).fit)
+    path = folder / "rules" / "rules.yaml"
     assert lines[0] == (f"{path}:1: same: choices 'yes' and 'Yes' start with the same token ('Y'), so they cannot"
                         " be told apart from one step; reword one of them")
     assert lines[1].startswith(f"{path}:4: long: the question with the 8-frame prefix of camera yard is ")
+    assert len(lines) == 2
 
 
 def test_snapshot_is_the_frame_that_changed_most():

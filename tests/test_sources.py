@@ -14,7 +14,7 @@ from daemon.errors import SourceError
 from daemon.redact import redact_url
 from daemon.video import open_source
 from daemon.video.events import source_name
-from daemon.video.file import FileSource
+from daemon.video.file import FileProgress, FileSource
 from daemon.video.folder import FolderSource, ProcessedFiles
 from daemon.video.settings import GateSettings, SourceSettings
 from daemon.video.stream import StreamSource, backoff_delay
@@ -245,6 +245,57 @@ def test_stop_ends_a_file_early(clip):
     next(windows)
     stop.set()
     assert list(windows) == []
+
+
+def test_a_file_resumes_after_its_last_recorded_window_and_a_changed_file_starts_over(tmp_path, clip):
+    import os
+    import shutil
+
+    video = shutil.copy(clip, tmp_path / "porch.mp4")
+    progress = FileProgress(tmp_path / "state" / "processed.sqlite")
+    settings = SourceSettings(span=2)  # windows end at 2, 4, 6, 8, 10 s
+    origin = os.stat(video).st_mtime - 10.0
+
+    def media_ends(windows):
+        return [round(w.end - origin, 3) for w in windows]
+
+    first = FileSource("porch", video, settings, progress=progress)
+    stop = threading.Event()
+    windows = first.windows(stop)
+    taken = [next(windows) for _ in range(4)]
+    first.recorded(taken[0])
+    first.recorded(taken[2])  # recorded out of order: the second is still waiting for the NPU ...
+    stop.set()
+    assert list(windows) == []  # ... when the daemon stops
+
+    events = Events()
+    second = FileSource("porch", video, settings, progress=progress, on_event=events)
+    resumed = list(second.windows(threading.Event()))
+    assert media_ends(resumed) == [4, 8, 10]  # every window not recorded before, and only those
+    assert events[0].message.endswith("resuming at 2.0 s (2 windows done before)")
+    for window in resumed:
+        second.recorded(window)
+
+    events = Events()
+    assert list(FileSource("porch", video, settings, progress=progress, on_event=events).windows(
+        threading.Event())) == []
+    assert events.kinds() == ["finished"] and events[0].message == "finished porch.mp4: its 5 windows were done before"
+
+    os.utime(video, (origin + 100, origin + 100))  # rewritten: another modification time
+    assert len(list(FileSource("porch", video, settings, progress=progress).windows(threading.Event()))) == 5
+    progress.close()
+
+
+def test_file_progress_is_kept_per_camera_and_opens_on_first_use(tmp_path, clip):
+    path = tmp_path / "state" / "processed.sqlite"
+    progress = FileProgress(path)
+    porch = FileSource("porch", clip, SourceSettings(span=5), progress=progress)
+    assert not path.exists()  # building a source does no I/O
+    for window in porch.windows(threading.Event()):
+        porch.recorded(window)
+    garden = FileSource("garden", clip, SourceSettings(span=5), progress=progress)
+    assert len(list(garden.windows(threading.Event()))) == 2  # the same file, another camera: its own progress
+    progress.close()
 
 
 # ---------------------------------------------------------------- folder source

@@ -256,7 +256,7 @@ def test_a_prompt_too_long_for_the_model_is_refused_with_the_numbers(history):
 def test_an_empty_period_publishes_nothing_seen_without_the_model(history, tmp_path):
     published = []
     with RunLog(history.path) as runlog:
-        summarizer = Summarizer(history, NoModel(), runlog, ["porch", "garage"], publish=published.append,
+        summarizer = Summarizer(history, NoModel(), runlog, ["porch", "garage"], publish=lambda summary, _id: published.append(summary),
                                 clock=lambda: T0 + 5)
         summary = summarizer.run(job(period="2h"), Fire("daily", T0, T0 - 86400))
         assert summary.text == "Nothing was seen on porch, garage from 2025-06-02 06:00 to 08:00 UTC."

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import threading
 from datetime import datetime
 
@@ -200,3 +201,30 @@ def test_cli_bad_options_exit_2_with_the_option_named(run_cli, event_clip, argv,
     code, _, err = run_cli(str(event_clip), *argv)
     assert code == 2
     assert f"vlmwatch: error: {message}" in err
+
+
+def test_cli_gives_up_on_a_camera_that_never_answers_without_native_noise(tmp_path):
+    """A closed port: the command stops after --timeout with one clear line, and none of OpenCV's or
+    FFmpeg's own stderr lines ("[tcp @ 0x...]", "[ WARN:0@...]") interleave with vlmwatch's."""
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from mosquitto import free_port
+
+    url = f"rtsp://127.0.0.1:{free_port()}/nope"
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENCV_LOG_LEVEL", "OPENCV_FFMPEG_LOGLEVEL")}
+    started = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "daemon", "windows", url, "--limit", "1", "--timeout", "2"],
+                          cwd=Path(__file__).parent.parent, env=env, capture_output=True, text=True, timeout=60)
+    elapsed = time.monotonic() - started
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert re.fullmatch(re.escape("vlmwatch: error: 127.0.0.1: no window in 2 s, gave up (--timeout 0 keeps retrying,"
+                                  f" as the daemon does); the last attempt: cannot open {url} after ") + r"\d+\.\d"
+                        + re.escape(" s: refused or not a video stream; check address, credentials and network"),
+                        lines[-1]), lines[-1]
+    assert all(line.startswith(("WARNING daemon.", "INFO daemon.", "vlmwatch: error:")) for line in lines), lines
+    assert elapsed < 15

@@ -138,14 +138,89 @@ def test_two_npus_take_two_cameras_at_once_and_mark_their_own_jobs_done():
 
 class Clock:
     def __init__(self):
-        self.now = 1000.0
+        self.now = 0.0
 
     def __call__(self):
         return self.now
 
 
+def test_asks_go_first_until_they_exceed_their_share_while_a_window_waits():
+    clock = Clock()
+    q = WorkQueue(ask_share=0.5, clock=clock)
+    for i in range(4):
+        q.put_ask(AskJob("a", i))
+    q.put_window(window("a", 0))
+    served = []
+    for _ in range(5):
+        job = q.get(0)
+        served.append(type(job).__name__)
+        clock.now += 1.0
+        q.done(job, 1.0)  # every job kept the NPU busy for one second
+    # ask (share 1.0 > 0.5) -> the waiting window -> asks again (share 1/2, then 2/3 ...)
+    assert served == ["AskJob", "WindowJob", "AskJob", "AskJob", "AskJob"]
+
+
+def test_asks_over_their_share_still_run_when_no_window_waits():
+    clock = Clock()
+    q = WorkQueue(ask_share=0.1, clock=clock)
+    q.put_ask(AskJob("a", 1))
+    q.put_ask(AskJob("a", 2))
+    q.done(q.get(0), 5.0)
+    assert isinstance(q.get(0), AskJob)
+
+
+def test_ask_share_is_measured_over_the_recent_past_only():
+    from daemon.service.fairness import NpuShare
+
+    clock = Clock()
+    q = WorkQueue(ask_share=0.5, share=NpuShare(horizon=10), clock=clock)
+    q.put_ask(AskJob("a", 1))
+    q.done(q.get(0), 8.0)  # asks used everything ...
+    clock.now = 30.0  # ... long ago
+    q.put_ask(AskJob("a", 2))
+    q.put_window(window("a", 0))
+    assert isinstance(q.get(0), AskJob)
+
+
+def test_chats_have_their_own_bound_and_can_be_withdrawn():
+    from daemon.service.worker import ChatJob
+
+    q = WorkQueue(max_asks=1, max_chats=2)
+    chats = [ChatJob("http:1", None, None) for _ in range(3)]
+    assert [q.put_ask(c) for c in chats] == [True, True, False]
+    assert q.put_ask(AskJob("a", 1))  # MQTT asks are counted apart
+    assert q.waiting(ChatJob) == 2
+    assert q.withdraw(chats[0]) and not q.withdraw(chats[0])
+    assert q.put_ask(chats[2])
+    assert q.get(0) is chats[1]  # arrival order across both kinds
+
+
+def test_busy_seconds_count_the_running_job_and_stop_when_idle():
+    q, stop = WorkQueue(), threading.Event()
+    started, release = threading.Event(), threading.Event()
+
+    def handle(job):
+        started.set()
+        release.wait(10)
+
+    worker = NpuWorker(q, stop)
+    worker.start(handle)
+    assert worker.busy_seconds() == 0.0
+    q.put_window(window("a", 0))
+    assert started.wait(10)
+    first = worker.busy_seconds()
+    assert 0.0 < first <= worker.busy_seconds()  # the running job counts, and keeps counting
+    release.set()
+    assert q.wait_idle(10)
+    idle = worker.busy_seconds()
+    assert idle >= first and worker.busy_seconds() == idle  # nothing runs: the total stands still
+    stop.set()
+    worker.join(5)
+
+
 def test_load_is_the_busy_share_of_the_last_span_including_the_running_job():
     clock, q, stop = Clock(), WorkQueue(), threading.Event()
+    clock.now = 1000.0
     release, running = threading.Event(), threading.Event()
 
     def handle(job):  # each window "takes" as many seconds of the fake clock as its start says
@@ -168,3 +243,28 @@ def test_load_is_the_busy_share_of_the_last_span_including_the_running_job():
     release.set()
     stop.set()
     worker.join(5)
+
+
+def test_the_npu_report_is_the_mean_load_of_every_npus_worker():
+    """`<base>/npu` reports one load for several NPUs: busy seconds of all workers over NPUs x wall time."""
+    from daemon.service.worker import NpuReport
+
+    clock, q, stop = Clock(), WorkQueue(), threading.Event()
+
+    def handle(job):
+        clock.now += 10.0  # each window keeps its NPU busy for ten seconds of the fake clock
+
+    workers = [NpuWorker(q, stop, i, f"npu-worker-{i}", clock=clock) for i in range(2)]
+    report = NpuReport(workers)
+    assert report.due()  # the first report goes out at once
+    for w in workers:
+        w.start(handle)
+    q.put_window(window("a", 0))
+    assert q.wait_idle(5)
+    assert sum(w.busy_seconds() for w in workers) == 10.0
+    assert report.load() == 0.5  # one NPU busy, one idle, for the ten seconds since the report began
+    report.reported(True)
+    assert not report.due() and report.load() == 0.0
+    stop.set()
+    for w in workers:
+        w.join(5)

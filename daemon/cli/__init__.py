@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "daemon.cli.demo",
     "daemon.cli.describe",
     "daemon.cli.export",
+    "daemon.cli.model",
     "daemon.cli.replay",
     "daemon.cli.rules",
     "daemon.cli.tiny",

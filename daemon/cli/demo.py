@@ -1,9 +1,12 @@
-"""`vlmwatch demo`: the whole daemon on a fresh machine with nothing but PyPI.
+"""`vlmwatch demo`: the whole daemon on a fresh machine with nothing but PyPI (no torch).
 
-It builds the tiny random InternVL (once, cached), writes a clip in which a
-box enters a still room, starts an MQTT broker in-process (amqtt) unless
---mqtt names one, and runs `vlmwatch run --once` on the clip with a generated
-config, printing every message the daemon publishes.
+It builds the tiny random InternVL (once, cached; numpy and onnx only), writes
+a 32-second clip in which a box crosses a still room, starts an MQTT broker
+in-process (amqtt) unless --mqtt names one, and runs the daemon with a
+generated config, printing every message it publishes. The clip plays in real
+time, again and again, until Ctrl-C: long enough to watch the entities in
+Home Assistant (--mqtt HOST:PORT of Home Assistant's broker). --once processes
+the clip once, as fast as it can, and stops.
 
 The tiny model is random: its descriptions are meaningless. Point --model at a
 real bundle (or edit the generated config) for real descriptions.
@@ -16,8 +19,10 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import socket
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +30,8 @@ import numpy as np
 from daemon.errors import UsageError
 
 DEFAULT_HOME = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "vlmwatch" / "demo"
+CLIP_SECONDS = 32
+PASSWORD_ENV = "VLMWATCH_MQTT_PASSWORD"
 
 
 def add_cli(sub) -> None:
@@ -32,7 +39,12 @@ def add_cli(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--home", type=Path, default=DEFAULT_HOME, help=f"where the demo keeps its files ({DEFAULT_HOME})")
     p.add_argument("--model", type=Path, help="use this model bundle instead of the tiny random one")
-    p.add_argument("--mqtt", metavar="HOST:PORT", help="publish to this broker instead of an embedded one")
+    p.add_argument("--mqtt", metavar="HOST:PORT", help="publish to this broker (e.g. Home Assistant's) instead of"
+                   " an embedded one")
+    p.add_argument("--mqtt-username", metavar="USER", help=f"log in to --mqtt as USER; the password is read from"
+                   f" ${PASSWORD_ENV}")
+    p.add_argument("--once", action="store_true", help="process the clip once, as fast as possible, then stop"
+                   " (default: play it in real time, again and again, until Ctrl-C)")
     p.set_defaults(func=run)
 
 
@@ -42,6 +54,8 @@ def run(args) -> int:
     home = args.home
     model = args.model or tiny_model(home / "tiny-model")
     clip = write_demo_clip(home / "front-door.mp4")
+    # Looping: copies of the clip appear in a watched folder, one per clip length, played in real time.
+    feeder = None if args.once else ClipFeeder(clip, home / "front_door", CLIP_SECONDS)
     broker = None
     if args.mqtt:
         host, _, port = args.mqtt.rpartition(":")
@@ -53,13 +67,20 @@ def run(args) -> int:
         broker = EmbeddedBroker(host, port)
         broker.start()
         print(f"demo: MQTT broker (amqtt, in-process) on {host}:{port}")
-    config = write_demo_config(home / "config.yaml", model, clip, home / "state", host, port)
-    printer = Printer(host, port)
+    source = clip if feeder is None else feeder.folder
+    config = write_demo_config(home / "config.yaml", model, source, home / "state", host, port,
+                               realtime=feeder is not None, username=args.mqtt_username)
+    forget_progress(home / "state")
+    printer = Printer(host, port, args.mqtt_username, os.environ.get(PASSWORD_ENV))
     printer.start()
-    print(f"demo: config {config}\ndemo: running 'vlmwatch run -c {config} --once' on {clip}\n", flush=True)
+    print(where_to_look(config, host, port, args.once), flush=True)
     try:
-        code = run_daemon(argparse.Namespace(config=config, once=True))
+        if feeder is not None:
+            feeder.start()
+        code = run_daemon(argparse.Namespace(config=config, once=args.once))
     finally:
+        if feeder is not None:
+            feeder.stop()
         printer.stop()
         if broker is not None:
             broker.stop()
@@ -69,17 +90,40 @@ def run(args) -> int:
     return code
 
 
+def forget_progress(state: Path) -> None:
+    """Every demo replays its clip from the start: the daemon would otherwise resume after the last
+    window an earlier demo recorded (`processed.sqlite`) and find nothing left to do."""
+    for suffix in ("", "-wal", "-shm"):
+        (state / f"processed.sqlite{suffix}").unlink(missing_ok=True)
+
+
 def tiny_model(path: Path) -> Path:
     if not (path / "manifest.json").is_file():
-        from daemon.engine.export.tiny import make_tiny_model
+        from daemon.engine.export.tiny import make_demo_model
 
         print(f"demo: building the tiny random model in {path} (once) ...", flush=True)
         # 32 chunks of 16 tokens: room for 8 frames with InternVL's default system text.
-        make_tiny_model(path, seed=0, prefill_len=16, kv_len=640, groups=32, progress=lambda line: None)
+        make_demo_model(path, seed=0, prefill_len=16, kv_len=640, groups=32, progress=lambda line: None)
     return path
 
 
-def write_demo_config(path: Path, model: Path, clip: Path, state: Path, host: str, port: int) -> Path:
+def where_to_look(config: Path, host: str, port: int, once: bool) -> str:
+    how = ("the clip once, then it stops" if once else
+           f"the clip in real time, again and again (a box crosses the room once per {CLIP_SECONDS}-second loop);"
+           " Ctrl-C stops")
+    return f"""\
+demo: config {config}: the daemon runs {how}
+demo: MQTT topics on {host}:{port}: vlmwatch/status, vlmwatch/front_door/description (and .../snapshot,
+demo:   .../rule/<rule> with rules); watch them with: mosquitto_sub -h {host} -p {port} -t 'vlmwatch/#' -v
+demo: Home Assistant: give the demo Home Assistant's broker (--mqtt HOST:1883 [--mqtt-username USER with
+demo:   ${PASSWORD_ENV}]); the device "Front door" appears (Settings > Devices & services > MQTT) with
+demo:   sensor.front_door_description and image.front_door_alert_snapshot, available while the demo runs.
+"""
+
+
+def write_demo_config(path: Path, model: Path, source: Path, state: Path, host: str, port: int,
+                      realtime: bool = False, username: str | None = None) -> Path:
+    login = f"  username: {json.dumps(username)}\n  password_env: {PASSWORD_ENV}\n" if username else ""
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(f"""\
 # Written by 'vlmwatch demo'. The model is a tiny random one: its text is meaningless.
@@ -87,20 +131,52 @@ model:
   dir: {model}
 cameras:
   - name: front_door
-    source: {clip}
+    source: {source}
     span: 8
     frames: 8
+    realtime: {str(realtime).lower()}
+    folder: {{poll: 1, settle: 0.5}}
 prompts:
   description: "Describe what happens in the video."
   max_new_tokens: 24
 mqtt:
   host: {host}
   port: {port}
-state_dir: {state}
+{login}state_dir: {state}
 metrics:
   enabled: false
 """)
     return path
+
+
+class ClipFeeder:
+    """Puts a fresh copy of the clip into the watched folder every `period` seconds, as a camera's recorder
+    would; keeps the last three. Names carry the time, so a later demo run never sees them as processed."""
+
+    def __init__(self, clip: Path, folder: Path, period: float, keep: int = 3):
+        self.clip, self.folder, self.period, self.keep = clip, folder, period, keep
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-clip-feeder", daemon=True)
+
+    def start(self) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for old in self.folder.glob("loop-*.mp4"):  # from an earlier run: not replayed
+            old.unlink()
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            part = self.folder / f".loop-{time.time_ns()}.mp4"  # hidden while written: the folder skips it
+            shutil.copyfile(self.clip, part)
+            part.rename(self.folder / part.name[1:])
+            for old in sorted(self.folder.glob("loop-*.mp4"))[:-self.keep]:
+                old.unlink()
+            if self._stop.wait(self.period):
+                return
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
 
 
 def write_demo_clip(path: Path, seconds: int = 32, fps: int = 10) -> Path:
@@ -181,12 +257,14 @@ class EmbeddedBroker:
 class Printer:
     """Subscribes to everything and prints one line per message, as a home automation system would see it."""
 
-    def __init__(self, host: str, port: int):
+    def __init__(self, host: str, port: int, username: str | None = None, password: str | None = None):
         import paho.mqtt.client as paho
         from paho.mqtt.enums import CallbackAPIVersion
 
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="vlmwatch-demo-printer",
                                   protocol=paho.MQTTv311)
+        if username:
+            self.client.username_pw_set(username, password)
         self.client.on_connect = lambda c, *_: c.subscribe([("vlmwatch/#", 1), ("homeassistant/#", 1)])
         self.client.on_message = lambda _c, _u, m: print(describe(m.topic, m.payload, m.retain), flush=True)
         self.host, self.port = host, port

@@ -44,13 +44,16 @@ def add_model_args(p) -> None:
     p.add_argument("--tokenizer", type=Path, help="tokenizer folder (reference demo layout only)")
     p.add_argument("--vit", type=Path, help="ViT graph file (reference demo layout only)")
     p.add_argument("--system", help="system text (default: InternVL's own)")
+    p.add_argument("--kv", choices=["auto", "resident", "copied"], default="auto",
+                   help="KV cache on the NPU: auto (default) keeps it in the runtime's buffers when pyaxengine"
+                        " allows, resident requires that, copied feeds whole caches with every call")
 
 
 def model_settings(args, **sampling) -> ModelSettings:
     """The `model:` settings the command-line options describe; a bad value names its option."""
     try:
         return ModelSettings(dir=args.model, backend=args.backend, device_id=args.device_id,
-                             tokenizer=args.tokenizer, vit=args.vit, system=args.system,
+                             tokenizer=args.tokenizer, vit=args.vit, system=args.system, kv=args.kv,
                              sampling=SamplingSettings(**sampling))
     except ValidationError as exc:
         err = exc.errors()[0]
@@ -70,23 +73,40 @@ def run(args) -> int:
     frames = load_frames(args.sources, args.frames)
     settings = model_settings(args, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               seed=args.seed)
-    engine = open_engine(settings, max_new_tokens=args.max_new_tokens)
+    engine = open_engine(settings, max_new_tokens=args.max_new_tokens, backend_key="--backend")
     if engine.model.note:
         print(f"note: {engine.model.note}", file=sys.stderr)
     on_token = None if args.json or choices else (lambda _id, piece: print(piece, end="", flush=True))
     analysis = engine.ask(frames, [Prompt("question", args.question, choices)], on_token)
     answer = analysis.answers[0]
     if args.json:
-        print(json.dumps(answer_json(analysis, answer, engine.model.meter.ms), ensure_ascii=False))
+        print(json.dumps(answer_json(analysis, answer, engine.model.meter.ms, engine.kv_path), ensure_ascii=False))
     elif choices:
-        for c, p in answer.probabilities.items():
-            print(f"{c}\t{p:.4f}")
+        print("\n".join(choice_lines(answer.choice, answer.probabilities)))
     else:
         print()
     return 0
 
 
-def answer_json(analysis, answer, modelled_ms: float) -> dict:
+def normalised(probabilities: dict[str, float]) -> dict[str, float]:
+    """Each choice's share of the probability the choices got together."""
+    total = sum(probabilities.values())
+    return {c: (p / total if total > 0 else 1 / len(probabilities)) for c, p in probabilities.items()}
+
+
+def choice_lines(choice: str, probabilities: dict[str, float]) -> list[str]:
+    """Which choice won, then each choice's share next to its raw probability."""
+    shares, width = normalised(probabilities), max(map(len, probabilities))
+    lines = [f"answer: {choice}"]
+    for c, p in probabilities.items():
+        mark = "  <- answer" if c == choice else ""
+        lines.append(f"  {c:<{width}}  {shares[c]:6.1%} of the choices  (raw {p:.4f}){mark}")
+    lines.append(f"raw: the model's probability that its answer starts with the choice;"
+                 f" the choices got {sum(probabilities.values()):.1%} of it together")
+    return lines
+
+
+def answer_json(analysis, answer, modelled_ms: float, kv: str) -> dict:
     s, t = analysis.shared, answer.timings
     decode_s = t.decode_ms / 1e3
     return {
@@ -94,9 +114,12 @@ def answer_json(analysis, answer, modelled_ms: float) -> dict:
         "tokens": list(answer.tokens),
         "prompt_tokens": answer.prompt_tokens,
         "stop_reason": answer.stop_reason,
+        "choice": answer.choice,
         "choices": answer.probabilities,
+        "choices_normalised": normalised(answer.probabilities) if answer.probabilities else None,
         "timings": {"vit_ms": round(s.vit_ms, 3), "prefill_ms": round(s.prefill_ms + t.prefill_ms, 3),
                     "decode_ms": round(t.decode_ms, 3),
                     "tokens_per_s": round(t.generated / decode_s, 2) if decode_s > 0 else None},
         "modelled_npu_ms": round(modelled_ms, 3),
+        "kv": kv,
     }

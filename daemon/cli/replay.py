@@ -17,7 +17,12 @@ from daemon.times import parse_duration
 
 
 def add_cli(sub) -> None:
-    p = sub.add_parser("replay", help="replay stored results through rules and print the alerts that would fire")
+    p = sub.add_parser(
+        "replay", help="replay stored results through rules and print the alerts that would fire",
+        description="Run the rules (the config's, or --rules DIR) over the results the daemon stored in its"
+        " history (state_dir/history.sqlite) and print the alerts they would have fired, without the NPU:"
+        " tune thresholds, keywords and debouncing on your own history. Ask rules need stored answers to"
+        " the same question.")
     p.add_argument("-c", "--config", type=Path, required=True, help="configuration file (state_dir, timezone)")
     p.add_argument("--rules", type=Path, metavar="DIR",
                    help="rule files to try (default: the config's rules directory)")

@@ -12,7 +12,11 @@ from daemon.rules.files import check_rules, rule_files
 
 
 def add_cli(sub) -> None:
-    p = sub.add_parser("check-rules", help="validate rule files; exit 2 listing every problem as FILE:LINE")
+    p = sub.add_parser(
+        "check-rules", help="validate rule files; exit 2 listing every problem as FILE:LINE",
+        description="Check a folder of rule files (or one file) without a config or model: every problem is"
+        " printed as FILE:LINE: rule id: message and the exit code is 2. check-config also checks the"
+        " cameras the rules name and that their questions fit the model.")
     p.add_argument("rules", type=Path, metavar="DIR", help="directory of rule files (*.yaml), or one file")
     p.set_defaults(func=run_check_rules)
 

@@ -38,6 +38,7 @@ def add_cli(sub) -> None:
 def run(args) -> int:
     from daemon.config import load_config
     from daemon.engine.engine import open_engine
+    from daemon.engine.fit import probe
     from daemon.service.history import History
     from daemon.summaries.runner import Summarizer
     from daemon.summaries.timeline import Period, Request
@@ -59,7 +60,10 @@ def run(args) -> int:
     if not path.is_file():
         raise VlmwatchError(f"no history at {path}: the daemon records it (vlmwatch run -c {args.config}); check"
                             " state_dir in the config")
-    engine = open_engine(cfg.model)
+    if args.dry_run:  # no model call, so no model load: the tokenizer and the graphs' declared limits
+        engine = probe(cfg.model, frames=False)
+    else:
+        engine = open_engine(cfg.model)
     request = Request("on-demand", tuple(args.camera or configured), args.prompt, args.max_new_tokens)
     now = time.time()
     with History(path) as history:

@@ -1,4 +1,6 @@
-"""`vlmwatch make-tiny-model`: the tiny random InternVL the tests and the demo use.
+"""`vlmwatch make-tiny-model`: the tiny random InternVL the tests use, with its transformers reference (torch).
+
+The demo builds the same architecture without torch (`make_demo_model`).
 """
 
 from __future__ import annotations

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
-from daemon.errors import UsageError
+from daemon.errors import SourceError, UsageError
 from daemon.times import iso
 from daemon.types import Window
 from daemon.video.gate import Decision, Gate
@@ -32,6 +33,9 @@ def add_cli(subparsers) -> None:
     p.add_argument("--no-gate", action="store_true", help="analyse every window (change scores are still printed)")
     p.add_argument("--realtime", action="store_true", help="replay files at wall-clock speed")
     p.add_argument("--limit", type=int, metavar="N", help="stop after N windows")
+    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
+                   help="cameras: give up when no window has come for S seconds (default 30; 0: keep retrying,"
+                   " as the daemon does)")
     p.add_argument("--state-dir", help="folder sources: remember processed clips here across runs")
     p.add_argument("--json", action="store_true", help="one JSON object per line")
     p.set_defaults(func=run_windows)
@@ -84,12 +88,14 @@ def window_line(window: Window, decision: Decision, origin: float) -> str:
 
 
 def run_windows(args) -> int:
-    from daemon.video import open_source
+    from daemon.video import StreamSource, open_source
     from daemon.video.events import source_name
 
     settings = settings_from_args(args)
     if args.limit is not None and args.limit < 1:
         raise UsageError(f"--limit: must be at least 1 (got {args.limit})")
+    if args.timeout < 0:
+        raise UsageError(f"--timeout: must be 0 (no limit) or more seconds (got {args.timeout})")
     errors = []  # already logged by the source, with the remedy
 
     def on_event(event) -> None:
@@ -99,9 +105,11 @@ def run_windows(args) -> int:
     name = args.name or source_name(args.source)
     source = open_source(name, args.source, settings, on_event=on_event, state_dir=args.state_dir)
     gate, stop = Gate(settings.gate), threading.Event()
+    patience = Patience(args.timeout if isinstance(source, StreamSource) else 0.0, stop)
     windows, count, origin = source.windows(stop), 0, None
     try:
         for window in windows:
+            patience.reset()
             window, decision = gate.check(window, now=window.end)  # the source's timeline, also for fast replays
             origin = window.start if origin is None else origin
             print(window_json(window, decision) if args.json else window_line(window, decision, origin), flush=True)
@@ -111,5 +119,30 @@ def run_windows(args) -> int:
     finally:
         stop.set()
         windows.close()
+    if patience.expired:
+        why = (f"the last attempt: {errors[-1].message}" if errors else
+               "it connected but sent no complete window; check that it sends video (span and frames)")
+        raise SourceError(f"{name}: no window in {args.timeout:g} s, gave up (--timeout 0 keeps retrying, as the"
+                          f" daemon does); {why}")
     # A camera that failed and came back reached the limit: fine. A file that ended on an error: not.
     return 1 if errors and not (args.limit and count >= args.limit) else 0
+
+
+class Patience:
+    """Sets `stop` when no window came for `timeout` seconds (0: never): one-shot commands give up
+    on a camera that does not answer, where the daemon retries for ever."""
+
+    def __init__(self, timeout: float, stop: threading.Event):
+        self.timeout, self.stop, self.expired = timeout, stop, False
+        self._last = time.monotonic()
+        if timeout > 0:
+            threading.Thread(target=self._watch, name="windows-timeout", daemon=True).start()
+
+    def reset(self) -> None:
+        self._last = time.monotonic()
+
+    def _watch(self) -> None:
+        while not self.stop.wait(min(0.2, self.timeout)):
+            if time.monotonic() - self._last > self.timeout:
+                self.expired = True
+                self.stop.set()

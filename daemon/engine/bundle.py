@@ -23,7 +23,7 @@ import json
 import logging
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -42,7 +42,7 @@ from daemon.errors import ModelError
 log = logging.getLogger(__name__)
 
 
-LAYER_RE = re.compile(r"qwen2_p\d+_l(\d+)_together\.axmodel$")
+LAYER_RE = re.compile(r"qwen2_p\d+_l(\d+)_together\.axmodel")  # always fullmatch
 BOARD_LLM = "internvl3_2b_axmodel"
 BOARD_VIT = "vit_axmodel/internvl3_2b_vit_slim.axmodel"
 BOARD_TOKENIZER = "internvl3_2b_tokenizer"
@@ -62,6 +62,7 @@ class BundleFiles:
     tokenizer: Path
     vit: Path | None
     manifest: dict | None = None
+    root: Path = Path(".")  # the model folder as given
 
     @property
     def name(self) -> str:
@@ -94,11 +95,11 @@ def locate(model_dir: Path, tokenizer: Path | None = None, vit: Path | None = No
     elif (model_dir / BOARD_LLM).is_dir():
         llm = model_dir / BOARD_LLM
         files = _locate_axmodel(llm, tokenizer or model_dir / BOARD_TOKENIZER, vit or model_dir / BOARD_VIT)
-    elif any(LAYER_RE.match(p.name) for p in model_dir.iterdir()):
+    elif any(LAYER_RE.fullmatch(p.name) for p in model_dir.iterdir()):
         if tokenizer is None:
             raise ModelError(
                 f"{model_dir} is in the reference demo layout, which has no tokenizer:"
-                " pass --tokenizer DIR (the InternVL3-2B tokenizer files)"
+                " give the InternVL3-2B tokenizer folder (model.tokenizer, or --tokenizer DIR)"
             )
         files = _locate_axmodel(model_dir, tokenizer, vit)  # no --vit: text-only questions
     else:
@@ -108,11 +109,11 @@ def locate(model_dir: Path, tokenizer: Path | None = None, vit: Path | None = No
             f" {model_dir}/qwen2_p128_l0_together.axmodel (reference demo layout)"
         )
     _require(files)
-    return files
+    return replace(files, root=model_dir)
 
 
 def _locate_axmodel(llm: Path, tokenizer: Path, vit: Path | None) -> BundleFiles:
-    found = {int(m.group(1)): p for p in llm.iterdir() if (m := LAYER_RE.match(p.name))}
+    found = {int(m.group(1)): p for p in llm.iterdir() if (m := LAYER_RE.fullmatch(p.name))}
     count = max(found, default=-1) + 1
     layers = tuple(found.get(i, llm / f"qwen2_p128_l{i}_together.axmodel") for i in range(max(count, 1)))
     embeddings = llm / EMBED_BF16 if (llm / EMBED_BF16).exists() else llm / EMBED_NPY
@@ -147,8 +148,35 @@ def _require(files: BundleFiles) -> None:
     if missing:
         raise ModelError(
             "model files are missing or unreadable:\n  " + "\n  ".join(missing)
-            + "\nCheck --model (and --tokenizer / --vit), or copy the complete model folder."
+            + "\nCheck the model folder (model.dir, model.tokenizer, model.vit; or --model, --tokenizer, --vit),"
+            " or copy the complete model folder."
         )
+
+
+def choose_backend(files: BundleFiles, backend: str | None, key: str = "model.backend") -> str:
+    """The runtime for a bundle: by default (None or "auto") the one that runs the files it holds.
+
+    An explicit backend must match the files; `key` is where the user chose it, for the message
+    (`model.backend` in the config, `--backend` on the command line)."""
+    default = "onnxruntime" if files.kind == "onnx" else "axengine"
+    if backend in (None, "auto"):
+        return default
+    if backend not in BACKENDS:
+        raise ModelError(f"{key}: unknown backend {backend!r}: choose one of auto, {', '.join(BACKENDS)}")
+    wanted = "onnx" if backend == "onnxruntime" else "axmodel"
+    if files.kind != wanted:
+        holds = "an ONNX bundle" if files.kind == "onnx" else ".axmodel files"
+        runs = "ONNX bundles" if wanted == "onnx" else ".axmodel files"
+        raise ModelError(f"{key}: the {backend} backend runs {runs} but {files.root} holds {holds}:"
+                         f" set {key} to {default}, or to auto (the default) to follow the model folder")
+    return backend
+
+
+def opener(files: BundleFiles, backend: str, device_id: int | None = None):
+    """`open(path, role) -> Session` for the bundle's graphs on `backend` (see choose_backend)."""
+    if backend == "onnxruntime":
+        return _onnx_opener(files)
+    return lambda path, role: AxEngineSession(path, device_id)
 
 
 def open_model(
@@ -157,26 +185,19 @@ def open_model(
     device_id: int | None = None,
     meter: Meter | None = None,
     sleep: bool = False,
+    backend_key: str = "--backend",
 ) -> Model:
     """Create every session once, wrapped in a profile meter, and map the embeddings."""
-    backend = backend or ("onnxruntime" if files.kind == "onnx" else "axengine")
-    if backend not in BACKENDS:
-        raise ModelError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
-    wanted = "onnx" if backend == "onnxruntime" else "axmodel"
-    if files.kind != wanted:
-        raise ModelError(
-            f"the {backend} backend runs {wanted} files but this bundle holds {files.kind} files:"
-            f" use --backend {'onnxruntime' if files.kind == 'onnx' else 'axengine'}"
-        )
+    backend = choose_backend(files, backend, backend_key)
     meter = meter or Meter()
-    opener = _onnx_opener(files) if files.kind == "onnx" else (lambda p, role: AxEngineSession(p, device_id))
+    open_graph = opener(files, backend, device_id)
 
     def profiled(path: Path, role: str) -> Session:
-        return ProfileSession(opener(path, role), role, meter, sleep=sleep)
+        return ProfileSession(open_graph(path, role), role, meter, sleep=sleep)
 
     t0 = time.monotonic()
-    log.info("loading %d graphs with %s (on the board this takes about a minute)",
-             len(files.layers) + 1 + bool(files.vit), backend)
+    log.info("loading %d graphs with %s%s", len(files.layers) + 1 + bool(files.vit), backend,
+             " (on the board this takes about a minute)" if backend == "axengine" else "")
     layers = []
     for i, p in enumerate(files.layers, 1):
         layers.append(profiled(p, "layer"))
@@ -191,16 +212,29 @@ def open_model(
                  load_tokenizer(files.tokenizer), meter, note)
 
 
-def _onnx_opener(files: BundleFiles):
-    m = files.manifest
+def layer_ports(files: BundleFiles) -> list[list[Port]]:
+    """The decoder layers' shape groups an ONNX manifest declares."""
     try:
-        layer_groups = [[Port.from_json(d) for d in g] for g in m["layer_groups"]]
+        return [[Port.from_json(d) for d in g] for g in files.manifest["layer_groups"]]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelError(f"ONNX manifest declares bad shape groups ({exc!r}); re-run 'vlmwatch export'") from None
+
+
+def _onnx_opener(files: BundleFiles):
+    ports = manifest_ports(files)
+    return lambda path, role: OnnxSession(path, ports[role])
+
+
+def manifest_ports(files: BundleFiles) -> dict[str, list[list[Port]] | None]:
+    """Declared inputs per role ("layer", "post", "vit") and shape group, from an ONNX bundle's manifest."""
+    m = files.manifest
+    layer_groups = layer_ports(files)
+    try:
         post_ports = [[Port.from_json(d) for d in m["post_inputs"]]]
         vit_ports = [[Port.from_json(d) for d in m["vit_inputs"]]] if files.vit else None
     except (KeyError, TypeError, ValueError) as exc:
         raise ModelError(f"ONNX manifest declares bad shape groups ({exc!r}); re-run 'vlmwatch export'") from None
-    ports = {"layer": layer_groups, "post": post_ports, "vit": vit_ports}
-    return lambda path, role: OnnxSession(path, ports[role])
+    return {"layer": layer_groups, "post": post_ports, "vit": vit_ports}
 
 
 def _index(ports: list[Port], name: str) -> int:
@@ -235,9 +269,95 @@ def load_embeddings(path: Path, hidden: int) -> np.ndarray:
 
 
 def load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
+    """The tokenizer with the `tokenizers` library alone, from tokenizer.json or from a Qwen2 folder's vocab.json
+    and merges.txt; transformers only for any other folder (its AutoTokenizer imports torch where installed)."""
+    folder = Path(path)
+    if (folder / "tokenizer.json").is_file() or all((folder / f).is_file() for f in ("vocab.json", "merges.txt")):
+        return JsonTokenizer.load(folder)
+    try:
+        from transformers import AutoTokenizer
+    except ImportError:
+        raise ModelError(f"{path} holds neither tokenizer.json nor vocab.json and merges.txt: copy the model's"
+                         " tokenizer files there (pip install transformers reads other tokenizer formats)") from None
     try:
         return AutoTokenizer.from_pretrained(str(path))
     except Exception as exc:  # transformers raises many kinds
         raise ModelError(f"cannot load the tokenizer from {path}: {exc}") from None
+
+
+class JsonTokenizer:
+    """A `tokenizers.Tokenizer` with the part of transformers' tokenizer API the engine uses.
+
+    Special tokens come from tokenizer_config.json (a string or an AddedToken dict).
+    Decoding matches transformers 5, which skips its space clean-up for BPE models."""
+
+    def __init__(self, backend, eos_token: str | None, unk_token: str | None):
+        self.backend = backend
+        self.eos_token_id = self.convert_tokens_to_ids(eos_token) if eos_token else None
+        self.unk_token_id = self.convert_tokens_to_ids(unk_token) if unk_token else None
+
+    @classmethod
+    def load(cls, folder: Path) -> "JsonTokenizer":
+        from tokenizers import Tokenizer
+
+        try:
+            config_path = folder / "tokenizer_config.json"
+            config = json.loads(config_path.read_text(encoding="utf-8")) if config_path.is_file() else {}
+            if (folder / "tokenizer.json").is_file():
+                backend = Tokenizer.from_file(str(folder / "tokenizer.json"))
+            else:
+                backend = _qwen2_bpe(folder, config)
+        except ModelError:
+            raise
+        except Exception as exc:  # tokenizers raises a bare Exception on a bad file
+            raise ModelError(f"cannot load the tokenizer from {folder}: {exc}") from None
+
+        def token(key: str) -> str | None:
+            value = config.get(key)
+            return value.get("content") if isinstance(value, dict) else value
+
+        return cls(backend, token("eos_token"), token("unk_token"))
+
+    def convert_tokens_to_ids(self, token: str) -> int | None:
+        return self.backend.token_to_id(token)
+
+    def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
+        return self.backend.encode(text, add_special_tokens=add_special_tokens).ids
+
+    def decode(self, ids, skip_special_tokens: bool = False) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+
+
+def _qwen2_bpe(folder: Path, config: dict):
+    """What transformers' Qwen2Tokenizer builds from vocab.json and merges.txt (InternVL3-2B's own tokenizer
+    folder has no tokenizer.json): NFC, Qwen2's split regex, byte-level BPE, then the added tokens at their ids."""
+    from tokenizers import AddedToken, Regex, Tokenizer, decoders, normalizers, pre_tokenizers
+    from tokenizers.models import BPE
+
+    vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+    lines = (folder / "merges.txt").read_text(encoding="utf-8").splitlines()
+    merges = [tuple(line.split(" ")) for line in lines if line and not line.startswith("#version")]
+    bpe = Tokenizer(BPE(vocab=vocab, merges=merges, unk_token=None, continuing_subword_prefix="",
+                        end_of_word_suffix="", fuse_unk=False, byte_fallback=False))
+    bpe.normalizer = normalizers.NFC()
+    bpe.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    bpe.decoder = decoders.ByteLevel()
+    added = {int(i): d for i, d in (config.get("added_tokens_decoder") or {}).items()}
+    if (folder / "added_tokens.json").is_file():
+        for content, i in json.loads((folder / "added_tokens.json").read_text(encoding="utf-8")).items():
+            added.setdefault(int(i), {"content": content})
+    for i in sorted(added):  # added tokens follow the vocabulary in id order
+        d = added[i]
+        bpe.add_tokens([AddedToken(d["content"], special=d.get("special", True), lstrip=d.get("lstrip", False),
+                                   rstrip=d.get("rstrip", False), normalized=d.get("normalized", False),
+                                   single_word=d.get("single_word", False))])
+        if bpe.token_to_id(d["content"]) != i:
+            raise ModelError(f"{folder}: added token {d['content']!r} should have id {i} but gets"
+                             f" {bpe.token_to_id(d['content'])}; the vocab.json and the added tokens do not match")
+    return bpe

@@ -6,10 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import (
-    Field,
-    model_validator,
-)
+from pydantic import Field, field_validator, model_validator
 
 from daemon.settings import Section
 
@@ -23,8 +20,8 @@ class SamplingSettings(Section):
 
 class ModelSettings(Section):
     dir: Path = Field(description="Model folder: board layout, reference demo layout or ONNX bundle.")
-    backend: Literal["axengine", "onnxruntime"] | None = Field(
-        None, description="Runtime; default axengine for .axmodel files, onnxruntime for ONNX bundles.")
+    backend: Literal["auto", "axengine", "onnxruntime"] = Field(
+        "auto", description="Runtime; auto: axengine for .axmodel files, onnxruntime for an ONNX bundle.")
     device_id: int | None = Field(None, ge=0, description="M.2 card number (AXCLRT); unset on the board itself.")
     devices: list[Annotated[int, Field(ge=0)] | None] | None = Field(
         None, min_length=1,
@@ -34,7 +31,16 @@ class ModelSettings(Section):
     tokenizer: Path | None = Field(None, description="Tokenizer folder (reference demo layout only).")
     vit: Path | None = Field(None, description="ViT graph file (reference demo layout only).")
     system: str | None = Field(None, description="System text; unset: InternVL's own. Shorter buys question room.")
+    kv: Literal["auto", "resident", "copied"] = Field(
+        "auto", description="Where the KV cache lives on the axengine backend: auto keeps it in the NPU runtime's"
+        " buffers (only new rows are written) when the pyaxengine version and its internals match, else copies"
+        " whole caches with every call and logs why; resident requires it; copied never tries.")
     sampling: SamplingSettings = Field(default_factory=SamplingSettings, description="Decoding.")
+
+    @field_validator("backend", mode="before")
+    @classmethod
+    def _unset_is_auto(cls, v):
+        return "auto" if v is None else v  # `backend:` left empty, or no --backend on the command line
 
     @model_validator(mode="after")
     def _one_way_to_name_devices(self) -> "ModelSettings":
@@ -50,9 +56,15 @@ class ModelSettings(Section):
         """One entry per NPU worker: a device id (M.2 card), or None (the board's NPU; ONNX Runtime)."""
         return list(self.devices) if self.devices is not None else [self.device_id]
 
+    def for_npu(self, index: int) -> "ModelSettings":
+        """The settings of one NPU: entry `index` of `devices` as the only device (itself with one NPU)."""
+        if self.devices is None:
+            return self
+        return self.model_copy(update={"device_id": self.devices[index], "devices": None})
+
     def device_problem(self, kind: str) -> str | None:
         """Why `devices` does not suit a bundle of `kind` ("axmodel" | "onnx"), or None."""
-        backend = self.backend or ("onnxruntime" if kind == "onnx" else "axengine")
+        backend = self.backend if self.backend != "auto" else ("onnxruntime" if kind == "onnx" else "axengine")
         devices = self.device_list
         if backend == "onnxruntime" and self.devices is not None and any(d is not None for d in devices):
             nulls = ", ".join(["null"] * len(devices))

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from daemon.errors import Busy
 from daemon.mqtt.messages import (
     RESERVED_CAMERA_NAMES,
     AskError,
@@ -20,7 +21,9 @@ from daemon.mqtt.messages import (
     encode,
     error_reply_json,
     parse_ask,
+    shorten,
 )
+from daemon.mqtt.settings import topic_problem
 from daemon.mqtt.outbox import Kind, OutboxMessage
 
 log = logging.getLogger(__name__)
@@ -50,6 +53,12 @@ class Asks:
             self.rejected += 1
             log.info("MQTT: ignored a question on %s: %r cannot be a camera", self.topics.ask(camera), camera)
             return
+        problem = topic_problem(self.topics.reply(camera))
+        if problem is not None:  # e.g. a 65,522-byte camera level: <base>/<camera>/reply is over MQTT's limit
+            self.rejected += 1
+            log.info("MQTT: ignored a question on %s without a reply: the reply topic cannot be published (%s)",
+                     shorten(self.topics.ask(camera)), problem)
+            return
         try:
             request = parse_ask(camera, payload, self.max_bytes, self._clock())
         except AskError as exc:
@@ -57,24 +66,28 @@ class Asks:
             return
         error = self._hand_over(request)
         if error is not None:
-            self._deliver(self.rejection(camera, request.id, error))
+            self._deliver(self.rejection(camera, request.id, *error))
 
-    def rejection(self, camera: str, request_id: Any, error: str) -> OutboxMessage:
+    def rejection(self, camera: str, request_id: Any, error: str, level: int = logging.INFO) -> OutboxMessage:
         """The error reply telling the asker why there is no answer; counted and logged."""
         self.rejected += 1
-        log.info("MQTT: rejected a question for camera %s: %s", camera, error)
+        log.log(level, "MQTT: rejected a question for camera %s: %s", shorten(camera), error)
         payload = encode(error_reply_json(camera, request_id, error, self._clock()))
         return OutboxMessage(Kind.REPLY, self.topics.reply(camera), payload, retain=False)
 
-    def _hand_over(self, request: AskRequest) -> str | None:
-        """Give a well-formed question to `on_ask`; the error to reply with when that cannot be done."""
+    def _hand_over(self, request: AskRequest) -> tuple[str, int] | None:
+        """Give a well-formed question to `on_ask`; the error to reply with (and its log level) when that
+        cannot be done."""
         if request.camera not in self.cameras:
-            return f"unknown camera {request.camera!r}; known cameras: {', '.join(self.cameras)}"
+            return (f"unknown camera {shorten(repr(request.camera))}; known cameras: {', '.join(self.cameras)}",
+                    logging.INFO)
         if self._on_ask is None:
-            return "this vlmwatch does not take ad-hoc questions"
+            return "this vlmwatch does not take ad-hoc questions", logging.INFO
         try:
             self._on_ask(request)
+        except Busy as exc:  # rate limit or full queue: expected under a flood, so no warning per question
+            return str(exc), logging.DEBUG
         except Exception as exc:  # noqa: BLE001 - a failing handler must not kill the network thread
             log.warning("MQTT: could not queue the question %r for %s: %s", request.id, request.camera, exc)
-            return f"the question could not be queued: {exc}"
+            return f"the question could not be queued: {exc}", logging.INFO
         return None

@@ -3,14 +3,18 @@
 As paho and Home Assistant's client do it: the last will (`offline`) is set
 before connecting; subscriptions are made in `on_connect`, so they survive
 reconnects; the birth message (`online`) and the discovery configs go out
-again after every reconnect, and again when Home Assistant announces itself;
+again after every reconnect, and again when Home Assistant announces itself
+(at most once per `REDISCOVERY_INTERVAL`: a flood of announcements is coalesced);
 paho's exponential backoff does the reconnecting; a refusal (credentials, a
 certificate that fails verification) is retried `refused_attempts` times and
 then given up for good, as a `PublishError` naming the remedy.
 
-Status and discovery configs are state rebuilt on every connect, so they go
-straight to paho. Everything else goes through the outbox, which the callbacks
-never touch: acks go to the `Sender`, questions to `Asks`, both in memory.
+Status, discovery configs and the rules' current ON/OFF (`retained_state`,
+asked on every connect and published before the birth message, so Home
+Assistant never sees an entity available with a stale state) are state
+rebuilt on every connect, so they go straight to paho; outbox messages follow
+them. Everything else goes through the outbox, which the callbacks never
+touch: acks go to the `Sender`, questions to `Asks`, both in memory.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from daemon.mqtt.settings import MqttSettings
 
 log = logging.getLogger(__name__)
 
+REDISCOVERY_INTERVAL = 5.0  # seconds: Home Assistant announcing itself more often gets one coalesced re-send
 _REFUSALS = {133, 134, 135, 138, 140}  # CONNACK: client id rejected, bad credentials, not authorised, banned
 
 
@@ -57,8 +62,10 @@ class Connection:
     """`create()` (may raise ConfigError), `connect()`, `wait_connected()`, `close()`."""
 
     def __init__(self, settings: MqttSettings, topics: Topics, discovery: Discovery, sender: Sender,
-                 on_ask: Callable[[str, bytes], None], progress: threading.Condition) -> None:
+                 on_ask: Callable[[str, bytes], None], progress: threading.Condition,
+                 retained_state: Callable[[], dict[str, bytes]] = dict) -> None:
         self.settings, self.topics, self.discovery = settings, topics, discovery
+        self._retained_state = retained_state  # topic -> payload, republished on every connect
         self._sender, self._on_ask, self._progress = sender, on_ask, progress
         self.client: paho.Client | None = None
         self.network_thread: threading.Thread | None = None  # set by the first callback
@@ -69,6 +76,10 @@ class Connection:
         self._error: PublishError | None = None
         self._refusals = 0
         self._last_failure = ""
+        self._rediscovery = threading.Lock()  # guards the three below: paho's thread and the timer's
+        self._last_rediscovery = float("-inf")  # time.monotonic() of the last re-send for Home Assistant
+        self._deferred: threading.Timer | None = None  # the coalesced re-send, when one is due
+        self._coalesced = 0  # announcements since the last re-send
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -115,6 +126,10 @@ class Connection:
                 info.wait_for_publish(max(0.1, deadline - time.monotonic()))
             except (RuntimeError, ValueError):
                 pass  # connection went away meanwhile: the broker publishes the will instead
+        with self._rediscovery:
+            deferred, self._deferred = self._deferred, None
+        if deferred is not None:
+            deferred.cancel()
         client.disconnect()
         client.loop_stop()
         self._connected.clear()
@@ -134,6 +149,13 @@ class Connection:
     @property
     def error(self) -> PublishError | None:
         return self._error
+
+    def publish_now(self, topic: str, payload: bytes, retain: bool) -> bool:
+        """QoS 0, only while connected, past the outbox: for measurements the next one replaces."""
+        if self.client is None or not self.connected:
+            return False
+        self.client.publish(topic, payload, qos=0, retain=retain)
+        return True
 
     def on_network_thread(self) -> bool:
         """True when called from paho's network thread (a callback, or code it calls)."""
@@ -159,6 +181,8 @@ class Connection:
         if s.discovery.enabled:
             topics += [(self.discovery.ha_status_topic, 1), (self.discovery.own_configs_filter, 1)]
         client.subscribe(topics)
+        for topic, payload in self._retained_state().items():
+            client.publish(topic, payload, qos=1, retain=True)
         client.publish(self.topics.status, ONLINE, qos=1, retain=True)  # birth, after every (re)connect
         self._publish_discovery(client)
         self.connects += 1
@@ -212,8 +236,7 @@ class Connection:
         if discovery and topic == self.discovery.ha_status_topic:
             # A retained `online` is an old birth replayed on subscribe; discovery just went out anyway.
             if message.payload == b"online" and not message.retain:
-                log.info("MQTT: Home Assistant came online; sending discovery configs again")
-                self._publish_discovery(client)
+                self._home_assistant_online(client)
         elif discovery and self.discovery.is_stale(topic, message.payload):
             log.info("MQTT: removing Home Assistant entity %s (its camera, rule or job is gone)", topic)
             client.publish(topic, b"", qos=1, retain=True)
@@ -243,6 +266,36 @@ class Connection:
             self._last_failure = problem
         else:
             log.debug("%s; still retrying", problem)
+
+    def _home_assistant_online(self, client: paho.Client) -> None:
+        """Send the discovery configs again, at most once per REDISCOVERY_INTERVAL: announcements in
+        between are coalesced into one re-send at the end of the interval (a flood of `online` costs
+        two rounds of configs and two log lines, not one round per message)."""
+        with self._rediscovery:
+            wait = self._last_rediscovery + REDISCOVERY_INTERVAL - time.monotonic()
+            if wait > 0 or self._deferred is not None:
+                self._coalesced += 1
+                if self._deferred is None:
+                    self._deferred = threading.Timer(wait, self._coalesced_rediscovery, args=(client,))
+                    self._deferred.name, self._deferred.daemon = "mqtt-rediscovery", True
+                    self._deferred.start()
+                return
+            self._last_rediscovery = time.monotonic()
+        log.info("MQTT: Home Assistant came online; sending discovery configs again")
+        self._publish_discovery(client)
+
+    def _coalesced_rediscovery(self, client: paho.Client) -> None:
+        """The timer's end of `_home_assistant_online`."""
+        with self._rediscovery:
+            if self._deferred is None:  # cancelled by close()
+                return
+            self._deferred, count, self._coalesced = None, self._coalesced, 0
+            self._last_rediscovery = time.monotonic()
+        if self.stopping or not self.connected:
+            return  # the next connect sends every config anyway
+        log.info("MQTT: Home Assistant announced itself %d more time(s) within %.0f s; sending discovery configs "
+                 "once more", count, REDISCOVERY_INTERVAL)
+        self._publish_discovery(client)
 
     def _publish_discovery(self, client: paho.Client) -> None:
         if not self.settings.discovery.enabled:

@@ -1,5 +1,10 @@
 """Home Assistant MQTT discovery: one retained config per entity.
 
+The daemon's own device comes first, so that the cameras' `via_device` points
+at a device Home Assistant already has: a connectivity `binary_sensor` on
+`<base>/status` (ON while the daemon is online; never unavailable) and two
+`sensor`s read from `<base>/npu`: the NPU load and the queue length.
+
 Per camera: a description `sensor` (state = first 255 characters of the text,
 the whole result as attributes) and an `image` of the latest alert snapshot,
 under a `device` for the camera. Per rule and camera: a `binary_sensor` with
@@ -116,7 +121,8 @@ class Discovery:
     # -- building ------------------------------------------------------------
 
     def _build(self) -> list[EntityConfig]:
-        entities = [e for camera in self.cameras for e in self._camera_entities(camera)]
+        entities = self._daemon_entities()
+        entities += [e for camera in self.cameras for e in self._camera_entities(camera)]
         entities += [e for rule in self.rules for camera in rule.cameras or ()
                      for e in self._rule_entities(rule, camera)]
         entities += [self._summary_entity(job) for job in self.summary_jobs]
@@ -127,6 +133,36 @@ class Discovery:
                                  f"({e.component}); rename a camera, rule or summary job")
             seen[e.topic] = e.object_id
         return entities
+
+    def _daemon_entities(self) -> list[EntityConfig]:
+        device = self._daemon_device()
+        return [
+            self._entity("binary_sensor", "status", device, {
+                "name": "Status",
+                "device_class": "connectivity",
+                "entity_category": "diagnostic",
+                "state_topic": self.topics.status,
+                "payload_on": ONLINE,
+                "payload_off": OFFLINE,
+            }, available=False),  # OFF (not unavailable) when the daemon is offline: that is its state
+            self._entity("sensor", "npu_load", device, {
+                "name": "NPU load",
+                "icon": "mdi:chip",
+                "state_topic": self.topics.npu,
+                "value_template": "{{ (value_json.load * 100) | round(0) }}",
+                "unit_of_measurement": "%",
+                "state_class": "measurement",
+                "json_attributes_topic": self.topics.npu,
+            }),
+            self._entity("sensor", "npu_queue", device, {
+                "name": "NPU queue",
+                "icon": "mdi:tray-full",
+                "state_topic": self.topics.npu,
+                "value_template": "{{ value_json.queue }}",
+                "unit_of_measurement": "jobs",
+                "state_class": "measurement",
+            }),
+        ]
 
     def _camera_entities(self, camera: str) -> list[EntityConfig]:
         device = self._camera_device(camera)
@@ -175,12 +211,14 @@ class Discovery:
             "json_attributes_topic": self.topics.summary(job),
         })
 
-    def _entity(self, component: str, object_id: str, device: dict, fields: dict) -> EntityConfig:
+    def _entity(self, component: str, object_id: str, device: dict, fields: dict,
+                available: bool = True) -> EntityConfig:
+        availability = {"availability": [{"topic": self.topics.status, "payload_available": ONLINE,
+                                          "payload_not_available": OFFLINE}]} if available else {}
         config = {
             **fields,
             "unique_id": f"{self.node_id}_{component}_{object_id}",
-            "availability": [{"topic": self.topics.status,
-                              "payload_available": ONLINE, "payload_not_available": OFFLINE}],
+            **availability,
             "device": device,
             "origin": {"name": "vlmwatch", "sw_version": __version__},
             "qos": 1,

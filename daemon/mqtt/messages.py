@@ -11,27 +11,47 @@ from __future__ import annotations
 
 import json
 import re
-import uuid
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from daemon.mqtt.settings import MAX_PACKET_BYTES, topic_problem
 from daemon.times import iso
-from daemon.types import Alert, Result, Summary, Timings
+from daemon.types import Alert, Result, Summary, Timings, new_message_id
 
 # Camera, rule, prompt and summary job names become topic levels and Home
-# Assistant object ids, which allow exactly these characters.
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+# Assistant object ids, which allow exactly these characters. Always `fullmatch`:
+# with `match` and `$`, "door\n" would pass (`$` matches before a final newline).
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 RESERVED_CAMERA_NAMES = frozenset({"summary"})  # <base>/summary/<job> is taken
 
 
 def check_name(kind: str, name: str) -> str:
     """Return `name` if it can be a topic level and an object id, else raise ValueError saying why."""
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise ValueError(f"{kind} name {name!r} must be 1-64 letters, digits, '_' or '-', starting with a letter or "
-                         "digit: it becomes an MQTT topic level and a Home Assistant object id")
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
+        raise ValueError(f"{kind} name {shorten(repr(name))} must be 1-64 letters, digits, '_' or '-', starting with "
+                         "a letter or digit: it becomes an MQTT topic level and a Home Assistant object id")
     return name
+
+
+def message_problem(topic: str, payload: bytes, max_payload: int) -> str | None:
+    """Why a message can never be published, or None: the topic breaks MQTT's rules, or the payload
+    is larger than the broker takes (`max_payload`) or than an MQTT packet can hold."""
+    problem = topic_problem(topic)
+    if problem is not None:
+        return f"its topic is not allowed: {problem}"
+    if len(payload) > max_payload:
+        return f"its payload is {len(payload):,} bytes; mqtt.max_payload_bytes is {max_payload:,}"
+    packet = 2 + len(topic.encode("utf-8")) + 2 + len(payload)  # topic length, topic, packet id, payload
+    if packet > MAX_PACKET_BYTES:
+        return f"topic and payload make a {packet:,}-byte packet; MQTT allows at most {MAX_PACKET_BYTES:,}"
+    return None
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """`text` cut for a log line or an error message: a client may send a 65,535-byte topic."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 @dataclass(frozen=True)
@@ -43,6 +63,11 @@ class Topics:
     @property
     def status(self) -> str:
         return f"{self.base}/status"
+
+    @property
+    def npu(self) -> str:
+        """The daemon's NPU load and queue depth (JSON), published periodically."""
+        return f"{self.base}/npu"
 
     @property
     def ask_filter(self) -> str:
@@ -82,10 +107,6 @@ class Topics:
 
 
 # -- payloads -----------------------------------------------------------------
-
-def new_message_id() -> str:
-    return uuid.uuid4().hex
-
 
 def encode(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
@@ -157,6 +178,11 @@ def summary_json(summary: Summary, message_id: str) -> dict[str, Any]:
     }
 
 
+def npu_json(load: float, queue: int, ts: float) -> dict[str, Any]:
+    """`load`: the fraction of wall time the NPU worker was busy since the last report."""
+    return {"load": round(min(max(load, 0.0), 1.0), 3), "queue": queue, "ts": iso(ts)}
+
+
 # -- ad-hoc questions ---------------------------------------------------------
 
 RequestId = str | int
@@ -189,6 +215,21 @@ class _AskJson(BaseModel):
     id: Annotated[str, Field(min_length=1, max_length=128)] | int | None = None
 
 
+ASK_SHAPE = '{"question": str, "choices": [str, ...], "id": str|int}'
+MAX_ASK_DEPTH = 8  # {"choices": [...]} needs 2
+_JSON_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_JSON_BRACKET = re.compile(r"[\[\]{}]")
+
+
+def json_depth(text: str) -> int:
+    """How deep arrays and objects nest in JSON `text`, without parsing it (brackets in strings do not count)."""
+    depth = deepest = 0
+    for bracket in _JSON_BRACKET.findall(_JSON_STRING.sub('""', text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
+
+
 def parse_ask(camera: str, payload: bytes, max_bytes: int, received: float) -> AskRequest:
     """Plain text, or JSON `{"question": ..., "choices": [...], "id": ...}`; AskError says what is wrong."""
     if len(payload) > max_bytes:
@@ -201,6 +242,10 @@ def parse_ask(camera: str, payload: bytes, max_bytes: int, received: float) -> A
         raise AskError('the question is empty: send plain text or JSON {"question": "..."}')
     if not text.startswith("{"):
         return AskRequest(camera, new_message_id(), text, (), received)
+    depth = json_depth(text)
+    if depth > MAX_ASK_DEPTH:  # json.loads recurses once per level: 2,000 levels raise RecursionError
+        raise AskError(f"the JSON nests {depth} levels deep; a question nests at most {MAX_ASK_DEPTH} "
+                       f"(expected {ASK_SHAPE})")
     try:
         raw = json.loads(text)
     except json.JSONDecodeError as exc:
@@ -211,8 +256,7 @@ def parse_ask(camera: str, payload: bytes, max_bytes: int, received: float) -> A
     except ValidationError as exc:
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "payload"
-        raise AskError(f"{where}: {err['msg']} (expected {{\"question\": str, \"choices\": [str, ...], "
-                       "\"id\": str|int}})", request_id) from None
+        raise AskError(f"{where}: {err['msg']} (expected {ASK_SHAPE})", request_id) from None
     question = data.question.strip()
     choices = tuple(c.strip() for c in data.choices or ())
     if not question:

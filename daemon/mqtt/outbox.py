@@ -6,13 +6,22 @@ loses nothing. Past the size limit the oldest message of the most
 expendable kind is dropped (descriptions first, alerts last); every drop is
 counted and logged.
 
+A message that can never be published (a topic MQTT or the broker refuses, a
+payload over the broker's limit) must not block the ones behind it: it is
+refused before it is stored, or, when paho refuses a stored row, moved to
+the `dead_letters` table of the same file with the reason. Either way it is
+counted and logged once. Dead letters are kept for inspection
+(`sqlite3 outbox.sqlite 'SELECT * FROM dead_letters'`), the newest
+`DEAD_LETTERS_KEPT` within the outbox's byte limit.
+
 Row ids come from AUTOINCREMENT, so they never go back: "pending after id N"
 is a stable cursor for the publisher, oldest first.
 
 A `daemon.store.Store` of its own file (state_dir/outbox.sqlite): one connection
 behind the store's lock, schema versioned with `migrate` (component "outbox").
-Unlike history it syncs every commit (synchronous=FULL) and reports failures as
-PublishError, which the daemon treats as an MQTT problem.
+Unlike history it syncs every commit (synchronous=FULL). A file that cannot be
+opened is a StateError like every store's (exit 2; a damaged one is named with the
+`mv` command that moves it aside); a failed insert is a PublishError.
 """
 
 from __future__ import annotations
@@ -26,6 +35,8 @@ from enum import Enum
 from pathlib import Path
 
 from daemon.errors import PublishError
+from daemon.mqtt.messages import message_problem, shorten
+from daemon.mqtt.settings import MAX_PACKET_BYTES
 from daemon.store import Store, migrate
 
 log = logging.getLogger(__name__)
@@ -84,7 +95,19 @@ OUTBOX_MIGRATIONS: list[list[str]] = [
             created  REAL    NOT NULL)""",
         "CREATE INDEX IF NOT EXISTS outbox_drop_order ON outbox (priority, id)",
     ],
+    [
+        """CREATE TABLE dead_letters (
+            id       INTEGER PRIMARY KEY AUTOINCREMENT,
+            kind     TEXT    NOT NULL,
+            topic    TEXT    NOT NULL,
+            payload  BLOB    NOT NULL,
+            retain   INTEGER NOT NULL,
+            created  REAL    NOT NULL,   -- when it was queued
+            failed   REAL    NOT NULL,   -- when it was found unpublishable
+            reason   TEXT    NOT NULL)""",
+    ],
 ]
+DEAD_LETTERS_KEPT = 1000
 
 
 class Outbox(Store):
@@ -98,16 +121,19 @@ class Outbox(Store):
         max_messages: int = 10_000,
         max_bytes: int = 64 * 1024 * 1024,
         clock: Callable[[], float] = time.time,
+        max_payload: int = MAX_PACKET_BYTES,
     ) -> None:
-        if max_messages < 1 or max_bytes < 1:
+        if max_messages < 1 or max_bytes < 1 or max_payload < 1:
             raise ValueError("outbox limits must be positive")
         super().__init__(path)
         self.max_messages = max_messages
         self.max_bytes = max_bytes
+        self.max_payload = max_payload  # the broker's limit: a larger payload is a dead letter
         self._clock = clock
         self._depth = 0
         self._bytes = 0
         self._dropped: dict[str, int] = {kind.value: 0 for kind in Kind}
+        self._dead_letters = 0
 
     # -- lifecycle (Store: open, close, context manager) ---------------------
 
@@ -127,18 +153,17 @@ class Outbox(Store):
         migrate(db, self.component, self.migrations)
         self._depth, self._bytes = _count(db)  # before open() publishes the connection: nobody else reads them yet
 
-    def _open_error(self, exc: Exception) -> PublishError:  # type: ignore[override]
-        return PublishError(
-            f"cannot open the MQTT outbox {self.path}: {exc}. Check that the state directory "
-            "is writable; if the file is damaged, move it away (its unsent messages are lost)."
-        )
-
     # -- queue -------------------------------------------------------------
 
     def put(self, message: OutboxMessage) -> int | None:
-        """Store a message; returns its row id, or None when it was itself dropped.
-        PublishError when SQLite cannot take it (disk full)."""
+        """Store a message; returns its row id, or None when it was itself dropped or can never be
+        published (then it is a dead letter). PublishError when SQLite cannot take it (disk full)."""
         return self._run(lambda db: self._insert(db, message), "store a message in")
+
+    def dead_letter(self, row: StoredMessage, reason: str) -> None:
+        """Move a stored row that paho or the broker refuses for good to the dead letters, so that the
+        messages behind it go out; counted and logged once."""
+        self._run(lambda db: self._bury(db, row, reason), "move a dead letter in")
 
     def pending(self, after_id: int = 0, limit: int = 100) -> list[StoredMessage]:
         """Messages with a row id above `after_id`, oldest first."""
@@ -169,12 +194,30 @@ class Outbox(Store):
         with self._lock:
             return dict(self._dropped)
 
+    @property
+    def dead_letters(self) -> int:
+        """Messages found unpublishable since this Outbox was made."""
+        return self._dead_letters
+
+    def dead_letter_rows(self) -> list[tuple[StoredMessage, float, str]]:
+        """The dead letters kept, oldest first: (message, when it failed, why)."""
+        rows = self._run(lambda db: db.execute(
+            "SELECT id, kind, topic, payload, retain, created, failed, reason FROM dead_letters ORDER BY id"
+        ).fetchall(), "read")
+        return [(StoredMessage(i, Kind(k), t, bytes(p), bool(r), c), f, why) for i, k, t, p, r, c, f, why in rows]
+
     # -- internals (under the lock, through Store._run) --------------------
 
     def _insert(self, db: sqlite3.Connection, message: OutboxMessage) -> int | None:
         size = len(message.payload)
         if size > self.max_bytes:
             self._record_drop(message.kind, message.topic, 0.0, f"it alone exceeds the {self.max_bytes}-byte limit")
+            return None
+        problem = message_problem(message.topic, message.payload, self.max_payload)
+        if problem is not None:
+            now = self._clock()
+            self._bury(db, StoredMessage(0, message.kind, message.topic, message.payload, message.retain, now),
+                       problem)
             return None
         try:
             with db:  # one transaction: the insert and any drops it causes
@@ -221,6 +264,27 @@ class Outbox(Store):
             self._record_drop(Kind(kind), topic, self._clock() - created, reason)
         return dropped_new
 
+    def _bury(self, db: sqlite3.Connection, row: StoredMessage, reason: str) -> None:
+        """Into the dead letters (row.id 0: it was never stored); out of the outbox if it was there."""
+        try:
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.execute("INSERT INTO dead_letters (kind, topic, payload, retain, created, failed, reason) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)", (row.kind.value, row.topic, row.payload, int(row.retain),
+                                                            row.created, self._clock(), reason))
+                gone = db.execute("DELETE FROM outbox WHERE id = ? RETURNING LENGTH(payload)", (row.id,)).fetchall()
+                _trim_dead_letters(db, self.max_bytes)
+        except sqlite3.Error as exc:
+            self._depth, self._bytes = _count(db)
+            raise PublishError(f"cannot move an unpublishable {row.kind.value} to the dead letters of the MQTT "
+                               f"outbox {self.path}: {exc}. Check free space in the state directory.") from exc
+        if gone:
+            self._depth, self._bytes = self._depth - 1, self._bytes - gone[0][0]
+        self._dead_letters += 1
+        log.warning("outbox: the %s for %s can never be published: %s. Moved it to the dead letters of %s "
+                    "(%d since start); the messages behind it go on", row.kind.value, shorten(row.topic), reason,
+                    self.path, self._dead_letters)
+
     def _record_drop(self, kind: Kind, topic: str, age: float, reason: str) -> None:
         self._dropped[kind.value] += 1
         log.warning(
@@ -228,6 +292,14 @@ class Outbox(Store):
             kind.value, topic, age, reason,
             ", ".join(f"{k} {n}" for k, n in self._dropped.items() if n) or "none",
         )
+
+
+def _trim_dead_letters(db: sqlite3.Connection, max_bytes: int) -> None:
+    """Keep the newest DEAD_LETTERS_KEPT dead letters, and at most `max_bytes` of their payloads."""
+    db.execute("DELETE FROM dead_letters WHERE id NOT IN (SELECT id FROM dead_letters ORDER BY id DESC LIMIT ?)",
+               (DEAD_LETTERS_KEPT,))
+    while db.execute("SELECT COALESCE(SUM(LENGTH(payload)), 0) FROM dead_letters").fetchone()[0] > max_bytes:
+        db.execute("DELETE FROM dead_letters WHERE id = (SELECT MIN(id) FROM dead_letters)")
 
 
 def _count(db: sqlite3.Connection) -> tuple[int, int]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +42,7 @@ from daemon.mqtt.messages import (
     check_name,
     encode,
     new_message_id,
+    npu_json,
     reply_json,
     result_json,
     summary_json,
@@ -49,7 +50,8 @@ from daemon.mqtt.messages import (
 from daemon.mqtt.outbox import Kind, Outbox, OutboxMessage
 from daemon.mqtt.sender import IN_FLIGHT, Sender
 from daemon.mqtt.settings import MqttSettings
-from daemon.types import Alert, Result, Summary
+from daemon.times import iso
+from daemon.types import Alert, CameraStatus, Result, Summary
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,21 @@ class PublisherStats:
     connect_failures: int
     asks: int
     asks_rejected: int
+    dead_letters: int = 0  # messages that can never be published (moved aside so the rest go out), since start
+
+
+def plan_entities(settings: MqttSettings, cameras: Iterable[str], rules: Iterable[RuleInfo] = (),
+                  summary_jobs: Iterable[str] = ()) -> Discovery:
+    """The topics and Home Assistant entities for these names; ConfigError when a name cannot be a
+    topic level or an entity id, or two entities collide (`vlmwatch check-config` calls this too)."""
+    try:
+        checked = tuple(check_name("camera", c) for c in cameras)
+        reserved = RESERVED_CAMERA_NAMES & set(checked)
+        if reserved:
+            raise ValueError(f"camera name {min(reserved)!r} is reserved (<base>/summary/<job> is taken)")
+        return Discovery(settings.discovery, Topics(settings.base_topic), checked, rules, summary_jobs)
+    except ValueError as exc:
+        raise ConfigError(f"mqtt: {exc}") from None
 
 
 class Publisher:
@@ -87,23 +104,19 @@ class Publisher:
         on_ask: Callable[[AskRequest], None] | None = None,
         *,
         clock: Callable[[], float] = time.time,
+        rule_states: Callable[[], Mapping[tuple[str, str], bool]] | None = None,
     ) -> None:
         self.settings = settings
-        self.topics = Topics(settings.base_topic)
-        try:
-            self.cameras = tuple(check_name("camera", c) for c in cameras)
-            reserved = RESERVED_CAMERA_NAMES & set(self.cameras)
-            if reserved:
-                raise ValueError(f"camera name {min(reserved)!r} is reserved (<base>/summary/<job> is taken)")
-            self.discovery = Discovery(settings.discovery, self.topics, self.cameras, rules, summary_jobs)
-        except ValueError as exc:
-            raise ConfigError(f"mqtt: {exc}") from None
-        self._outbox = Outbox(outbox_path, settings.outbox.max_messages, settings.outbox.max_bytes, clock)
+        self._rule_states = rule_states  # (rule, camera) -> ON now; published on every connect
+        self.discovery = plan_entities(settings, cameras, rules, summary_jobs)
+        self.topics, self.cameras = self.discovery.topics, self.discovery.cameras
+        self._outbox = Outbox(outbox_path, settings.outbox.max_messages, settings.outbox.max_bytes, clock,
+                              settings.max_payload_bytes)
         self._progress = threading.Condition()  # notified on (dis)connects, refusals and every sender round
         self._sender = Sender(self._outbox, self._progress)
         self._asks = Asks(self.topics, self.cameras, settings.ask_max_bytes, on_ask, self._sender.post, clock)
         self._connection = Connection(settings, self.topics, self.discovery, self._sender, self._asks.handle,
-                                      self._progress)
+                                      self._progress, self._current_rule_states)
         self._started = False
         self._stopping = False
 
@@ -158,14 +171,15 @@ class Publisher:
         box, sender, connection = self._outbox, self._sender, self._connection
         return PublisherStats(self.connected, box.depth, box.size_bytes, sender.in_flight, sender.sent,
                               sender.acknowledged, box.dropped, connection.connects, connection.connect_failures,
-                              self._asks.asked, self._asks.rejected)
+                              self._asks.asked, self._asks.rejected, box.dead_letters)
 
     # -- what the daemon publishes (any thread) ---------------------------------
 
-    def publish_result(self, result: Result) -> str:
-        """Text -> `<camera>/description`, choice -> `<camera>/answer/<prompt>`; both retained. Returns the id."""
+    def publish_result(self, result: Result, message_id: str | None = None) -> str:
+        """Text -> `<camera>/description`, choice -> `<camera>/answer/<prompt>`; both retained. Returns the id
+        (`message_id`: the one recorded with the result in history; a new one if None)."""
         check_name("camera", result.camera)
-        message_id = new_message_id()
+        message_id = message_id or new_message_id()
         payload = encode(result_json(result, message_id))
         if result.choice is not None:
             topic = self.topics.answer(result.camera, check_name("prompt", result.prompt_id))
@@ -174,10 +188,10 @@ class Publisher:
             self._enqueue(OutboxMessage(Kind.DESCRIPTION, self.topics.description(result.camera), payload, retain=True))
         return message_id
 
-    def publish_alert(self, alert: Alert) -> str:
+    def publish_alert(self, alert: Alert, message_id: str | None = None) -> str:
         """Snapshot (retained), alert JSON (not retained), rule state ON (retained). Returns the alert's id."""
         camera, rule = check_name("camera", alert.camera), check_name("rule", alert.rule)
-        message_id = new_message_id()
+        message_id = message_id or new_message_id()
         if alert.snapshot_jpeg is not None:
             self._enqueue(OutboxMessage(Kind.SNAPSHOT, self.topics.snapshot(camera), alert.snapshot_jpeg, retain=True))
         self._enqueue(OutboxMessage(Kind.ALERT, self.topics.alert(camera), encode(alert_json(alert, message_id)),
@@ -189,11 +203,34 @@ class Publisher:
         topic = self.topics.rule(check_name("camera", camera), check_name("rule", rule))
         self._enqueue(OutboxMessage(Kind.RULE, topic, (ON if on else OFF).encode(), retain=True))
 
-    def publish_summary(self, summary: Summary) -> str:
-        message_id = new_message_id()
+    def publish_npu(self, load: float, queue: int, ts: float) -> bool:
+        """`<base>/npu`: retained, QoS 0, only while connected (a measurement: the next one replaces a
+        lost one, so none waits in the outbox). False when not connected."""
+        return self._connection.publish_now(self.topics.npu, encode(npu_json(load, queue, ts)), retain=True)
+
+    def _current_rule_states(self) -> dict[str, bytes]:
+        """Every rule sensor's current ON/OFF (paho's thread, on connect): Home Assistant shows OFF for a
+        rule that never held, not `unknown`, and never a retained ON the daemon no longer holds."""
+        if self._rule_states is None:
+            return {}
+        return {self.topics.rule(camera, rule): (ON if on else OFF).encode()
+                for (rule, camera), on in self._rule_states().items()}
+
+    def publish_summary(self, summary: Summary, message_id: str | None = None) -> str:
+        message_id = message_id or new_message_id()
         topic = self.topics.summary(check_name("summary job", summary.job))
         self._enqueue(OutboxMessage(Kind.SUMMARY, topic, encode(summary_json(summary, message_id)), retain=True))
         return message_id
+
+    def publish_camera_status(self, status: CameraStatus) -> None:
+        """`<camera>/status`, retained JSON from the camera watchdog: `state` (starting, up, restarting,
+        down, ended), `last_frame_age` (s), `restarts`, `dropped` (windows), `error`."""
+        camera = check_name("camera", status.camera)
+        payload = encode({"id": new_message_id(), "camera": camera, "state": status.state, "ts": iso(status.ts),
+                          "last_frame_age": status.last_frame_age, "restarts": status.restarts,
+                          "dropped": status.dropped, "error": status.error})
+        # Dropped first when the outbox is full, like a description: the next status supersedes it.
+        self._enqueue(OutboxMessage(Kind.DESCRIPTION, f"{self.topics.base}/{camera}/status", payload, retain=True))
 
     def reply(self, request: AskRequest, result: Result) -> None:
         """Answer an `AskRequest` on `<camera>/reply`, echoing its id."""

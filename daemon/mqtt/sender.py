@@ -3,7 +3,10 @@
 At most `IN_FLIGHT` messages are handed to paho and not yet acknowledged, oldest
 first. Every unacknowledged message stays in paho's memory across reconnects
 (paho resends it itself), so the sender only ever moves forward through the
-outbox; after a restart it starts again from the oldest row.
+outbox; after a restart it starts again from the oldest row. A row paho
+refuses for good (ValueError: a topic too long or with a wildcard, a payload
+too large) becomes a dead letter (`Outbox.dead_letter`) and the sender moves
+on: one bad message never blocks the others.
 
 This thread is the only one besides the daemon's producers that touches the
 SQLite outbox. paho's network thread never does: it hands acks (`ack`) and the
@@ -141,7 +144,13 @@ class Sender:
             if not batch:
                 return
             for row in batch:
-                info = self._client.publish(row.topic, row.payload, qos=1, retain=row.retain)
+                try:
+                    info = self._client.publish(row.topic, row.payload, qos=1, retain=row.retain)
+                except ValueError as exc:  # "Publish topic is too long.", "Payload too large.", not UTF-8, ...
+                    # Refused for good: retrying would block every message behind it, for ever.
+                    self.outbox.dead_letter(row, f"paho refused it: {exc}")
+                    self._cursor = row.id
+                    continue
                 if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
                     return  # message id still in use: try again on the next wake-up
                 # MQTT_ERR_NO_CONN is fine too: paho keeps the message and sends it on reconnect.

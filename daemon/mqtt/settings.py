@@ -14,11 +14,42 @@ import socket
 import ssl
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from daemon.errors import ConfigError
 
-_TOPIC_CHARS = re.compile(r"^[^#+\x00]+$")
+MAX_TOPIC_BYTES = 65_535  # MQTT: a topic is a UTF-8 string with a 2-byte length
+MAX_PACKET_BYTES = 268_435_455  # MQTT: the largest "remaining length" of a packet (also mosquitto's message_size_limit)
+# What mosquitto refuses in a topic by dropping the connection ("malformed packet"), as the MQTT spec allows:
+# control characters (C0 with NUL, DEL, C1), UTF-16 surrogates and Unicode non-characters.
+_NON_CHARACTERS = "".join(chr(plane | 0xFFFE) + chr(plane | 0xFFFF) for plane in range(0, 0x110000, 0x10000))
+_BAD_TOPIC_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufdd0-\ufdef" + _NON_CHARACTERS + "]")
+
+
+def topic_problem(topic: str) -> str | None:
+    """Why `topic` cannot be published (MQTT's rules and what mosquitto enforces), or None if it can."""
+    if not topic:
+        return "the topic is empty"
+    if "+" in topic or "#" in topic:
+        return "it contains a wildcard ('+' or '#'), which only subscriptions may use"
+    bad = _BAD_TOPIC_CHARS.search(topic)
+    if bad:
+        return (f"it contains the character U+{ord(bad.group()):04X} at position {bad.start()}; control characters, "
+                "lone surrogates and Unicode non-characters make the broker drop the connection")
+    size = len(topic.encode("utf-8"))
+    if size > MAX_TOPIC_BYTES:
+        return f"it is {size:,} bytes long; MQTT allows at most {MAX_TOPIC_BYTES:,}"
+    return None
+
+
+def _prefix_problem(prefix: str) -> str | None:
+    """Why `prefix` cannot start every topic vlmwatch uses, or None."""
+    problem = topic_problem(prefix)
+    if problem is None and "" in prefix.split("/"):
+        problem = "it has an empty level (a leading or trailing '/', or '//')"
+    if problem is None and len(prefix.encode("utf-8")) > 1024:
+        problem = "it is longer than 1,024 bytes"
+    return problem
 
 
 class _Section(BaseModel):
@@ -46,11 +77,18 @@ class DiscoverySettings(_Section):
     """Home Assistant MQTT discovery."""
 
     enabled: bool = Field(True, description="Publish Home Assistant discovery configs for cameras, rules and summaries.")
-    prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix (its MQTT settings).",
-                        pattern=r"^[^#+/\x00][^#+\x00]*$")
+    prefix: str = Field("homeassistant", description="Home Assistant's discovery prefix (its MQTT settings).")
     expire_after: int = Field(
         1800, ge=0, description="Seconds without a new description after which Home Assistant shows the "
         "description sensor as unavailable; keep it above the gate's heartbeat. 0 = never.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        problem = _prefix_problem(value)
+        if problem:
+            raise ValueError(f"discovery prefix {value!r} cannot start MQTT topics: {problem}")
+        return value
 
 
 class OutboxSettings(_Section):
@@ -78,7 +116,7 @@ class MqttSettings(_Section):
     password_env: str | None = Field(None, min_length=1, description="Name of an environment variable holding the password.")
     password_file: Path | None = Field(None, description="File whose content (trailing newline stripped) is the password.")
     password_credential: str | None = Field(
-        None, min_length=1, pattern=r"^[^/]+$",
+        None, min_length=1, pattern=r"^[^/\n]+$",  # no newline: then "$" means the end, whatever the engine
         description="Name of a systemd credential (LoadCredential=/SetCredentialEncrypted=) holding the password; "
         "read from $CREDENTIALS_DIRECTORY/<name>.")
     tls: TlsSettings | None = Field(None, description="TLS settings; absent = plain TCP.")
@@ -96,11 +134,21 @@ class MqttSettings(_Section):
     reconnect_max_delay: float = Field(
         120.0, gt=0, description="Upper bound of the reconnect delay in seconds.")
     ask_max_bytes: int = Field(4096, ge=64, le=65536, description="Largest accepted payload on <base_topic>/<camera>/ask.")
+    max_payload_bytes: int = Field(
+        MAX_PACKET_BYTES, ge=1024, le=MAX_PACKET_BYTES,
+        description="Largest payload the broker accepts (mosquitto: message_size_limit; default MQTT's maximum). "
+        "A larger message (a big snapshot) is not sent but kept in the outbox's dead letters and logged.")
+
+    @field_validator("base_topic")
+    @classmethod
+    def _base_topic(cls, value: str) -> str:
+        problem = _prefix_problem(value)
+        if problem:
+            raise ValueError(f"base_topic {value!r} cannot start MQTT topics: {problem}")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> MqttSettings:
-        if not _TOPIC_CHARS.match(self.base_topic) or self.base_topic.startswith("/") or self.base_topic.endswith("/"):
-            raise ValueError(f"base_topic {self.base_topic!r} must not contain '+', '#' or start/end with '/'")
         sources = [name for name in ("password", "password_env", "password_file", "password_credential")
                    if getattr(self, name) is not None]
         if len(sources) > 1:

@@ -15,7 +15,7 @@ Each file holds a list of rules:
       severity: warning               # info | warning | critical, default warning
       snapshot: true                  # attach the frame that changed most, default false
       message: "{camera}: someone at the door ({probability})"
-      off_delay: 5m                   # Home Assistant turns the sensor off after this, default 5m
+      off_delay: 5m                   # the sensor turns off this long after the last trigger, default 5m
 
     - id: smoke
       match: {any: [smoke, fire, flames]}   # or all: [...], regex: "..."; all given must hold
@@ -42,9 +42,10 @@ import yaml
 from daemon.errors import ConfigError
 from daemon.rules.hours import TimeRange, parse_days, parse_time_range
 from daemon.rules.model import DESCRIPTION, SEVERITIES, Ask, Match, Rule, RuleSet, Template, parse_template
+from daemon.settings import compose_yaml, yaml_problem
 from daemon.times import parse_duration
 
-RULE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")  # an MQTT topic level and Home Assistant object id
+RULE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # an MQTT topic level and HA object id; always fullmatch
 OPTIONS = ("id", "cameras", "ask", "choices", "when", "threshold", "match", "for", "cooldown", "active",
            "severity", "snapshot", "message", "off_delay")
 ASK_ONLY = ("choices", "when", "threshold")
@@ -108,13 +109,12 @@ class Parsed:
 
 def parse_file(path: Path, cameras: set[str] | None = None) -> list[Parsed]:
     try:
-        node = yaml.compose(path.read_text(encoding="utf-8"), Loader=yaml.SafeLoader)
+        node = compose_yaml(path.read_text(encoding="utf-8"))  # bounded: an alias bomb is refused here
     except (OSError, UnicodeDecodeError) as exc:
         return [Parsed(None, 1, None, [(1, f"{path}:1: cannot read the rule file ({exc})")])]
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = mark.line + 1 if mark else 1
-        return [Parsed(None, line, None, [(line, f"{path}:{line}: not valid YAML: {getattr(exc, 'problem', exc)}")])]
+        line, problem = yaml_problem(path, exc)
+        return [Parsed(None, line, None, [(line, problem)])]
     if node is None:
         return []
     if not isinstance(node, yaml.SequenceNode):
@@ -133,12 +133,22 @@ def _line(node: yaml.Node) -> int:
     return node.start_mark.line + 1
 
 
+class _Collection:
+    """What `_construct` gives for a list or mapping: options here take scalars, and a message
+    must never render an aliased structure expanded ("got a list", not a billion items)."""
+
+    def __init__(self, node: yaml.Node) -> None:
+        self.kind = "a list" if isinstance(node, yaml.SequenceNode) else "a mapping"
+
+    def __repr__(self) -> str:
+        return self.kind
+
+
 def _construct(node: yaml.Node) -> Any:
-    loader = yaml.SafeLoader("")
-    try:
-        return loader.construct_object(node, deep=True)
-    finally:
-        loader.dispose()
+    """A scalar's value (YAML 1.1 types, as SafeLoader reads it), or a `_Collection`."""
+    if not isinstance(node, yaml.ScalarNode):
+        return _Collection(node)
+    return yaml.constructor.SafeConstructor().construct_object(node, deep=True)
 
 
 @dataclass
@@ -224,8 +234,8 @@ class _RuleReader:
             self.problem(self.node, "id is missing: give every rule a unique id, e.g. id: person_at_door")
             return None
         rule_id = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
-        if not RULE_ID.match(rule_id):
-            self.problem(node, f"id {rule_id or node.tag!r} must be 1-64 lower-case letters, digits, '_' or '-',"
+        if not RULE_ID.fullmatch(rule_id):
+            self.problem(node, f"id {rule_id[:80] or node.tag!r} must be 1-64 lower-case letters, digits, '_' or '-',"
                          " starting with a letter or digit (it becomes an MQTT topic level)")
             return None
         self.label = rule_id
@@ -314,7 +324,8 @@ class _RuleReader:
         if self.cameras is not None:
             unknown = [n for n in names if n not in self.cameras]
             if unknown:
-                raise ValueError(f"camera {unknown[0]!r} is not configured (cameras: {', '.join(sorted(self.cameras))})")
+                raise ValueError(f"camera {unknown[0]!r} is not configured (cameras: {', '.join(sorted(self.cameras))});"
+                                 " name a configured camera, or leave cameras out to watch every camera")
         return names
 
     def _for(self, node: yaml.Node) -> int:

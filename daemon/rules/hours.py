@@ -13,7 +13,7 @@ DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 DAY_NAMES = {**{d: i for i, d in enumerate(DAYS)},
              **{d: i for i, d in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday",
                                              "saturday", "sunday"))}}
-TIME_RANGE = re.compile(r"^(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})$")
+TIME_RANGE = re.compile(r"(\d{1,2}):(\d{2})\s*-\s*(\d{1,2}):(\d{2})")  # always fullmatch
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class TimeRange:
 
 def parse_time_range(text: str) -> tuple[int, int]:
     """'22:00-06:00' -> minutes of the day (1320, 360); ValueError otherwise."""
-    m = TIME_RANGE.match(text.strip())
+    m = TIME_RANGE.fullmatch(text.strip())
     hint = "write HH:MM-HH:MM in 24-hour time, e.g. 22:00-06:00 (ranges may run past midnight)"
     if not m:
         raise ValueError(f"bad time range {text!r}: {hint}")

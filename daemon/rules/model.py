@@ -15,7 +15,11 @@ the rule fires an alert unless it fired on that camera less than `cooldown`
 seconds ago. A window in which the rule does not trigger (including one
 outside its `active` hours) resets the count and turns the sensor OFF. A
 window without the rule's result (its question was not asked, or there is no
-description yet) leaves the rule's state alone.
+description yet, or the gate skipped it) leaves the count alone; but a sensor
+holds only `off_delay` seconds after the last triggering window (`expire`), as
+Home Assistant's own `off_delay` does, so a sensor left ON while the gate skips
+a static scene, or while the daemon is stopped, turns OFF and comes back ON
+only on a new triggering window.
 
 Regular expressions and time safety: a rule file must not be able to hang the
 daemon, and Python's `re` backtracks (`(a|aa)+b` takes exponential time). So:
@@ -201,7 +205,7 @@ class Rule:
     severity: str = "warning"
     snapshot: bool = False
     message: Template | None = None  # None: the default for the trigger
-    off_delay: float = 300.0  # seconds until Home Assistant turns the binary_sensor off by itself
+    off_delay: float = 300.0  # seconds a sensor holds after the last triggering window (the daemon and HA turn it off)
     file: Path | None = None
     line: int = 0
 
@@ -256,6 +260,7 @@ class RuleStatus:
     count: int = 0  # consecutive triggering windows
     last_fired: float | None = None
     on: bool = False
+    last_hit: float | None = None  # the last triggering window (an ON sensor expires off_delay after it)
 
 
 State = Mapping[tuple[str, str], RuleStatus]  # (rule id, camera) -> status
@@ -311,12 +316,12 @@ def evaluate(rules: RuleSet, camera: str, results: Sequence[Result], state: Stat
         hit, p = triggered(rule, result)
         hit = hit and rule.is_active(now, rules.timezone)
         if not hit:
-            after = RuleStatus(0, before.last_fired, False)
+            after = RuleStatus(0, before.last_fired, False, before.last_hit)
         else:
             count = before.count + 1
             holds = count >= rule.for_windows
             fire = holds and (before.last_fired is None or now - before.last_fired >= rule.cooldown)
-            after = RuleStatus(count, now if fire else before.last_fired, before.on or holds)
+            after = RuleStatus(count, now if fire else before.last_fired, before.on or holds, now)
             if fire:
                 alerts.append(make_alert(rule, camera, result, p, now))
         if after.on != before.on:
@@ -324,6 +329,36 @@ def evaluate(rules: RuleSet, camera: str, results: Sequence[Result], state: Stat
         if after != before:
             next_state[key] = changed[key] = after
     return Evaluation(tuple(alerts), next_state, changed, tuple(changes))
+
+
+def expire(rules: RuleSet, state: State, now: float) -> Evaluation:
+    """Turn OFF every sensor whose last triggering window is `off_delay` or more before `now`
+    (no alerts; the count stays, so the next triggering window holds again at once)."""
+    next_state = dict(state)
+    changed: dict[tuple[str, str], RuleStatus] = {}
+    changes: list[StateChange] = []
+    for key, status in state.items():
+        rule = rules.get(key[0])
+        if status.on and rule is not None and _expired(rule, status, now):
+            next_state[key] = changed[key] = replace(status, on=False)
+            changes.append(StateChange(key[1], key[0], False))
+    return Evaluation((), next_state, changed, tuple(changes))
+
+
+def sensor_states(rules: RuleSet, state: State, cameras: Sequence[str], now: float) -> dict[tuple[str, str], bool]:
+    """(rule id, camera) -> ON for every rule on every camera it watches, as of `now` (a rule that
+    never held, or whose hold expired, is OFF)."""
+    out = {}
+    for rule in rules.rules:
+        for camera in cameras:
+            if rule.applies_to(camera):
+                status = state.get((rule.id, camera), RuleStatus())
+                out[(rule.id, camera)] = status.on and not _expired(rule, status, now)
+    return out
+
+
+def _expired(rule: Rule, status: RuleStatus, now: float) -> bool:
+    return status.last_hit is None or now - status.last_hit >= rule.off_delay
 
 
 def make_alert(rule: Rule, camera: str, result: Result, probability: float | None, now: float) -> Alert:

@@ -2,32 +2,37 @@
 of results, and where alerts go (history, MQTT alert + rule state + snapshot).
 
 `evaluate` stays pure; this class holds the state between windows, persists
-what changed and does the I/O. It runs on the NPU worker thread only.
+what changed and does the I/O. Results arrive on the NPU worker thread; the
+App's main loop calls `expire` every second (a sensor holds `off_delay` after
+its last triggering window, whatever the gate skips), and the MQTT publisher
+asks `sensor_states` on every (re)connect: a lock keeps the three apart.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Callable, Protocol
 
-from daemon.errors import ConfigError, QuestionError
-from daemon.rules.model import Ask, RuleSet, evaluate
+from daemon.rules.model import RuleSet, evaluate, expire, sensor_states
 from daemon.rules.state import RuleStateStore
-from daemon.types import Alert, Prompt, Result, Window
+from daemon.types import Alert, Prompt, Result, Window, new_message_id
 
 log = logging.getLogger(__name__)
 
 
 class AlertPublisher(Protocol):
-    def publish_alert(self, alert: Alert) -> str: ...
+    def publish_alert(self, alert: Alert, message_id: str | None = None) -> str: ...
 
     def publish_rule_state(self, camera: str, rule: str, on: bool) -> None: ...
 
 
 class AlertSink(Protocol):
-    def record_alert(self, alert: Alert) -> int: ...
+    def record_alert(self, alert: Alert, message_id: str | None = None) -> int: ...
+
+    def mark_queued(self, table: str, row_id: int) -> None: ...
 
 
 Snapshot = Callable[[Window, "Window | None"], bytes]  # (window, previous analysed window) -> JPEG
@@ -39,6 +44,8 @@ class RuleRunner:
         self.rules, self.store, self.history, self.publisher = rules, store, history, publisher
         self.snapshot = snapshot  # None: alerts go out without a picture
         self.state = store.load() if store is not None else {}
+        self._lock = threading.Lock()  # self.state: held only for in-memory work (paho's thread reads it)
+        self._io = threading.Lock()  # one evaluation at a time with what it stores and publishes
 
     def prompts(self, camera: str) -> list[Prompt]:
         """Choice prompts of the camera's ask rules (one per distinct question)."""
@@ -50,25 +57,59 @@ class RuleRunner:
         if not results or not len(self.rules):
             return []
         now = max(r.ts for r in results)  # replay evaluates at the same time
-        evaluation = evaluate(self.rules, window.camera, results, self.state, now)
-        self.state = evaluation.state
+        with self._io:
+            return self._apply(window, results, previous, now)
+
+    def _apply(self, window: Window, results: Sequence[Result], previous: Window | None, now: float) -> list[Alert]:
+        with self._lock:
+            evaluation = evaluate(self.rules, window.camera, results, self.state, now)
+            self.state = evaluation.state
+        alerts = [self._with_snapshot(alert, window, previous) if self._wants_snapshot(alert) else alert
+                  for alert in evaluation.alerts]
+        # Recorded before the state that says they fired, and before queueing (which a restart finishes
+        # from history): a crash anywhere here may repeat an alert, never lose one.
+        recorded = []
+        for alert in alerts:
+            message_id = new_message_id() if self.publisher is not None else None
+            recorded.append((alert, message_id, self.history.record_alert(alert, message_id)))
         if self.store is not None:
             self.store.save(evaluation.changed, now)
-        alerts = []
-        for alert in evaluation.alerts:
-            rule = self.rules.get(alert.rule)
-            if rule is not None and rule.snapshot and self.snapshot is not None:
-                alert = self._with_snapshot(alert, window, previous)
-            self.history.record_alert(alert)
+        for alert, message_id, row_id in recorded:
             if self.publisher is not None:
-                self.publisher.publish_alert(alert)  # also turns the rule's sensor ON
+                self.publisher.publish_alert(alert, message_id)  # also turns the rule's sensor ON
+                self.history.mark_queued("alerts", row_id)
             log.info("camera %s: rule %s fired (%s): %s", alert.camera, alert.rule, alert.severity, alert.text)
-            alerts.append(alert)
         fired = {a.rule for a in alerts}
         for change in evaluation.changes:
             if self.publisher is not None and not (change.on and change.rule in fired):
                 self.publisher.publish_rule_state(change.camera, change.rule, change.on)
         return alerts
+
+    def expire(self, now: float) -> None:
+        """Turn OFF (persist, publish) every sensor whose hold ran out: `off_delay` seconds without a
+        triggering window, whether the windows in between were skipped by the gate or never came."""
+        with self._io:
+            with self._lock:
+                evaluation = expire(self.rules, self.state, now)
+                self.state = evaluation.state
+            if not evaluation.changed:
+                return
+            if self.store is not None:
+                self.store.save(evaluation.changed, now)
+            for change in evaluation.changes:
+                log.info("camera %s: rule %s no longer holds (no triggering window for its off_delay): OFF",
+                         change.camera, change.rule)
+                if self.publisher is not None:
+                    self.publisher.publish_rule_state(change.camera, change.rule, change.on)
+
+    def sensor_states(self, cameras: Sequence[str], now: float) -> dict[tuple[str, str], bool]:
+        """(rule, camera) -> ON for every rule on every camera it watches (any thread)."""
+        with self._lock:
+            return sensor_states(self.rules, self.state, cameras, now)
+
+    def _wants_snapshot(self, alert: Alert) -> bool:
+        rule = self.rules.get(alert.rule)
+        return rule is not None and rule.snapshot and self.snapshot is not None
 
     def _with_snapshot(self, alert: Alert, window: Window, previous: Window | None) -> Alert:
         try:
@@ -77,23 +118,3 @@ class RuleRunner:
             log.exception("camera %s: could not make the snapshot for rule %s; alerting without it",
                           alert.camera, alert.rule)
             return alert
-
-
-def check_questions(rules: RuleSet, engine, frames: dict[str, int]) -> None:
-    """Before starting: every ask rule's choices must be told apart from one token, and its
-    question must fit the model on each camera (`frames`: camera -> frames per window)."""
-    problems: list[str] = []
-    for rule in rules.rules:
-        trigger = rule.trigger
-        if not isinstance(trigger, Ask):
-            continue
-        prompt = Prompt(rule.id, trigger.question, trigger.choices)
-        for camera, n in frames.items():
-            if rule.applies_to(camera):
-                try:
-                    engine.check(n, prompt, f"question with the {n}-frame prefix of camera {camera}")
-                except QuestionError as exc:
-                    problems.append(f"{rule.where}: {rule.id}: {exc}")
-                    break
-    if problems:
-        raise ConfigError("\n".join(problems))

@@ -2,41 +2,58 @@
 
 `App` runs the parts `daemon.service.build` wired for it, until stopped, or
 with `once` until every file and folder source has ended and the queue has
-drained. `handle` is the NPU workers' one entry point (one worker and engine
-per NPU, `daemon.service.npus`): every job goes through it, on the engine of
-the NPU that took it, and so does every engine error:
+drained. `handle` (daemon.service.npu_side) is the NPU workers' one entry point
+(one worker and engine per NPU, `daemon.service.npus`): every job goes through
+it, on the engine of the NPU that took it, and so does every engine error:
 
 - `Cancelled` (shutting down): nothing is published or stored for the job;
 - `QuestionError` (a question the model cannot take): the asker gets it as the
-  reply, a window or summary logs it and the daemon goes on;
+  reply, a window or summary logs it and the daemon goes on (an HTTP chat job
+  tells its client itself, see `daemon.service.chat`);
+- a state file that cannot be written (`StateError`, `StorageError`, or a
+  `PublishError` from the outbox) stops the daemon with that error's exit code:
+  a storage problem, not an engine error;
 - anything else (a broken runtime, a bug such as a `ShapeError`) is fatal:
   the worker stops and systemd restarts the daemon.
+
+Capture threads belong to the camera watchdog (`daemon.service.cameras`), which
+restarts a dead or stalled capture; a camera down for `health.down_after` makes
+the daemon unhealthy, so the systemd watchdog restarts it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
+import math
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from daemon.engine.engine import Answer, Engine, Prefix
-from daemon.errors import Cancelled, QuestionError
+from daemon.engine.engine import Engine
+from daemon.errors import (
+    EXIT_NEEDS_FIX,
+    EXIT_OK,
+    EXIT_TRANSIENT,
+    Busy,
+    PublishError,
+    VlmwatchError,
+)
+from daemon.service.cameras import Camera, CameraWatch
+from daemon.service.fairness import RateLimiter
 from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
+from daemon.service.npu_side import STORAGE_ERRORS, Analysed, NpuSide
 from daemon.service.npus import EngineInUse, Npu
-from daemon.service.settings import CameraSettings
-from daemon.service.worker import AskJob, Job, NpuWorker, SummaryWork, WindowJob, WorkQueue
-from daemon.types import Prompt, Result, Window
-from daemon.video import FileSource, FolderSource, Source
-from daemon.video.gate import Gate
+from daemon.service.recovery import queue_unqueued
+from daemon.service.worker import AskJob, NpuReport, NpuWorker, SummaryWork, WindowJob, WorkQueue
+from daemon.types import CameraStatus, Result, Window
+from daemon.video import FileSource, FolderSource
 
 if TYPE_CHECKING:
     from daemon.config import Config
     from daemon.rules.runner import RuleRunner
+    from daemon.service.chat import ChatService
     from daemon.summaries.runner import Fire, Summarizer
     from daemon.summaries.scheduler import SummaryScheduler
     from daemon.summaries.settings import SummaryJob
@@ -51,7 +68,7 @@ class Publisher(Protocol):
 
     error: object
 
-    def publish_result(self, result: Result) -> object: ...
+    def publish_result(self, result: Result, message_id: str | None = None) -> object: ...
 
     def reply(self, request, result: Result) -> None: ...
 
@@ -59,39 +76,36 @@ class Publisher(Protocol):
 
     def stats(self): ...
 
+    def publish_npu(self, load: float, queue: int, ts: float) -> object: ...
+
     def stop(self, timeout: float) -> None: ...
 
 
-@dataclass
-class Camera:
-    settings: CameraSettings
-    source: Source
-    gate: Gate
-    thread: threading.Thread | None = None
+__all__ = ["Analysed", "App", "Camera", "Publisher"]
 
 
-@dataclass(frozen=True)
-class Analysed:
-    """A camera's last analysed window and its prefix (held by NPU `npu`'s engine), for ad-hoc questions."""
-
-    window: Window
-    prefix: Prefix
-    npu: int = 0
-
-
-class App:
+class App(NpuSide):
     def __init__(self, config: Config, npus: list[Npu], cameras: dict[str, Camera], history: History,
                  queue: WorkQueue, stop: threading.Event, *, metrics: Metrics,
                  notifier: Notifier, publisher: Publisher | None = None, rules: RuleRunner | None = None,
                  summarizer: Summarizer | None = None, scheduler: SummaryScheduler | None = None,
-                 summary_engine: EngineInUse | None = None, clock: Callable[[], float] = time.time):
+                 summary_engine: EngineInUse | None = None, limiter: RateLimiter | None = None,
+                 chat: ChatService | None = None, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic):
         self.config, self.npus, self.cameras, self.history = config, npus, cameras, history
         self.queue, self.stop = queue, stop
         self.metrics, self.notifier, self.publisher, self.rules = metrics, notifier, publisher, rules
         self.summarizer, self.scheduler, self.clock = summarizer, scheduler, clock
         self.summary_engine = summary_engine  # what the summarizer holds: bound to the step's NPU
+        self.limiter = limiter or RateLimiter(config.asks.per_minute, config.asks.burst)
+        self.chat = chat  # the HTTP API's side of the NPU queue, when http is enabled
         self.latest: dict[str, Analysed] = {}  # written by NPU workers; one window per camera at a time
         self._rules_lock = threading.Lock()  # rule state is one read-modify-write per batch
+        status = self._publish_status if hasattr(publisher, "publish_camera_status") else None
+        self.watch = CameraWatch(cameras, self._capture, config.health, metrics, monotonic=monotonic, wall=clock,
+                                 on_status=status)
+        self.fatal: VlmwatchError | None = None  # a storage failure that stopped the daemon
+        self._fatal_lock = threading.Lock()
 
     @property
     def engine(self) -> Engine:
@@ -106,11 +120,10 @@ class App:
     # ------------------------------------------------------------------ lifecycle
 
     def run(self, once: bool = False) -> int:
-        """Run until stopped (or, with once, until the sources end). 0, or 1 after a fatal engine error."""
-        for name, cam in self.cameras.items():
-            self.metrics.add_camera(name)
-            cam.thread = threading.Thread(target=self._capture, args=(cam,), name=f"capture-{name}", daemon=True)
-            cam.thread.start()
+        """Run until stopped (or, with once, until the sources end); the exit code (see `shutdown`)."""
+        if self.publisher is not None:
+            queue_unqueued(self.history, self.publisher)  # what a crash kept from the outbox goes first
+        self.watch.start()
         for npu in self.npus:
             self.metrics.add_npu(npu.label)
             npu.worker.start(lambda job, npu=npu: self.handle(job, npu))
@@ -121,12 +134,20 @@ class App:
                  ", ".join(n.label for n in self.npus))
         interval = min(self.notifier.watchdog_interval() or 1.0, 1.0)
         last_prune = last_load_log = 0.0
+        report = NpuReport([n.worker for n in self.npus])  # `<base>/npu`: the mean load over the NPUs
         while not self.stop.wait(interval):
+            self.watch.check()
             if self.healthy():
                 self.notifier.watchdog()
             if self.clock() - last_prune > PRUNE_EVERY:
                 last_prune = self.clock()
-                self.history.prune(last_prune, self.config.retention.keep_seconds)
+                try:
+                    self.history.prune(last_prune, self.config.retention.keep_seconds)
+                except STORAGE_ERRORS as exc:
+                    self.fail(exc)
+                    break
+            if self.rules is not None:
+                self.rules.expire(self.clock())  # sensors whose hold ran out turn OFF, gated windows or not
             self.metrics.set_queue_depth(self.queue.depth)
             for npu in self.npus:
                 self.metrics.set_npu_load(npu.label, npu.worker.load(60.0))
@@ -134,6 +155,8 @@ class App:
                 if last_load_log:
                     self.log_load(LOAD_LOG_EVERY)
                 last_load_log = self.clock()
+            if self.publisher is not None and report.due():
+                report.reported(self.publisher.publish_npu(report.load(), self.queue.depth, self.clock()))
             if self.publisher is not None and not self._check_publisher():
                 break
             if once and not self._capturing() and self.queue.wait_idle(0):
@@ -141,38 +164,59 @@ class App:
         return self.shutdown()
 
     def shutdown(self, timeout: float = 10.0) -> int:
+        """Stop everything; 0, or the exit code of what stopped us (daemon.errors: 2 needs a person, 1 may pass)."""
         self.notifier.stopping()
         if self.scheduler is not None:
             self.scheduler.shutdown()  # no new fires; queued summaries are abandoned with the queue
         self.stop.set()
+        self.watch.halt()
         self.queue.close()
         deadline = time.monotonic() + timeout
-        for cam in self.cameras.values():
-            if cam.thread:
-                cam.thread.join(max(0.1, deadline - time.monotonic()))
+        self.watch.join(deadline)
         for npu in self.npus:
             npu.worker.join(max(0.1, deadline - time.monotonic()))
         if self.publisher is not None:
             self.publisher.stop(max(1.0, min(5.0, deadline - time.monotonic())))  # flush, then `offline`
+        if self.fatal is not None:
+            log.error("stopped: %s", self.fatal)
+            return self.fatal.exit_code
         if self.publisher is not None and self.publisher.error is not None:
             log.error("stopped: %s", self.publisher.error)
-            return 2
+            return EXIT_NEEDS_FIX  # the broker refused us for good: credentials or TLS
         failed = [npu for npu in self.npus if npu.worker.error is not None]
         if failed:
             log.error("stopping after a fatal engine error on NPU %s: %s", failed[0].label, failed[0].worker.error)
-            return 1
+            return EXIT_TRANSIENT
         log.info("vlmwatch stopped")
-        return 0
+        return EXIT_OK
+
+    def fail(self, exc: VlmwatchError) -> None:
+        """Stop the daemon for a storage failure (any thread); the first one sets the exit code."""
+        with self._fatal_lock:
+            first = self.fatal is None
+            if first:
+                self.fatal = exc
+        if first:
+            log.error("stopping: %s", exc)
+        self.stop.set()
 
     def _check_publisher(self) -> bool:
         """Export MQTT state; False once the broker refused us for good (bad credentials, TLS)."""
         stats = self.publisher.stats()
         self.metrics.set_mqtt_connected(stats.connected)
         self.metrics.set_outbox_depth(stats.outbox_depth)
+        self.metrics.set_dead_letters(stats.dead_letters)
         return self.publisher.error is None
 
+    def rule_states(self) -> dict[tuple[str, str], bool]:
+        """(rule, camera) -> ON now, for every rule on every camera it watches (any thread)."""
+        if self.rules is None:
+            return {}
+        return self.rules.sensor_states(list(self.cameras), self.clock())
+
     def healthy(self) -> bool:
-        return all(npu.worker.alive() and npu.worker.error is None for npu in self.npus)
+        """What the systemd watchdog ping stands for: every NPU worker runs and no camera is down."""
+        return all(npu.worker.alive() and npu.worker.error is None for npu in self.npus) and not self.watch.down()
 
     def log_load(self, span: float) -> None:
         """One line: how busy each NPU was over the last `span` seconds, and what waits."""
@@ -180,26 +224,35 @@ class App:
         log.info("NPU load over the last %.0f min: %s; %d job(s) waiting", span / 60, loads, self.queue.depth)
 
     def _capturing(self) -> bool:
-        return any(c.thread and c.thread.is_alive() for c in self.cameras.values())
+        return self.watch.capturing()
+
+    def _publish_status(self, status: CameraStatus) -> None:
+        try:
+            self.publisher.publish_camera_status(status)
+        except PublishError as exc:  # the outbox cannot take it: results will say so (and stop us) too
+            log.warning("camera %s: status not published: %s", status.camera, exc)
 
     # ------------------------------------------------------------------ capture side
 
-    def _capture(self, cam: Camera) -> None:
+    def _capture(self, cam: Camera, halt: threading.Event) -> None:
+        """A capture thread's body (run and restarted by the camera watchdog) until the source ends or
+        `halt`. Any other error is the watchdog's to log and restart; a state file that cannot be
+        written stops the daemon."""
         name = cam.settings.name
-        windows = cam.source.windows(self.stop)
+        windows = cam.source.windows(halt)
         paced = self._paced_by_npu(cam)
         try:
             while True:
                 if paced:  # before reading: a recording decodes its next window once the NPU can queue it
-                    self.queue.wait_slot(name, self.stop)
+                    self.queue.wait_slot(name, halt)
                 window = next(windows, None)
                 if window is None:
                     break
+                self.watch.saw_window(name)
                 self._gate(cam, window)
                 del window  # the queue holds it now (or nobody): do not keep its frames while the source reads on
-        except Exception:  # one broken camera must not take the others down
-            log.exception("camera %s: capture failed; this camera stops, the others go on", name)
-            self.metrics.set_source_state(name, "error")
+        except STORAGE_ERRORS as exc:
+            self.fail(exc)
         finally:
             windows.close()
 
@@ -210,11 +263,21 @@ class App:
         if not decision.analyse:
             self.history.record_window(window, False, decision.reason, self.clock())
             self.metrics.window_skipped(window.camera)
+            self._finished(window)
             return
         dropped = self.queue.put_window(WindowJob(window, decision.reason))
         if dropped is not None:
             self.history.record_window(dropped.window, False, "dropped: a newer window replaced it", self.clock())
-            self.metrics.window_dropped(window.camera)
+            self.watch.window_dropped(window.camera)
+            self._finished(dropped.window)
+
+    def _finished(self, window: Window) -> None:
+        """`window` is in history (analysed, skipped, dropped or refused): a file source remembers it,
+        so that a restart resumes after it."""
+        cam = self.cameras.get(window.camera)
+        recorded = getattr(cam.source, "recorded", None) if cam is not None else None
+        if recorded is not None:
+            recorded(window)
 
     @staticmethod
     def _paced_by_npu(cam: Camera) -> bool:
@@ -222,144 +285,20 @@ class App:
         return isinstance(cam.source, (FileSource, FolderSource)) and not cam.settings.realtime
 
     def on_ask(self, request) -> None:
-        """MQTT ask (paho's thread): only queue it. Raising sends the asker an error reply."""
+        """MQTT ask (paho's thread): only queue it. Raising sends the asker an error reply
+        (`Busy` for a client over its rate limit or a full queue)."""
         if request.camera not in self.cameras:
             raise ValueError(f"unknown camera {request.camera!r}")
+        wait = self.limiter.take(f"mqtt:{request.camera}", time.monotonic())
+        if wait > 0:
+            self.metrics.ask_refused("mqtt", "rate")
+            raise Busy(f"too many questions on camera {request.camera}: {self.limiter.describe()}; ask again in"
+                       f" {math.ceil(wait)} s", wait, "rate")
         latest = self.latest.get(request.camera)
         if not self.queue.put_ask(AskJob(request.camera, request, latest.npu if latest else None)):
-            raise ValueError("too many questions are waiting; ask again in a minute")
+            self.metrics.ask_refused("mqtt", "queue")
+            raise Busy("too many questions are waiting for the NPU; ask again in a minute", 60.0, "queue")
 
     def _queue_summary(self, job: SummaryJob, fire: Fire) -> bool:
         """A cron fire (scheduler thread): queue the summary behind the windows, one model call a turn."""
         return self.queue.put_summary(SummaryWork(job.id, self.summarizer.run_steps(job, fire, self.stop)))
-
-    # ------------------------------------------------------------------ NPU side
-
-    def handle(self, job: Job, npu: Npu | None = None) -> None:
-        """An NPU worker's entry point: one job on `npu`'s engine (default the first NPU), with every engine
-        error handled in one place."""
-        npu = npu or self.npus[0]
-        started = time.monotonic()
-        try:
-            if isinstance(job, WindowJob):
-                self._analyse(job, npu)
-            elif isinstance(job, AskJob):
-                self._answer_ask(job, npu)
-            elif isinstance(job, SummaryWork):
-                self._summary_step(job, npu)
-            else:
-                raise TypeError(f"the NPU queue handed out an unknown job: {job!r}")
-        except Cancelled:
-            log.info("%s: cancelled by shutdown; nothing was published for it", _describe(job))
-        except QuestionError as exc:
-            log.error("%s: %s", _describe(job), exc)
-            if isinstance(job, AskJob) and self.publisher is not None:
-                self.publisher.reply_error(job.request, str(exc))
-            elif isinstance(job, WindowJob):
-                self.history.record_window(job.window, False, f"error: {exc}", self.clock())
-        finally:
-            self.metrics.npu_job(npu.label, _kind(job), time.monotonic() - started)
-
-    def _analyse(self, job: WindowJob, npu: Npu) -> None:
-        """Rule questions first, then the description, on one prefix: alerts from rule answers go
-        out before the description is generated."""
-        window, engine = job.window, npu.engine
-        prompts = self.prompts_for(self.cameras[window.camera].settings)
-        try:
-            prefix = engine.prefill(window.frames, prompts, stop=self.stop)
-        except Cancelled:
-            self.history.record_window(window, False, "cancelled: shutting down", self.clock())
-            raise
-        window_id = self.history.record_window(window, True, job.reason, self.clock())
-        previous = _last_frame_only(self.latest.get(window.camera))
-        self.latest[window.camera] = Analysed(window, prefix, npu.index)
-        self.metrics.window_analysed(window.camera)
-        self.metrics.observe_timings(prefix.timings)
-        for batch in ([p for p in prompts if p.choices], [p for p in prompts if not p.choices]):
-            if not batch:
-                continue
-            results = [self._record(window, window_id, p, engine.answer(prefix, p, stop=self.stop), engine)
-                       for p in batch]
-            if self.rules is not None:
-                with self._rules_lock:
-                    self.rules.on_results(window, results, previous)
-
-    def _record(self, window: Window, window_id: int, prompt: Prompt, answer: Answer, engine: Engine) -> Result:
-        result = self._result(window, prompt.question, answer, engine)
-        self.history.record_result(window_id, result)
-        self.metrics.observe_timings(answer.timings)
-        if self.publisher is not None:
-            self.publisher.publish_result(result)
-        log.info("camera %s: %s: %s", window.camera, answer.prompt_id, answer.text[:200])
-        return result
-
-    def _answer_ask(self, job: AskJob, npu: Npu) -> None:
-        """An ad-hoc question on the camera's latest analysed window (its prefix reused). The queue gives it
-        to the NPU that held that prefix when it was asked; had a newer window moved to another NPU since,
-        this engine prefills the prefix again: slower, same answer."""
-        request = job.request
-        latest = self.latest.get(job.camera)
-        if latest is None:
-            raise QuestionError(f"camera {job.camera} has no analysed window yet; ask again later")
-        prompt = Prompt(f"ask-{request.id}", request.question, tuple(request.choices),
-                        max_new_tokens=self.config.prompts.max_new_tokens)
-        answer = npu.engine.answer(latest.prefix, prompt, stop=self.stop)
-        result = self._result(latest.window, request.question, answer, npu.engine)
-        self.history.record_result(None, result)
-        if self.publisher is not None:
-            self.publisher.reply(request, result)
-
-    def _summary_step(self, work: SummaryWork, npu: Npu) -> None:
-        """One model call of a summary (on this NPU's engine), then back in line behind the windows that
-        arrived meanwhile; the next call may run on another NPU."""
-        with self._summary_engine(npu):
-            try:
-                next(work.steps)
-            except StopIteration:
-                return
-            while not self.queue.put_summary(work):  # the summary list is full: finish this one here
-                try:
-                    next(work.steps)
-                except StopIteration:
-                    return
-
-    def _summary_engine(self, npu: Npu):
-        if self.summary_engine is None:
-            return contextlib.nullcontext()
-        return self.summary_engine.using(npu.engine)
-
-    def prompts_for(self, camera: CameraSettings) -> list[Prompt]:
-        """The camera's rule questions (choice prompts), then its description prompt."""
-        p = self.config.prompts
-        rule_prompts = self.rules.prompts(camera.name) if self.rules is not None else []
-        return rule_prompts + [Prompt("description", camera.prompts.description or p.description,
-                                      max_new_tokens=camera.prompts.max_new_tokens or p.max_new_tokens)]
-
-    def _result(self, window: Window, question: str, answer: Answer, engine: Engine) -> Result:
-        return Result(window.camera, answer.prompt_id, question, window.start, window.end, self.clock(),
-                      answer.text, answer.tokens, answer.stop_reason, answer.choice, answer.probabilities,
-                      answer.timings, engine.name)
-
-
-def _describe(job: Job) -> str:
-    if isinstance(job, WindowJob):
-        return f"camera {job.window.camera}: window at {job.window.start:.1f}"
-    if isinstance(job, AskJob):
-        return f"camera {job.camera}: question {job.request.id!r}"
-    if isinstance(job, SummaryWork):
-        return f"summary {job.job_id}"
-    return repr(job)
-
-
-def _last_frame_only(analysed: Analysed | None) -> Window | None:
-    """The previous analysed window as the rules need it (its last frame: what the model saw before),
-    so that its other frames, features and prefix are let go while this window is analysed."""
-    if analysed is None:
-        return None
-    w = analysed.window
-    return Window(w.camera, w.start, w.end, w.frames[-1:], w.change)
-
-
-def _kind(job: Job) -> str:
-    """The metrics' name for a job's kind."""
-    return {WindowJob: "window", AskJob: "ask", SummaryWork: "summary"}.get(type(job), "other")

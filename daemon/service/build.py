@@ -22,9 +22,10 @@ from daemon.engine.settings import ModelSettings
 from daemon.errors import ConfigError
 from daemon.rules.files import load_rules
 from daemon.rules.model import RuleSet
-from daemon.rules.runner import RuleRunner, check_questions
+from daemon.rules.runner import RuleRunner
 from daemon.rules.state import RuleStateStore
 from daemon.service.app import App, Camera, Publisher
+from daemon.service.fairness import NpuShare
 from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
@@ -42,8 +43,13 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], None]]]:
-    """Open everything the config names; return the App and what to close afterwards, in order."""
+def build_app(cfg: Config, once: bool = False, engine: Engine | None = None, *, notifier: Notifier | None = None,
+              metrics: Metrics | None = None) -> tuple[App, list[Callable[[], None]]]:
+    """Open everything the config names; return the App and what to close afterwards, in order.
+
+    `run` passes what it opened first (daemon.cli.run): the notifier and the metrics endpoint
+    (a port in use fails before the model loads), and the engine, checked against every prompt
+    (daemon.service.preflight)."""
     try:
         cfg.state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -51,25 +57,43 @@ def build_app(cfg: Config, once: bool = False) -> tuple[App, list[Callable[[], N
                           " point state_dir at a writable folder") from None
     closers: list[Callable[[], None]] = []
     return_freed_memory()
-    notifier = Notifier()
-    notifier.extend_timeout(300)  # loading 30 graphs onto the NPU takes a while
-    engines = open_engines(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
+    if notifier is None:
+        notifier = starting_notifier()
+    if metrics is None:
+        metrics = open_metrics(cfg)
+    closers.append(metrics.close)
+    engines = open_engines(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens, opened=engine)
+    metrics.set_kv_path(engines[0].kv_path)
     history = History(cfg.state_dir / "history.sqlite").open()
     closers.append(history.close)
-    ruleset = open_rules(cfg, engines[0])
-    metrics = Metrics()
-    if cfg.metrics.enabled:
-        endpoint = metrics.serve(cfg.metrics.host, cfg.metrics.port)
-        closers.append(metrics.close)
-        log.info("metrics on %s", endpoint.url)
+    ruleset = open_rules(cfg)
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
     sources = open_sources(cfg, engines[0], on_event=on_event, once=once)
-    publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request))
+    closers += [s.close for s in sources.values() if hasattr(s, "close")]  # their records of processed files
+    publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request),
+                               rule_states=lambda: app.rule_states())
     app = assemble(cfg, engines, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
                    ruleset=ruleset, closers=closers)
+    if cfg.http.enabled:
+        closers.append(start_http(cfg, app).stop)
     if publisher is not None:
         publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
     return app, closers
+
+
+def starting_notifier() -> Notifier:
+    notifier = Notifier()
+    notifier.extend_timeout(300)  # loading 30 graphs onto the NPU takes a while
+    return notifier
+
+
+def open_metrics(cfg: Config) -> Metrics:
+    """The metrics, served on cfg.metrics unless disabled; ConfigError when the port is taken."""
+    metrics = Metrics()
+    if cfg.metrics.enabled:
+        endpoint = metrics.serve(cfg.metrics.host, cfg.metrics.port)
+        log.info("metrics on %s", endpoint.url)
+    return metrics
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
@@ -94,20 +118,20 @@ def return_freed_memory() -> bool:
         return False
 
 
-def open_engines(settings: ModelSettings, max_new_tokens: int = 256) -> list[Engine]:
-    """One engine per NPU of `settings.devices` (default one: `device_id`), each opened once."""
+def open_engines(settings: ModelSettings, max_new_tokens: int = 256, opened: Engine | None = None) -> list[Engine]:
+    """One engine per NPU of `settings.devices` (default one: `device_id`), each opened once. `opened`: the
+    first NPU's engine, already opened (and checked against every prompt) by `run` (daemon.service.preflight)."""
     devices = settings.device_list
     problem = settings.device_problem(locate(settings.dir, settings.tokenizer, settings.vit).kind)
     if problem is not None:
         raise ConfigError(f"model.devices: {problem}")
     if len(devices) == 1:
-        return [open_engine(settings, max_new_tokens=max_new_tokens)]
-    engines = []
-    for i, device in enumerate(devices):
+        return [opened or open_engine(settings, max_new_tokens=max_new_tokens)]
+    engines = [opened] if opened is not None else []
+    for i, device in enumerate(devices[len(engines):], start=len(engines)):
         where = "the board's NPU" if device is None else f"M.2 card {device}"
         log.info("npu%d: opening the model on %s", i, where if settings.backend != "onnxruntime" else "the CPU")
-        one = settings.model_copy(update={"device_id": device, "devices": None})
-        engines.append(open_engine(one, max_new_tokens=max_new_tokens))
+        engines.append(open_engine(settings.for_npu(i), max_new_tokens=max_new_tokens))
     return engines
 
 
@@ -115,20 +139,22 @@ def open_sources(cfg: Config, engine: Engine | None, *, on_event=None, once: boo
     """Every camera's source. With an engine that has a ViT, frames keep its input (resized at capture by
     the engine's own resize) and a reduced picture, never the decoded one."""
     model_input = engine.vision.fit if engine is not None and engine.vision is not None else None
-    return {c.name: open_source(c.name, c.source, c, on_event=on_event, state_dir=cfg.state_dir, once=once,
-                                model_input=model_input)
-            for c in cfg.cameras}
+    return {c.name: open_source(c.name, c.source_url(f"cameras[{i}]"), c, on_event=on_event,
+                                state_dir=cfg.state_dir, once=once, model_input=model_input)
+            for i, c in enumerate(cfg.cameras)}
 
 
 def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, Source], history: History, *,
              metrics: Metrics | None = None, notifier: Notifier | None = None, publisher: Publisher | None = None,
              ruleset: RuleSet | None = None, closers: list[Callable[[], None]] | None = None,
-             clock: Callable[[], float] = time.time) -> App:
+             clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic) -> App:
     """Connect open parts into an App: a gate per camera, the NPU queue and a worker per engine (one per
     NPU), the rule runner (persisting its state in the history file), the summarizer and its scheduler."""
     closers = closers if closers is not None else []
     stop = threading.Event()
-    queue = WorkQueue()
+    asks = cfg.asks
+    queue = WorkQueue(max_asks=asks.max_waiting, max_chats=cfg.http.max_waiting, ask_share=asks.npu_share,
+                      share=NpuShare(asks.share_seconds))
     engines = list(engine) if isinstance(engine, Sequence) else [engine]
     npus = [Npu(i, f"npu{i}", e, NpuWorker(queue, stop, i, "npu-worker" if len(engines) == 1 else f"npu-worker-{i}"))
             for i, e in enumerate(engines)]
@@ -148,20 +174,43 @@ def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, 
         scheduler = SummaryScheduler(cfg.summaries, runlog)
     return App(cfg, npus, cameras, history, queue, stop,
                metrics=metrics or Metrics(), notifier=notifier or Notifier(""), publisher=publisher, rules=rules,
-               summarizer=summarizer, scheduler=scheduler, summary_engine=summary_engine, clock=clock)
+               summarizer=summarizer, scheduler=scheduler, summary_engine=summary_engine, clock=clock,
+               monotonic=monotonic)
 
 
-def open_rules(cfg: Config, engine: Engine) -> RuleSet | None:
-    """The rule files of cfg.rules (None without rules), their questions checked against the model."""
+def start_http(cfg: Config, app: App):
+    """Serve the OpenAI-compatible API (http.enabled): requests become jobs in the app's NPU queue."""
+    server_module = http_server_module()
+    from daemon.service.chat import ChatService
+
+    app.chat = ChatService(app.engine, app.queue, app.limiter, app.metrics, cfg.http, app.healthy)
+    server = server_module.HttpServer(cfg.http, app.chat, api_key=cfg.http.resolve_api_key(),
+                                      observe=app.metrics.http_request)
+    server.start()  # ConfigError (exit 2) when the port is taken
+    return server
+
+
+def http_server_module():
+    """daemon.http.server, or a ConfigError saying how to install aiohttp (the `http` extra)."""
+    try:
+        from daemon.http import server
+    except ImportError as exc:
+        raise ConfigError(f"http.enabled is true but the HTTP server cannot be loaded ({exc}): install it with "
+                          "pip install 'vlmwatch[http]' (aiohttp), or set http.enabled: false") from None
+    return server
+
+
+def open_rules(cfg: Config) -> RuleSet | None:
+    """The rule files of cfg.rules (None without rules); their questions are checked against the
+    model before start (daemon.service.preflight)."""
     if cfg.rules is None:
         return None
-    ruleset = load_rules(cfg.rules, cameras=[c.name for c in cfg.cameras], timezone=cfg.tzinfo)
-    check_questions(ruleset, engine, {c.name: c.frames for c in cfg.cameras})
-    return ruleset
+    return load_rules(cfg.rules, cameras=[c.name for c in cfg.cameras], timezone=cfg.tzinfo)
 
 
-def make_publisher(cfg: Config, ruleset: RuleSet | None, on_ask):
-    """The MQTT publisher for cfg.mqtt, or None: without an mqtt section nothing is published."""
+def make_publisher(cfg: Config, ruleset: RuleSet | None, on_ask, rule_states=None):
+    """The MQTT publisher for cfg.mqtt, or None: without an mqtt section nothing is published.
+    `rule_states() -> {(rule, camera): on}` is published on every connect."""
     if cfg.mqtt is None:
         return None
     from daemon.mqtt.publisher import Publisher  # paho only when MQTT is configured
@@ -169,7 +218,7 @@ def make_publisher(cfg: Config, ruleset: RuleSet | None, on_ask):
     cameras = [c.name for c in cfg.cameras]
     infos = rule_infos(ruleset, cameras) if ruleset is not None else ()
     return Publisher(cfg.mqtt, cfg.state_dir / "outbox.sqlite", cameras, infos, [j.id for j in cfg.summaries],
-                     on_ask=on_ask)
+                     on_ask=on_ask, rule_states=rule_states)
 
 
 def rule_infos(rules: RuleSet, cameras: Sequence[str]):

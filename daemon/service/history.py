@@ -19,8 +19,17 @@ their writes. synchronous=NORMAL: a power cut may lose the last rows of
 history, never corrupt it (the outbox, which must not lose alerts, uses FULL
 on its own connection).
 
-A file that is not a readable database is reported, never recreated: it is
-the user's data (and, once other components share the file, their state too).
+Publishing survives a crash: a result, alert or summary meant for MQTT is
+recorded with its message id and `queued = 0`, handed to the publisher (whose
+outbox is another file), then marked `queued = 1` (`mark_queued`). A daemon
+killed in between leaves the row unqueued; at the next start
+`daemon.service.recovery` queues what `unqueued()` returns, with the same id.
+So every recorded alert reaches the outbox at least once, and a duplicate
+(killed after queueing, before marking) carries the same id.
+
+A file that is not a readable database, or is damaged, is reported when it is
+opened (`daemon.store`), never recreated: it is the user's data (and, once other
+components share the file, their state too).
 """
 
 from __future__ import annotations
@@ -31,12 +40,14 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Any
 
-from daemon.errors import ConfigError, VlmwatchError
-from daemon.store import Store, migrate
+from daemon.errors import VlmwatchError
+from daemon.store import Store, migrate, storage_error
 from daemon.types import Alert, Result, Summary, Timings, Window
 
 log = logging.getLogger(__name__)
 
+
+_PUBLISHED = ("results", "alerts", "summaries")  # tables whose rows also go out over MQTT
 
 # One entry per schema version; each is a list of single statements applied in one transaction.
 # Append a new version to change the schema; never edit a released one.
@@ -79,6 +90,12 @@ HISTORY_MIGRATIONS: list[list[str]] = [
             ts REAL NOT NULL)""",
         "CREATE INDEX summaries_by_time ON summaries (job, ts)",
     ],
+    # The MQTT id of what is published, and whether it is in the outbox yet (see `unqueued`). Rows from
+    # before count as queued: they were published, or there was no MQTT.
+    [statement for table in _PUBLISHED for statement in (
+        f"ALTER TABLE {table} ADD COLUMN message_id TEXT",
+        f"ALTER TABLE {table} ADD COLUMN queued INTEGER NOT NULL DEFAULT 1",
+        f"CREATE INDEX {table}_unqueued ON {table} (id) WHERE queued = 0")],
 ]
 
 # Table -> its wall-clock column, for retention.
@@ -122,6 +139,16 @@ class SummaryRow:
     summary: Summary
 
 
+@dataclass(frozen=True)
+class Unqueued:
+    """A recorded result, alert or summary that was meant for MQTT but never reached the outbox."""
+
+    table: str  # results | alerts | summaries
+    row_id: int
+    message_id: str
+    item: Result | Alert | Summary
+
+
 class History(Store):
     """`History(path).open()` ... `close()`, or `with History(path) as history:`. Thread-safe."""
 
@@ -147,10 +174,13 @@ class History(Store):
             "camera": window.camera, "start": window.start, "end": window.end, "change": window.change,
             "analysed": int(analysed), "reason": reason, "frame_ts": json.dumps(window.frame_ts), "recorded": now})
 
-    def record_result(self, window_id: int | None, result: Result) -> int:
+    # `message_id` (record_result, record_alert, record_summary): the row is to be published with that
+    # id; it counts as unqueued until `mark_queued`, so that a crash in between loses nothing.
+
+    def record_result(self, window_id: int | None, result: Result, message_id: str | None = None) -> int:
         """`window_id` from record_window, or None for text-only input (summaries)."""
         t = result.timings
-        return self._insert("results", {
+        return self._insert("results", {**_publication(message_id),
             "window_id": window_id, "camera": result.camera, "prompt_id": result.prompt_id,
             "question": result.question, "window_start": result.window_start, "window_end": result.window_end,
             "text": result.text, "choice": result.choice,
@@ -159,17 +189,40 @@ class History(Store):
             "vit_ms": t.vit_ms, "prefill_ms": t.prefill_ms, "decode_ms": t.decode_ms, "generated": t.generated,
             "modelled_npu_ms": t.modelled_npu_ms, "model": result.model, "ts": result.ts})
 
-    def record_alert(self, alert: Alert) -> int:
-        return self._insert("alerts", {
+    def record_alert(self, alert: Alert, message_id: str | None = None) -> int:
+        return self._insert("alerts", {**_publication(message_id),
             "camera": alert.camera, "rule": alert.rule, "severity": alert.severity, "text": alert.text,
             "window_start": alert.window_start, "window_end": alert.window_end, "probability": alert.probability,
             "snapshot_jpeg": alert.snapshot_jpeg, "ts": alert.ts})
 
-    def record_summary(self, summary: Summary) -> int:
-        return self._insert("summaries", {
+    def record_summary(self, summary: Summary, message_id: str | None = None) -> int:
+        return self._insert("summaries", {**_publication(message_id),
             "job": summary.job, "period_start": summary.period_start, "period_end": summary.period_end,
             "text": summary.text, "counts": json.dumps(summary.counts), "cameras": json.dumps(list(summary.cameras)),
             "ts": summary.ts})
+
+    def mark_queued(self, table: str, row_id: int) -> None:
+        """The row recorded with a message id is in the MQTT outbox now."""
+        if table not in _PUBLISHED:
+            raise ValueError(f"{table!r} is not one of {', '.join(_PUBLISHED)}")
+        with self._lock:
+            db = self._require_open()
+            try:
+                db.execute(f"UPDATE {table} SET queued = 1 WHERE id = ?", (row_id,))
+            except sqlite3.Error as exc:
+                raise self._runtime_error(f"mark a row of {table} as queued", exc) from exc
+
+    def unqueued(self) -> list[Unqueued]:
+        """What was recorded for MQTT but never marked queued (the daemon died in between), oldest first."""
+        out = [Unqueued("results", row[0], message_id, _result_row(row).result)
+               for *row, message_id in self._query(f"{_RESULT_COLUMNS}, message_id FROM results WHERE queued = 0",
+                                                   ())]
+        out += [Unqueued("alerts", row[0], row[10], _alert(row[1:10]))
+                for row in self._query(f"SELECT id, {_ALERT_COLUMNS}, message_id FROM alerts WHERE queued = 0", ())]
+        out += [Unqueued("summaries", row[0], row[8], _summary(row[1:8]))
+                for row in self._query(f"SELECT id, {_SUMMARY_COLUMNS}, message_id FROM summaries WHERE queued = 0",
+                                       ())]
+        return sorted(out, key=lambda u: (u.item.ts, _PUBLISHED.index(u.table), u.row_id))
 
     def prune(self, now: float, keep_seconds: float) -> int:
         """Delete rows recorded before `now - keep_seconds`; returns how many went."""
@@ -203,27 +256,25 @@ class History(Store):
 
     def results(self, since: float, until: float, camera: str | None = None,
                 prompt_id: str | None = None, limit: int | None = None) -> list[ResultRow]:
-        rows = self._select(_RESULT_COLUMNS, "ts", since, until, {"camera": camera, "prompt_id": prompt_id}, limit)
+        rows = self._select(f"{_RESULT_COLUMNS} FROM results", "ts", since, until,
+                            {"camera": camera, "prompt_id": prompt_id}, limit)
         return [_result_row(row) for row in rows]
 
     def window_results(self, window_id: int) -> list[ResultRow]:
         """The results of one window, in the order they were recorded."""
-        return [_result_row(row) for row in self._query(f"{_RESULT_COLUMNS} WHERE window_id = ? ORDER BY id",
-                                                         (window_id,))]
+        rows = self._query(f"{_RESULT_COLUMNS} FROM results WHERE window_id = ? ORDER BY id", (window_id,))
+        return [_result_row(row) for row in rows]
 
     def alerts(self, since: float, until: float, camera: str | None = None,
                rule: str | None = None, limit: int | None = None) -> list[AlertRow]:
-        rows = self._select("SELECT id, camera, rule, severity, text, ts, window_start, window_end, probability, "
-                            "snapshot_jpeg FROM alerts", "ts", since, until, {"camera": camera, "rule": rule}, limit)
-        return [AlertRow(row[0], Alert(*row[1:9], snapshot_jpeg=None if row[9] is None else bytes(row[9])))
-                for row in rows]
+        rows = self._select(f"SELECT id, {_ALERT_COLUMNS} FROM alerts", "ts", since, until,
+                            {"camera": camera, "rule": rule}, limit)
+        return [AlertRow(row[0], _alert(row[1:])) for row in rows]
 
     def summaries(self, since: float, until: float, job: str | None = None,
                   limit: int | None = None) -> list[SummaryRow]:
-        rows = self._select("SELECT id, job, period_start, period_end, text, ts, counts, cameras FROM summaries",
-                            "ts", since, until, {"job": job}, limit)
-        return [SummaryRow(i, Summary(j, ps, pe, text, ts, json.loads(counts), tuple(json.loads(cameras))))
-                for i, j, ps, pe, text, ts, counts, cameras in rows]
+        rows = self._select(f"SELECT id, {_SUMMARY_COLUMNS} FROM summaries", "ts", since, until, {"job": job}, limit)
+        return [SummaryRow(row[0], _summary(row[1:])) for row in rows]
 
     # -- internals -------------------------------------------------------------
 
@@ -264,28 +315,31 @@ class History(Store):
             raise RuntimeError("history is not open: call open() first")
         return self._db
 
-    def _open_error(self, exc: Exception) -> ConfigError:
-        if isinstance(exc, sqlite3.OperationalError) and "locked" in str(exc):
-            remedy = ("Another process holds a write lock on it: is a second vlmwatch running with the same "
-                      "state_dir? Stop it, or give this one its own state_dir.")
-        elif isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, sqlite3.OperationalError):
-            remedy = (f"It is damaged or not a vlmwatch database, and vlmwatch will not overwrite it. Move it "
-                      f"away (mv {self.path} {self.path}.broken) to start a new history, or try to rescue "
-                      f"it with: sqlite3 {self.path} .recover.")
-        else:
-            remedy = (f"Check that {self.path.parent} exists and is writable by the user vlmwatch runs as "
-                      "(under systemd, StateDirectory= creates /var/lib/vlmwatch), or set state_dir to a "
-                      "writable directory.")
-        return ConfigError(f"cannot open the history database {self.path}: {exc}. {remedy}")
-
     def _runtime_error(self, action: str, exc: Exception) -> VlmwatchError:
-        return VlmwatchError(f"cannot {action} in the history database {self.path}: {exc}. Check free space "
-                             f"and permissions of {self.path.parent}.")
+        """StateError (damaged, unwritable: exit 2) or StorageError (disk full, I/O: exit 1)."""
+        return storage_error(exc, f"{action} in the history database", self.path)
 
 
 _RESULT_COLUMNS = ("SELECT id, window_id, token_count, camera, prompt_id, question, window_start, window_end, ts, "
                    "text, stop_reason, choice, probabilities, vit_ms, prefill_ms, decode_ms, generated, "
-                   "modelled_npu_ms, model FROM results")
+                   "modelled_npu_ms, model")  # + FROM results ...
+_ALERT_COLUMNS = "camera, rule, severity, text, ts, window_start, window_end, probability, snapshot_jpeg"
+_SUMMARY_COLUMNS = "job, period_start, period_end, text, ts, counts, cameras"
+
+
+def _publication(message_id: str | None) -> dict[str, Any]:
+    """The publication columns of a new row: with an id it waits for `mark_queued`."""
+    return {"message_id": message_id, "queued": int(message_id is None)}
+
+
+def _alert(row: tuple[Any, ...]) -> Alert:
+    *fields, snapshot = row
+    return Alert(*fields, snapshot_jpeg=None if snapshot is None else bytes(snapshot))
+
+
+def _summary(row: tuple[Any, ...]) -> Summary:
+    job, period_start, period_end, text, ts, counts, cameras = row
+    return Summary(job, period_start, period_end, text, ts, json.loads(counts), tuple(json.loads(cameras)))
 
 
 def _result_row(row: tuple[Any, ...]) -> ResultRow:

@@ -18,7 +18,7 @@ import threading
 from dataclasses import dataclass
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, start_http_server
 
 from daemon.errors import ConfigError
 from daemon.types import Timings
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 
 
 SOURCE_STATES = ("connecting", "connected", "lost", "ended", "error")
+KV_PATHS = ("resident", "copied")  # daemon.engine.Engine.kv_path
 # What each kind of `daemon.sources.SourceEvent` means for the source_state metric.
 _EVENT_STATES = {"connected": "connected", "lost": "lost", "retrying": "connecting", "error": "error",
                  "finished": "ended"}
@@ -56,11 +57,21 @@ class Metrics:
         self.windows_skipped = Counter(
             "vlmwatch_windows_skipped", "Windows the scene-change gate skipped.", ["camera"], registry=r)
         self.windows_dropped = Counter(
-            "vlmwatch_windows_dropped", "Windows dropped unanalysed because a newer one of the same camera "
-            "replaced them in the NPU queue.", ["camera"], registry=r)
+            "vlmwatch_windows_dropped", "Windows dropped unanalysed: a newer one of the same camera replaced them "
+            "in the NPU queue, or the camera's capture queue was full.", ["camera"], registry=r)
+        self.camera_last_frame_age = Gauge(
+            "vlmwatch_camera_last_frame_age_seconds", "Seconds since each camera's last frame (before the first: "
+            "since its capture started).", ["camera"], registry=r)
+        self.capture_restarts = Counter(
+            "vlmwatch_capture_restarts", "Captures the camera watchdog restarted: the thread died, or a live camera "
+            "gave no window for health.stall_after.", ["camera"], registry=r)
+        self.camera_down = Gauge(
+            "vlmwatch_camera_down", "1 while a camera is down for health.down_after or longer (the daemon then "
+            "reports itself unhealthy), else 0.", ["camera"], registry=r)
         self.npu_seconds = Counter(
             "vlmwatch_npu_seconds", "NPU time: kind=real is measured wall-clock time of engine calls, "
-            "kind=modelled is the published AX650N cost of the same calls.", ["kind"], registry=r)
+            "kind=modelled is the AX650N cost of the same calls (published per-graph times plus host<->NPU "
+            "copies).", ["kind"], registry=r)
         self.npu_queue_depth = Gauge(
             "vlmwatch_npu_queue_depth", "Windows and summary jobs waiting for the NPU worker.", registry=r)
         self.tokens_per_second = Gauge(
@@ -72,6 +83,29 @@ class Metrics:
             "vlmwatch_mqtt_connected", "1 while connected to the MQTT broker, else 0.", registry=r)
         self.outbox_depth = Gauge(
             "vlmwatch_outbox_depth", "QoS 1 MQTT messages waiting for the broker's acknowledgement.", registry=r)
+        self.mqtt_dead_letters = Counter(
+            "vlmwatch_mqtt_dead_letters", "MQTT messages that can never be published (topic or payload refused "
+            "by MQTT, paho or the broker's limit), moved to the outbox's dead letters so the rest go out.", registry=r)
+        self._dead_letters_seen = 0
+        self.asks_refused = Counter(
+            "vlmwatch_asks_refused", "Questions refused before the NPU: source=mqtt|http, reason=rate (the client's "
+            "rate limit) or queue (too many waiting).", ["source", "reason"], registry=r)
+        self.http_requests = Counter(
+            "vlmwatch_http_requests", "HTTP API requests answered, by endpoint and status code.",
+            ["endpoint", "status"], registry=r)
+        self.http_seconds = Histogram(
+            "vlmwatch_http_request_seconds", "Latency of HTTP API requests (queueing and NPU time included).",
+            ["endpoint"], buckets=(0.05, 0.25, 1, 2.5, 5, 10, 20, 40, 60, 120, 300), registry=r)
+        self.http_tokens = Counter(
+            "vlmwatch_http_tokens", "Tokens of HTTP chat completions: kind=prompt or completion.", ["kind"],
+            registry=r)
+        self.http_cancelled = Counter(
+            "vlmwatch_http_cancelled", "HTTP chat completions abandoned because the client went away or gave up "
+            "waiting for the NPU.", registry=r)
+        self.kv_path = Enum(
+            "vlmwatch_kv_path", "Where the LLM's KV cache lives: resident in the NPU runtime's input buffers (each "
+            "call writes only its new rows) or copied whole into the runtime with every call.",
+            states=list(KV_PATHS), registry=r)
         self.npu_busy_seconds = Counter(
             "vlmwatch_npu_busy_seconds", "Wall-clock seconds each NPU worker spent on jobs; its rate is the "
             "NPU's load. npu: npu<i>, the i-th entry of model.devices (npu0 alone by default).", ["npu"], registry=r)
@@ -83,6 +117,8 @@ class Metrics:
             registry=r)
         for kind in ("real", "modelled"):
             self.npu_seconds.labels(kind=kind)  # export both series as 0 from the start
+        for kind in ("prompt", "completion"):
+            self.http_tokens.labels(kind=kind)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -90,8 +126,9 @@ class Metrics:
 
     def add_camera(self, camera: str) -> None:
         """Export a camera's counters as 0 before its first window, so rates start from a known point."""
-        for counter in (self.windows_analysed, self.windows_skipped, self.windows_dropped):
+        for counter in (self.windows_analysed, self.windows_skipped, self.windows_dropped, self.capture_restarts):
             counter.labels(camera=camera)
+        self.camera_down.labels(camera=camera).set(0)
         self.source_state.labels(camera=camera).state("connecting")
 
     def add_npu(self, npu: str) -> None:
@@ -118,6 +155,13 @@ class Metrics:
     def window_dropped(self, camera: str, count: int = 1) -> None:
         self.windows_dropped.labels(camera=camera).inc(count)
 
+    def capture_restarted(self, camera: str) -> None:
+        self.capture_restarts.labels(camera=camera).inc()
+
+    def camera_health(self, camera: str, last_frame_age: float, down: bool) -> None:
+        self.camera_last_frame_age.labels(camera=camera).set(last_frame_age)
+        self.camera_down.labels(camera=camera).set(1 if down else 0)
+
     def observe_timings(self, timings: Timings) -> None:
         """Account one engine call: its real and modelled NPU time, and its decode speed if it decoded."""
         real_ms = timings.vit_ms + timings.prefill_ms + timings.decode_ms
@@ -125,6 +169,17 @@ class Metrics:
         self.npu_seconds.labels(kind="modelled").inc(timings.modelled_npu_ms / 1000.0)
         if timings.generated and timings.decode_ms > 0:
             self.tokens_per_second.set(timings.tokens_per_s)
+
+    def ask_refused(self, source: str, reason: str) -> None:
+        self.asks_refused.labels(source=source, reason=reason).inc()
+
+    def http_request(self, endpoint: str, status: int, seconds: float) -> None:
+        self.http_requests.labels(endpoint=endpoint, status=str(status)).inc()
+        self.http_seconds.labels(endpoint=endpoint).observe(seconds)
+
+    def http_completion(self, prompt_tokens: int, completion_tokens: int) -> None:
+        self.http_tokens.labels(kind="prompt").inc(prompt_tokens)
+        self.http_tokens.labels(kind="completion").inc(completion_tokens)
 
     def set_source_state(self, camera: str, state: str) -> None:
         if state not in SOURCE_STATES:
@@ -148,6 +203,17 @@ class Metrics:
 
     def set_outbox_depth(self, depth: int) -> None:
         self.outbox_depth.set(depth)
+
+    def set_dead_letters(self, total: int) -> None:
+        """Follow the publisher's count of dead letters since start (a counter only goes up)."""
+        if total > self._dead_letters_seen:
+            self.mqtt_dead_letters.inc(total - self._dead_letters_seen)
+            self._dead_letters_seen = total
+
+    def set_kv_path(self, path: str) -> None:
+        if path not in KV_PATHS:
+            raise ValueError(f"unknown KV cache path {path!r}; expected one of {', '.join(KV_PATHS)}")
+        self.kv_path.state(path)
 
     # -- HTTP endpoint ------------------------------------------------------
 

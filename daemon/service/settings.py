@@ -1,19 +1,22 @@
-"""The daemon's own configuration sections: cameras, prompts, retention, metrics, logging.
+"""The daemon's own configuration sections: cameras, prompts, retention, metrics, health, logging.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
     field_validator,
+    model_validator,
 )
 
-from daemon.settings import NAME_RE, Section
+from daemon.redact import mistyped_url
+from daemon.settings import Name, Section, read_secret
 from daemon.video.settings import SourceSettings
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
@@ -24,16 +27,68 @@ class CameraPrompts(Section):
     max_new_tokens: int | None = Field(None, ge=1, description="Longest description for this camera.")
 
 
-class CameraSettings(SourceSettings):
-    """One camera: a name, a source, the window/gate/connection settings of its source, prompt overrides."""
+PASSWORD_KEYS = ("password_env", "password_file", "password_credential")
 
-    name: str = Field(pattern=NAME_RE, description="Unique name: lower-case letters, digits, '_' and '-'.")
+
+class CameraSettings(SourceSettings):
+    """One camera: a name, a source, the window/gate/connection settings of its source, prompt overrides,
+    and its login, kept out of the config like the MQTT password."""
+
+    name: Name = Field(description="Unique name: 1-64 lower-case letters, digits, '_' and '-'.")
     source: str = Field(min_length=1, description="rtsp://, rtsps://, http(s):// (MJPEG) URL, a video file or a folder.")
+    username: str | None = Field(None, min_length=1,
+                                 description="Camera user, put into the source URL (instead of one written there).")
+    password_env: str | None = Field(None, min_length=1,
+                                     description="Name of an environment variable holding the camera password.")
+    password_file: Path | None = Field(
+        None, description="File whose content (trailing newline stripped) is the camera password.")
+    password_credential: str | None = Field(
+        None, min_length=1, pattern=r"^[^/]+$",
+        description="Name of a systemd credential (LoadCredential=) holding the camera password; "
+        "read from $CREDENTIALS_DIRECTORY/<name>.")
     prompts: CameraPrompts = Field(default_factory=CameraPrompts, description="Per-camera prompt overrides.")
+
+    @model_validator(mode="after")
+    def _login(self) -> CameraSettings:
+        given = [key for key in PASSWORD_KEYS if getattr(self, key) is not None]
+        if not given and self.username is None:
+            return self
+        first = given[0] if given else "username"
+        if "://" not in self.source:
+            raise ValueError(f"{first} is set but the source is a file or folder, which has no login")
+        if len(given) > 1:
+            raise ValueError(f"give the camera password one way only, not {' and '.join(given)}")
+        url = urlsplit(self.source)
+        if given and url.password is not None:
+            raise ValueError(f"{first} is set but the source URL holds a password too: remove it from the URL")
+        if given and self.username is None and not url.username:
+            raise ValueError(f"{first} is set but there is no user: set username, or write it in the URL "
+                             "(rtsp://user@host/...)")
+        return self
+
+    def source_url(self, key: str) -> str:
+        """The source with the camera's login in the URL (user and password percent-encoded). It
+        holds the password: hand it to the capture, never to a log line. ConfigError naming
+        `key`.password_* when the password cannot be read."""
+        password = read_secret(f"{key}.password", env=self.password_env, file=self.password_file,
+                               credential=self.password_credential)
+        if password is None and self.username is None:
+            return self.source
+        url = urlsplit(self.source)
+        userinfo, _, host = url.netloc.rpartition("@")
+        user = quote(self.username, safe="") if self.username is not None else userinfo.split(":", 1)[0]
+        secret = f":{quote(password, safe='')}" if password is not None else ""
+        if userinfo and password is None:
+            secret = userinfo[len(userinfo.split(":", 1)[0]):]  # keep a password written in the URL
+        return urlunsplit(url._replace(netloc=f"{user}{secret}@{host}"))
 
     @field_validator("source")
     @classmethod
     def _source(cls, v: str) -> str:
+        scheme = mistyped_url(v)
+        if scheme is not None:
+            raise ValueError(f"this looks like a {scheme}:// URL, but '//' does not follow '{scheme}:', so it would "
+                             f"be taken for a file path: write {scheme}://HOST/PATH")
         if "://" in v:
             url = urlsplit(v)
             if url.scheme not in URL_SCHEMES:
@@ -47,7 +102,9 @@ class CameraSettings(SourceSettings):
 class PromptSettings(Section):
     description: str = Field("Describe what happens in the video.", min_length=1,
                              description="The question whose answer is each window's description.")
-    max_new_tokens: int = Field(128, ge=1, description="Longest description in tokens.")
+    max_new_tokens: int = Field(
+        64, ge=1, description="Longest description in tokens: 64 is about the 255 characters a Home Assistant"
+        " state holds; each further token is one more decode step (86.66 ms of NPU time on the AX650N).")
 
 
 class LoggingSettings(Section):
@@ -78,3 +135,36 @@ class MetricsSettings(BaseModel):
         description="Address to listen on. Loopback by default, so only this machine can scrape; "
         "0.0.0.0 (or ::) exposes the endpoint to the network, which has no authentication.")
     port: int = Field(9108, ge=1, le=65535, description="TCP port of the metrics endpoint.")
+
+
+class AskSettings(BaseModel):
+    """The `asks:` section: how much of the NPU questions (MQTT asks, HTTP chat completions) may take."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    npu_share: float = Field(
+        0.5, gt=0, le=1, description="Most of the NPU's busy time (over `share_seconds`) questions may take while "
+        "camera windows wait; questions still go first below it. 1 = questions always first.")
+    share_seconds: float = Field(60.0, ge=5, description="Seconds of NPU history the share is measured over.")
+    per_minute: float = Field(
+        6.0, ge=0, description="Questions a minute each client may ask: per camera for MQTT asks (its "
+        "<camera>/ask topic), per API key or else per address for HTTP. 0 = no limit.")
+    burst: int = Field(3, ge=1, description="Questions a client may ask at once before per_minute applies.")
+    max_waiting: int = Field(16, ge=1, le=256, description="MQTT asks waiting for the NPU; more are refused.")
+
+
+class HealthSettings(BaseModel):
+    """The `health:` section: the camera watchdog, and when a camera makes the daemon unhealthy."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    stall_after: float = Field(
+        60.0, gt=0,
+        description="Seconds a live camera (rtsp/http) may go without a window before its capture is restarted, "
+        "as one whose thread died is; restarts back off like reconnects (stream.retry_min to retry_max). Must "
+        "exceed each live camera's stream.open_timeout + span + stride (the time to its first window).")
+    down_after: float = Field(
+        300.0, ge=0,
+        description="Seconds a camera may be down (a live camera without windows, or any capture that keeps "
+        "failing) before the daemon reports itself unhealthy, so that the systemd watchdog restarts it. "
+        "0: a down camera never makes the daemon unhealthy.")

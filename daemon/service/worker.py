@@ -2,8 +2,13 @@
 
 The queue is bounded by construction: at most one pending window per camera
 (a newer window replaces the pending one, and the replaced one is counted as
-dropped), a short list of ad-hoc questions that go first, and summary jobs
-that wait behind every window.
+dropped), short lists of questions (MQTT asks, HTTP chat completions) that go
+first, and summary jobs that wait behind every window.
+
+Questions go first only while they stay within their share of NPU time: the
+workers measure how long each job kept an NPU busy, and while a window waits
+and questions took more than `ask_share` of the busy time of the last minute,
+the window goes next (see `daemon.service.fairness`).
 
 With several NPUs every worker takes from the same queue (`get(npu=i)`), so a
 window goes to whichever NPU is free first: the least loaded. Two rules keep
@@ -14,7 +19,7 @@ the single-NPU guarantees:
   `latest` and history stay in the camera's order);
 - a question goes to the NPU that holds its camera's prefix (`AskJob.npu`);
   any NPU could answer it, but another one would first prefill the prefix
-  again (seconds of NPU time).
+  again (seconds of NPU time). HTTP chats bring their own frames: any NPU.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, Sequence
 
+from daemon.service.fairness import NpuShare
 from daemon.types import Window
 
 log = logging.getLogger(__name__)
@@ -46,6 +52,20 @@ class AskJob:
 
 
 @dataclass(frozen=True, eq=False)
+class ChatJob:
+    """An HTTP chat completion: its own frames and question, answered through `sink`.
+
+    `cancel` is set when the client went away or gave up waiting: the worker
+    skips the job, or the engine stops at its next step."""
+
+    client: str
+    request: Any  # daemon.http.messages.Completion
+    sink: Any  # daemon.http.messages.Sink: started / token / finished / failed
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)  # set once the worker is through with it
+
+
+@dataclass(frozen=True, eq=False)
 class SummaryWork:
     """A summary in progress: each step is one model call; the queue puts it behind waiting windows."""
 
@@ -53,18 +73,30 @@ class SummaryWork:
     steps: Generator[None, None, Any] = field(repr=False)
 
 
-Job = WindowJob | AskJob | SummaryWork
+Job = WindowJob | AskJob | ChatJob | SummaryWork
+Question = AskJob | ChatJob
+
+
+def kind_of(job: Job) -> str:
+    """The accounting kind of a job: "ask" (MQTT or HTTP question), "window" or "summary"."""
+    if isinstance(job, (AskJob, ChatJob)):
+        return "ask"
+    return "window" if isinstance(job, WindowJob) else "summary"
 
 
 class WorkQueue:
-    """Asks first, then the oldest pending camera window, then summaries; for each NPU, what it may take."""
+    """Questions first (within their NPU share while windows wait), then the oldest pending
+    camera window, then summaries; for each NPU, what it may take."""
 
-    def __init__(self, max_asks: int = 16, max_summaries: int = 16):
+    def __init__(self, max_asks: int = 16, max_summaries: int = 16, *, max_chats: int = 4,
+                 ask_share: float = 0.5, share: NpuShare | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         self._cond = threading.Condition()
         self._windows: dict[str, tuple[int, WindowJob]] = {}  # camera -> (arrival, newest window)
-        self._asks: deque[AskJob] = deque()
+        self._asks: deque[Question] = deque()  # MQTT asks and HTTP chats, in arrival order
         self._summaries: deque[SummaryWork] = deque()
-        self._max_asks, self._max_summaries = max_asks, max_summaries
+        self._max_asks, self._max_chats, self._max_summaries = max_asks, max_chats, max_summaries
+        self.ask_share, self.share, self._clock = ask_share, share or NpuShare(), clock
         self._seq = count()
         self._closed = False
         self._in_flight = 0  # jobs handed out and not yet marked done
@@ -87,8 +119,30 @@ class WorkQueue:
             while camera in self._windows and not self._closed and not stop.is_set():
                 self._cond.wait(0.2)
 
-    def put_ask(self, job: AskJob) -> bool:
-        return self._put_bounded(self._asks, job, self._max_asks)
+    def put_ask(self, job: Question) -> bool:
+        """Queue a question; False when its kind's list (MQTT asks or HTTP chats) is full."""
+        with self._cond:
+            limit = self._max_chats if isinstance(job, ChatJob) else self._max_asks
+            if sum(isinstance(j, type(job)) for j in self._asks) >= limit:
+                return False
+            self._asks.append(job)
+            self._cond.notify()
+        return True
+
+    def withdraw(self, job: Question) -> bool:
+        """Take a question out of line before it started (its asker gave up); False if it was not waiting."""
+        with self._cond:
+            try:
+                self._asks.remove(job)
+            except ValueError:
+                return False
+            self._cond.notify_all()
+            return True
+
+    def waiting(self, kind: type) -> int:
+        """Questions of `kind` (AskJob or ChatJob) waiting in line."""
+        with self._cond:
+            return sum(isinstance(j, kind) for j in self._asks)
 
     def put_summary(self, job: SummaryWork) -> bool:
         return self._put_bounded(self._summaries, job, self._max_summaries)
@@ -110,10 +164,10 @@ class WorkQueue:
                 return None
             self._in_flight += 1
             ask = self._ask_for(npu)
-            if ask is not None:
+            camera = self._window_for(npu)
+            if ask is not None and not (camera is not None and self._asks_over_share()):
                 self._asks.remove(ask)
                 return ask
-            camera = self._window_for(npu)
             if camera is not None:
                 self._analysing[npu] = camera
                 self._cond.notify_all()  # wakes wait_slot
@@ -123,7 +177,7 @@ class WorkQueue:
     def _has_work(self, npu: int) -> bool:
         return self._ask_for(npu) is not None or self._window_for(npu) is not None or bool(self._summaries)
 
-    def _ask_for(self, npu: int) -> AskJob | None:
+    def _ask_for(self, npu: int) -> Question | None:
         """The oldest question NPU `npu` may take: one without affinity (`npu` None or absent), or its own."""
         return next((a for a in self._asks if getattr(a, "npu", None) in (None, npu)), None)
 
@@ -133,11 +187,16 @@ class WorkQueue:
         waiting = [c for c in self._windows if c not in busy]
         return min(waiting, key=lambda c: self._windows[c][0]) if waiting else None
 
-    def done(self, npu: int = 0) -> None:
-        """Mark the job last returned by get() for `npu` as finished."""
+    def _asks_over_share(self) -> bool:
+        return self.share.fraction("ask", self._clock()) > self.ask_share
+
+    def done(self, job: Job | None = None, seconds: float = 0.0, npu: int = 0) -> None:
+        """Mark the job last returned by get() for `npu` as finished; it kept the NPU busy for `seconds`."""
         with self._cond:
             self._in_flight -= 1
             self._analysing.pop(npu, None)
+            if job is not None:
+                self.share.record(kind_of(job), seconds, self._clock())
             self._cond.notify_all()
 
     def wait_idle(self, timeout: float) -> bool:
@@ -167,6 +226,7 @@ class NpuWorker:
         self.handle: Callable[[Job], None] | None = None
         self.error: BaseException | None = None
         self._busy: deque[tuple[float, float]] = deque()  # (start, end) of finished jobs, oldest first
+        self._total = 0.0  # seconds spent in finished jobs since start
         self._current: float | None = None  # start of the job in hand
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -180,7 +240,8 @@ class NpuWorker:
             job = self.queue.get(timeout=0.2, npu=self.npu)
             if job is None:
                 continue
-            self._mark(start=self.clock())
+            started = self.clock()
+            self._mark(start=started)
             try:
                 self.handle(job)
             except Exception as exc:  # the engine is broken: let systemd restart us
@@ -188,8 +249,9 @@ class NpuWorker:
                 self.error = exc
                 self.stop.set()
             finally:
-                self._mark(end=self.clock())
-                self.queue.done(self.npu)
+                ended = self.clock()
+                self._mark(end=ended)
+                self.queue.done(job, ended - started, npu=self.npu)
 
     def _mark(self, start: float | None = None, end: float | None = None) -> None:
         with self._lock:
@@ -197,6 +259,7 @@ class NpuWorker:
                 self._current = start
             elif self._current is not None:
                 self._busy.append((self._current, end))
+                self._total += end - self._current
                 self._current = None
                 while self._busy and self._busy[0][1] < end - self.LOAD_SPAN:
                     self._busy.popleft()
@@ -210,8 +273,58 @@ class NpuWorker:
         busy = sum(max(0.0, min(end, now) - max(start, since)) for start, end in spans)
         return min(1.0, busy / (now - since)) if now > since else 0.0
 
+    def busy_seconds(self) -> float:
+        """Seconds spent on jobs since start, the running one included (any thread)."""
+        with self._lock:
+            running = self.clock() - self._current if self._current is not None else 0.0
+            return self._total + running
+
     def alive(self) -> bool:
         return self._thread.is_alive()
 
     def join(self, timeout: float) -> None:
         self._thread.join(timeout)
+
+
+NPU_REPORT_EVERY = 30.0  # seconds between `<base>/npu` reports (load over this period, queue depth)
+
+
+class NpuReport:
+    """The NPUs' load between reports: the fraction of wall time their workers spent on jobs, the mean over
+    the NPUs (each NPU's own load is in the metrics, `vlmwatch_npu_load`)."""
+
+    def __init__(self, workers: NpuWorker | Sequence[NpuWorker], every: float = NPU_REPORT_EVERY):
+        self.workers = [workers] if isinstance(workers, NpuWorker) else list(workers)
+        self.every, self._clock = every, self.workers[0].clock  # the workers' own clock
+        self._busy, self._at = self._busy_now(), self._clock()
+        self._next = 0.0  # the first report goes out at once
+
+    def _busy_now(self) -> float:
+        return sum(w.busy_seconds() for w in self.workers) / len(self.workers)
+
+    def due(self) -> bool:
+        return self._clock() >= self._next
+
+    def load(self) -> float:
+        """Since the last report that went out."""
+        return min(1.0, (self._busy_now() - self._busy) / max(self._clock() - self._at, 1e-3))
+
+    def reported(self, sent: object) -> None:
+        """After publishing: a report that went out starts the next period; one that did not (MQTT away)
+        is tried again at the next tick, over the longer period."""
+        if sent:
+            self._busy, self._at = self._busy_now(), self._clock()
+            self._next = self._at + self.every
+
+
+def describe(job: Job) -> str:
+    """The job in a log line."""
+    if isinstance(job, WindowJob):
+        return f"camera {job.window.camera}: window at {job.window.start:.1f}"
+    if isinstance(job, AskJob):
+        return f"camera {job.camera}: question {job.request.id!r}"
+    if isinstance(job, ChatJob):
+        return f"HTTP request from {job.client}"
+    if isinstance(job, SummaryWork):
+        return f"summary {job.job_id}"
+    return repr(job)

@@ -17,7 +17,7 @@ from daemon.store import Store
 from daemon.summaries.settings import parse_period
 from daemon.summaries.timeline import Period, Request, build_timeline
 from daemon.times import iso, zone_of
-from daemon.types import Summary
+from daemon.types import Summary, new_message_id
 
 if TYPE_CHECKING:
     from daemon.service.history import History
@@ -99,7 +99,7 @@ class Summarizer:
     """Summaries from history with the engine; `run` is the scheduled path, `summarize` the on-demand one."""
 
     def __init__(self, history: History, engine, runlog: RunLog | None, cameras: Sequence[str],
-                 publish: Callable[[Summary], object] | None = None, clock: Callable[[], float] = time.time):
+                 publish: Callable[[Summary, str | None], object] | None = None, clock: Callable[[], float] = time.time):
         self.history, self.engine, self.runlog, self.cameras = history, engine, runlog, tuple(cameras)
         self.publish, self.clock = publish, clock
 
@@ -140,11 +140,13 @@ class Summarizer:
             return None
         period = period_for(job, fire, last, zone_of(job.timezone))
         summary = yield from self.summarize_steps(self.request(job), period, stop)
-        self.history.record_summary(summary)
+        message_id = new_message_id() if self.publish is not None else None
+        row_id = self.history.record_summary(summary, message_id)  # a crash before queueing: the restart queues it
         if self.runlog:
             self.runlog.record(LastRun(job.id, fire.at, period.start, period.end, self.clock()))
         if self.publish is not None:
-            self.publish(summary)
+            self.publish(summary, message_id)
+            self.history.mark_queued("summaries", row_id)
         log.info("summary %s (%s, %d model calls): %s", job.id, period.label(), summary.counts["model_calls"],
                  summary.text[:200])
         return summary

@@ -5,14 +5,15 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from daemon.settings import NAME_RE, Section, Timezone
+from daemon.settings import Name, Section, Timezone
 from daemon.times import parse_duration
 
 SINCE_LAST = "since_last"
 
 
 class SummaryJob(Section):
-    id: str = Field(pattern=NAME_RE, description="Job name; MQTT topic <base>/summary/<id>.")
+    id: Name = Field(description="Job name (1-64 lower-case letters, digits, '_' and '-'); MQTT topic "
+                    "<base>/summary/<id>.")
     cron: str = Field(description="Five-field cron expression, e.g. '0 20 * * *'.")
     cameras: list[str] | None = Field(None, description="Cameras to summarise; default all.")
     period: str = Field(SINCE_LAST, description="A duration such as 2h, 24h or 7d ending at the run's scheduled"

@@ -24,13 +24,15 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from daemon.errors import SourceError
-from daemon.redact import redact_url
+from daemon.redact import mistyped_url, redact_url
 from daemon.video.events import STREAM_SCHEMES, EventSink, Source
-from daemon.video.file import FileSource
+from daemon.video.file import FileProgress, FileSource
 from daemon.video.folder import FolderSource, ProcessedFiles
 from daemon.video.frames import FrameMaker, ModelInput
 from daemon.video.settings import SourceSettings
 from daemon.video.stream import StreamSource
+
+PROCESSED_FILE = "processed.sqlite"  # under state_dir: clips done (folders) and progress in files
 
 __all__ = ["FileSource", "FolderSource", "Source", "StreamSource", "open_source"]
 
@@ -47,9 +49,14 @@ def open_source(
 ) -> Source:
     """The source for a URL, a video file or a folder of clips. Opens nothing yet.
 
-    `once`: a folder source ends when every clip present has been processed.
-    `model_input`: the engine's resize to the ViT's input; frames then keep that and a picture
-    reduced to `settings.picture_width` instead of the decoded picture."""
+    `state_dir`: where files and folders keep what they have processed (processed.sqlite), so a
+    restart resumes after the last finished window. `once`: a folder source ends when every clip
+    present has been processed. `model_input`: the engine's resize to the ViT's input; frames then
+    keep that and a picture reduced to `settings.picture_width` instead of the decoded picture."""
+    mistyped = mistyped_url(uri)
+    if mistyped is not None:
+        raise SourceError(f"camera {name}: source {redact_url(uri)!r} looks like a {mistyped}:// URL, but '//' does "
+                          f"not follow '{mistyped}:'; write {mistyped}://HOST/PATH")
     make_frame = FrameMaker(settings.picture_width, model_input)
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     if scheme in STREAM_SCHEMES:
@@ -61,8 +68,10 @@ def open_source(
             f"camera {name}: unsupported source {redact_url(uri)!r}; use rtsp://, rtsps://, http(s)://, "
             "a video file or a folder"
         )
+    record = Path(state_dir) / PROCESSED_FILE if state_dir else None
+    progress = FileProgress(record) if record else None
     if uri.endswith("/") or Path(uri).is_dir():
-        processed = ProcessedFiles(Path(state_dir) / "processed.sqlite") if state_dir else None
+        processed = ProcessedFiles(record) if record else None
         return FolderSource(name, Path(uri), settings, processed=processed, on_event=on_event, once=once,
-                            make_frame=make_frame)
-    return FileSource(name, Path(uri), settings, on_event=on_event, make_frame=make_frame)
+                            progress=progress, make_frame=make_frame)
+    return FileSource(name, Path(uri), settings, on_event=on_event, progress=progress, make_frame=make_frame)

@@ -24,8 +24,13 @@ def load_frames(sources: list[str], n: int) -> list[Frame]:
             raise SourceError(f"{p}: no such file")
     if all(p.suffix.lower() in IMAGE_SUFFIXES for p in paths):
         return [Frame("cli", float(i), i, read_image(p)) for i, p in enumerate(paths)]
+    videos = [p for p in paths if p.suffix.lower() not in IMAGE_SUFFIXES]
+    if len(videos) > 1:
+        raise UsageError(f"give one video file at a time (got {len(videos)}: {', '.join(map(str, videos))}),"
+                         " or image files (.jpg, .png, ...) as the frames of one window")
     if len(paths) > 1:
-        raise UsageError("give one video file, or only image files (.jpg, .png, ...), not a mix")
+        raise UsageError(f"give one video file or image files (.jpg, .png, ...), not both (got the video {videos[0]}"
+                         f" and {len(paths) - 1} image file(s))")
     return read_video(paths[0], n)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 from urllib.parse import urlsplit
 
-from daemon.redact import redact_url
+from daemon.redact import redact_text, redact_url
 from daemon.types import Window
 
 log = logging.getLogger(__name__)
@@ -44,6 +44,10 @@ EventSink = Callable[[SourceEvent], None]
 
 
 class Source(Protocol):
+    """`live` (optional, default False): windows should arrive all the time (a camera), so a
+    silent source is restarted by the daemon's camera watchdog. `recorded(window)` (optional):
+    the daemon has recorded the window, so a file may resume after it (`FileSource`)."""
+
     name: str
 
     def windows(self, stop: threading.Event) -> Iterator[Window]:
@@ -52,7 +56,9 @@ class Source(Protocol):
 
 
 def emit(camera: str, kind: str, message: str, on_event: EventSink | None, level: int = logging.INFO) -> None:
-    """Log a source event with the camera's name and hand it to the listener (if any)."""
+    """Log a source event with the camera's name and hand it to the listener (if any); any
+    `user:password@` in the message is redacted first."""
+    message = redact_text(message)
     log.log(level, "camera %s: %s", camera, message)
     if on_event is not None:
         on_event(SourceEvent(camera, kind, message, time.time()))

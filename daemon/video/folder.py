@@ -3,7 +3,8 @@
 A clip is taken when its size and modification time have stayed the same for
 `folder.settle` seconds (the NVR has finished writing it); it is marked done
 only after its last window was taken, so a clip cut short by a restart is
-processed again from the start. The done-set lives in SQLite, keyed by source,
+processed again, from its start or, with a `FileProgress`, from its last
+finished window. The done-set lives in SQLite, keyed by source,
 path relative to the folder, and size: a clip that is later rewritten with a
 different size counts as new.
 """
@@ -21,7 +22,7 @@ from typing import Callable, Generator, Iterator
 from daemon.store import MEMORY, Store
 from daemon.types import Window
 from daemon.video.events import VIDEO_EXTENSIONS, EventSink, SourceEvent, emit
-from daemon.video.file import FileSource
+from daemon.video.file import FileProgress, FileSource
 from daemon.video.frames import FrameMaker
 from daemon.video.settings import SourceSettings
 
@@ -77,6 +78,8 @@ class ProcessedFiles(Store):
 class FolderSource:
     """Every clip that appears in `folder` (recursively), oldest first, once each."""
 
+    live = False  # waits for clips: hours without a window are normal
+
     def __init__(
         self,
         name: str,
@@ -87,12 +90,14 @@ class FolderSource:
         on_event: EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
         once: bool = False,
+        progress: FileProgress | None = None,
         make_frame: FrameMaker | None = None,
     ) -> None:
         self.name, self.folder, self.settings, self.once = name, Path(folder), settings, once
         self.make_frame = make_frame
         self.processed = processed if processed is not None else ProcessedFiles(None)
-        self.on_event, self._clock = on_event, clock
+        self.on_event, self._clock, self.progress = on_event, clock, progress
+        self._current: FileSource | None = None  # the clip being read
         self._seen: dict[str, tuple[int, int, float]] = {}  # path -> size, mtime_ns, unchanged since
         self._done: set[tuple[str, int]] = set()  # (path, size) known to be processed
         self._missing_reported = False
@@ -127,9 +132,22 @@ class FolderSource:
             if self.on_event is not None:
                 self.on_event(event)
 
-        clip = FileSource(self.name, self.folder / rel, self.settings, on_event=listen, make_frame=self.make_frame)
-        yield from clip.windows(stop)
+        self._current = FileSource(self.name, self.folder / rel, self.settings, on_event=listen,
+                                   progress=self.progress, make_frame=self.make_frame)
+        yield from self._current.windows(stop)
         return ends[0] if ends else None
+
+    def close(self) -> None:
+        """Close the records of processed clips and progress (they reopen on next use)."""
+        self.processed.close()
+        if self.progress is not None:
+            self.progress.close()
+
+    def recorded(self, window: Window) -> None:
+        """The daemon has recorded `window` (see `FileSource.recorded`)."""
+        current = self._current
+        if current is not None:
+            current.recorded(window)
 
     def _ready(self) -> list[tuple[str, int]]:
         """Clips not yet done whose size has been stable for `settle` seconds."""

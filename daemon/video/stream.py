@@ -17,6 +17,13 @@ FFmpeg options come from OPENCV_FFMPEG_CAPTURE_OPTIONS ("key;value|key;value").
 When it is unset, `rtsp_transport;tcp` is used: UDP loses packets (smeared
 frames) on busy Wi-Fi and through NAT. Set it in the service's environment to
 override, e.g. for a camera that only offers UDP.
+
+OpenCV and FFmpeg write their own log lines straight to file descriptor 2,
+past Python's logging ("[tcp @ 0x...] Connection refused" on every retry).
+They say nothing the state-change lines above do not, so they are kept out
+unless debug logging is on (`-v`, or `logging.level: debug`): then they show
+as the libraries write them. OPENCV_LOG_LEVEL and OPENCV_FFMPEG_LOGLEVEL set in
+the environment win.
 """
 
 from __future__ import annotations
@@ -41,6 +48,21 @@ log = logging.getLogger(__name__)
 
 FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 DEFAULT_FFMPEG_OPTIONS = "rtsp_transport;tcp"
+FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"  # read once, when OpenCV first opens anything with FFmpeg
+OPENCV_LOGLEVEL_ENV = "OPENCV_LOG_LEVEL"
+AV_LOG_QUIET = -8
+
+
+def quiet_native_logs(debug: bool) -> None:
+    """Keep OpenCV's and FFmpeg's own stderr lines out, unless `debug` (or the user's environment
+    says otherwise). Call before the first capture opens: FFmpeg's level is fixed then."""
+    import cv2
+
+    if debug:
+        return
+    os.environ.setdefault(FFMPEG_LOGLEVEL_ENV, str(AV_LOG_QUIET))
+    if OPENCV_LOGLEVEL_ENV not in os.environ:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 def backoff_delay(attempt: int, first: float, cap: float, rng: random.Random) -> float:
@@ -58,6 +80,8 @@ class StreamSource:
     `dropped` (windows the consumer was too slow for), `last_frame_at`
     (time.monotonic() of the last frame, for a watchdog).
     """
+
+    live = True  # windows arrive all the time while the camera works: the watchdog restarts a silent one
 
     def __init__(
         self,
@@ -124,6 +148,7 @@ class StreamSource:
 
         s = self.settings.stream
         os.environ.setdefault(FFMPEG_OPTIONS_ENV, DEFAULT_FFMPEG_OPTIONS)
+        quiet_native_logs(log.isEnabledFor(logging.DEBUG))
         params = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, round(s.open_timeout * 1000),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC, round(s.read_timeout * 1000),

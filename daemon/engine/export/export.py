@@ -54,6 +54,19 @@ def check_bundle_numbers(prefill_len: int, kv_len: int, groups: int) -> None:
         )
 
 
+def require_torch(what: str) -> None:
+    """Say how to install the exporter's torch instead of failing with a traceback."""
+    try:
+        import torch  # noqa: F401
+        import onnx  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as exc:
+        raise UsageError(
+            f"{what} needs torch, onnx and transformers ({exc.name} is not installed):"
+            " pip install -e '.[export]' in vlmwatch's environment (a CPU-only torch is enough)"
+        ) from None
+
+
 def _spec(name: str, shape: list[int], dtype: str = "float32") -> dict[str, Any]:
     return {"name": name, "shape": shape, "dtype": dtype}
 
@@ -127,7 +140,8 @@ def prepare_out_dir(out_dir: Path, keep: tuple[str, ...] = ()) -> None:
 
 @functools.cache
 def bundle_manifest(
-    name: str, note: str, dims: LlmDims, image_size: int, prefill_len: int, kv_len: int, groups: int
+    name: str, note: str, dims: LlmDims, image_size: int, prefill_len: int, kv_len: int, groups: int,
+    image_tokens: int,
 ) -> dict[str, Any]:
     """manifest.json: the files and every graph's declared inputs (the engine's loader reads exactly this)."""
     return {
@@ -143,12 +157,13 @@ def bundle_manifest(
             "tokenizer": "tokenizer",
         },
         "vit_inputs": [_spec("image", [1, 3, image_size, image_size])],
+        "vit_outputs": [_spec("features", [1, image_tokens, dims.hidden])],  # read by check-model, not the engine
         "post_inputs": [_spec("input", [1, 1, dims.hidden])],
         "layer_groups": layer_group_inputs(dims, prefill_len, kv_len, groups),
     }
 
 
-def _compact_shapes(text: str) -> str:
+def compact_shapes(text: str) -> str:
     """Put each list of integers (a shape) on one line: the manifest is read by people too."""
     return re.sub(r"\[\s*(\d+(?:,\s*\d+)*)\s*\]", lambda m: "[" + re.sub(r",\s*", ", ", m.group(1)) + "]", text)
 
@@ -197,8 +212,8 @@ def export_bundle(
     table = model.get_input_embeddings().weight.detach().float().numpy()  # [V, H]
     np.save(out / "embeddings.npy", np.ascontiguousarray(table, dtype=np.float32))
     tokenizer.save_pretrained(str(out / "tokenizer"))
-    manifest = bundle_manifest(name, note, dims, vit_image_size(model), prefill_len, kv_len, groups)
-    (out / "manifest.json").write_text(_compact_shapes(json.dumps(manifest, indent=2)) + "\n")
+    manifest = bundle_manifest(name, note, dims, vit_image_size(model), prefill_len, kv_len, groups, tokens)
+    (out / "manifest.json").write_text(compact_shapes(json.dumps(manifest, indent=2)) + "\n")
     progress(f"wrote {out} (embeddings [{table.shape[0]}, {table.shape[1]}], tokenizer, manifest.json)")
     return out
 
@@ -228,6 +243,7 @@ def check_hf_dir(hf_dir: Path) -> None:
 def load_hf_model(hf_dir: Path) -> tuple[Any, Any]:
     """Load a transformers-native InternVL checkpoint (model in float32, tokenizer)."""
     check_hf_dir(hf_dir)
+    require_torch("vlmwatch export")
     import torch
     from transformers import AutoTokenizer, InternVLForConditionalGeneration
 

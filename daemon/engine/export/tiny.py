@@ -16,6 +16,7 @@ generation stops on either (generation_config.eos_token_id lists both).
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from daemon.engine.export.export import (
     check_bundle_numbers,
     check_out_dir,
     export_bundle,
+    require_torch,
 )
 
 # Qwen2's specials, then InternVL's, in the order the real vocabulary has them.
@@ -106,10 +108,11 @@ Quiet nights produce almost nothing to report, which is exactly the point of a c
 """
 
 
-def build_tokenizer() -> Any:
-    """Byte-level BPE trained on CORPUS, with the Qwen2 / InternVL special tokens after the learned vocabulary."""
+def build_bpe() -> Any:
+    """Byte-level BPE trained on CORPUS, with the Qwen2 / InternVL special tokens after the learned vocabulary.
+
+    Needs only the `tokenizers` library (a `tokenizers.Tokenizer`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -119,15 +122,32 @@ def build_tokenizer() -> Any:
     )
     bpe.train_from_iterator(CORPUS.split("\n\n"), trainer=trainer)
     bpe.add_special_tokens(list(SPECIAL_TOKENS))  # ids follow the learned vocabulary, in Qwen2's order
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=bpe,
+    return bpe
+
+
+def build_tokenizer() -> Any:
+    """The BPE as a transformers tokenizer (for the transformers reference model and its export)."""
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast(
+        tokenizer_object=build_bpe(),
         eos_token=EOS_TOKEN,
         pad_token=PAD_TOKEN,
         extra_special_tokens=[t for t in SPECIAL_TOKENS if t not in (EOS_TOKEN, PAD_TOKEN)],
         model_max_length=32768,
         chat_template=CHAT_TEMPLATE,
     )
-    return tokenizer
+
+
+def write_tokenizer(folder: Path) -> None:
+    """The tokenizer files `build_tokenizer().save_pretrained(folder)` writes, without transformers."""
+    folder.mkdir(parents=True, exist_ok=True)
+    build_bpe().save(str(folder / "tokenizer.json"))
+    config = {"eos_token": EOS_TOKEN, "pad_token": PAD_TOKEN,
+              "extra_special_tokens": [t for t in SPECIAL_TOKENS if t not in (EOS_TOKEN, PAD_TOKEN)],
+              "model_max_length": 32768, "tokenizer_class": "TokenizersBackend"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    (folder / "chat_template.jinja").write_text(CHAT_TEMPLATE)
 
 
 def build_model(tokenizer: Any, seed: int) -> Any:
@@ -172,6 +192,7 @@ def make_tiny_model(
 ) -> Path:
     """Build the tiny model, export its bundle into `out_dir`, save the transformers reference in `out_dir`/hf."""
     check_bundle_numbers(prefill_len, kv_len, groups)
+    require_torch("make-tiny-model (it writes the transformers reference too)")
     out = Path(out_dir)
     check_out_dir(out, keep=("hf",))
     tokenizer = build_tokenizer()
@@ -198,3 +219,88 @@ def _save_quietly(model: Any, tokenizer: Any, path: Path) -> None:
     finally:
         if was_on:
             hf_logging.enable_progress_bar()
+
+
+# ---------------------------------------------------------------- without torch (the demo's model)
+
+
+def tiny_config(vocab: int) -> dict[str, Any]:
+    """The tiny model's config as transformers' InternVLConfig.to_dict() has it (the keys the graphs need)."""
+    return {"vision_config": {**VISION, "layer_norm_eps": 1e-6}, "text_config": {**TEXT, "vocab_size": vocab},
+            "downsample_ratio": 0.5}
+
+
+def random_weights(config: dict[str, Any], seed: int) -> dict[str, Any]:
+    """Random weights under transformers' state-dict names, shaped like build_model's (numpy only)."""
+    import numpy as np
+
+    vision, text = config["vision_config"], config["text_config"]
+    d, H, V = vision["hidden_size"], text["hidden_size"], text["vocab_size"]
+    kvd = text["num_key_value_heads"] * (H // text["num_attention_heads"])
+    patch, std = vision["patch_size"], text["initializer_range"]
+    rng = np.random.default_rng(seed)
+    w: dict[str, Any] = {}
+
+    def normal(name: str, shape: tuple, scale: float = std) -> None:
+        w[name] = rng.normal(0.0, scale, shape).astype(np.float32)
+
+    def linear(name: str, out: int, inp: int, bias: bool = True) -> None:
+        normal(f"{name}.weight", (out, inp))
+        if bias:
+            normal(f"{name}.bias", (out,))
+
+    def norm(name: str, size: int, bias: bool = True) -> None:
+        w[f"{name}.weight"] = (1.0 + rng.normal(0.0, 0.1, size)).astype(np.float32)
+        if bias:
+            normal(f"{name}.bias", (size,))
+
+    e = "model.vision_tower.embeddings."
+    normal(e + "cls_token", (1, 1, d), 0.5)
+    normal(e + "position_embeddings", (1, (vision["image_size"] // patch) ** 2 + 1, d), 0.5)
+    normal(e + "patch_embeddings.projection.weight", (d, 3, patch, patch))
+    normal(e + "patch_embeddings.projection.bias", (d,))
+    for i in range(vision["num_hidden_layers"]):
+        p = f"model.vision_tower.encoder.layer.{i}."
+        for n in "qkv":
+            linear(f"{p}attention.{n}_proj", d, d, bias=False)
+        linear(p + "attention.projection_layer", d, d)
+        linear(p + "mlp.fc1", vision["intermediate_size"], d)
+        linear(p + "mlp.fc2", d, vision["intermediate_size"])
+        norm(p + "layernorm_before", d)
+        norm(p + "layernorm_after", d)
+        w[p + "lambda_1"] = w[p + "lambda_2"] = np.full(d, 0.1, np.float32)
+    m = "model.multi_modal_projector."
+    norm(m + "layer_norm", 4 * d)
+    linear(m + "linear_1", H, 4 * d)
+    linear(m + "linear_2", H, H)
+    normal("model.language_model.embed_tokens.weight", (V, H))
+    for i in range(text["num_hidden_layers"]):
+        p = f"model.language_model.layers.{i}."
+        linear(p + "self_attn.q_proj", H, H)
+        linear(p + "self_attn.k_proj", kvd, H)
+        linear(p + "self_attn.v_proj", kvd, H)
+        linear(p + "self_attn.o_proj", H, H, bias=False)
+        linear(p + "mlp.gate_proj", text["intermediate_size"], H, bias=False)
+        linear(p + "mlp.up_proj", text["intermediate_size"], H, bias=False)
+        linear(p + "mlp.down_proj", H, text["intermediate_size"], bias=False)
+        norm(p + "input_layernorm", H, bias=False)
+        norm(p + "post_attention_layernorm", H, bias=False)
+    norm("model.language_model.norm", H, bias=False)
+    linear("lm_head", V, H, bias=False)
+    return w
+
+
+def make_demo_model(
+    out_dir: Path | str, seed: int = 0, prefill_len: int = 16, kv_len: int = 320, groups: int = 16,
+    progress: Progress = print,
+) -> Path:
+    """The tiny model's ONNX bundle from numpy random weights: numpy, onnx and tokenizers only, no torch.
+
+    Same architecture, sizes and tokenizer as make_tiny_model; the weights differ
+    (numpy's generator, not torch's) and there is no transformers reference."""
+    from daemon.engine.export.onnx_graphs import write_bundle
+
+    config = tiny_config(build_bpe().get_vocab_size(with_added_tokens=True))
+    note = f"tiny random model (seed {seed}, numpy): its text is meaningless; for tests and demos only"
+    return write_bundle(random_weights(config, seed), config, write_tokenizer, out_dir, prefill_len, kv_len, groups,
+                        f"vlmwatch-tiny-internvl-numpy-seed{seed}", note, progress)

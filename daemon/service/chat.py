@@ -1,0 +1,149 @@
+"""The HTTP API's side of the NPU queue: requests admitted, checked and queued like MQTT asks.
+
+`ChatService` is the `daemon.http.server.Backend` the service hands the HTTP
+server. Requests are rate-limited per client and wait in the same queue as
+MQTT asks, within the same share of NPU time (`asks:`), so they cannot starve
+camera windows. Everything a request can get wrong is found before it is
+queued (too many images, a prompt that does not fit), so a refused request
+costs no NPU time. On the NPU thread, `answer` runs the request with its own
+stop event combined with the daemon's, streams its text to the request's sink
+and reports what it cost.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from typing import Callable
+
+from daemon.engine.engine import Engine, Sampling
+from daemon.errors import Busy, Cancelled, PromptTooLongError
+from daemon.http.messages import Completion, Generated, Sink
+from daemon.http.settings import HttpSettings
+from daemon.service.fairness import RateLimiter
+from daemon.service.metrics import Metrics
+from daemon.service.worker import ChatJob, WorkQueue
+from daemon.types import Prompt
+
+log = logging.getLogger(__name__)
+CHARS_PER_TOKEN = 64  # no real text packs more into one token: longer questions cannot fit, whatever they say
+
+
+class EitherStop:
+    """Set when any of its events is: a request's own cancel and the daemon's stop, for the engine."""
+
+    def __init__(self, *events: threading.Event):
+        self.events = events
+
+    def is_set(self) -> bool:
+        return any(e.is_set() for e in self.events)
+
+
+def frame_budget(engine: Engine, most: int) -> int:
+    """How many frames (images) one request may have: at most `most`, and the prefix must leave room."""
+    if engine.vision is None:
+        return 0
+    n = 0
+    while n < most and engine.prompt_tokens(n + 1, "") < engine.limits.max_prompt:
+        n += 1
+    return n
+
+
+class ChatService:
+    def __init__(self, engine: Engine, queue: WorkQueue, limiter: RateLimiter, metrics: Metrics,
+                 settings: HttpSettings, healthy: Callable[[], bool], clock: Callable[[], float] = time.monotonic):
+        self.engine, self.queue, self.limiter, self.metrics = engine, queue, limiter, metrics
+        self.settings, self._healthy, self._clock = settings, healthy, clock
+        self.model = engine.name
+        self._frames = frame_budget(engine, settings.max_images)
+        self._typical = 10.0  # seconds one request keeps the NPU busy (moving average): for Retry-After
+
+    # -- the HTTP server's thread (daemon.http.server.Backend) ------------------------------
+
+    def healthy(self) -> bool:
+        return self._healthy()
+
+    def max_images(self) -> int:
+        return self._frames
+
+    def admit(self, client: str) -> None:
+        wait = self.limiter.take(client, self._clock())
+        if wait > 0:
+            self.metrics.ask_refused("http", "rate")
+            raise Busy(f"rate limit: requests per client {self.limiter.describe()} (asks.per_minute); retry in "
+                       f"{math.ceil(wait)} s", wait, "rate")
+
+    def check(self, completion: Completion) -> int:
+        """The prompt's tokens; PromptTooLongError (both numbers) before any NPU time is spent."""
+        n, limit = len(completion.frames), self.engine.limits.max_prompt
+        if len(completion.question) > CHARS_PER_TOKEN * limit:  # not worth tokenizing (megabytes of text)
+            raise PromptTooLongError(f"the request's text is {len(completion.question)} characters, far more than "
+                                     f"the model's largest prefill of {limit} tokens holds; send a shorter question")
+        self.engine.check(n, Prompt("http", completion.question), what="request's prompt")
+        return self.engine.prompt_tokens(n, completion.question)
+
+    def submit(self, completion: Completion, client: str, sink: Sink) -> Callable[[], None]:
+        """Queue the request; Busy when too many wait. Returns `cancel`, a no-op once it was answered."""
+        job = ChatJob(client, completion, sink)
+        if not self.queue.put_ask(job):
+            self.metrics.ask_refused("http", "queue")
+            retry = self._typical * (self.queue.waiting(ChatJob) + 1)
+            raise Busy(f"{self.settings.max_waiting} requests are already waiting for the NPU (http.max_waiting);"
+                       f" retry in {math.ceil(retry)} s", retry, "queue")
+
+        def cancel() -> None:
+            if job.done.is_set() or job.cancel.is_set():
+                return
+            job.cancel.set()  # the engine stops at its next step; a waiting job is taken out of line
+            self.queue.withdraw(job)
+            self.metrics.http_cancelled.inc()
+            log.info("HTTP API: request from %s cancelled (the client went away or gave up waiting)", client)
+
+        return cancel
+
+    # -- the NPU worker's thread ----------------------------------------------------------
+
+    def answer(self, job: ChatJob, stop: threading.Event, engine: Engine | None = None) -> None:
+        """Answer one request on `engine` (the NPU whose worker took it; default the first NPU's); every
+        outcome goes to its sink. Errors other than the client's own cancellation are raised on for
+        `App.handle` (a QuestionError is logged, anything else is fatal)."""
+        engine = engine or self.engine
+        if job.cancel.is_set():
+            job.done.set()
+            return  # its client left while it waited
+        c, sink, t0 = job.request, job.sink, time.monotonic()
+        either = EitherStop(stop, job.cancel)
+        prompt = Prompt("http", c.question, max_new_tokens=c.max_tokens)
+        try:
+            sink.started()
+            prefix = engine.prefill(c.frames, [prompt], stop=either)
+            answer = engine.answer(prefix, prompt, on_token=lambda _id, text: sink.token(text), stop=either,
+                                        sampling=self.sampling(c), stop_texts=c.stop)
+        except Cancelled as exc:
+            sink.failed(exc)
+            if not job.cancel.is_set():
+                raise  # the daemon is stopping
+            return
+        except BaseException as exc:
+            sink.failed(exc)
+            raise
+        finally:
+            job.done.set()
+            self._typical = 0.8 * self._typical + 0.2 * (time.monotonic() - t0)
+        self.metrics.observe_timings(prefix.timings)
+        self.metrics.observe_timings(answer.timings)
+        self.metrics.http_completion(answer.prompt_tokens, len(answer.tokens))
+        sink.finished(Generated(answer.text, answer.prompt_tokens, len(answer.tokens),
+                                "length" if answer.stop_reason == "length" else "stop",
+                                prefix.timings.modelled_npu_ms + answer.timings.modelled_npu_ms))
+
+    def sampling(self, c: Completion) -> Sampling | None:
+        """The request's sampling over the daemon's (`model.sampling`); None: the daemon's own."""
+        if c.temperature is None and c.top_p is None and c.seed is None:
+            return None
+        base = self.engine.sampling
+        return Sampling(temperature=base.temperature if c.temperature is None else c.temperature, top_k=base.top_k,
+                        top_p=base.top_p if c.top_p is None else c.top_p,
+                        seed=base.seed if c.seed is None else c.seed % 2**64)  # OpenAI seeds may be negative
