@@ -185,7 +185,7 @@ class App(NpuSide):
             return EXIT_NEEDS_FIX  # the broker refused us for good: credentials or TLS
         failed = [npu for npu in self.npus if npu.worker.error is not None]
         if failed:
-            log.error("stopping after a fatal engine error on NPU %s: %s", failed[0].label, failed[0].worker.error)
+            log.error("stopping after a fatal engine error: %s (on %s)", failed[0].worker.error, failed[0].label)
             return EXIT_TRANSIENT
         log.info("vlmwatch stopped")
         return EXIT_OK
