@@ -13,7 +13,7 @@ temporary folder, then measures, in this process and side by side:
   wall clock so that the clip can be read faster than real time.
 - every frame to RGB: the naive loop, `read()` every frame and convert it to
   RGB, as a demo that keeps the latest frame would.
-- file source: `FileSource` (decord) on the same clip, default windows, for files.
+- file source: `FileSource` (OpenCV, read forward) on the same clip, default windows, for files.
 
 Each figure is process CPU time (all threads, FFmpeg's included) divided by
 minutes of video; runs alternate and the lowest of `--repeat` is reported to
@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         modes = {
             "capture thread, default windows (grab all, convert 8 per 8 s)": lambda: capture_path(clip, settings),
             "decode every frame to RGB": lambda: every_frame_rgb(clip),
-            "file source, decord, default windows": lambda: file_source(clip, settings),
+            "file source, default windows": lambda: file_source(clip, settings),
         }
         best = {name: float("inf") for name in modes}
         produced = {}

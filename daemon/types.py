@@ -21,12 +21,22 @@ def new_message_id() -> str:
 @dataclass(frozen=True, eq=False)
 class Frame:
     """One decoded frame. Identity (`is`) is the frame's identity: windows that
-    overlap share Frame objects so the engine can reuse their ViT features."""
+    overlap share Frame objects so the engine can reuse their ViT features.
+
+    A frame keeps what its consumers need, not the decoded picture: the daemon's
+    sources reduce `image` (the picture the gate and alert snapshots see) to
+    `picture_width` and set `model_input`, the picture already resized to the
+    ViT's input by the engine's own resize, computed from the full-resolution
+    picture at capture. The ViT uses `model_input` when it has the ViT's size,
+    else it resizes `image`; either way a frame's features equal those of the
+    full picture as long as `model_input` was made from it.
+    """
 
     camera: str
     ts: float  # seconds: POSIX time for live sources, media time + file start for files
     index: int  # frame number within the source (monotonic per source)
-    image: np.ndarray = field(repr=False)  # [H, W, 3] uint8 BGR
+    image: np.ndarray = field(repr=False)  # [H, W, 3] uint8 BGR, possibly reduced from the decoded picture
+    model_input: np.ndarray | None = field(default=None, repr=False)  # [S, S, 3] uint8 BGR for the ViT, or None
 
 
 @dataclass(frozen=True)

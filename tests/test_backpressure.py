@@ -66,3 +66,31 @@ def test_slow_engine_drops_stale_windows_and_analyses_the_newest(tmp_path, tiny_
     assert max(depths) <= 1  # one pending window per camera, however fast the source
     assert metrics.windows_dropped.labels(camera="cam")._value.get() == len(dropped)
     assert time.monotonic() - t0 < 30
+
+
+def test_a_recording_reads_its_next_window_only_once_the_npu_can_queue_it(tmp_path, tiny_model, yard_clip):
+    """Frames are the daemon's memory: a file paced by the NPU holds one window in flight and one pending,
+    never a third it read ahead while waiting."""
+    from daemon.video.file import FileSource
+    from daemon.video.settings import SourceSettings
+
+    cfg = Config.model_validate({
+        "model": {"dir": str(tiny_model)},
+        "cameras": [{"name": "yard", "source": str(yard_clip), "frames": 2, "gate": {"enabled": False}}],
+        "prompts": {"max_new_tokens": 2}, "state_dir": str(tmp_path)})
+    engine = Engine(open_model(locate(tiny_model), sleep=True), system="Watch.", max_new_tokens=2)
+    depths = []
+
+    class Watched(FileSource):
+        def windows(self, stop):
+            for window in super().windows(stop):
+                depths.append(app.queue.depth)  # windows waiting for the NPU when this one was read
+                yield window
+
+    source = Watched("yard", yard_clip, SourceSettings(frames=2, gate={"enabled": False}))
+    with History(tmp_path / "history.sqlite").open() as history:
+        app = assemble(cfg, engine, {"yard": source}, history)
+        assert app.run(once=True) == 0
+        windows = history.windows(0, time.time() + 1)
+    assert len(depths) == 5 and all(w.analysed for w in windows) and len(windows) == 5
+    assert depths == [0] * 5

@@ -5,13 +5,14 @@ to ONNX bundles; greedy tokens from the engine must equal transformers' own
 `generate` on the same input ids and pixels.
 """
 
+import numpy as np
 import pytest
 from reference import SYSTEM, break_even, frames, load_hf, question_of, reference
 
 from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine, Sampling
 from daemon.errors import ChoiceError, PromptTooLongError
-from daemon.types import Prompt
+from daemon.types import Frame, Prompt
 
 
 @pytest.fixture(scope="module")
@@ -78,6 +79,26 @@ def test_shared_prefix_gives_from_scratch_tokens_and_is_computed_once(model, hf)
     for group in range(1, full_chunks + 1):  # shared chunks: once, not once per prompt
         assert calls.get(("layer", group), 0) == layers
     assert calls[("vit", 0)] == 8
+
+
+def test_frames_kept_small_at_capture_give_the_same_features_and_tokens(model, hf):
+    """Sources keep the ViT's input (made by the engine's own resize) and a reduced picture instead of the
+    decoded one: the model must see exactly what it saw of the full frame."""
+    from daemon.video.frames import FrameMaker
+
+    engine = Engine(model, system=SYSTEM, max_new_tokens=16)
+    rng = np.random.default_rng(5)
+    full = [Frame("cam", float(i), i, rng.integers(0, 255, (360, 640, 3), np.uint8)) for i in range(4)]
+    keep = FrameMaker(picture_width=32, model_input=engine.vision.fit)  # a picture smaller than the ViT's input
+    slim = [keep(f.camera, f.ts, f.index, f.image) for f in full]
+    assert slim[0].image.shape == (18, 32, 3)
+    for a, b in zip(full, slim):
+        np.testing.assert_array_equal(engine.vision.features(a), engine.vision.features(b))
+    question = "Describe what happens in the video."
+    answers = [Engine(model, system=SYSTEM, max_new_tokens=16).ask(fs, [Prompt("q", question)]).answers[0]
+               for fs in (full, slim)]
+    assert answers[0].tokens == answers[1].tokens
+    assert list(answers[1].tokens) == reference(hf, engine, full, question, 16)[0]
 
 
 @pytest.mark.parametrize("n_frames", [2, 5])  # partial last chunks whose break-even leaves room

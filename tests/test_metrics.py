@@ -73,6 +73,20 @@ def test_scrape_shows_the_values(metrics):
     assert values[("vlmwatch_mqtt_connected", ())] == 0
 
 
+def test_each_npu_has_its_busy_time_jobs_and_load(metrics):
+    for npu in ("npu0", "npu1"):
+        metrics.add_npu(npu)
+    metrics.npu_job("npu1", "window", 20.0)
+    metrics.npu_job("npu1", "ask", 1.5)
+    metrics.set_npu_load("npu1", 0.75)
+    values = _scrape(metrics.serve("127.0.0.1", 0).url)
+    assert values[("vlmwatch_npu_busy_seconds_total", (("npu", "npu0"),))] == 0
+    assert values[("vlmwatch_npu_busy_seconds_total", (("npu", "npu1"),))] == 21.5
+    assert values[("vlmwatch_npu_jobs_total", (("kind", "window"), ("npu", "npu1")))] == 1
+    assert values[("vlmwatch_npu_jobs_total", (("kind", "summary"), ("npu", "npu0")))] == 0
+    assert values[("vlmwatch_npu_load", (("npu", "npu1"),))] == 0.75
+
+
 def test_close_releases_the_port(metrics):
     endpoint = metrics.serve("127.0.0.1", 0)
     _scrape(endpoint.url)

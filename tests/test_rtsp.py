@@ -66,8 +66,8 @@ def no_secret_anywhere(caplog, capfd):
 class Camera:
     """StreamSource consumed in a named thread; windows and events collected under one condition."""
 
-    def __init__(self, url: str, settings: SourceSettings = FAST) -> None:
-        self.source = StreamSource("yard", url, settings, on_event=self._event)
+    def __init__(self, url: str, settings: SourceSettings = FAST, make_frame=None) -> None:
+        self.source = StreamSource("yard", url, settings, on_event=self._event, make_frame=make_frame)
         self.stop, self.windows, self.events = threading.Event(), [], []
         self.changed = threading.Condition()
         self.thread = threading.Thread(target=self._consume, name="test-consumer", daemon=True)
@@ -120,6 +120,24 @@ def test_windows_arrive_with_shared_frames(server, monkeypatch):
     assert abs(time.time() - first.end) < 10  # wall-clock stamps
     connected = [e.message for e in cam.events if e.kind == "connected"]
     assert connected == [f"connected to rtsp://***@127.0.0.1:{server.port}/cam (320x240, 25 fps)"]
+
+
+def test_frames_keep_a_reduced_picture_and_the_model_input_made_from_the_decoded_one(server, fast_probe):
+    import cv2
+
+    from daemon.video.frames import FrameMaker
+
+    decoded = []
+
+    def model_input(bgr):
+        decoded.append(bgr.shape)
+        return cv2.resize(bgr, (64, 64), interpolation=cv2.INTER_CUBIC)
+
+    with Camera(server.url(), make_frame=FrameMaker(160, model_input)) as cam:
+        cam.wait_for(lambda c: len(c.windows) >= 1)
+    frame = cam.windows[0].frames[0]
+    assert frame.image.shape == (120, 160, 3) and frame.model_input.shape == (64, 64, 3)
+    assert set(decoded) == {(240, 320, 3)}
 
 
 def test_killed_server_then_restarted_reconnects_and_windows_resume(server, fast_probe):

@@ -70,6 +70,9 @@ def test_settings_defaults_and_stride_follows_span():
     assert SourceSettings(span=4).stride == 4.0
     assert SourceSettings(span=8, stride=2).stride == 2.0
     assert SourceSettings.model_validate({"span": 6, "gate": {"threshold": 0.05}}).gate.threshold == 0.05
+    assert s.picture_width == 640
+    assert (s.threads(live=True), s.threads(live=False)) == (2, 1)  # cameras keep up with real time
+    assert SourceSettings(decode_threads=0).threads(live=False) == 0  # FFmpeg's choice
 
 
 @pytest.mark.parametrize(
@@ -80,6 +83,8 @@ def test_settings_defaults_and_stride_follows_span():
         ({"span": -1}, ("span",)),
         ({"frames": 0}, ("frames",)),
         ({"stream": {"retry_min": 10, "retry_max": 5}}, ("stream",)),
+        ({"picture_width": -1}, ("picture_width",)),
+        ({"decode_threads": -1}, ("decode_threads",)),
     ],
 )
 def test_settings_reject_typos_and_bad_values(values, location):
@@ -140,6 +145,50 @@ def test_file_windows_follow_the_file_timeline(clip):
     b, g, r = windows[0].frames[0].image[10, 10]
     assert r > 200 and b < 60 and g < 60  # BGR like every Frame
     assert events.kinds() == ["connected", "finished"]
+
+
+def every_frame(path):
+    """The clip decoded frame by frame from the start: what each index must give."""
+    import cv2
+
+    capture, frames = cv2.VideoCapture(str(path)), []
+    while True:
+        ok, bgr = capture.read()
+        if not ok:
+            return frames
+        frames.append(bgr)
+
+
+# back to back; overlapping; a tail window that seeks back; windows far apart (seeks forward)
+@pytest.mark.parametrize("span, stride", [(4, 4), (4, 2), (3, 3), (1, 8)])
+def test_file_frames_are_the_decoded_frames_at_their_indices(clip, span, stride):
+    reference = every_frame(clip)
+    settings = SourceSettings(span=span, stride=stride, picture_width=0)
+    windows = list(FileSource("porch", clip, settings).windows(threading.Event()))
+    assert len(windows) >= 2
+    for w in windows:
+        for f in w.frames:
+            np.testing.assert_array_equal(f.image, reference[f.index])
+    if stride < span:  # overlapping windows share Frame objects (the ViT's feature cache)
+        shared = {id(f) for f in windows[0].frames} & {id(f) for f in windows[1].frames}
+        assert shared
+
+
+def test_file_frames_keep_a_reduced_picture_and_the_model_input_of_the_full_one(clip):
+    from daemon.video.frames import FrameMaker
+
+    reference = every_frame(clip)  # 320x240
+    fit = lambda bgr: cv2_resize(bgr, (64, 64))  # noqa: E731
+    source = FileSource("porch", clip, SourceSettings(span=4), make_frame=FrameMaker(160, fit))
+    first = next(iter(source.windows(threading.Event()))).frames[0]
+    assert first.image.shape == (120, 160, 3)
+    np.testing.assert_array_equal(first.model_input, cv2_resize(reference[first.index], (64, 64)))
+
+
+def cv2_resize(bgr, size):
+    import cv2
+
+    return cv2.resize(bgr, size, interpolation=cv2.INTER_CUBIC)
 
 
 def test_missing_corrupt_and_truncated_files_are_error_events(tmp_path, clip):

@@ -99,6 +99,43 @@ def test_wait_slot_blocks_until_the_cameras_window_is_taken():
     t.join(5)
 
 
+# ---------------------------------------------------------------- several NPUs
+
+
+def test_a_question_waits_for_the_npu_that_holds_its_prefix():
+    q = WorkQueue()
+    q.put_ask(AskJob("a", "on npu1?", npu=1))
+    q.put_ask(AskJob("b", "anywhere?"))
+    assert q.get(0, npu=0).request == "anywhere?"
+    assert q.get(0, npu=0) is None  # the other question is npu 1's
+    assert q.get(0, npu=1).request == "on npu1?"
+
+
+def test_a_cameras_windows_are_analysed_one_at_a_time_across_npus():
+    q = WorkQueue()
+    q.put_window(window("a", 0))
+    assert q.get(0, npu=0).window.start == 0  # npu 0 analyses a's first window
+    q.put_window(window("a", 8))
+    q.put_window(window("b", 8))
+    assert q.get(0, npu=1).window.camera == "b"  # a's next window waits for npu 0, b's need not
+    q.done(npu=1)
+    assert q.get(0, npu=1) is None
+    q.done(npu=0)
+    assert q.get(0, npu=1).window.start == 8  # now any NPU may take it
+
+
+def test_two_npus_take_two_cameras_at_once_and_mark_their_own_jobs_done():
+    q = WorkQueue()
+    q.put_window(window("a", 0))
+    q.put_window(window("b", 0))
+    first, second = q.get(0, npu=0), q.get(0, npu=1)
+    assert {first.window.camera, second.window.camera} == {"a", "b"}
+    assert not q.wait_idle(0)
+    q.done(npu=0)
+    q.done(npu=1)
+    assert q.wait_idle(0)
+
+
 class Clock:
     def __init__(self):
         self.now = 0.0
@@ -179,3 +216,55 @@ def test_busy_seconds_count_the_running_job_and_stop_when_idle():
     assert idle >= first and worker.busy_seconds() == idle  # nothing runs: the total stands still
     stop.set()
     worker.join(5)
+
+
+def test_load_is_the_busy_share_of_the_last_span_including_the_running_job():
+    clock, q, stop = Clock(), WorkQueue(), threading.Event()
+    clock.now = 1000.0
+    release, running = threading.Event(), threading.Event()
+
+    def handle(job):  # each window "takes" as many seconds of the fake clock as its start says
+        clock.now += job.window.start
+        if job.window.camera == "hold":
+            running.set()
+            release.wait(5)
+
+    worker = NpuWorker(q, stop, clock=clock)
+    worker.start(handle)
+    q.put_window(window("a", 30))  # busy 1000..1030
+    assert q.wait_idle(5)
+    clock.now = 1060.0
+    assert worker.load(60.0) == 0.5
+    q.put_window(window("hold", 30))  # starts at 1060, runs past 1090
+    assert running.wait(5)
+    assert worker.load(60.0) == 0.5  # 1030..1060 idle, 1060..1090 busy
+    assert worker.load(30.0) == 1.0
+    assert worker.load(600.0) == 60.0 / 300.0  # at most LOAD_SPAN seconds are kept
+    release.set()
+    stop.set()
+    worker.join(5)
+
+
+def test_the_npu_report_is_the_mean_load_of_every_npus_worker():
+    """`<base>/npu` reports one load for several NPUs: busy seconds of all workers over NPUs x wall time."""
+    from daemon.service.worker import NpuReport
+
+    clock, q, stop = Clock(), WorkQueue(), threading.Event()
+
+    def handle(job):
+        clock.now += 10.0  # each window keeps its NPU busy for ten seconds of the fake clock
+
+    workers = [NpuWorker(q, stop, i, f"npu-worker-{i}", clock=clock) for i in range(2)]
+    report = NpuReport(workers)
+    assert report.due()  # the first report goes out at once
+    for w in workers:
+        w.start(handle)
+    q.put_window(window("a", 0))
+    assert q.wait_idle(5)
+    assert sum(w.busy_seconds() for w in workers) == 10.0
+    assert report.load() == 0.5  # one NPU busy, one idle, for the ten seconds since the report began
+    report.reported(True)
+    assert not report.due() and report.load() == 0.0
+    stop.set()
+    for w in workers:
+        w.join(5)

@@ -1,7 +1,9 @@
 """Frames to ViT features: InternVL preprocessing, one 448x448 tile per frame.
 
 Features are cached by frame identity, so frames shared by overlapping
-windows go through the ViT once.
+windows go through the ViT once. A frame may carry its picture already resized
+to the ViT's input (`Frame.model_input`, made by `Vision.fit` at capture), so
+that it need not keep the full-resolution picture until the NPU gets to it.
 """
 
 from __future__ import annotations
@@ -19,13 +21,26 @@ IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
 
 
-def preprocess(bgr: np.ndarray, size: int) -> np.ndarray:
-    """BGR uint8 [H, W, 3] -> normalised RGB float32 [1, 3, size, size] (bicubic resize)."""
+def fit(bgr: np.ndarray, size: int) -> np.ndarray:
+    """BGR uint8 [H, W, 3] -> BGR uint8 [size, size, 3]: the ViT's bicubic resize, one tile per frame.
+
+    Sources call this at capture (through `Vision.fit`) so that a frame can drop its full-resolution
+    picture and keep this one: `preprocess` gives bit-identical input either way."""
     if bgr.ndim != 3 or bgr.shape[2] != 3 or bgr.dtype != np.uint8:
         raise ValueError(f"expected a BGR uint8 image [H, W, 3], got {bgr.dtype} {bgr.shape}")
-    rgb = cv2.cvtColor(cv2.resize(bgr, (size, size), interpolation=cv2.INTER_CUBIC), cv2.COLOR_BGR2RGB)
+    return cv2.resize(bgr, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def normalise(fitted: np.ndarray) -> np.ndarray:
+    """BGR uint8 [S, S, 3] (from `fit`) -> normalised RGB float32 [1, 3, S, S]."""
+    rgb = cv2.cvtColor(fitted, cv2.COLOR_BGR2RGB)
     x = (rgb.astype(np.float32) / 255.0 - IMAGENET_MEAN) / IMAGENET_STD
     return np.ascontiguousarray(x.transpose(2, 0, 1)[None])
+
+
+def preprocess(bgr: np.ndarray, size: int) -> np.ndarray:
+    """BGR uint8 [H, W, 3] -> normalised RGB float32 [1, 3, size, size] (bicubic resize)."""
+    return normalise(fit(bgr, size))
 
 
 class Vision:
@@ -43,12 +58,23 @@ class Vision:
         self._cache: weakref.WeakKeyDictionary[Frame, np.ndarray] = weakref.WeakKeyDictionary()
         self.runs = 0
 
+    def fit(self, bgr: np.ndarray) -> np.ndarray:
+        """A full-resolution picture resized to this ViT's input: what a frame keeps as `model_input`."""
+        return fit(bgr, self.size)
+
     def features(self, frame: Frame) -> np.ndarray:
         """[T, H] features of one frame, from the cache when this frame object was seen."""
         feats = self._cache.get(frame)
         if feats is None:
-            x = preprocess(frame.image, self.size).astype(self._dtype, copy=False)
+            x = normalise(self._input(frame)).astype(self._dtype, copy=False)
             feats = np.array(self.session.run({self._name: x}, 0)[0][0])  # [T, H], own memory
             self._cache[frame] = feats
             self.runs += 1
         return feats
+
+    def _input(self, frame: Frame) -> np.ndarray:
+        """The frame at the ViT's size: the copy resized at capture, or `image` resized now."""
+        fitted = frame.model_input
+        if fitted is not None and fitted.shape == (self.size, self.size, 3) and fitted.dtype == np.uint8:
+            return fitted
+        return fit(frame.image, self.size)

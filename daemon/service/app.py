@@ -2,8 +2,9 @@
 
 `App` runs the parts `daemon.service.build` wired for it, until stopped, or
 with `once` until every file and folder source has ended and the queue has
-drained. `handle` is the NPU worker's one entry point: every job goes through
-it, and so does every engine error:
+drained. `handle` (daemon.service.npu_side) is the NPU workers' one entry point
+(one worker and engine per NPU, `daemon.service.npus`): every job goes through
+it, on the engine of the NPU that took it, and so does every engine error:
 
 - `Cancelled` (shutting down): nothing is published or stored for the job;
 - `QuestionError` (a question the model cannot take): the asker gets it as the
@@ -26,20 +27,15 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable, Protocol
 
-from daemon.engine.engine import Answer, Engine, Prefix
+from daemon.engine.engine import Engine
 from daemon.errors import (
     EXIT_NEEDS_FIX,
     EXIT_OK,
     EXIT_TRANSIENT,
     Busy,
-    Cancelled,
     PublishError,
-    QuestionError,
-    StateError,
-    StorageError,
     VlmwatchError,
 )
 from daemon.service.cameras import Camera, CameraWatch
@@ -47,20 +43,11 @@ from daemon.service.fairness import RateLimiter
 from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
+from daemon.service.npu_side import STORAGE_ERRORS, Analysed, NpuSide
+from daemon.service.npus import EngineInUse, Npu
 from daemon.service.recovery import queue_unqueued
-from daemon.service.settings import CameraSettings
-from daemon.service.worker import (
-    AskJob,
-    ChatJob,
-    Job,
-    NpuReport,
-    NpuWorker,
-    SummaryWork,
-    WindowJob,
-    WorkQueue,
-    describe,
-)
-from daemon.types import CameraStatus, Prompt, Result, Window, new_message_id
+from daemon.service.worker import AskJob, NpuReport, NpuWorker, SummaryWork, WindowJob, WorkQueue
+from daemon.types import CameraStatus, Result, Window
 from daemon.video import FileSource, FolderSource
 
 if TYPE_CHECKING:
@@ -73,6 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY = 3600.0  # seconds between retention passes
+LOAD_LOG_EVERY = 300.0  # seconds between log lines with each NPU's load
 
 
 class Publisher(Protocol):
@@ -94,36 +82,40 @@ class Publisher(Protocol):
 
 
 __all__ = ["Analysed", "App", "Camera", "Publisher"]
-STORAGE_ERRORS = (StateError, StorageError, PublishError)  # a state file (history, outbox, ...) cannot be written
 
 
-@dataclass(frozen=True)
-class Analysed:
-    """A camera's last analysed window and its prefix, for ad-hoc questions."""
-
-    window: Window
-    prefix: Prefix
-
-
-class App:
-    def __init__(self, config: Config, engine: Engine, cameras: dict[str, Camera], history: History,
-                 queue: WorkQueue, worker: NpuWorker, stop: threading.Event, *, metrics: Metrics,
+class App(NpuSide):
+    def __init__(self, config: Config, npus: list[Npu], cameras: dict[str, Camera], history: History,
+                 queue: WorkQueue, stop: threading.Event, *, metrics: Metrics,
                  notifier: Notifier, publisher: Publisher | None = None, rules: RuleRunner | None = None,
                  summarizer: Summarizer | None = None, scheduler: SummaryScheduler | None = None,
-                 limiter: RateLimiter | None = None, chat: ChatService | None = None,
-                 clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic):
-        self.config, self.engine, self.cameras, self.history = config, engine, cameras, history
-        self.queue, self.worker, self.stop = queue, worker, stop
+                 summary_engine: EngineInUse | None = None, limiter: RateLimiter | None = None,
+                 chat: ChatService | None = None, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.config, self.npus, self.cameras, self.history = config, npus, cameras, history
+        self.queue, self.stop = queue, stop
         self.metrics, self.notifier, self.publisher, self.rules = metrics, notifier, publisher, rules
         self.summarizer, self.scheduler, self.clock = summarizer, scheduler, clock
+        self.summary_engine = summary_engine  # what the summarizer holds: bound to the step's NPU
         self.limiter = limiter or RateLimiter(config.asks.per_minute, config.asks.burst)
         self.chat = chat  # the HTTP API's side of the NPU queue, when http is enabled
-        self.latest: dict[str, Analysed] = {}  # NPU thread only
+        self.latest: dict[str, Analysed] = {}  # written by NPU workers; one window per camera at a time
+        self._rules_lock = threading.Lock()  # rule state is one read-modify-write per batch
         status = self._publish_status if hasattr(publisher, "publish_camera_status") else None
         self.watch = CameraWatch(cameras, self._capture, config.health, metrics, monotonic=monotonic, wall=clock,
                                  on_status=status)
         self.fatal: VlmwatchError | None = None  # a storage failure that stopped the daemon
         self._fatal_lock = threading.Lock()
+
+    @property
+    def engine(self) -> Engine:
+        """The first NPU's engine (the only one by default)."""
+        return self.npus[0].engine
+
+    @property
+    def worker(self) -> NpuWorker:
+        """The first NPU's worker (the only one by default)."""
+        return self.npus[0].worker
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -135,14 +127,17 @@ class App:
             if cam.main is not None:
                 cam.main.start(self.stop)
         self.watch.start()
-        self.worker.start(self.handle)
+        for npu in self.npus:
+            self.metrics.add_npu(npu.label)
+            npu.worker.start(lambda job, npu=npu: self.handle(job, npu))
         if self.scheduler is not None:
             self.scheduler.start(self._queue_summary)
         self.notifier.ready("watching %d camera(s)" % len(self.cameras))
-        log.info("vlmwatch running: %d camera(s), model %s", len(self.cameras), self.engine.name)
+        log.info("vlmwatch running: %d camera(s), model %s on %s", len(self.cameras), self.engine.name,
+                 ", ".join(n.label for n in self.npus))
         interval = min(self.notifier.watchdog_interval() or 1.0, 1.0)
-        last_prune = 0.0
-        npu = NpuReport(self.worker)
+        last_prune = last_load_log = 0.0
+        report = NpuReport([n.worker for n in self.npus])  # `<base>/npu`: the mean load over the NPUs
         while not self.stop.wait(interval):
             self.watch.check()
             if self.healthy():
@@ -157,8 +152,14 @@ class App:
             if self.rules is not None:
                 self.rules.expire(self.clock())  # sensors whose hold ran out turn OFF, gated windows or not
             self.metrics.set_queue_depth(self.queue.depth)
-            if self.publisher is not None and npu.due():
-                npu.reported(self.publisher.publish_npu(npu.load(), self.queue.depth, self.clock()))
+            for npu in self.npus:
+                self.metrics.set_npu_load(npu.label, npu.worker.load(60.0))
+            if self.clock() - last_load_log >= LOAD_LOG_EVERY:
+                if last_load_log:
+                    self.log_load(LOAD_LOG_EVERY)
+                last_load_log = self.clock()
+            if self.publisher is not None and report.due():
+                report.reported(self.publisher.publish_npu(report.load(), self.queue.depth, self.clock()))
             if self.publisher is not None and not self._check_publisher():
                 break
             if once and not self._capturing() and self.queue.wait_idle(0):
@@ -178,7 +179,8 @@ class App:
         for cam in self.cameras.values():
             if cam.main is not None:
                 cam.main.close()
-        self.worker.join(max(0.1, deadline - time.monotonic()))
+        for npu in self.npus:
+            npu.worker.join(max(0.1, deadline - time.monotonic()))
         if self.publisher is not None:
             self.publisher.stop(max(1.0, min(5.0, deadline - time.monotonic())))  # flush, then `offline`
         if self.fatal is not None:
@@ -187,8 +189,9 @@ class App:
         if self.publisher is not None and self.publisher.error is not None:
             log.error("stopped: %s", self.publisher.error)
             return EXIT_NEEDS_FIX  # the broker refused us for good: credentials or TLS
-        if self.worker.error is not None:
-            log.error("stopping after a fatal engine error: %s", self.worker.error)
+        failed = [npu for npu in self.npus if npu.worker.error is not None]
+        if failed:
+            log.error("stopping after a fatal engine error: %s (on %s)", failed[0].worker.error, failed[0].label)
             return EXIT_TRANSIENT
         log.info("vlmwatch stopped")
         return EXIT_OK
@@ -218,8 +221,13 @@ class App:
         return self.rules.sensor_states(list(self.cameras), self.clock())
 
     def healthy(self) -> bool:
-        """What the systemd watchdog ping stands for: the NPU worker runs and no camera is down."""
-        return self.worker.alive() and self.worker.error is None and not self.watch.down()
+        """What the systemd watchdog ping stands for: every NPU worker runs and no camera is down."""
+        return all(npu.worker.alive() and npu.worker.error is None for npu in self.npus) and not self.watch.down()
+
+    def log_load(self, span: float) -> None:
+        """One line: how busy each NPU was over the last `span` seconds, and what waits."""
+        loads = ", ".join(f"{npu.label} {100 * npu.worker.load(span):.0f} %" for npu in self.npus)
+        log.info("NPU load over the last %.0f min: %s; %d job(s) waiting", span / 60, loads, self.queue.depth)
 
     def _capturing(self) -> bool:
         return self.watch.capturing()
@@ -238,29 +246,38 @@ class App:
         written stops the daemon."""
         name = cam.settings.name
         windows = cam.source.windows(halt)
+        paced = self._paced_by_npu(cam)
         try:
-            for window in windows:
-                self.watch.saw_window(name)
-                window, decision = cam.gate.check(window, now=window.end)
-                if not decision.analyse:
-                    self.history.record_window(window, False, decision.reason, self.clock())
-                    self.metrics.window_skipped(name)
-                    self._finished(window)
-                    continue
-                if cam.main is not None:  # the gate read the substream; the model sees the main stream
-                    window = cam.main.take(window) or window
-                if self._paced_by_npu(cam):
+            while True:
+                if paced:  # before reading: a recording decodes its next window once the NPU can queue it
                     self.queue.wait_slot(name, halt)
-                dropped = self.queue.put_window(WindowJob(window, decision.reason))
-                if dropped is not None:
-                    self.history.record_window(dropped.window, False, "dropped: a newer window replaced it",
-                                               self.clock())
-                    self.watch.window_dropped(name)
-                    self._finished(dropped.window)
+                window = next(windows, None)
+                if window is None:
+                    break
+                self.watch.saw_window(name)
+                self._gate(cam, window)
+                del window  # the queue holds it now (or nobody): do not keep its frames while the source reads on
         except STORAGE_ERRORS as exc:
             self.fail(exc)
         finally:
             windows.close()
+
+    def _gate(self, cam: Camera, window: Window) -> None:
+        """Skip a window without change (recorded as skipped), or queue it for the NPU; the stale window
+        it replaces in the queue is recorded as dropped."""
+        window, decision = cam.gate.check(window, now=window.end)
+        if not decision.analyse:
+            self.history.record_window(window, False, decision.reason, self.clock())
+            self.metrics.window_skipped(window.camera)
+            self._finished(window)
+            return
+        if cam.main is not None:  # the gate read the substream; the model sees the main stream
+            window = cam.main.take(window) or window
+        dropped = self.queue.put_window(WindowJob(window, decision.reason))
+        if dropped is not None:
+            self.history.record_window(dropped.window, False, "dropped: a newer window replaced it", self.clock())
+            self.watch.window_dropped(window.camera)
+            self._finished(dropped.window)
 
     def _finished(self, window: Window) -> None:
         """`window` is in history (analysed, skipped, dropped or refused): a file source remembers it,
@@ -285,116 +302,11 @@ class App:
             self.metrics.ask_refused("mqtt", "rate")
             raise Busy(f"too many questions on camera {request.camera}: {self.limiter.describe()}; ask again in"
                        f" {math.ceil(wait)} s", wait, "rate")
-        if not self.queue.put_ask(AskJob(request.camera, request)):
+        latest = self.latest.get(request.camera)
+        if not self.queue.put_ask(AskJob(request.camera, request, latest.npu if latest else None)):
             self.metrics.ask_refused("mqtt", "queue")
             raise Busy("too many questions are waiting for the NPU; ask again in a minute", 60.0, "queue")
 
     def _queue_summary(self, job: SummaryJob, fire: Fire) -> bool:
         """A cron fire (scheduler thread): queue the summary behind the windows, one model call a turn."""
         return self.queue.put_summary(SummaryWork(job.id, self.summarizer.run_steps(job, fire, self.stop)))
-
-    # ------------------------------------------------------------------ NPU side
-
-    def handle(self, job: Job) -> None:
-        """The NPU worker's entry point: one job, with every engine error handled in one place."""
-        try:
-            if isinstance(job, WindowJob):
-                self._analyse(job)
-            elif isinstance(job, AskJob):
-                self._answer_ask(job)
-            elif isinstance(job, ChatJob):
-                self.chat.answer(job, self.stop)
-            elif isinstance(job, SummaryWork):
-                self._summary_step(job)
-            else:
-                raise TypeError(f"the NPU queue handed out an unknown job: {job!r}")
-        except Cancelled:
-            log.info("%s: cancelled by shutdown; nothing was published for it", describe(job))
-        except QuestionError as exc:
-            log.error("%s: %s", describe(job), exc)
-            if isinstance(job, AskJob) and self.publisher is not None:
-                self.publisher.reply_error(job.request, str(exc))
-            elif isinstance(job, WindowJob):
-                self._record_refused(job.window, exc)
-        except STORAGE_ERRORS as exc:
-            self.fail(exc)
-
-    def _record_refused(self, window: Window, exc: QuestionError) -> None:
-        try:
-            self.history.record_window(window, False, f"error: {exc}", self.clock())
-            self._finished(window)
-        except STORAGE_ERRORS as failure:
-            self.fail(failure)
-
-    def _analyse(self, job: WindowJob) -> None:
-        """Rule questions first, then the description, on one prefix: alerts from rule answers go
-        out before the description is generated."""
-        window = job.window
-        prompts = self.prompts_for(self.cameras[window.camera].settings)
-        try:
-            prefix = self.engine.prefill(window.frames, prompts, stop=self.stop)
-        except Cancelled:
-            self.history.record_window(window, False, "cancelled: shutting down", self.clock())
-            raise
-        window_id = self.history.record_window(window, True, job.reason, self.clock())
-        previous = self.latest.get(window.camera)
-        self.latest[window.camera] = Analysed(window, prefix)
-        self.metrics.window_analysed(window.camera)
-        self.metrics.observe_timings(prefix.timings)
-        for batch in ([p for p in prompts if p.choices], [p for p in prompts if not p.choices]):
-            if not batch:
-                continue
-            results = [self._record(window, window_id, p, self.engine.answer(prefix, p, stop=self.stop))
-                       for p in batch]
-            if self.rules is not None:
-                self.rules.on_results(window, results, previous.window if previous else None)
-        self._finished(window)
-
-    def _record(self, window: Window, window_id: int, prompt: Prompt, answer: Answer) -> Result:
-        result = self._result(window, prompt.question, answer)
-        message_id = new_message_id() if self.publisher is not None else None
-        row_id = self.history.record_result(window_id, result, message_id)  # before queueing: see recovery
-        self.metrics.observe_timings(answer.timings)
-        if self.publisher is not None:
-            self.publisher.publish_result(result, message_id=message_id)
-            self.history.mark_queued("results", row_id)
-        log.info("camera %s: %s: %s", window.camera, answer.prompt_id, answer.text[:200])
-        return result
-
-    def _answer_ask(self, job: AskJob) -> None:
-        """An ad-hoc question on the camera's latest analysed window (its prefix reused)."""
-        request = job.request
-        latest = self.latest.get(job.camera)
-        if latest is None:
-            raise QuestionError(f"camera {job.camera} has no analysed window yet; ask again later")
-        prompt = Prompt(f"ask-{request.id}", request.question, tuple(request.choices),
-                        max_new_tokens=self.config.prompts.max_new_tokens)
-        answer = self.engine.answer(latest.prefix, prompt, stop=self.stop)
-        result = self._result(latest.window, request.question, answer)
-        self.history.record_result(None, result)
-        if self.publisher is not None:
-            self.publisher.reply(request, result)
-
-    def _summary_step(self, work: SummaryWork) -> None:
-        """One model call of a summary, then back in line behind the windows that arrived meanwhile."""
-        try:
-            next(work.steps)
-        except StopIteration:
-            return
-        while not self.queue.put_summary(work):  # the summary list is full: finish this one here
-            try:
-                next(work.steps)
-            except StopIteration:
-                return
-
-    def prompts_for(self, camera: CameraSettings) -> list[Prompt]:
-        """The camera's rule questions (choice prompts), then its description prompt."""
-        p = self.config.prompts
-        rule_prompts = self.rules.prompts(camera.name) if self.rules is not None else []
-        return rule_prompts + [Prompt("description", camera.prompts.description or p.description,
-                                      max_new_tokens=camera.prompts.max_new_tokens or p.max_new_tokens)]
-
-    def _result(self, window: Window, question: str, answer: Answer) -> Result:
-        return Result(window.camera, answer.prompt_id, question, window.start, window.end, self.clock(),
-                      answer.text, answer.tokens, answer.stop_reason, answer.choice, answer.probabilities,
-                      answer.timings, self.engine.name, zones=window.zones, trigger=window.trigger)

@@ -16,7 +16,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Callable
 
+from daemon.engine.bundle import locate
 from daemon.engine.engine import Engine, open_engine
+from daemon.engine.settings import ModelSettings
 from daemon.errors import ConfigError
 from daemon.rules.files import load_rules
 from daemon.rules.model import RuleSet
@@ -27,6 +29,7 @@ from daemon.service.fairness import NpuShare
 from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
+from daemon.service.npus import EngineInUse, Npu
 from daemon.service.worker import NpuWorker, WorkQueue
 from daemon.summaries.runner import RunLog, Summarizer
 from daemon.summaries.scheduler import SummaryScheduler
@@ -53,28 +56,25 @@ def build_app(cfg: Config, once: bool = False, engine: Engine | None = None, *, 
         raise ConfigError(f"state_dir {cfg.state_dir}: cannot create it ({exc.strerror});"
                           " point state_dir at a writable folder") from None
     closers: list[Callable[[], None]] = []
+    return_freed_memory()
     if notifier is None:
         notifier = starting_notifier()
     if metrics is None:
         metrics = open_metrics(cfg)
     closers.append(metrics.close)
-    engine = engine or open_engine(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
-    metrics.set_kv_path(engine.kv_path)
+    engines = open_engines(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens, opened=engine)
+    metrics.set_kv_path(engines[0].kv_path)
     history = History(cfg.state_dir / "history.sqlite").open()
     closers.append(history.close)
     ruleset = open_rules(cfg)
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
-    def login(i: int, c) -> str:  # the URL with the camera's login; the gate reads the substream when given
-        return c.detect_source if c.detect_source is not None else c.source_url(f"cameras[{i}]")
-
-    sources = {c.name: open_source(c.name, login(i, c), c, on_event=on_event, state_dir=cfg.state_dir, once=once)
-               for i, c in enumerate(cfg.cameras)}
+    sources = open_sources(cfg, engines[0], on_event=on_event, once=once)
     closers += [s.close for s in sources.values() if hasattr(s, "close")]  # their records of processed files
     mains = {c.name: open_main_frames(c.name, c.source_url(f"cameras[{i}]"), c, sources[c.name])
              for i, c in enumerate(cfg.cameras) if c.detect_source is not None and c.frames_from == "main"}
     publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request),
                                rule_states=lambda: app.rule_states())
-    app = assemble(cfg, engine, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
+    app = assemble(cfg, engines, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
                    ruleset=ruleset, closers=closers, mains=mains)
     if cfg.http.enabled:
         closers.append(start_http(cfg, app).stop)
@@ -113,19 +113,71 @@ def start_triggers(cfg: Config, app: App, closers: list[Callable[[], None]]):
     return subscriber
 
 
-def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: History, *,
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
+MMAP_THRESHOLD = 128 * 1024  # glibc's default, kept fixed
+
+
+def return_freed_memory() -> bool:
+    """Make glibc give freed pictures back to the system at once: allocations from 128 KiB up stay mmapped.
+
+    By default glibc raises this threshold each time a large block is freed (up to 32 MiB), after which
+    frame-sized arrays (0.6 to 6 MB) come from per-thread heaps that keep their freed memory: with a
+    capture thread per camera and a worker per NPU that was 20-70 MiB of the daemon's peak
+    (benchmarks/bench_memory.py). Setting it explicitly turns the adjustment off. False where there is
+    no glibc (nothing changes there)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return bool(libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
+    except (OSError, AttributeError):
+        return False
+
+
+def open_engines(settings: ModelSettings, max_new_tokens: int = 256, opened: Engine | None = None) -> list[Engine]:
+    """One engine per NPU of `settings.devices` (default one: `device_id`), each opened once. `opened`: the
+    first NPU's engine, already opened (and checked against every prompt) by `run` (daemon.service.preflight)."""
+    devices = settings.device_list
+    problem = settings.device_problem(locate(settings.dir, settings.tokenizer, settings.vit).kind)
+    if problem is not None:
+        raise ConfigError(f"model.devices: {problem}")
+    if len(devices) == 1:
+        return [opened or open_engine(settings, max_new_tokens=max_new_tokens)]
+    engines = [opened] if opened is not None else []
+    for i, device in enumerate(devices[len(engines):], start=len(engines)):
+        where = "the board's NPU" if device is None else f"M.2 card {device}"
+        log.info("npu%d: opening the model on %s", i, where if settings.backend != "onnxruntime" else "the CPU")
+        engines.append(open_engine(settings.for_npu(i), max_new_tokens=max_new_tokens))
+    return engines
+
+
+def open_sources(cfg: Config, engine: Engine | None, *, on_event=None, once: bool = False) -> dict[str, Source]:
+    """Every camera's source. With an engine that has a ViT, frames keep its input (resized at capture by
+    the engine's own resize) and a reduced picture, never the decoded one."""
+    model_input = engine.vision.fit if engine is not None and engine.vision is not None else None
+    return {c.name: open_source(c.name, c.detect_source or c.source_url(f"cameras[{i}]"), c, on_event=on_event,
+                                state_dir=cfg.state_dir, once=once, model_input=model_input)
+            for i, c in enumerate(cfg.cameras)}  # with a detect_source the gate reads it (main frames: `mains`)
+
+
+def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, Source], history: History, *,
              metrics: Metrics | None = None, notifier: Notifier | None = None, publisher: Publisher | None = None,
              ruleset: RuleSet | None = None, closers: list[Callable[[], None]] | None = None,
              clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
              mains: dict[str, MainFrames] | None = None) -> App:
     """Connect open parts into an App: a gate per camera (`mains`: main-stream frames of cameras whose gate
-    reads a substream), the NPU queue and worker, the rule runner (persisting its state in the history
-    file), the summarizer and its scheduler."""
+    reads a substream), the NPU queue and a worker per engine (one per NPU), the rule runner (persisting
+    its state in the history file), the summarizer and its scheduler."""
     closers = closers if closers is not None else []
     stop = threading.Event()
     asks = cfg.asks
     queue = WorkQueue(max_asks=asks.max_waiting, max_chats=cfg.http.max_waiting, ask_share=asks.npu_share,
                       share=NpuShare(asks.share_seconds))
+    engines = list(engine) if isinstance(engine, Sequence) else [engine]
+    npus = [Npu(i, f"npu{i}", e, NpuWorker(queue, stop, i, "npu-worker" if len(engines) == 1 else f"npu-worker-{i}"))
+            for i, e in enumerate(engines)]
+    summary_engine = EngineInUse(engines)
     cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate, zones=tuple(c.zones.items())),
                               main=(mains or {}).get(c.name)) for c in cfg.cameras}
     rules = None
@@ -138,11 +190,12 @@ def assemble(cfg: Config, engine: Engine, sources: dict[str, Source], history: H
         runlog = RunLog(history.path).open()
         closers.append(runlog.close)
         publish = publisher.publish_summary if publisher is not None else None
-        summarizer = Summarizer(history, engine, runlog, [c.name for c in cfg.cameras], publish, clock)
+        summarizer = Summarizer(history, summary_engine, runlog, [c.name for c in cfg.cameras], publish, clock)
         scheduler = SummaryScheduler(cfg.summaries, runlog)
-    return App(cfg, engine, cameras, history, queue, NpuWorker(queue, stop), stop,
+    return App(cfg, npus, cameras, history, queue, stop,
                metrics=metrics or Metrics(), notifier=notifier or Notifier(""), publisher=publisher, rules=rules,
-               summarizer=summarizer, scheduler=scheduler, clock=clock, monotonic=monotonic)
+               summarizer=summarizer, scheduler=scheduler, summary_engine=summary_engine, clock=clock,
+               monotonic=monotonic)
 
 
 def start_http(cfg: Config, app: App):

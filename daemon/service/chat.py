@@ -105,9 +105,11 @@ class ChatService:
 
     # -- the NPU worker's thread ----------------------------------------------------------
 
-    def answer(self, job: ChatJob, stop: threading.Event) -> None:
-        """Answer one request; every outcome goes to its sink. Errors other than the client's own
-        cancellation are raised on for `App.handle` (a QuestionError is logged, anything else is fatal)."""
+    def answer(self, job: ChatJob, stop: threading.Event, engine: Engine | None = None) -> None:
+        """Answer one request on `engine` (the NPU whose worker took it; default the first NPU's); every
+        outcome goes to its sink. Errors other than the client's own cancellation are raised on for
+        `App.handle` (a QuestionError is logged, anything else is fatal)."""
+        engine = engine or self.engine
         if job.cancel.is_set():
             job.done.set()
             return  # its client left while it waited
@@ -116,8 +118,8 @@ class ChatService:
         prompt = Prompt("http", c.question, max_new_tokens=c.max_tokens)
         try:
             sink.started()
-            prefix = self.engine.prefill(c.frames, [prompt], stop=either)
-            answer = self.engine.answer(prefix, prompt, on_token=lambda _id, text: sink.token(text), stop=either,
+            prefix = engine.prefill(c.frames, [prompt], stop=either)
+            answer = engine.answer(prefix, prompt, on_token=lambda _id, text: sink.token(text), stop=either,
                                         sampling=self.sampling(c), stop_texts=c.stop)
         except Cancelled as exc:
             sink.failed(exc)

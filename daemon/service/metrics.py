@@ -106,6 +106,15 @@ class Metrics:
             "vlmwatch_kv_path", "Where the LLM's KV cache lives: resident in the NPU runtime's input buffers (each "
             "call writes only its new rows) or copied whole into the runtime with every call.",
             states=list(KV_PATHS), registry=r)
+        self.npu_busy_seconds = Counter(
+            "vlmwatch_npu_busy_seconds", "Wall-clock seconds each NPU worker spent on jobs; its rate is the "
+            "NPU's load. npu: npu<i>, the i-th entry of model.devices (npu0 alone by default).", ["npu"], registry=r)
+        self.npu_jobs = Counter(
+            "vlmwatch_npu_jobs", "Jobs each NPU worker finished, by kind: window, ask, summary (one model call "
+            "of a summary).", ["npu", "kind"], registry=r)
+        self.npu_load = Gauge(
+            "vlmwatch_npu_load", "Fraction of the last minute each NPU worker spent on jobs (0..1).", ["npu"],
+            registry=r)
         for kind in ("real", "modelled"):
             self.npu_seconds.labels(kind=kind)  # export both series as 0 from the start
         for kind in ("prompt", "completion"):
@@ -121,6 +130,21 @@ class Metrics:
             counter.labels(camera=camera)
         self.camera_down.labels(camera=camera).set(0)
         self.source_state.labels(camera=camera).state("connecting")
+
+    def add_npu(self, npu: str) -> None:
+        """Export an NPU's series as 0 before its first job."""
+        self.npu_busy_seconds.labels(npu=npu)
+        for kind in ("window", "ask", "summary"):
+            self.npu_jobs.labels(npu=npu, kind=kind)
+        self.npu_load.labels(npu=npu).set(0)
+
+    def npu_job(self, npu: str, kind: str, seconds: float) -> None:
+        """An NPU worker finished a job of `kind` that took `seconds` of wall-clock time."""
+        self.npu_busy_seconds.labels(npu=npu).inc(seconds)
+        self.npu_jobs.labels(npu=npu, kind=kind).inc()
+
+    def set_npu_load(self, npu: str, load: float) -> None:
+        self.npu_load.labels(npu=npu).set(load)
 
     def window_analysed(self, camera: str) -> None:
         self.windows_analysed.labels(camera=camera).inc()

@@ -67,11 +67,11 @@ def check_before_model(path: Path) -> tuple[Config | None, list[str]]:
 
 
 def open_checked_engine(path: Path, cfg: Config) -> tuple[Engine | None, list[str]]:
-    """Step 7 for `run`: open the engine, then check every prompt against it."""
+    """Step 7 for `run`: open the (first NPU's) engine, then check every prompt against it."""
     from daemon.engine.engine import open_engine
 
     try:
-        engine = open_engine(cfg.model, max_new_tokens=cfg.prompts.max_new_tokens)
+        engine = open_engine(cfg.model.for_npu(0), max_new_tokens=cfg.prompts.max_new_tokens)
     except ModelError as exc:
         return None, [model_problem(path, exc)]
     return engine, prompt_problems(path, cfg, engine.fit)
@@ -84,9 +84,13 @@ def model_problems(path: Path, cfg: Config) -> list[str]:
     from daemon.engine.bundle import choose_backend, locate
 
     try:
-        choose_backend(locate(cfg.model.dir, cfg.model.tokenizer, cfg.model.vit), cfg.model.backend)
+        files = locate(cfg.model.dir, cfg.model.tokenizer, cfg.model.vit)
+        choose_backend(files, cfg.model.backend)
     except ModelError as exc:
         return [model_problem(path, exc)]
+    problem = cfg.model.device_problem(files.kind)
+    if problem is not None:
+        return [f"{path}:{line_of(path, ('model', 'devices'))}: model.devices: {problem}"]
     return []
 
 

@@ -1,4 +1,4 @@
-"""The NPU queue and the one worker thread that owns the engine.
+"""The NPU queue and the worker threads, one per NPU, each owning its engine.
 
 The queue is bounded by construction: at most one pending window per camera
 (a newer window replaces the pending one, and the replaced one is counted as
@@ -6,9 +6,20 @@ dropped), short lists of questions (MQTT asks, HTTP chat completions) that go
 first, and summary jobs that wait behind every window.
 
 Questions go first only while they stay within their share of NPU time: the
-worker measures how long each job kept the NPU busy, and while a window waits
+workers measure how long each job kept an NPU busy, and while a window waits
 and questions took more than `ask_share` of the busy time of the last minute,
 the window goes next (see `daemon.service.fairness`).
+
+With several NPUs every worker takes from the same queue (`get(npu=i)`), so a
+window goes to whichever NPU is free first: the least loaded. Two rules keep
+the single-NPU guarantees:
+
+- a camera's windows are analysed one at a time, in order: a window waits
+  while the camera's previous one is still on another NPU (rule state,
+  `latest` and history stay in the camera's order);
+- a question goes to the NPU that holds its camera's prefix (`AskJob.npu`);
+  any NPU could answer it, but another one would first prefill the prefix
+  again (seconds of NPU time). HTTP chats bring their own frames: any NPU.
 """
 
 from __future__ import annotations
@@ -19,7 +30,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any, Callable, Generator
+from typing import Any, Callable, Generator, Sequence
 
 from daemon.service.fairness import NpuShare
 from daemon.types import Window
@@ -37,6 +48,7 @@ class WindowJob:
 class AskJob:
     camera: str
     request: Any  # the MQTT ask request; answered on the camera's latest analysed window
+    npu: int | None = None  # the NPU whose engine holds that window's prefix; None: any
 
 
 @dataclass(frozen=True, eq=False)
@@ -74,7 +86,7 @@ def kind_of(job: Job) -> str:
 
 class WorkQueue:
     """Questions first (within their NPU share while windows wait), then the oldest pending
-    camera window, then summaries."""
+    camera window, then summaries; for each NPU, what it may take."""
 
     def __init__(self, max_asks: int = 16, max_summaries: int = 16, *, max_chats: int = 4,
                  ask_share: float = 0.5, share: NpuShare | None = None,
@@ -88,6 +100,7 @@ class WorkQueue:
         self._seq = count()
         self._closed = False
         self._in_flight = 0  # jobs handed out and not yet marked done
+        self._analysing: dict[int, str] = {}  # npu -> camera whose window it is analysing
 
     def put_window(self, job: WindowJob) -> WindowJob | None:
         """Queue a window; return the stale job of the same camera it replaced, if any."""
@@ -97,7 +110,7 @@ class WorkQueue:
             # A replaced window keeps its place in line: a busy camera is not pushed back.
             seq = old[0] if old else next(self._seq)
             self._windows[camera] = (seq, job)
-            self._cond.notify()
+            self._cond.notify_all()  # every idle NPU: not every one may take every job
         return old[1] if old else None
 
     def wait_slot(self, camera: str, stop: threading.Event) -> None:
@@ -139,30 +152,49 @@ class WorkQueue:
             if len(q) >= limit:
                 return False
             q.append(job)
-            self._cond.notify()
+            self._cond.notify_all()
         return True
 
-    def get(self, timeout: float | None = None) -> Job | None:
-        """The next job, or None after `timeout` seconds or once closed and empty."""
+    def get(self, timeout: float | None = None, npu: int = 0) -> Job | None:
+        """The next job NPU `npu` may take, or None after `timeout` seconds or once closed and empty."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._closed or self.depth, timeout) or not self.depth:
+            if not self._cond.wait_for(lambda: self._closed or self._has_work(npu), timeout):
+                return None
+            if not self._has_work(npu):
                 return None
             self._in_flight += 1
-            if self._asks and not (self._windows and self._asks_over_share()):
-                return self._asks.popleft()
-            if self._windows:
-                camera = min(self._windows, key=lambda c: self._windows[c][0])
+            ask = self._ask_for(npu)
+            camera = self._window_for(npu)
+            if ask is not None and not (camera is not None and self._asks_over_share()):
+                self._asks.remove(ask)
+                return ask
+            if camera is not None:
+                self._analysing[npu] = camera
                 self._cond.notify_all()  # wakes wait_slot
                 return self._windows.pop(camera)[1]
             return self._summaries.popleft()
 
+    def _has_work(self, npu: int) -> bool:
+        return self._ask_for(npu) is not None or self._window_for(npu) is not None or bool(self._summaries)
+
+    def _ask_for(self, npu: int) -> Question | None:
+        """The oldest question NPU `npu` may take: one without affinity (`npu` None or absent), or its own."""
+        return next((a for a in self._asks if getattr(a, "npu", None) in (None, npu)), None)
+
+    def _window_for(self, npu: int) -> str | None:
+        """The camera of the oldest pending window that no other NPU is analysing a window of."""
+        busy = {c for n, c in self._analysing.items() if n != npu}
+        waiting = [c for c in self._windows if c not in busy]
+        return min(waiting, key=lambda c: self._windows[c][0]) if waiting else None
+
     def _asks_over_share(self) -> bool:
         return self.share.fraction("ask", self._clock()) > self.ask_share
 
-    def done(self, job: Job | None = None, seconds: float = 0.0) -> None:
-        """Mark the job last returned by get() as finished; it kept the NPU busy for `seconds`."""
+    def done(self, job: Job | None = None, seconds: float = 0.0, npu: int = 0) -> None:
+        """Mark the job last returned by get() for `npu` as finished; it kept the NPU busy for `seconds`."""
         with self._cond:
             self._in_flight -= 1
+            self._analysing.pop(npu, None)
             if job is not None:
                 self.share.record(kind_of(job), seconds, self._clock())
             self._cond.notify_all()
@@ -183,15 +215,21 @@ class WorkQueue:
 
 
 class NpuWorker:
-    """One named thread: takes jobs and hands them to `handle`; a failure there is fatal."""
+    """One named thread per NPU: takes the jobs that NPU may take and hands them to `handle`; a failure
+    there is fatal. Keeps when it was busy, for its load."""
 
-    def __init__(self, queue: WorkQueue, stop: threading.Event):
-        self.queue, self.stop = queue, stop
+    LOAD_SPAN = 300.0  # seconds of job history kept for `load`
+
+    def __init__(self, queue: WorkQueue, stop: threading.Event, npu: int = 0, name: str = "npu-worker",
+                 clock=time.monotonic):
+        self.queue, self.stop, self.npu, self.clock = queue, stop, npu, clock
         self.handle: Callable[[Job], None] | None = None
         self.error: BaseException | None = None
-        self._thread = threading.Thread(target=self._loop, name="npu-worker", daemon=True)
-        self._busy = 0.0  # seconds spent in finished jobs
-        self._busy_since: float | None = None  # time.monotonic() the running job started
+        self._busy: deque[tuple[float, float]] = deque()  # (start, end) of finished jobs, oldest first
+        self._total = 0.0  # seconds spent in finished jobs since start
+        self._current: float | None = None  # start of the job in hand
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
     def start(self, handle: Callable[[Job], None]) -> None:
         self.handle = handle
@@ -199,25 +237,47 @@ class NpuWorker:
 
     def _loop(self) -> None:
         while not self.stop.is_set():
-            job = self.queue.get(timeout=0.2)
+            job = self.queue.get(timeout=0.2, npu=self.npu)
             if job is None:
                 continue
-            self._busy_since = started = time.monotonic()
+            started = self.clock()
+            self._mark(start=started)
             try:
                 self.handle(job)
             except Exception as exc:  # the engine is broken: let systemd restart us
-                log.exception("NPU worker failed on %s", type(job).__name__)
+                log.exception("NPU worker %s failed on %s", self._thread.name, type(job).__name__)
                 self.error = exc
                 self.stop.set()
             finally:
-                elapsed = time.monotonic() - started
-                self._busy, self._busy_since = self._busy + elapsed, None
-                self.queue.done(job, elapsed)
+                ended = self.clock()
+                self._mark(end=ended)
+                self.queue.done(job, ended - started, npu=self.npu)
+
+    def _mark(self, start: float | None = None, end: float | None = None) -> None:
+        with self._lock:
+            if start is not None:
+                self._current = start
+            elif self._current is not None:
+                self._busy.append((self._current, end))
+                self._total += end - self._current
+                self._current = None
+                while self._busy and self._busy[0][1] < end - self.LOAD_SPAN:
+                    self._busy.popleft()
+
+    def load(self, span: float = 60.0, now: float | None = None) -> float:
+        """Fraction of the last `span` seconds (at most LOAD_SPAN) spent on jobs, the running one included."""
+        now = self.clock() if now is None else now
+        since = now - min(span, self.LOAD_SPAN)
+        with self._lock:
+            spans = list(self._busy) + ([(self._current, now)] if self._current is not None else [])
+        busy = sum(max(0.0, min(end, now) - max(start, since)) for start, end in spans)
+        return min(1.0, busy / (now - since)) if now > since else 0.0
 
     def busy_seconds(self) -> float:
         """Seconds spent on jobs since start, the running one included (any thread)."""
-        since = self._busy_since
-        return self._busy + (time.monotonic() - since if since is not None else 0.0)
+        with self._lock:
+            running = self.clock() - self._current if self._current is not None else 0.0
+            return self._total + running
 
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -230,25 +290,30 @@ NPU_REPORT_EVERY = 30.0  # seconds between `<base>/npu` reports (load over this 
 
 
 class NpuReport:
-    """The NPU worker's load between reports: the fraction of wall time it spent on jobs."""
+    """The NPUs' load between reports: the fraction of wall time their workers spent on jobs, the mean over
+    the NPUs (each NPU's own load is in the metrics, `vlmwatch_npu_load`)."""
 
-    def __init__(self, worker: NpuWorker, every: float = NPU_REPORT_EVERY):
-        self.worker, self.every = worker, every
-        self._busy, self._at = worker.busy_seconds(), time.monotonic()
+    def __init__(self, workers: NpuWorker | Sequence[NpuWorker], every: float = NPU_REPORT_EVERY):
+        self.workers = [workers] if isinstance(workers, NpuWorker) else list(workers)
+        self.every, self._clock = every, self.workers[0].clock  # the workers' own clock
+        self._busy, self._at = self._busy_now(), self._clock()
         self._next = 0.0  # the first report goes out at once
 
+    def _busy_now(self) -> float:
+        return sum(w.busy_seconds() for w in self.workers) / len(self.workers)
+
     def due(self) -> bool:
-        return time.monotonic() >= self._next
+        return self._clock() >= self._next
 
     def load(self) -> float:
         """Since the last report that went out."""
-        return min(1.0, (self.worker.busy_seconds() - self._busy) / max(time.monotonic() - self._at, 1e-3))
+        return min(1.0, (self._busy_now() - self._busy) / max(self._clock() - self._at, 1e-3))
 
     def reported(self, sent: object) -> None:
         """After publishing: a report that went out starts the next period; one that did not (MQTT away)
         is tried again at the next tick, over the longer period."""
         if sent:
-            self._busy, self._at = self.worker.busy_seconds(), time.monotonic()
+            self._busy, self._at = self._busy_now(), self._clock()
             self._next = self._at + self.every
 
 

@@ -7,10 +7,12 @@
 - `stream.StreamSource`: rtsp://, rtsps://, http(s):// through OpenCV's FFmpeg
   backend, one capture thread reading continuously, reconnect with capped
   exponential backoff. Never ends until `stop`.
-- `file.FileSource`: one video file through decord, windows along the file's
-  own timeline. Ends at the end of the file.
+- `file.FileSource`: one video file through OpenCV's FFmpeg backend, read
+  forward with bounded memory, windows along the file's own timeline. Ends at
+  the end of the file.
 - `folder.FolderSource`: each clip appearing in a folder, once.
 - `windows`: where windows lie and which frames they take (pure).
+- `frames`: what a captured frame keeps (a reduced picture, the model's input).
 - `gate`: skips windows in which nothing changed (pure).
 - `events`: what sources report (never exceptions out of `windows()`).
 - `mainframes`: the main stream's frames for windows the gate passed on a substream.
@@ -28,6 +30,7 @@ from daemon.video.events import STREAM_SCHEMES, EventSink, Source
 from daemon.video.file import FileProgress, FileSource
 from daemon.video.folder import FolderSource, ProcessedFiles
 from daemon.video.mainframes import FileFrames, MainFrames, StreamFrames
+from daemon.video.frames import FrameMaker, ModelInput
 from daemon.video.settings import SourceSettings
 from daemon.video.stream import StreamSource
 
@@ -44,19 +47,22 @@ def open_source(
     on_event: EventSink | None = None,
     state_dir: str | os.PathLike | None = None,
     once: bool = False,
+    model_input: ModelInput | None = None,
 ) -> Source:
     """The source for a URL, a video file or a folder of clips. Opens nothing yet.
 
     `state_dir`: where files and folders keep what they have processed (processed.sqlite), so a
     restart resumes after the last finished window. `once`: a folder source ends when every clip
-    present has been processed."""
+    present has been processed. `model_input`: the engine's resize to the ViT's input; frames then
+    keep that and a picture reduced to `settings.picture_width` instead of the decoded picture."""
     mistyped = mistyped_url(uri)
     if mistyped is not None:
         raise SourceError(f"camera {name}: source {redact_url(uri)!r} looks like a {mistyped}:// URL, but '//' does "
                           f"not follow '{mistyped}:'; write {mistyped}://HOST/PATH")
+    make_frame = FrameMaker(settings.picture_width, model_input)
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     if scheme in STREAM_SCHEMES:
-        return StreamSource(name, uri, settings, on_event=on_event)
+        return StreamSource(name, uri, settings, on_event=on_event, make_frame=make_frame)
     if scheme == "file":
         uri = urlsplit(uri).path
     elif scheme:
@@ -69,8 +75,8 @@ def open_source(
     if uri.endswith("/") or Path(uri).is_dir():
         processed = ProcessedFiles(record) if record else None
         return FolderSource(name, Path(uri), settings, processed=processed, on_event=on_event, once=once,
-                            progress=progress)
-    return FileSource(name, Path(uri), settings, on_event=on_event, progress=progress)
+                            progress=progress, make_frame=make_frame)
+    return FileSource(name, Path(uri), settings, on_event=on_event, progress=progress, make_frame=make_frame)
 
 
 def open_main_frames(name: str, uri: str, settings: SourceSettings, detect: Source, *,

@@ -44,17 +44,18 @@ def read_image(path: Path) -> np.ndarray:
 
 
 def read_video(path: Path, n: int) -> list[Frame]:
+    from daemon.video.file import VideoFile
     from daemon.video.windows import segment_indices
 
     try:
-        from decord import VideoReader, cpu
-    except ImportError:
-        raise SourceError("reading video files needs decord: pip install decord") from None
+        video = VideoFile(path)
+    except SourceError:
+        raise SourceError(f"{path}: cannot decode video; is it a complete video file FFmpeg can read?") from None
     try:
-        vr = VideoReader(str(path), ctx=cpu(0), num_threads=1)
-        fps = float(vr.get_avg_fps()) or 25.0
-        idx = segment_indices(0, len(vr) - 1, n)
-        batch = vr.get_batch(list(idx)).asnumpy()  # [n, H, W, 3] RGB
-    except Exception as exc:  # decord raises its own DECORDError
+        indices = segment_indices(0, video.frame_count - 1, n)  # a short clip repeats frames
+        read = {i: Frame("cli", seconds, i, bgr) for i, seconds, bgr in video.read(sorted(set(indices)))}
+        return [read[i] for i in indices]
+    except SourceError as exc:
         raise SourceError(f"{path}: cannot decode video ({exc})") from None
-    return [Frame("cli", i / fps, int(i), np.ascontiguousarray(rgb[..., ::-1])) for i, rgb in zip(idx, batch)]
+    finally:
+        video.close()

@@ -1,5 +1,13 @@
-"""One video file through decord, as a stream of windows along its own timeline,
+"""One video file through OpenCV's FFmpeg backend, as a stream of windows along its own timeline,
 resumed after a restart from the last window the daemon finished with.
+
+Read forward, frame by frame (`VideoFile`): grab (demux and decode) every
+frame up to the next one a window takes, convert only that one to a picture,
+seek only across long gaps. Nothing is decoded ahead and nothing is cached
+by the reader, so its memory stays the decoder's own (about 30 MB for 1080p
+H.264 with one thread) however long the consumer makes it wait. decord,
+used before, decodes ahead while its caller waits: a 1080p file paced by the
+NPU grew to over 2 GB.
 
 Progress (`FileProgress`, in SQLite under the state directory) is keyed by source
 and path and remembers the file's size and modification time: a file rewritten
@@ -19,12 +27,15 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
 
 from daemon.errors import SourceError
 from daemon.store import MEMORY, Store
 from daemon.types import Frame, Window
 from daemon.video.events import EventSink, emit
+from daemon.video.frames import FrameMaker
 from daemon.video.settings import SourceSettings
 from daemon.video.windows import FileWindow, file_layout
 
@@ -94,12 +105,56 @@ class FileProgress(Store):
         return self._run(action, verb)
 
 
-# ---------------------------------------------------------------- files
+SEEK_AFTER = 5.0  # seconds: a longer gap to the next wanted frame is crossed by seeking, not decoding
+
+
+class VideoFile:
+    """A video file's frames by index, read forward with bounded memory. Not thread-safe."""
+
+    def __init__(self, path: Path, threads: int = 1) -> None:
+        import cv2
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise SourceError(f"cannot read {self.path}: no such file; check the path")
+        params = [cv2.CAP_PROP_N_THREADS, threads] if threads > 0 else []
+        self._capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, params)
+        if not self._capture.isOpened():
+            self._capture.release()
+            raise SourceError(f"cannot read {self.path}: not a video FFmpeg can open; is it a complete video file?")
+        self.frame_count = int(self._capture.get(cv2.CAP_PROP_FRAME_COUNT))
+        self.fps = float(self._capture.get(cv2.CAP_PROP_FPS))
+        if self.frame_count <= 0 or not self.fps > 0:
+            self.close()
+            raise SourceError(f"cannot read {self.path}: no video frames; is it a complete video file?")
+        self._next = 0  # the index the next grab() returns
+
+    def read(self, indices: Iterable[int]) -> Iterator[tuple[int, float, np.ndarray]]:
+        """(index, media seconds, BGR picture) for each of `indices` (ascending). SourceError when the
+        file ends or breaks before one of them."""
+        import cv2
+
+        for index in indices:
+            if index < self._next or index - self._next > SEEK_AFTER * self.fps:
+                self._capture.set(cv2.CAP_PROP_POS_FRAMES, index)
+                self._next = index
+            while self._next <= index:
+                if not self._capture.grab():
+                    raise SourceError(f"no frame {self._next} of {self.frame_count}")
+                self._next += 1
+            ok, bgr = self._capture.retrieve()
+            if not ok:
+                raise SourceError(f"frame {index} cannot be decoded")
+            ms = self._capture.get(cv2.CAP_PROP_POS_MSEC)
+            yield index, (ms / 1000.0 if ms >= 0 else index / self.fps), bgr
+
+    def close(self) -> None:
+        self._capture.release()
 
 
 class FileSource:
-    """One video file through decord. Windows follow the file's timeline; only the
-    frames that windows take are decoded to pictures, overlapping windows share them.
+    """One video file. Windows follow the file's timeline; only the frames that windows take are
+    converted to pictures, and overlapping windows share them.
 
     Frame times are the file's media time plus an origin: the file's modification
     time minus its duration (when it was recorded, for an NVR export), or the wall
@@ -121,9 +176,11 @@ class FileSource:
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
         progress: FileProgress | None = None,
+        make_frame: FrameMaker | None = None,
     ) -> None:
         self.name, self.path, self.settings = name, Path(path), settings
         self.on_event, self._clock, self._wall = on_event, clock, wall
+        self.make_frame = make_frame or FrameMaker(settings.picture_width)
         self.progress = progress
         self.origin: float | None = None  # POSIX time of media time 0, once windows() has opened the file
         self._lock = threading.Lock()
@@ -137,27 +194,19 @@ class FileSource:
         if self.progress is not None:
             self.progress.close()
 
-    def _open(self):
-        import decord
-
-        if not self.path.is_file():
-            raise SourceError(f"cannot read {self.path}: no such file; check the path")
-        try:
-            reader = decord.VideoReader(str(self.path), num_threads=1)
-            frame_count, fps = len(reader), float(reader.get_avg_fps())
-        except Exception as exc:  # decord raises bare RuntimeErrors (DECORDError) for bad files
-            raise SourceError(f"cannot read {self.path}: {_first_line(exc)}; is it a complete video file?") from None
-        if frame_count == 0 or not fps > 0:
-            raise SourceError(f"cannot read {self.path}: no video frames; is it a complete video file?")
-        return reader, frame_count, fps
-
     def windows(self, stop: threading.Event) -> Iterator[Window]:
         try:
-            reader, frame_count, fps = self._open()
+            video = VideoFile(self.path, self.settings.threads(live=False))
         except SourceError as exc:
             emit(self.name, "error", str(exc), self.on_event, logging.ERROR)
             return
-        s = self.settings
+        try:
+            yield from self._windows(video, stop)
+        finally:
+            video.close()
+
+    def _windows(self, video: VideoFile, stop: threading.Event) -> Iterator[Window]:
+        s, frame_count, fps = self.settings, video.frame_count, video.fps
         plans = file_layout(frame_count, fps, s.span, s.stride, s.frames)
         stat = self.path.stat()
         origin = self._wall() if s.realtime else stat.st_mtime - frame_count / fps
@@ -177,8 +226,8 @@ class FileSource:
             if stop.is_set():
                 return
             try:
-                frames = self._frames(reader, plan.indices, cache, origin)
-            except Exception as exc:
+                frames = self._frames(video, plan.indices, cache, origin)
+            except Exception as exc:  # noqa: BLE001 - FFmpeg fails in many ways on damaged files
                 message = f"cannot decode {self.path.name} at {plan.start:.1f} s: {_first_line(exc)}; file truncated?"
                 emit(self.name, "error", message, self.on_event, logging.ERROR)
                 return
@@ -214,16 +263,14 @@ class FileSource:
             # under the lock: the capture and NPU threads never store their marks out of order
             self.progress.put(self.name, str(self.path.resolve()), self._done)
 
-    def _frames(self, reader, indices: tuple[int, ...], cache: dict[int, Frame], origin: float) -> tuple[Frame, ...]:
+    def _frames(self, video: VideoFile, indices: tuple[int, ...], cache: dict[int, Frame],
+                origin: float) -> tuple[Frame, ...]:
         """Frames at `indices`, reusing the objects of the previous window where they coincide."""
         for old in [i for i in cache if i < indices[0]]:
             del cache[old]
         missing = sorted({i for i in indices if i not in cache})
-        if missing:
-            batch = reader.get_batch(missing).asnumpy()  # [n, H, W, 3] RGB
-            for i, rgb in zip(missing, batch):
-                ts = origin + float(reader.get_frame_timestamp(i)[0])
-                cache[i] = Frame(self.name, ts, i, rgb[:, :, ::-1].copy())  # BGR, contiguous
+        for i, seconds, bgr in video.read(missing):
+            cache[i] = self.make_frame(self.name, origin + seconds, i, bgr)
         return tuple(cache[i] for i in indices)
 
 

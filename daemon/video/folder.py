@@ -23,6 +23,7 @@ from daemon.store import MEMORY, Store
 from daemon.types import Window
 from daemon.video.events import VIDEO_EXTENSIONS, EventSink, SourceEvent, emit
 from daemon.video.file import FileProgress, FileSource
+from daemon.video.frames import FrameMaker
 from daemon.video.settings import SourceSettings
 
 # Appended to, never edited (see daemon.store.migrate). IF NOT EXISTS: files written before
@@ -90,8 +91,10 @@ class FolderSource:
         clock: Callable[[], float] = time.monotonic,
         once: bool = False,
         progress: FileProgress | None = None,
+        make_frame: FrameMaker | None = None,
     ) -> None:
         self.name, self.folder, self.settings, self.once = name, Path(folder), settings, once
+        self.make_frame = make_frame
         self.processed = processed if processed is not None else ProcessedFiles(None)
         self.on_event, self._clock, self.progress = on_event, clock, progress
         self._current: FileSource | None = None  # the clip being read
@@ -129,7 +132,8 @@ class FolderSource:
             if self.on_event is not None:
                 self.on_event(event)
 
-        self._current = FileSource(self.name, self.folder / rel, self.settings, on_event=listen, progress=self.progress)
+        self._current = FileSource(self.name, self.folder / rel, self.settings, on_event=listen,
+                                   progress=self.progress, make_frame=self.make_frame)
         yield from self._current.windows(stop)
         return ends[0] if ends else None
 

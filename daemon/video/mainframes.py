@@ -240,25 +240,25 @@ class FileFrames:
         pass
 
     def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
         self._reader = None
 
     def take(self, window: Window) -> Window | None:
-        import decord
+        from daemon.video.file import VideoFile
 
         try:
             if self._reader is None:
-                self._reader = decord.VideoReader(str(self.path), num_threads=1)
+                self._reader = VideoFile(self.path)
             reader = self._reader
-            fps, count = float(reader.get_avg_fps()), len(reader)
             times = [self.media_time(f.ts) for f in window.frames]
             if any(t is None for t in times):
                 return None
-            indices = [min(count - 1, max(0, round(t * fps))) for t in times]
-            batch = reader.get_batch(sorted(set(indices))).asnumpy()
-        except Exception as exc:  # decord raises bare RuntimeErrors for bad files
+            indices = [min(reader.frame_count - 1, max(0, round(t * reader.fps))) for t in times]
+            images = {i: bgr for i, _, bgr in reader.read(sorted(set(indices)))}
+        except Exception as exc:  # noqa: BLE001 - OpenCV and a broken file raise many kinds
             log.warning("camera %s: cannot read %s (%s); the window keeps the detect file's frames", self.name,
                         self.path, str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
             return None
-        images = dict(zip(sorted(set(indices)), batch))
-        frames = {i: Frame(self.name, f.ts, i, images[i][:, :, ::-1].copy()) for i, f in zip(indices, window.frames)}
+        frames = {i: Frame(self.name, f.ts, i, images[i]) for i, f in zip(indices, window.frames)}
         return replace(window, frames=tuple(frames[i] for i in indices))

@@ -73,6 +73,9 @@ class GateSettings(BaseModel):
 
 # ---------------------------------------------------------------- settings
 
+LIVE_DECODE_THREADS = 2  # a 25 fps 1080p camera on the board's A55 cores needs more than one
+FILE_DECODE_THREADS = 1  # a recording is read at the NPU's pace: one thread is far ahead of it
+
 
 class StreamSettings(BaseModel):
     """Camera connection behaviour (`stream:` under a camera)."""
@@ -120,9 +123,29 @@ class SourceSettings(BaseModel):
     realtime: bool = Field(
         False, description="Files only: emit windows at wall-clock speed, as if the recording were live."
     )
+    picture_width: int = Field(
+        640,
+        ge=0,
+        description="Frames keep their picture (what the gate compares and alert snapshots show) at most this "
+        "many pixels wide; the model's 448x448 input is cut from the full picture first, so this never changes "
+        "what the model sees. 0 keeps full resolution (a 1080p frame is 6.2 MB instead of 0.7 MB).",
+    )
+    decode_threads: int | None = Field(
+        None,
+        ge=0,
+        description="FFmpeg decoder threads of this camera or file. Each holds its own frame buffers (about "
+        "10 MB at 1080p). Unset: 2 for cameras (they must keep up with real time), 1 for files (read at the "
+        "NPU's pace); 0 lets FFmpeg use one per CPU.",
+    )
     gate: GateSettings = Field(default_factory=GateSettings, description="Scene-change gate.")
     stream: StreamSettings = Field(default_factory=StreamSettings, description="Camera connection and reconnects.")
     folder: FolderSettings = Field(default_factory=FolderSettings, description="Folder watching.")
+
+    def threads(self, live: bool) -> int:
+        """FFmpeg decoder threads for a camera (`live`) or a file: `decode_threads`, or the default."""
+        if self.decode_threads is not None:
+            return self.decode_threads
+        return LIVE_DECODE_THREADS if live else FILE_DECODE_THREADS
 
     @model_validator(mode="before")
     @classmethod

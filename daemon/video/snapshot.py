@@ -1,4 +1,7 @@
 """The alert snapshot: the window's frame that changed most, as a JPEG.
+
+The JPEG is of the frame's picture, which sources keep at most `picture_width`
+pixels wide (640 by default; see `daemon.video.frames`).
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 OpenCV's FFmpeg backend does the network work. The thread grabs (demuxes and
 decodes) every frame so the stream never goes stale, but converts to a picture
-only the frames a window takes (`LiveWindows.wants`). Finished windows wait in
+only the frames a window takes (`LiveWindows.wants`), and keeps of those only
+what the gate, snapshots and the model need (`FrameMaker`). Finished windows wait in
 a small queue; when the consumer falls behind the oldest is dropped and
 counted, so capture never blocks.
 
@@ -36,8 +37,9 @@ import time
 from typing import Callable, Iterator
 
 from daemon.redact import redact_url
-from daemon.types import Frame, Window
+from daemon.types import Window
 from daemon.video.events import EventSink, emit
+from daemon.video.frames import FrameMaker
 from daemon.video.settings import SourceSettings
 from daemon.video.windows import LiveWindows
 
@@ -90,8 +92,10 @@ class StreamSource:
         on_event: EventSink | None = None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        make_frame: FrameMaker | None = None,
     ) -> None:
         self.name, self.settings, self.on_event = name, settings, on_event
+        self.make_frame = make_frame or FrameMaker(settings.picture_width)
         self._url = url  # never log this one: it may carry credentials
         self.safe_url = redact_url(url)
         self._clock, self._rng = clock, rng or random.Random()
@@ -149,6 +153,9 @@ class StreamSource:
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, round(s.open_timeout * 1000),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC, round(s.read_timeout * 1000),
         ]  # fmt: skip
+        threads = self.settings.threads(live=True)
+        if threads > 0:
+            params += [cv2.CAP_PROP_N_THREADS, threads]
         started = time.monotonic()
         capture = cv2.VideoCapture(self._url, cv2.CAP_FFMPEG, params)
         if capture.isOpened():
@@ -184,7 +191,8 @@ class StreamSource:
                     if not ok:
                         why = "a frame could not be decoded"
                         break
-                    for window in windows.add(Frame(self.name, ts, self._index, image)):
+                    frame = self.make_frame(self.name, ts, self._index, image)  # keeps reduced copies only
+                    for window in windows.add(frame):
                         self._deliver(out, window)
         finally:
             capture.release()
