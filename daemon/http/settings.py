@@ -7,13 +7,12 @@ a dump or a log line.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
 from daemon.errors import ConfigError
-from daemon.settings import Section
+from daemon.settings import Section, read_secret
 
 MiB = 1024 * 1024
 
@@ -63,33 +62,14 @@ class HttpSettings(Section):
         """The API key, read from wherever it lives (None: no authentication); ConfigError with a remedy."""
         if self.api_key is not None:
             return _non_empty(self.api_key.get_secret_value(), "http.api_key")
-        if self.api_key_env is not None:
-            value = os.environ.get(self.api_key_env)
-            if value is None:
-                raise ConfigError(f"http.api_key_env: environment variable {self.api_key_env} is not set. "
-                                  "Set it in the service environment (EnvironmentFile=) or use api_key_credential.")
-            return _non_empty(value, f"environment variable {self.api_key_env}")
-        if self.api_key_file is not None:
-            return _non_empty(_read_secret(self.api_key_file, "http.api_key_file"), f"file {self.api_key_file}")
-        if self.api_key_credential is not None:
-            directory = os.environ.get("CREDENTIALS_DIRECTORY")
-            if not directory:
-                raise ConfigError(
-                    f"http.api_key_credential is {self.api_key_credential!r} but $CREDENTIALS_DIRECTORY is not set. "
-                    f"Run under systemd with LoadCredential={self.api_key_credential}:/path/to/file, "
-                    "or use api_key_file outside systemd.")
-            path = Path(directory) / self.api_key_credential
-            return _non_empty(_read_secret(path, "http.api_key_credential"), f"credential {self.api_key_credential}")
-        return None
-
-
-def _read_secret(path: Path, key: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{key}: cannot read the API key from {path} ({exc.__class__.__name__}: "
-                          f"{getattr(exc, 'strerror', None) or exc}). Check the path and that the service user "
-                          "may read it.") from exc
+        value = read_secret("http.api_key", env=self.api_key_env, file=self.api_key_file,
+                            credential=self.api_key_credential, what="the API key")
+        if value is None:
+            return None
+        where = (f"environment variable {self.api_key_env}" if self.api_key_env is not None
+                 else f"file {self.api_key_file}" if self.api_key_file is not None
+                 else f"credential {self.api_key_credential}")
+        return _non_empty(value, where)
 
 
 def _non_empty(key: str, where: str) -> str:

@@ -8,7 +8,6 @@ appears in a repr, a dump or a log line.
 
 from __future__ import annotations
 
-import os
 import re
 import socket
 import ssl
@@ -17,6 +16,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from daemon.errors import ConfigError
+from daemon.settings import read_secret
 
 MAX_TOPIC_BYTES = 65_535  # MQTT: a topic is a UTF-8 string with a 2-byte length
 MAX_PACKET_BYTES = 268_435_455  # MQTT: the largest "remaining length" of a packet (also mosquitto's message_size_limit)
@@ -180,23 +180,8 @@ class MqttSettings(_Section):
         """The password, read from wherever it lives; ConfigError with a remedy if it cannot be."""
         if self.password is not None:
             return self.password.get_secret_value()
-        if self.password_env is not None:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise ConfigError(f"mqtt.password_env: environment variable {self.password_env} is not set. "
-                                  "Set it in the service environment (EnvironmentFile=) or use password_credential.")
-            return value
-        if self.password_file is not None:
-            return _read_secret(self.password_file, "mqtt.password_file")
-        if self.password_credential is not None:
-            directory = os.environ.get("CREDENTIALS_DIRECTORY")
-            if not directory:
-                raise ConfigError(
-                    f"mqtt.password_credential is {self.password_credential!r} but $CREDENTIALS_DIRECTORY is not set. "
-                    f"Run under systemd with LoadCredential={self.password_credential}:/path/to/file, "
-                    "or use password_file outside systemd.")
-            return _read_secret(Path(directory) / self.password_credential, "mqtt.password_credential")
-        return None
+        return read_secret("mqtt.password", env=self.password_env, file=self.password_file,
+                           credential=self.password_credential, what="the password")
 
     def ssl_context(self) -> ssl.SSLContext | None:
         """The TLS context for the broker, or None for plain TCP; ConfigError naming the bad file."""
@@ -220,12 +205,3 @@ class MqttSettings(_Section):
             raise ConfigError(f"mqtt.tls.cert_file {tls.cert_file} / key_file {tls.key_file}: cannot load the client "
                               f"certificate and key ({exc}). Check both are PEM and belong together.") from exc
         return context
-
-
-def _read_secret(path: Path, key: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{key}: cannot read the password from {path} ({exc.__class__.__name__}: "
-                          f"{getattr(exc, 'strerror', None) or exc}). Check the path and that the service user "
-                          "may read it.") from exc

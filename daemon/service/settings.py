@@ -89,7 +89,7 @@ class CameraSettings(SourceSettings):
         holds the password: hand it to the capture, never to a log line. ConfigError naming
         `key`.password_* when the password cannot be read."""
         password = read_secret(f"{key}.password", env=self.password_env, file=self.password_file,
-                               credential=self.password_credential)
+                               credential=self.password_credential, what="the password")
         if password is None and self.username is None:
             return self.source
         url = urlsplit(self.source)
