@@ -23,10 +23,10 @@ from bench_engine import measure, with_table
 from bench_window import APPROACHES, PROMPTS, Window, print_windows, suffix_tokens, windows
 from fullsize import sessions
 
-from daemon.engine.llm import LLM
+from daemon.config.cameras import GateSettings, SourceSettings
 from daemon.engine.costs import DECODE_TOKEN_MS, calibration_lines
+from daemon.engine.llm import LLM
 from daemon.engine.sessions import Meter
-from daemon.video.settings import GateSettings, SourceSettings
 
 CHANGED = (0.00, 0.02, 0.05, 0.10)  # fraction of windows in which the gate sees a change
 

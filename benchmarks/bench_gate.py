@@ -38,9 +38,9 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 from clips import background  # noqa: E402
 from gate_scenes import Setup, detection_trials, smallest_found, static_run  # noqa: E402
 
+from daemon.config.cameras import GateSettings
 from daemon.types import Frame  # noqa: E402
 from daemon.video.gate import GateState, decide  # noqa: E402
-from daemon.video.settings import GateSettings  # noqa: E402
 
 AREAS = (0.00025, 0.0005, 0.001, 0.002, 0.005)
 WINDOW_SECONDS = 8.0

@@ -29,6 +29,7 @@ from typing import Any, Callable, Protocol
 
 from aiohttp import web
 
+from daemon.config.http import HttpSettings
 from daemon.errors import Busy, ConfigError, QuestionError
 from daemon.http.images import bad_image, data_url_bytes, decode_image, fetch_bytes
 from daemon.http.messages import (
@@ -47,7 +48,6 @@ from daemon.http.messages import (
     parse_chat,
     usage_json,
 )
-from daemon.http.settings import HttpSettings
 from daemon.types import Frame
 
 log = logging.getLogger(__name__)

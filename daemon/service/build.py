@@ -16,9 +16,9 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Callable
 
+from daemon.config.model import ModelSettings
 from daemon.engine.bundle import locate
 from daemon.engine.engine import Engine, open_engine
-from daemon.engine.settings import ModelSettings
 from daemon.errors import ConfigError
 from daemon.rules.files import load_rules
 from daemon.rules.model import RuleSet
@@ -26,11 +26,11 @@ from daemon.rules.runner import RuleRunner
 from daemon.rules.state import RuleStateStore
 from daemon.service.app import App, Camera, Publisher
 from daemon.service.fairness import NpuShare
-from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
 from daemon.service.npus import EngineInUse, Npu
 from daemon.service.worker import NpuWorker, WorkQueue
+from daemon.state.history import History
 from daemon.summaries.runner import RunLog, Summarizer
 from daemon.summaries.scheduler import SummaryScheduler
 from daemon.video import MainFrames, Source, open_main_frames, open_source

@@ -18,10 +18,10 @@ import threading
 import time
 from typing import Callable
 
+from daemon.config.http import HttpSettings
 from daemon.engine.engine import Engine, Sampling
 from daemon.errors import Busy, Cancelled, PromptTooLongError
 from daemon.http.messages import Completion, Generated, Sink
-from daemon.http.settings import HttpSettings
 from daemon.service.fairness import RateLimiter
 from daemon.service.metrics import Metrics
 from daemon.service.worker import ChatJob, WorkQueue

@@ -69,9 +69,9 @@ from typing import Sequence
 
 import numpy as np
 
+from daemon.config.cameras import GateSettings, Polygon
 from daemon.types import Frame, Region, Window
 from daemon.video.regions import components, polygon_cells, to_regions, zones_touched
-from daemon.video.settings import GateSettings, Polygon
 
 SIGNATURE_HEIGHT = 100  # cells high, as Frigate's motion frame; the width follows the aspect ratio
 BLUR = 3  # cells: a box blur over the signature divides uncorrelated noise by 3

@@ -8,7 +8,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from daemon.settings import Section
+from daemon.config.base import Section
 
 
 class SamplingSettings(Section):
