@@ -44,6 +44,8 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 WIDTH, HEIGHT, FPS = 1920, 1080, 10
 SYSTEM = "You watch a home camera."
+KV_PATHS = ("copied", "resident")
+QUICK_SECONDS, QUICK_SPEEDUP = 8.0, 40.0
 
 
 # ----------------------------------------------------------------------------- inputs
@@ -107,14 +109,50 @@ def rss_anon_mib() -> float:
     raise RuntimeError("no RssAnon in /proc/self/status (Linux only)")
 
 
-class FakeGraph:
-    """A full-size graph that computes nothing: the declared ports of `fullsize.py`, feeds checked, fresh
-    zeros returned per call as the NPU runtime returns fresh arrays (NullSession keeps 45 MiB of outputs
-    allocated, which no runtime does). It takes the modelled AX650N time of each call / `speedup`."""
+class MappedBuffers:
+    """A session's persistent input and output buffers, outside the process's anonymous memory.
 
-    def __init__(self, name: str, inputs, outputs, role: str, meter, speedup: float):
+    On a board pyaxengine allocates one CMM buffer per input and output at load (AX_SYS_MemAllocCached on
+    the SoC: a device mapping, not RssAnon; on the M.2 card they are the card's memory), whichever KV path
+    the engine takes. Here they are one shared file mapping per session, so that RssAnon counts what
+    vlmwatch itself holds, as on the board; RssFile/RssShmem grow by these instead."""
+
+    def __init__(self, folder: Path, name: str, inputs, outputs):
+        sizes = [max(g[i].nbytes for g in inputs) for i in range(len(inputs[0]))]
+        out_sizes = [max(g[i].nbytes for g in outputs) for i in range(len(outputs[0]))]
+        arena = np.memmap(folder / f"buffers-{name}", np.uint8, "w+", shape=(sum(sizes + out_sizes),))
+        edges = np.cumsum([0, *sizes, *out_sizes])
+        views = [arena[a:b] for a, b in zip(edges[:-1], edges[1:])]
+        self._in, self._out = views[:len(sizes)], views[len(sizes):]
+
+    def input_size(self, i: int) -> int:
+        return self._in[i].size
+
+    def output_size(self, i: int) -> int:
+        return self._out[i].size
+
+    def write_input(self, i: int, offset: int, data: np.ndarray) -> None:
+        self._in[i][offset:offset + data.size] = data
+
+    def execute(self, group: int) -> None:
+        pass
+
+    def read_output(self, i: int, nbytes: int) -> np.ndarray:
+        return np.array(self._out[i][:nbytes])  # copied out into memory the caller owns, as run() does
+
+
+class FakeGraph:
+    """A full-size graph that computes nothing, with the declared ports of `fullsize.py` and a runtime's
+    persistent buffers (`MappedBuffers`). `run()` does what pyaxengine's does with them: every feed is
+    checked and copied into its input buffer, and the outputs come back as fresh arrays (zeros) copied out
+    of the output buffers; `resident()` keeps the KV cache in those buffers (daemon/engine/resident.py).
+    Each call takes the modelled AX650N time / `speedup`."""
+
+    def __init__(self, name: str, inputs, outputs, role: str, meter, speedup: float, folder: Path):
         self.name, self._inputs, self._outputs, self.group_count = name, inputs, outputs, len(inputs)
         self.role, self.meter, self.speedup = role, meter, speedup
+        self._index = {p.name: i for i, p in enumerate(inputs[0])}
+        self._buffers = MappedBuffers(folder, name, inputs, outputs)
 
     def inputs(self, group=0):
         return self._inputs[group]
@@ -123,17 +161,47 @@ class FakeGraph:
         return self._outputs[group]
 
     def run(self, feeds, group=0):
-        from daemon.engine.sessions import check_feeds, modelled_ms
+        from daemon.engine.sessions import check_feeds
 
         t0 = time.perf_counter()
         check_feeds(self.name, self._inputs[group], feeds, group)
+        for name, array in feeds.items():
+            self._buffers.write_input(self._index[name], 0, np.ascontiguousarray(array).reshape(-1).view(np.uint8))
+        out = [self._buffers.read_output(i, p.nbytes).view(p.dtype).reshape(p.shape)
+               for i, p in enumerate(self._outputs[group])]
+        self._pace(group, t0)
+        return out
+
+    def resident(self, names, pinned=True):
+        from daemon.engine.resident import ResidentInputs
+
+        return PacedResident(self, ResidentInputs(self.name, self._buffers, self._inputs, self._outputs, names))
+
+    def _pace(self, group: int, t0: float) -> None:
+        from daemon.engine.costs import modelled_ms
+
         cost = modelled_ms(self.role, group)
         self.meter.add(self.role, group, cost)
         time.sleep(max(0.0, cost / 1000 / self.speedup - (time.perf_counter() - t0)))
-        return [np.zeros(p.shape, p.dtype) for p in self._outputs[group]]
 
 
-def engine(embeddings: Path, speedup: float):
+class PacedResident:
+    """The resident session of a FakeGraph: its calls take the modelled time too."""
+
+    def __init__(self, graph: FakeGraph, inner):
+        self.graph, self.inner, self.names = graph, inner, inner.names
+
+    def write(self, name, row, rows):
+        return self.inner.write(name, row, rows)
+
+    def run(self, feeds, group):
+        t0 = time.perf_counter()
+        out = self.inner.run(feeds, group)
+        self.graph._pace(group, t0)
+        return out
+
+
+def engine(embeddings: Path, folder: Path, speedup: float, kv: str):
     from fullsize import BF16, F32, HIDDEN, IMAGE, IMAGE_TOKENS, LAYERS, VOCAB, layer_ports
 
     from daemon.engine.bundle import Model, load_embeddings
@@ -143,14 +211,17 @@ def engine(embeddings: Path, speedup: float):
 
     meter = Meter()
     ins, outs = layer_ports()
-    layers = [FakeGraph(f"l{i}", ins, outs, "layer", meter, speedup) for i in range(LAYERS)]
+    layers = [FakeGraph(f"l{i}", ins, outs, "layer", meter, speedup, folder) for i in range(LAYERS)]
     post = FakeGraph("post", [[Port("input", (1, 1, HIDDEN), BF16)]], [[Port("logits", (1, 1, VOCAB), F32)]],
-                     "post", meter, speedup)
+                     "post", meter, speedup, folder)
     vit = FakeGraph("vit", [[Port("image", (1, 3, IMAGE, IMAGE), F32)]],
-                    [[Port("features", (1, IMAGE_TOKENS, HIDDEN), BF16)]], "vit", meter, speedup)
+                    [[Port("features", (1, IMAGE_TOKENS, HIDDEN), BF16)]], "vit", meter, speedup, folder)
     model = Model("InternVL3-2B (full-size fake)", layers, post, vit, load_embeddings(embeddings, HIDDEN),
                   build_tokenizer(), meter)
-    return Engine(model, system=SYSTEM, max_new_tokens=16)
+    eng = Engine(model, system=SYSTEM, max_new_tokens=16, kv=kv)
+    if eng.kv_path != kv:
+        raise RuntimeError(f"asked for the {kv} KV path, the engine took {eng.kv_path}")
+    return eng
 
 
 def child(args) -> None:
@@ -167,11 +238,13 @@ def child(args) -> None:
     if new_frames and args.full_frames:
         camera["picture_width"] = 0
     camera.update(json.loads(args.camera))
+    run_dir = Path(args.tmp) / f"run-{os.getpid()}"  # its own state (files already read), history and buffers
+    run_dir.mkdir()
     cfg = Config.model_validate({
-        "model": {"dir": "unused"}, "state_dir": args.tmp, "metrics": {"enabled": False},
+        "model": {"dir": "unused"}, "state_dir": str(run_dir), "metrics": {"enabled": False},
         "prompts": {"max_new_tokens": 16},
         "cameras": [{"name": f"cam{i}", "source": uri, **camera} for i, uri in enumerate(args.uris)]})
-    eng = engine(Path(args.tmp) / "embed.npy", args.npu_speedup)
+    eng = engine(Path(args.tmp) / "embed.npy", run_dir, args.npu_speedup, args.kv)
     if hasattr(build, "open_sources"):
         sources = build.open_sources(cfg, None if args.full_frames else eng, once=True)
     else:  # the code before frames kept reduced copies
@@ -184,7 +257,7 @@ def child(args) -> None:
         while not done.wait(0.02):
             peak[0] = max(peak[0], rss_anon_mib())
 
-    with History(Path(args.tmp) / f"history-{os.getpid()}.sqlite").open() as history:
+    with History(run_dir / "history.sqlite").open() as history:
         app = build.assemble(cfg, eng, sources, history)
         baseline = rss_anon_mib()
         sampler = threading.Thread(target=sample, daemon=True)
@@ -195,6 +268,7 @@ def child(args) -> None:
         done.set()
         sampler.join()
         windows = history.windows(0, time.time() + 1)
+    shutil.rmtree(run_dir, ignore_errors=True)
     print(json.dumps({"baseline": baseline, "peak": max(peak[0], baseline),
                       "analysed": sum(w.analysed for w in windows), "windows": len(windows)}))
 
@@ -202,10 +276,10 @@ def child(args) -> None:
 # ----------------------------------------------------------------------------- driver
 
 
-def run_child(tree: Path, kind: str, uris: list[str], tmp: Path, args, full_frames: bool = False) -> dict:
+def run_child(tree: Path, kind: str, kv: str, uris: list[str], tmp: Path, args, full_frames: bool = False) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--tree", str(tree), "--kind", kind,
            "--tmp", str(tmp), "--seconds", str(args.seconds), "--npu-speedup", str(args.npu_speedup),
-           *(["--full-frames"] if full_frames else []), "--camera", args.camera if tree == ROOT else "{}",
+           "--kv", kv, *(["--full-frames"] if full_frames else []), "--camera", args.camera if tree == ROOT else "{}",
            "--uris", *uris]
     env = {**os.environ, "PYTHONPATH": str(tree)}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=30 * args.seconds + 600)
@@ -229,6 +303,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--before", metavar="REV", help="also run the code of this git revision, side by side")
     ap.add_argument("--full-frames", action="store_true", help="also run this tree with full-resolution frames")
     ap.add_argument("--only", choices=("files", "rtsp"), help="one kind of source only")
+    ap.add_argument("--kv", choices=KV_PATHS, action="append",
+                    help="KV cache path(s) to run: copied (fed whole with every call), resident (kept in the"
+                         " runtime's buffers); default both")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"the smallest case: video files of {QUICK_SECONDS:g} s, NPU {QUICK_SPEEDUP:g}x faster,"
+                         " both KV paths (under a minute)")
     ap.add_argument("--camera", default="{}", metavar="JSON",
                     help="more camera settings for this tree's runs, e.g. '{\"decode_threads\": 1}'")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -238,12 +318,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--uris", nargs="*", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
+        args.kv = args.kv[0]
         child(args)
         return 0
     if not shutil.which("gst-launch-1.0"):
         print("bench_memory needs GStreamer (gst-launch-1.0 with x264) for the clips and the RTSP servers")
         return 1
+    if args.quick:
+        args.seconds, args.npu_speedup, args.only = QUICK_SECONDS, QUICK_SPEEDUP, "files"
     kinds = [args.only] if args.only else ["files", "rtsp"]
+    kv_paths = args.kv or list(KV_PATHS)
     servers: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory(prefix="vlmwatch-mem-") as tmp_name:
         tmp = Path(tmp_name)
@@ -271,13 +355,15 @@ def main(argv: list[str] | None = None) -> int:
                 trees.insert(0, (f"before ({args.before})", extract(args.before, tmp / "before"), False))
             print(f"two 1080p cameras at {FPS} fps, span = stride = 4 s, 8 frames, every window analysed, "
                   f"16-token descriptions; NPU {args.npu_speedup:g}x faster than an AX650N; {args.seconds:.0f} s")
-            print(f"{'code':34} {'sources':8} {'after load':>11} {'peak':>9} {'growth':>9} {'windows':>16}")
+            print(f"{'code':34} {'sources':8} {'KV':9} {'after load':>11} {'peak':>9} {'growth':>9} "
+                  f"{'windows':>16}")
             for kind in kinds:
-                for label, tree, full in trees:
-                    r = run_child(tree, kind, uris[kind], tmp, args, full)
-                    print(f"{label:34} {kind:8} {r['baseline']:8.0f} MiB {r['peak']:5.0f} MiB "
-                          f"{r['peak'] - r['baseline']:5.0f} MiB {r['analysed']:4d} of {r['windows']:3d} analysed",
-                          flush=True)
+                for kv in kv_paths:
+                    for label, tree, full in trees:
+                        r = run_child(tree, kind, kv, uris[kind], tmp, args, full)
+                        print(f"{label:34} {kind:8} {kv:9} {r['baseline']:8.0f} MiB {r['peak']:5.0f} MiB "
+                              f"{r['peak'] - r['baseline']:5.0f} MiB {r['analysed']:4d} of {r['windows']:3d} "
+                              "analysed", flush=True)
         finally:
             for proc in servers:
                 proc.terminate()
