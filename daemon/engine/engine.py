@@ -65,9 +65,12 @@ class Prefix:
     """A prompt prefix (system text and all frames) whose whole chunks were prefilled.
 
     Identity is the prefix's identity: the engine knows which one the KV cache
-    holds, and whether it holds the tail (rows shared..tokens-1) yet."""
+    holds, and whether it holds the tail (rows shared..tokens-1) yet. It keeps
+    the number of frames, not the frames: their features are in `embeds`, and a
+    caller that keeps a prefix for later questions should not keep 8 pictures
+    and their features alive with it (~15 MB per camera at 1080p)."""
 
-    frames: tuple[Frame, ...]
+    frame_count: int
     embeds: np.ndarray = field(repr=False)  # [n, H] input rows of the whole prefix
     shared: int  # rows 0..shared-1 (whole prefill chunks) are computed once and kept in the cache
     timings: Timings  # ViT and the shared chunks' prefill
@@ -154,7 +157,7 @@ class Engine:
             self.llm.prefill(embeds[:shared], 0, stop)
         timings = Timings(vit_ms=(t1 - t0) * 1e3, prefill_ms=(time.perf_counter() - t1) * 1e3,
                           modelled_npu_ms=self.model.meter.ms - m0)
-        self._resident = Prefix(tuple(frames), embeds, shared, timings)
+        self._resident = Prefix(len(frames), embeds, shared, timings)
         self._tail_cached = shared == embeds.shape[0]
         return self._resident
 
@@ -169,9 +172,15 @@ class Engine:
         self._tail_cached = prefix.shared == prefix.tokens
 
     def _embed_prefix(self, ids: list[int], frames: Sequence[Frame]) -> np.ndarray:
-        """[n, H] input rows: token embeddings with each frame's features in its <IMG_CONTEXT> run."""
-        rows = self.embed(ids)
-        slots = np.flatnonzero(np.asarray(ids) == self.prompts.context)  # T per frame, in order
+        """[n, H] input rows: token embeddings with each frame's features in its <IMG_CONTEXT> run.
+
+        Only the text rows are looked up: the table is float32, so looking up all ~2,130 rows of an
+        8-frame prefix would allocate 13 MB only to overwrite 2,048 of them with features."""
+        ids = np.asarray(ids)
+        image = ids == self.prompts.context
+        rows = np.empty((ids.size, self.llm.geo.hidden), self._input_dtype)
+        rows[~image] = self.embed(ids[~image])
+        slots = np.flatnonzero(image)  # T per frame, in order
         T = self.prompts.image_tokens
         for i, frame in enumerate(frames):
             rows[slots[i * T:(i + 1) * T]] = self.vision.features(frame)
@@ -189,7 +198,7 @@ class Engine:
         `sampling` overrides the engine's for this answer only (its own seeded generator, so the same
         request with the same seed gives the same text); generation also ends where the text first
         contains one of `stop_texts`, which is cut off (and never streamed)."""
-        self.check(len(prefix.frames), p)
+        self.check(prefix.frame_count, p)
         t0, m0 = time.perf_counter(), self.model.meter.ms
         self._restore(prefix, stop)
         suffix = self.embed(self.prompts.suffix(p.question))  # [n, H]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from daemon.config.cameras import CameraSettings
@@ -31,7 +31,10 @@ STORAGE_ERRORS = (StateError, StorageError, PublishError)  # a state file (histo
 
 @dataclass(frozen=True)
 class Analysed:
-    """A camera's last analysed window and its prefix (held by NPU `npu`'s engine), for ad-hoc questions."""
+    """A camera's last analysed window and its prefix (held by NPU `npu`'s engine), for ad-hoc questions.
+
+    The window keeps its last frame only (what the rules compare the next window with): the prefix holds
+    the features, and the other frames are let go once the window is answered."""
 
     window: Window
     prefix: Prefix
@@ -90,8 +93,9 @@ class NpuSide:
             self.history.record_window(window, False, "cancelled: shutting down", self.clock())
             raise
         window_id = self.history.record_window(window, True, job.reason, self.clock())
-        previous = _last_frame_only(self.latest.get(window.camera))
-        self.latest[window.camera] = Analysed(window, prefix, npu.index)
+        latest = self.latest.get(window.camera)
+        previous = latest.window if latest is not None else None
+        self.latest[window.camera] = Analysed(_last_frame_only(window), prefix, npu.index)
         self.metrics.window_analysed(window.camera)
         self.metrics.observe_timings(prefix.timings)
         for batch in ([p for p in prompts if p.choices], [p for p in prompts if not p.choices]):
@@ -163,10 +167,7 @@ class NpuSide:
                       answer.timings, engine.name, zones=window.zones, trigger=window.trigger)
 
 
-def _last_frame_only(analysed: Analysed | None) -> Window | None:
-    """The previous analysed window as the rules need it (its last frame: what the model saw before),
-    so that its other frames, features and prefix are let go while this window is analysed."""
-    if analysed is None:
-        return None
-    w = analysed.window
-    return Window(w.camera, w.start, w.end, w.frames[-1:], w.change)
+def _last_frame_only(w: Window) -> Window:
+    """A window as the rules need it later (its last frame: what the model saw before), so that its other
+    frames and their features are let go."""
+    return replace(w, frames=w.frames[-1:])
