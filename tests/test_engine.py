@@ -5,6 +5,9 @@ to ONNX bundles; greedy tokens from the engine must equal transformers' own
 `generate` on the same input ids and pixels.
 """
 
+import gc
+import weakref
+
 import numpy as np
 import pytest
 from reference import SYSTEM, break_even, frames, load_hf, question_of, reference
@@ -146,6 +149,29 @@ def test_vit_features_are_reused_for_shared_frames(model):
     engine.ask(fs[:4], [Prompt("a", "Describe.")])
     engine.ask(fs[2:6], [Prompt("a", "Describe.")])  # overlapping window: two frames are new
     assert engine.vision.runs == 6
+
+
+def test_a_kept_prefix_lets_its_frames_and_their_features_go_and_still_answers(model):
+    engine = Engine(model, system=SYSTEM, max_new_tokens=4)
+    fs = frames(3)
+    want = engine.ask(fs, [Prompt("a", "Describe.")]).answers[0].tokens
+    prefix = engine.prefill(fs, [Prompt("a", "Describe.")])
+    gone = [weakref.ref(f) for f in fs]
+    del fs
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None, None]  # nor their features: the cache is keyed by frame
+    assert len(engine.vision._cache) == 0 and prefix.frame_count == 3
+    engine.prefill(frames(2, seed=7), [])  # another window takes the KV cache; the kept prefix is prefilled again
+    assert engine.answer(prefix, Prompt("a", "Describe.")).tokens == want
+
+
+def test_the_copied_kv_cache_is_zeroed_writable_and_one_array_per_layer_and_kind(model):
+    llm = Engine(model, system=SYSTEM, kv="copied").llm
+    caches = llm.k + llm.v
+    assert all(not c.any() and c.flags.writeable for c in caches)
+    assert not any(np.shares_memory(a, b) for i, a in enumerate(caches) for b in caches[i + 1:])
+    llm.k[0][0, 3] = 1
+    assert llm.k[0][0, 3].all() and not llm.v[0].any() and not llm.k[1].any()
 
 
 def test_choice_probabilities_are_deterministic_and_bounded(model):

@@ -180,10 +180,10 @@ class Engine:
         image = ids == self.prompts.context
         rows = np.empty((ids.size, self.llm.geo.hidden), self._input_dtype)
         rows[~image] = self.embed(ids[~image])
-        slots = np.flatnonzero(image)  # T per frame, in order
+        starts = np.flatnonzero(image)[::self.prompts.image_tokens]  # each frame's run of T <IMG_CONTEXT> rows
         T = self.prompts.image_tokens
-        for i, frame in enumerate(frames):
-            rows[slots[i * T:(i + 1) * T]] = self.vision.features(frame)
+        for start, frame in zip(starts, frames):
+            self.vision.features(frame, out=rows[start:start + T])
         return rows
 
     def embed(self, ids: Sequence[int]) -> np.ndarray:

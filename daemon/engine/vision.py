@@ -62,14 +62,22 @@ class Vision:
         """A full-resolution picture resized to this ViT's input: what a frame keeps as `model_input`."""
         return fit(bgr, self.size)
 
-    def features(self, frame: Frame) -> np.ndarray:
-        """[T, H] features of one frame, from the cache when this frame object was seen."""
+    def features(self, frame: Frame, out: np.ndarray | None = None) -> np.ndarray:
+        """[T, H] features of one frame, from the cache when this frame object was seen.
+
+        With `out` ([T, H], e.g. the frame's rows of a prompt prefix) the features are written there and
+        that view is what the cache keeps, so that a frame's features are not held twice while it lives."""
         feats = self._cache.get(frame)
         if feats is None:
             x = normalise(self._input(frame)).astype(self._dtype, copy=False)
-            feats = np.array(self.session.run({self._name: x}, 0)[0][0])  # [T, H], own memory
+            result = self.session.run({self._name: x}, 0)[0][0]  # [T, H]
+            feats = np.array(result) if out is None else out  # own memory either way
+            if out is not None:
+                out[...] = result
             self._cache[frame] = feats
             self.runs += 1
+        elif out is not None and feats is not out:
+            out[...] = feats
         return feats
 
     def _input(self, frame: Frame) -> np.ndarray:
