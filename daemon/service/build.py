@@ -121,10 +121,10 @@ MMAP_THRESHOLD = 128 * 1024  # glibc's default, kept fixed
 def release_heap() -> bool:
     """Give the free pages inside glibc's heap back to the system (malloc_trim), once the model is open.
 
-    Loading InternVL3-2B's tokenizer parses an 18 MB tokenizer.json into many small blocks: RssAnon grows by
-    ~160 MiB, of which ~110 MiB are free again afterwards but stay in the heap between blocks still in use,
-    where glibc's own trimming (only the heap's top) never reaches them (benchmarks/bench_memory.py).
-    False where there is no glibc."""
+    Loading a tokenizer with InternVL3-2B's 151,674-token vocabulary parses its tokenizer.json into many
+    small blocks: RssAnon grows by ~95 MiB, of which ~50 MiB are free again afterwards but stay in the heap
+    between blocks still in use, where glibc's own trimming (only the heap's top) never reaches them
+    (benchmarks/bench_memory.py). False where there is no glibc."""
     import ctypes
     import ctypes.util
 
