@@ -358,6 +358,7 @@ def open_engine(settings: ModelSettings, max_new_tokens: int = 256, backend_key:
     """The one way to build an engine from the `model:` settings (daemon, describe, summarize);
     `backend_key` names where the backend was chosen, for errors (describe: --backend)."""
     files = locate(settings.dir, settings.tokenizer, settings.vit)
-    model = open_model(files, settings.backend, settings.device_id, backend_key=backend_key)
+    model = open_model(files, settings.backend, settings.device_id, backend_key=backend_key,
+                       threads=settings.threads)
     return Engine(model, system=settings.system, sampling=Sampling(**settings.sampling.model_dump()),
                   max_new_tokens=max_new_tokens, kv=settings.kv)
