@@ -104,6 +104,7 @@ class Engine:
         self._input_dtype = self.llm.geo.dtypes["input"]
         self._resident: Prefix | None = None  # the prefix whose shared chunks the KV cache holds
         self._tail_cached = False  # ... and whether it holds that prefix's tail rows too
+        self._prefix_rows: dict[int, tuple[list[int], np.ndarray]] = {}  # prefix length -> (ids, token rows)
 
     # ------------------------------------------------------------------ limits
 
@@ -169,8 +170,14 @@ class Engine:
         self._tail_cached = prefix.shared == prefix.tokens
 
     def _embed_prefix(self, ids: list[int], frames: Sequence[Frame]) -> np.ndarray:
-        """[n, H] input rows: token embeddings with each frame's features in its <IMG_CONTEXT> run."""
-        rows = self.embed(ids)
+        """[n, H] input rows: token embeddings with each frame's features in its <IMG_CONTEXT> run.
+
+        The token rows of a prefix depend only on the frame count: they are looked up once (2,144
+        rows from the memory-mapped table, converted) and copied for each window after that."""
+        template = self._prefix_rows.get(len(ids))
+        if template is None or template[0] != ids:
+            template = self._prefix_rows[len(ids)] = (ids, self.embed(ids))
+        rows = template[1].copy()
         slots = np.flatnonzero(np.asarray(ids) == self.prompts.context)  # T per frame, in order
         T = self.prompts.image_tokens
         for i, frame in enumerate(frames):
