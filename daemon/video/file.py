@@ -35,6 +35,7 @@ from daemon.config.cameras import SourceSettings
 from daemon.errors import SourceError
 from daemon.state.store import MEMORY, Store
 from daemon.types import Frame, Window
+from daemon.video.decoders import open_capture
 from daemon.video.events import EventSink, emit
 from daemon.video.frames import FrameMaker
 from daemon.video.windows import FileWindow, file_layout
@@ -118,7 +119,7 @@ class VideoFile:
         if not self.path.is_file():
             raise SourceError(f"cannot read {self.path}: no such file; check the path")
         params = [cv2.CAP_PROP_N_THREADS, threads] if threads > 0 else []
-        self._capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, params)
+        self._capture = open_capture(str(self.path), params)  # under the lock: no camera's options leak in
         if not self._capture.isOpened():
             self._capture.release()
             raise SourceError(f"cannot read {self.path}: not a video FFmpeg can open; is it a complete video file?")
