@@ -5,6 +5,7 @@ name), and a camera whose gate reads keyframes while passed windows get exact fr
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import os
 import threading
@@ -159,6 +160,28 @@ def test_a_hardware_decoder_that_cannot_open_the_stream_falls_back_to_software(g
         assert count_frames(decoder.open(str(gop_clip), ())) == 60
     assert decoder.in_use == "software"
     assert "camera cam: the hardware decoder hevc cannot open this stream; decoding in software" in caplog.text
+
+
+@pytest.fixture
+def stand_in_hardware(monkeypatch):
+    """The process's detection says "h264 by the decoder named h264": FFmpeg's own, standing in by name."""
+    from daemon.video import decoders
+
+    monkeypatch.setattr(decoders, "_detected", detect({"h264": "h264"}))
+
+
+def test_files_decode_with_the_detected_decoder_and_describe_json_says_which(stand_in_hardware, gop_clip,
+                                                                              tiny_model, capsys):
+    from daemon.cli import main
+    from daemon.video.file import VideoFile
+
+    video = VideoFile(gop_clip)
+    assert video.decoder.in_use == "h264" and len(list(video.read([0, 30, 59]))) == 3
+    video.close()
+    assert main(["describe", "--model", str(tiny_model), "-q", "What moves?", "--max-new-tokens", "2", "--frames", "2", "--json",
+                 str(gop_clip)]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["video"] == {"decoding": "hardware", "decoders": {"h264": "h264"}, "absent": []}
 
 
 # ---------------------------------------------------------------- configuration

@@ -80,7 +80,10 @@ def run(args) -> int:
     analysis = engine.ask(frames, [Prompt("question", args.question, choices)], on_token)
     answer = analysis.answers[0]
     if args.json:
-        print(json.dumps(answer_json(analysis, answer, engine.model.meter.ms, engine.kv_path), ensure_ascii=False))
+        from daemon.video.decoders import decoding
+
+        out = {**answer_json(analysis, answer, engine.model.meter.ms, engine.kv_path), "video": decoding().as_json()}
+        print(json.dumps(out, ensure_ascii=False))
     elif choices:
         print("\n".join(choice_lines(answer.choice, answer.probabilities)))
     else:
