@@ -209,3 +209,62 @@ def test_screenshot_for_the_readme(page, daemon, tmp_path):
     picture = (picture >> 4 << 4) + 8  # 16 levels a channel: the clip's noise would make a 360 KB file
     cv2.imwrite(str(path), picture, [cv2.IMWRITE_PNG_COMPRESSION, 9])
     assert path.stat().st_size < 200_000
+
+
+def test_the_page_weighs_little(browser, daemon):
+    """Bytes a first load of the cameras page transfers (the page's files, its JSON and the camera's picture),
+    printed for docs/page.md; the page's own files stay under 40 KB."""
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(daemon.url + "/")
+    page.evaluate(f"localStorage.setItem('vlmwatch.key', {KEY!r})")
+    sizes: dict[str, int] = {}
+    page.on("response", lambda r: r.url.startswith(daemon.url) and sizes.__setitem__(
+        r.url.removeprefix(daemon.url), int(r.headers["content-length"])))  # bytes sent (no compression)
+    page.reload()
+    page.locator("article[data-camera=yard] img").wait_for()
+    page.wait_for_load_state("networkidle")
+    context.close()
+    own = sum(n for url, n in sizes.items() if not url.startswith("/api/"))
+    print(f"\npage weight: {sum(sizes.values())} bytes per load ({own} page files, "
+          + ", ".join(f"{url} {n}" for url, n in sorted(sizes.items())) + ")")
+    assert set(sizes) >= {"/", "/static/app.js", "/static/style.css", "/api/info", "/api/cameras"}
+    assert any(url.startswith("/api/cameras/yard/picture.jpg?window=") for url in sizes)
+    assert own < 40_000
+
+
+def test_the_json_endpoints_say_what_is_wrong_with_a_request(daemon):
+    def error(path):
+        with pytest.raises(urllib.error.HTTPError) as caught:
+            api(daemon, path)
+        return caught.value.code, json.loads(caught.value.read())["error"]["message"]
+
+    assert error("/api/timeline?since=yesterday") == (400, "since='yesterday' is not a date (YYYY-MM-DD), a date and "
+                                                      "time (ISO-8601) or POSIX seconds")
+    assert error("/api/timeline?limit=-3") == (400, "limit='-3' is not a positive whole number")
+    assert error("/api/timeline?camera=garage") == (404, "there is no camera 'garage'; cameras: yard")
+    assert error("/api/windows/999999")[0] == 404
+    assert error("/api/search?q=" + "a" * 201)[0] == 400
+    windows = api(daemon, "/api/timeline?limit=2")["windows"]
+    assert len(windows) == 2 and windows[0]["id"] > windows[1]["id"]
+    day = windows[0]["recorded_iso"][:10]  # a date is a day in the configured zone, `until` included
+    assert api(daemon, f"/api/timeline?since={day}&until={day}&limit=2")["windows"] == windows
+
+
+def test_without_a_key_only_this_machine_is_answered():
+    from daemon.http.web import _loopback
+
+    assert _loopback("127.0.0.1") and _loopback("::1") and _loopback("::ffff:127.0.0.1")
+    assert not _loopback("192.168.1.20") and not _loopback("::ffff:10.0.0.2") and not _loopback(None)
+
+
+def test_the_npu_and_alerts_pages(page, daemon):
+    page.click("nav >> text=NPU")
+    page.locator("main table").wait_for()
+    text = page.inner_text("main")
+    assert "npu0" in text and daemon.engine.kv_path in text
+    analysed = sum(w.analysed for w in history_of(daemon)[0])
+    assert f"{analysed} window(s) analysed" in text and " s per window" in text  # all within the last hour
+    page.click("nav >> text=Alerts & summaries")
+    page.locator("h2 >> text=Summaries").wait_for()
+    assert "No alerts yet." in page.inner_text("main")  # this daemon has no rules

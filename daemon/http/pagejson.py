@@ -81,7 +81,9 @@ def hit_json(h: Hit, zone: tzinfo) -> dict[str, Any]:
 
 def camera_json(c: LiveCamera, figures: CameraFigures, zone: tzinfo) -> dict[str, Any]:
     return {"name": c.name, "state": c.state, "error": c.error,
-            "picture": f"/api/cameras/{c.name}/picture.jpg" if c.picture_start is not None else None,
+            # a new URL for each new picture: the browser's cache keeps the one it has
+            "picture": f"/api/cameras/{c.name}/picture.jpg?window={c.picture_start:.3f}"
+            if c.picture_start is not None else None,
             "picture_start": c.picture_start, "description": figures.description,
             "described_at": figures.described_at, "described_at_iso": when(figures.described_at, zone),
             "last_hour": {"analysed": figures.analysed, "skipped": figures.skipped},

@@ -113,7 +113,8 @@ class PageApi:
         data = await self._call(request, lambda: self.live.picture(name))
         if data is None:
             raise ApiError(404, f"camera {name} has no analysed window yet", code="no_picture")
-        return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "no-store"})
+        cache = "private, max-age=3600" if "window" in request.query else "no-store"  # ?window=: that window's
+        return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": cache})
 
     async def _timeline(self, request: web.Request) -> web.Response:
         q = Query(request, self.zone)

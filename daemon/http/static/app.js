@@ -4,7 +4,12 @@
 const KEY = "vlmwatch.key";
 const POLL_MS = 5000; // one poll of the shown page every 5 s while the tab is visible: bounded per client
 const view = document.getElementById("view");
-let info = null, timer = null, blobs = [];
+let info = null, timer = null, blobs = [], generation = 0;
+
+function shower() { // a page's way to show itself: not once the reader has moved on (a slow or polled render)
+  const mine = generation;
+  return (...nodes) => { if (mine === generation) view.replaceChildren(...nodes); return mine === generation; };
+}
 
 // ---------------------------------------------------------------- plumbing
 
@@ -89,6 +94,7 @@ const pages = { cameras, timeline, window: windowPage, alerts, npu, editor };
 
 async function route() {
   clearTimeout(timer);
+  generation++;
   blobs.forEach(URL.revokeObjectURL);
   blobs = [];
   const [path] = location.hash.replace(/^#\/?/, "").split("?");
@@ -120,6 +126,7 @@ function poll(again) { // refresh the shown page while it stays shown and visibl
 // ---------------------------------------------------------------- cameras
 
 async function cameras() {
+  const show = shower();
   const data = await api("/api/cameras");
   const cards = await Promise.all(data.cameras.map(async (c) => h("article", { class: "card", "data-camera": c.name },
     h("h2", {}, c.name, badge(c.state, "state-" + c.state)),
@@ -131,13 +138,13 @@ async function cameras() {
     h("p", {}, link("#/timeline?camera=" + encodeURIComponent(c.name), "Timeline"), " · ",
       c.last_window_id ? link("#/window/" + c.last_window_id, "Last window") : "", " · ",
       link("#/editor/" + encodeURIComponent(c.name), "Masks & zones")))));
-  view.replaceChildren(h("h1", {}, "Cameras"), h("div", { class: "grid" }, cards));
-  poll(cameras);
+  if (show(h("h1", {}, "Cameras"), h("div", { class: "grid" }, cards))) poll(cameras);
 }
 
 // ---------------------------------------------------------------- timeline and search
 
 async function timeline() {
+  const show = shower();
   const q = query();
   const field = (label, input) => h("label", {}, label, input);
   const value = (name) => q.get(name) || "";
@@ -160,7 +167,8 @@ async function timeline() {
   });
   const list = h("ol", { class: "timeline" });
   const params = Object.fromEntries(q);
-  view.replaceChildren(h("h1", {}, q.get("q") ? "Search" : "Timeline"), form, list);
+  const more = h("button", { type: "button", class: "plain", hidden: true }, "Older");
+  if (!show(h("h1", {}, q.get("q") ? "Search" : "Timeline"), form, list, more)) return;
   if (q.get("q")) {
     const data = await api("/api/search", params);
     list.before(h("p", { class: "dim", id: "search-summary" }, `${data.hits.length} found in ${data.milliseconds} ms` + (data.hits.length ? ", newest first" : "")));
@@ -169,7 +177,6 @@ async function timeline() {
       h("div", {}, h("a", { href: hit.link }, when(hit.ts) + " · " + hit.camera), h("p", {}, marked(hit.text, q.get("q")))))));
     return;
   }
-  const more = h("button", { type: "button", class: "plain" }, "Older");
   async function load(before) {
     const data = await api("/api/timeline", { ...params, before });
     for (const w of data.windows) list.append(await entry(w));
@@ -177,7 +184,6 @@ async function timeline() {
     more.hidden = !data.next_before;
     more.onclick = () => load(data.next_before);
   }
-  view.append(more);
   await load();
 }
 
@@ -203,6 +209,7 @@ function marked(text, words) { // the searched words highlighted, as text nodes 
 // ---------------------------------------------------------------- one window
 
 async function windowPage(id) {
+  const show = shower();
   const w = await api("/api/windows/" + encodeURIComponent(id));
   let picture, note = "";
   if (w.frames.length) picture = w.frames[Math.floor(w.frames.length / 2)];
@@ -218,7 +225,7 @@ async function windowPage(id) {
     });
     strip.append(button);
   }
-  view.replaceChildren(
+  show(
     h("h1", {}, `${w.camera} · ${when(w.recorded)}`),
     h("p", {}, link("#/timeline?camera=" + encodeURIComponent(w.camera), "← timeline of " + w.camera)),
     h("div", { class: "editor" },
@@ -247,8 +254,9 @@ function regionsSvg(regions, polygons) {
 // ---------------------------------------------------------------- alerts, summaries, NPU
 
 async function alerts() {
+  const show = shower();
   const [a, sm] = await Promise.all([api("/api/alerts", { limit: 30 }), api("/api/summaries", { limit: 10 })]);
-  view.replaceChildren(h("h1", {}, "Alerts"),
+  show(h("h1", {}, "Alerts"),
     a.alerts.length ? h("table", {}, a.alerts.map((x) => h("tr", { id: "alert-" + x.id }, h("td", {}, when(x.ts)), h("td", {}, x.camera),
       h("td", {}, badge(x.rule + " (" + x.severity + ")", "sev-" + x.severity)), h("td", {}, x.text),
       h("td", {}, x.window_id ? link("#/window/" + x.window_id, "window") : "")))) : h("p", {}, "No alerts yet."),
@@ -259,21 +267,23 @@ async function alerts() {
 }
 
 async function npu() {
+  const show = shower();
   const n = await api("/api/npu");
-  view.replaceChildren(h("h1", {}, "NPU"),
+  const shown = show(h("h1", {}, "NPU"),
     h("table", {}, h("tr", {}, h("th", {}, "NPU"), h("th", {}, "Load (1 min)"), h("th", {}, "KV path")),
       n.npus.map((x) => h("tr", {}, h("td", {}, x.label), h("td", {}, pct(x.load)), h("td", {}, x.kv_path)))),
     h("p", {}, `Queue: ${n.queue} job(s) waiting. Last hour: ${n.windows} window(s) analysed, ` +
       (n.seconds_per_window === null ? "no timing yet." : `${n.seconds_per_window} s per window, ${n.decode_tokens_per_second ?? "–"} decode tok/s.`)));
-  poll(npu);
+  if (shown) poll(npu);
 }
 
 // ---------------------------------------------------------------- mask and zone editor
 
 async function editor(name) {
+  const show = shower();
   const data = await api("/api/cameras");
   const cam = data.cameras.find((c) => c.name === name) || data.cameras[0];
-  if (!cam) { view.replaceChildren(h("p", {}, "No cameras.")); return; }
+  if (!cam) { show(h("p", {}, "No cameras.")); return; }
   const shapes = [...cam.masks.map((points) => ({ kind: "mask", name: "", points })),
     ...Object.entries(cam.zones).map(([zone, points]) => ({ kind: "zone", name: zone, points }))];
   let current = [], cursor = [0.5, 0.5];
@@ -331,7 +341,7 @@ async function editor(name) {
   }
   const list = h("ul", {});
   const copy = button("Copy", async () => { out.select(); try { await navigator.clipboard.writeText(out.value); } catch (e) { document.execCommand("copy"); } });
-  view.replaceChildren(h("h1", {}, "Masks & zones: " + cam.name),
+  show(h("h1", {}, "Masks & zones: " + cam.name),
     h("p", {}, "Camera: ", ...data.cameras.map((c) => [link("#/editor/" + encodeURIComponent(c.name), c.name), " "])),
     h("div", { class: "editor" },
       h("div", {}, h("div", { class: "pic" }, cam.picture ? await image(cam.picture, "current picture of " + cam.name) : h("div", { class: "nopic" }, "no picture yet"), svg), stats),
