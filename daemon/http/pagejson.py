@@ -73,8 +73,8 @@ def summary_json(row: SummaryRow, zone: tzinfo) -> dict[str, Any]:
 
 
 def hit_json(h: Hit, zone: tzinfo) -> dict[str, Any]:
-    link = (f"#/window/{h.window_id}" if h.window_id is not None
-            else f"#/summaries/{h.id}" if h.kind == "summary" else f"#/alerts/{h.id}")
+    link = (f"#/window/{h.window_id}" if h.window_id is not None  # else its row on the alerts & summaries page
+            else f"#/alerts/{h.kind}-{h.id}")
     return {"kind": h.kind, "id": h.id, "camera": h.camera, "ts": h.ts, "ts_iso": when(h.ts, zone), "text": h.text,
             "window_id": h.window_id, "link": link}
 

@@ -253,7 +253,7 @@ function regionsSvg(regions, polygons) {
 
 // ---------------------------------------------------------------- alerts, summaries, NPU
 
-async function alerts() {
+async function alerts(anchor) {
   const show = shower();
   const [a, sm] = await Promise.all([api("/api/alerts", { limit: 30 }), api("/api/summaries", { limit: 10 })]);
   show(h("h1", {}, "Alerts"),
@@ -264,6 +264,8 @@ async function alerts() {
     sm.summaries.length ? sm.summaries.map((x) => h("article", { class: "card", id: "summary-" + x.id },
       h("h2", {}, x.job), h("p", { class: "dim" }, when(x.period_start) + " – " + when(x.period_end) + " · " + x.cameras.join(", ")),
       h("p", {}, x.text))) : h("p", {}, "No summaries yet."));
+  const target = anchor && document.getElementById(anchor); // a search hit's alert or summary
+  if (target) { target.scrollIntoView(); target.setAttribute("tabindex", "-1"); target.focus(); }
 }
 
 async function npu() {
