@@ -94,7 +94,7 @@ const pages = { cameras, timeline, window: windowPage, alerts, npu, editor };
 
 async function route() {
   clearTimeout(timer);
-  generation++;
+  const mine = ++generation;
   blobs.forEach(URL.revokeObjectURL);
   blobs = [];
   const [path] = location.hash.replace(/^#\/?/, "").split("?");
@@ -109,7 +109,7 @@ async function route() {
       info = await api("/api/info");
       document.getElementById("footer").textContent = "Times in " + info.timezone;
     }
-    await page(arg && decodeURIComponent(arg));
+    if (mine === generation) await page(arg && decodeURIComponent(arg)); // else the reader has moved on
   } catch (e) {
     if (!(e instanceof Unauthorized)) view.replaceChildren(h("p", { role: "alert" }, "Error: " + e.message));
   }
