@@ -208,6 +208,19 @@ def test_check_config_names_a_bad_gate_decode(tmp_path, capsys):
     assert "cameras[0]" in err and "gate_decode: keyframes applies to cameras" in err
 
 
+def test_the_watchdog_leaves_a_keyframe_camera_time_for_the_keyframe_after_its_first_window(tmp_path, tiny_model,
+                                                                                             capsys):
+    from daemon.cli import main
+
+    path = tmp_path / "config.yaml"
+    path.write_text(f"model:\n  dir: {tiny_model}\ncameras:\n  - name: porch\n    source: rtsp://cam/main\n"
+                    f"    stream:\n      gate_decode: keyframes\nstate_dir: {tmp_path}\nhealth:\n  stall_after: 30\n")
+    assert main(["check-config", "-c", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:10: health.stall_after: 30 s is too short for camera porch: its first window may take "
+        "stream.open_timeout + span + stride + 10 s for a keyframe = 36 s; raise stall_after above that"]
+
+
 # ---------------------------------------------------------------- a real camera
 
 

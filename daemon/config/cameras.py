@@ -80,6 +80,7 @@ class GateSettings(Section):
 
 # ---------------------------------------------------------------- settings
 
+KEYFRAME_GAP = 10.0  # seconds: the longest keyframe interval waited for when the gate decodes keyframes only
 LIVE_DECODE_THREADS = 2  # a 25 fps 1080p camera on the board's A55 cores needs more than one
 FILE_DECODE_THREADS = 1  # a recording is read at the NPU's pace: one thread is far ahead of it
 

@@ -36,7 +36,7 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from daemon.config.cameras import SourceSettings
+from daemon.config.cameras import KEYFRAME_GAP, SourceSettings
 from daemon.redact import redact_url
 from daemon.types import Window
 from daemon.video.decoders import DEFAULT_FFMPEG_OPTIONS, FFMPEG_OPTIONS_ENV, KEYFRAMES_ONLY, CameraDecoder
@@ -48,7 +48,6 @@ log = logging.getLogger(__name__)
 
 
 __all__ = ["DEFAULT_FFMPEG_OPTIONS", "FFMPEG_OPTIONS_ENV", "StreamSource", "backoff_delay", "quiet_native_logs"]
-KEYFRAME_GAP = 10.0  # seconds: the longest keyframe interval waited for when the gate decodes keyframes only
 FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"  # read once, when OpenCV first opens anything with FFmpeg
 OPENCV_LOGLEVEL_ENV = "OPENCV_LOG_LEVEL"
 AV_LOG_QUIET = -8
