@@ -195,7 +195,7 @@ class StreamFrames:
         first = max((i for i, p in enumerate(packets) if p.key and p.ts <= wanted[0]), default=None)
         if first is None or suffix is None:
             log.warning("camera %s: the main stream has no frames from %.1f s ago (not connected, or keyframes "
-                        "further apart than %.0f s); the window keeps the substream's frames", self.name,
+                        "further apart than %.0f s); the window keeps the gate's frames", self.name,
                         time.time() - wanted[0], self.keep)
             return None
         last = next((i for i in range(first, len(packets)) if packets[i].ts > wanted[-1]), len(packets) - 1)
@@ -203,7 +203,7 @@ class StreamFrames:
         picks = [min(range(len(segment)), key=lambda i: abs(segment[i].ts - t)) for t in wanted]
         images = decode(header + b"".join(p.data for p in segment), suffix, set(picks))
         if any(i not in images for i in picks):
-            log.warning("camera %s: %d of %d main-stream packets decoded; the window keeps the substream's frames",
+            log.warning("camera %s: %d of %d main-stream packets decoded; the window keeps the gate's frames",
                         self.name, len(images), len(segment))
             return None
         frames = {i: Frame(self.name, segment[i].ts, segment[i].number, images[i]) for i in set(picks)}
