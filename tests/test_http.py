@@ -217,7 +217,7 @@ def test_bounds_on_bodies_images_and_paths(daemon):
 
 
 def test_a_client_over_its_rate_limit_gets_429_with_retry_after(daemon, client):
-    from daemon.service.fairness import RateLimiter
+    from daemon.service.workqueue import RateLimiter
 
     unlimited, daemon.chat.limiter = daemon.chat.limiter, RateLimiter(per_minute=2, burst=1)
     try:
