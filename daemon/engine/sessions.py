@@ -29,7 +29,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from daemon.engine.axinternals import open_buffers
-from daemon.engine.ports import Port, check_feeds
+from daemon.engine.feeds import Port, check_feeds
 from daemon.engine.resident import HostBuffers, ResidentInputs, ResidentUnavailable
 from daemon.errors import ModelError, ShapeError
 

@@ -158,9 +158,10 @@ def alert_json(alert: Alert, message_id: str) -> dict[str, Any]:
     }
 
 
-def summary_json(summary: Summary, message_id: str) -> dict[str, Any]:
+def summary_json(summary: Summary, message_id: str | None = None) -> dict[str, Any]:
+    """A summary as MQTT publishes it and `vlmwatch summarize --json` prints it (there without an id)."""
     return {
-        "id": message_id,
+        **({"id": message_id} if message_id is not None else {}),
         "job": summary.job,
         "ts": iso(summary.ts),
         "period": {"start": iso(summary.period_start), "end": iso(summary.period_end)},
