@@ -204,21 +204,22 @@ def name_problems(path: Path, cfg: Config, earlier: list[str]) -> list[str]:
     """With MQTT: camera, summary job and entity names as the publisher takes them."""
     if cfg.mqtt is None:
         return []
-    from daemon.mqtt.messages import RESERVED_CAMERA_NAMES, check_name
+    from daemon.config.base import check_name
+    from daemon.mqtt.messages import RESERVED_CAMERA_NAMES
     from daemon.mqtt.publisher import plan_entities
     from daemon.service.build import rule_infos
 
     problems = []
     for i, cam in enumerate(cfg.cameras):
         try:
-            check_name("camera", cam.name)
+            check_name(cam.name, "camera name")
             if cam.name in RESERVED_CAMERA_NAMES:
                 raise ValueError(f"camera name {cam.name!r} is reserved (<base>/summary/<job> is taken); rename it")
         except ValueError as exc:
             problems.append(at(path, ("cameras", i, "name"), f"cameras[{i}].name: {exc}"))
     for i, job in enumerate(cfg.summaries):
         try:
-            check_name("summary job", job.id)
+            check_name(job.id, "summary job")
         except ValueError as exc:
             problems.append(at(path, ("summaries", i, "id"), f"summaries[{i}].id: {exc}"))
     if problems or earlier:
