@@ -2,7 +2,7 @@
 
 A session is one compiled graph. Everything the engine knows about a graph it
 reads from `inputs(group)`: names, shapes and dtypes per *shape group*
-(DESIGN section 3). Backends:
+(docs/npu-contract.md). Backends:
 
 - `AxEngineSession`: the vendor `axengine` runtime on the AX650N (or the M.2
   card through AXCLRT). Imported lazily: the package exists only on boards.
