@@ -188,7 +188,7 @@ def test_run_with_two_onnx_engines_end_to_end(tmp_path, tiny_model, yard_clip, c
         f"prompts:\n  max_new_tokens: 4\nstate_dir: {tmp_path / 'state'}\nmetrics:\n  enabled: false\n")
     caplog.set_level("INFO", logger="daemon")
     assert main(["run", "-c", str(path), "--once"]) == 0
-    assert "2 camera(s), model vlmwatch-tiny-internvl-seed0 on npu0, npu1" in caplog.text
+    assert "2 camera(s), model vlmwatch-tiny-internvl-numpy-seed0 on npu0, npu1" in caplog.text
     with History(tmp_path / "state" / "history.sqlite").open() as history:
         windows = history.windows(0, time.time() + 1)
         results = history.results(0, time.time() + 1)
