@@ -70,6 +70,7 @@ class NoModel:
     def __init__(self, prompts=None, max_prompt=256, kv_len=320):
         self.prompts = prompts or WordPrompts()
         self.limits = Limits(max_prompt, kv_len, 16)
+        self.vision = None  # text only, as Engine.vision without a ViT
 
     def prompt_tokens(self, n_frames: int, question: str) -> int:
         return len(self.prompts.prefix(n_frames)) + len(self.prompts.suffix(question))
