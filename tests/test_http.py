@@ -217,15 +217,15 @@ def test_bounds_on_bodies_images_and_paths(daemon):
 
 
 def test_a_client_over_its_rate_limit_gets_429_with_retry_after(daemon, client):
-    from daemon.service.fairness import RateLimiter
+    from daemon.service.workqueue import RateLimiter
 
-    unlimited, daemon.chat.limiter = daemon.chat.limiter, RateLimiter(per_minute=2, burst=1)
+    unlimited, daemon.pipeline.chat.limiter = daemon.pipeline.chat.limiter, RateLimiter(per_minute=2, burst=1)
     try:
         assert client.chat.completions.create(model="any", max_tokens=2, messages=user("hi")).choices
         with pytest.raises(openai.RateLimitError) as err:
             client.chat.completions.create(model="any", max_tokens=2, messages=user("hi"))
     finally:
-        daemon.chat.limiter = unlimited
+        daemon.pipeline.chat.limiter = unlimited
     assert err.value.body["code"] == "rate_limit_exceeded"
     assert "requests per client at most 2 a minute (bursts of 1)" in err.value.message
     assert 1 <= int(err.value.response.headers["Retry-After"]) <= 30

@@ -25,7 +25,7 @@ import numpy as np
 
 from daemon.config.model import ModelSettings
 from daemon.engine.bundle import Model, locate, open_model
-from daemon.engine.fit import Budget, Limits, PromptFit
+from daemon.engine.prompt_fit import Budget, Limits, PromptFit
 from daemon.engine.llm import LLM
 from daemon.engine.prompt import DEFAULT_SYSTEM, PromptBuilder
 from daemon.engine.vision import Vision

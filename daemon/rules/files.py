@@ -32,7 +32,6 @@ cooldown may be 0s.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,13 +39,14 @@ from typing import Any
 
 import yaml
 
+from daemon.config.base import NAME_RE, NAME_RULE
 from daemon.config.yamlfiles import compose_yaml, yaml_problem
 from daemon.errors import ConfigError
 from daemon.rules.hours import TimeRange, parse_days, parse_time_range
 from daemon.rules.model import DESCRIPTION, SEVERITIES, Ask, Match, Rule, RuleSet, Template, parse_template
 from daemon.times import parse_duration
 
-RULE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # an MQTT topic level and HA object id; always fullmatch
+RULE_ID = NAME_RE  # an MQTT topic level and HA object id; always fullmatch
 OPTIONS = ("id", "cameras", "ask", "choices", "when", "threshold", "match", "for", "cooldown", "active",
            "severity", "snapshot", "message", "off_delay", "zones")
 ASK_ONLY = ("choices", "when", "threshold")
@@ -243,8 +243,7 @@ class _RuleReader:
             return None
         rule_id = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
         if not RULE_ID.fullmatch(rule_id):
-            self.problem(node, f"id {rule_id[:80] or node.tag!r} must be 1-64 lower-case letters, digits, '_' or '-',"
-                         " starting with a letter or digit (it becomes an MQTT topic level)")
+            self.problem(node, f"id {rule_id[:80] or node.tag!r} must be {NAME_RULE} (it becomes an MQTT topic level)")
             return None
         self.label = rule_id
         if rule_id == DESCRIPTION:

@@ -3,7 +3,7 @@ of results, and where alerts go (history, MQTT alert + rule state + snapshot).
 
 `evaluate` stays pure; this class holds the state between windows, persists
 what changed and does the I/O. Results arrive on the NPU worker thread; the
-App's main loop calls `expire` every second (a sensor holds `off_delay` after
+the daemon's main loop calls `expire` every second (a sensor holds `off_delay` after
 its last triggering window, whatever the gate skips), and the MQTT publisher
 asks `sensor_states` on every (re)connect: a lock keeps the three apart.
 """

@@ -22,9 +22,8 @@ from daemon.config.http import HttpSettings
 from daemon.engine.engine import Engine, Sampling
 from daemon.errors import Busy, Cancelled, PromptTooLongError
 from daemon.http.messages import Completion, Generated, Sink
-from daemon.service.fairness import RateLimiter
 from daemon.service.metrics import Metrics
-from daemon.service.worker import ChatJob, WorkQueue
+from daemon.service.workqueue import ChatJob, RateLimiter, WorkQueue
 from daemon.types import Prompt
 
 log = logging.getLogger(__name__)
@@ -105,11 +104,10 @@ class ChatService:
 
     # -- the NPU worker's thread ----------------------------------------------------------
 
-    def answer(self, job: ChatJob, stop: threading.Event, engine: Engine | None = None) -> None:
-        """Answer one request on `engine` (the NPU whose worker took it; default the first NPU's); every
-        outcome goes to its sink. Errors other than the client's own cancellation are raised on for
-        `App.handle` (a QuestionError is logged, anything else is fatal)."""
-        engine = engine or self.engine
+    def answer(self, job: ChatJob, stop: threading.Event, engine: Engine) -> None:
+        """Answer one request on `engine` (the NPU whose worker took it); every outcome goes to its sink.
+        Errors other than the client's own cancellation are raised on for `daemon.service.jobs` (a
+        QuestionError is logged, anything else is fatal)."""
         if job.cancel.is_set():
             job.done.set()
             return  # its client left while it waited

@@ -19,7 +19,7 @@ message`). Checked, in this order:
 7. only when 1-6 pass: every camera's prompts fit the model (the system text and frames,
    the description, each rule question) and rule choices are told apart by one token.
    `run` checks them on the engine it opened; check-config on a probe of the model that
-   loads the tokenizer and the two graphs that declare the limits (daemon.engine.fit).
+   loads the tokenizer and the two graphs that declare the limits (daemon.engine.prompt_fit).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from daemon.types import Prompt
 
 if TYPE_CHECKING:
     from daemon.engine.engine import Engine
-    from daemon.engine.fit import PromptFit
+    from daemon.engine.prompt_fit import PromptFit
     from daemon.rules.model import RuleSet
 
 STATE_FILES = ("history.sqlite", "outbox.sqlite", "processed.sqlite")
@@ -45,7 +45,7 @@ def check_all(path: Path) -> tuple[Config | None, list[str]]:
     cfg, problems = check_before_model(path)
     if cfg is None or problems:
         return cfg, problems
-    from daemon.engine.fit import probe
+    from daemon.engine.prompt_fit import probe
 
     try:
         fit = probe(cfg.model)
@@ -204,21 +204,22 @@ def name_problems(path: Path, cfg: Config, earlier: list[str]) -> list[str]:
     """With MQTT: camera, summary job and entity names as the publisher takes them."""
     if cfg.mqtt is None:
         return []
-    from daemon.mqtt.messages import RESERVED_CAMERA_NAMES, check_name
+    from daemon.config.base import check_name
+    from daemon.mqtt.messages import RESERVED_CAMERA_NAMES
     from daemon.mqtt.publisher import plan_entities
     from daemon.service.build import rule_infos
 
     problems = []
     for i, cam in enumerate(cfg.cameras):
         try:
-            check_name("camera", cam.name)
+            check_name(cam.name, "camera name")
             if cam.name in RESERVED_CAMERA_NAMES:
                 raise ValueError(f"camera name {cam.name!r} is reserved (<base>/summary/<job> is taken); rename it")
         except ValueError as exc:
             problems.append(at(path, ("cameras", i, "name"), f"cameras[{i}].name: {exc}"))
     for i, job in enumerate(cfg.summaries):
         try:
-            check_name("summary job", job.id)
+            check_name(job.id, "summary job")
         except ValueError as exc:
             problems.append(at(path, ("summaries", i, "id"), f"summaries[{i}].id: {exc}"))
     if problems or earlier:
