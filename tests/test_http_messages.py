@@ -26,8 +26,11 @@ def test_text_parts_of_every_message_make_the_question_and_images_keep_their_ord
 @pytest.mark.parametrize("body, message", [
     ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]},
      "tools and functions are not supported"),
-    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}},
-     "response_format 'json_object' is not supported"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}},
+     "response_format.type 'xml' is not supported; give 'text', 'json_object' or 'json_schema'"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+      "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+     "response_format.json_schema.schema must be a JSON schema object"),
     ({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
      "the messages have no text"),
     ({"model": "m", "messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "messages[0].content[0]: expected"),
