@@ -16,19 +16,20 @@ def test_frigate_review_facts_are_read_from_the_prompts_structure():
                                               language="French")), 3)
     assert match.profile == "frigate-review" and match.schema is not None
     assert dict(match.facts) == {
-        "camera": "front_door", "frames": "3", "start": "2026-12-05 22:14:03", "duration": "48",
+        "camera": "front_door", "frames": "3", "start": "22:14", "duration": "48",
         "zones": "driveway, porch", "objects": "Person, Joe (person), car", "concerns": "a ladder, an open gate",
         "language": "French"}
     text = render(match, TEMPLATES["frigate-review"], lambda text: True)
-    assert "front_door" in text and "a ladder, an open gate" in text and text.endswith("Answer in French.")
+    assert "front_door" in text and "a ladder, an open gate" in text and "\nAnswer in French.\n" in text
 
 
-def test_lines_without_facts_are_left_out_and_the_tail_is_dropped_to_fit():
+def test_lines_without_facts_are_left_out_and_lines_that_do_not_fit_are_dropped():
     match = recognise(turns_of(frigate_review("porch", 5)), 5)  # no concerns, no language
     full = render(match, TEMPLATES["frigate-review"], lambda text: True)
     assert "Also report" not in full and "Answer in" not in full and len(full.split("\n")) == 3
-    short = render(match, TEMPLATES["frigate-review"], lambda text: len(text) < 90)
-    assert short == full.split("\n")[0]
+    first, second, third = full.split("\n")
+    assert render(match, TEMPLATES["frigate-review"], lambda text: len(text) < 100) == first
+    assert render(match, TEMPLATES["frigate-review"], lambda text: second not in text) == f"{first}\n{third}"
     assert render(match, TEMPLATES["frigate-review"], lambda text: False) is None
 
 

@@ -23,7 +23,7 @@ profile looks for was read from the clients' source (Frigate v0.17.2
 Templates name facts as {camera}, {objects}, ...; they are filled by
 substitution of those names only (never `str.format` on a client's text).
 A line whose facts are all empty is left out; when the prompt does not fit,
-lines are dropped from the end until it does.
+the first line is kept and each later line only if it still fits.
 """
 
 from __future__ import annotations
@@ -52,11 +52,13 @@ REVIEW_KEYS = frozenset(FRIGATE_REVIEW_SCHEMA["required"])
 
 TEMPLATES: Mapping[str, str] = {
     # One line per fact group; lines after the first are dropped from the end when room is short.
-    "frigate-review": "Camera {camera}: {frames} frames, first to last. Objects: {objects}.\n"
+    # Facts first, most telling first: the 2048 build with InternVL's own system text has room for the first
+    # line beside 8 frames; a short model.system (README) makes room for all of them.
+    "frigate-review": "Camera {camera}, {frames} frames in order. Objects: {objects}.\n"
+                      "Answer in {language}.\n"
                       "Started {start}, lasted {duration} s. Zones: {zones}.\n"
-                      "Describe what they do; threat 0 normal, 1 suspicious, 2 danger.\n"
                       "Also report: {concerns}.\n"
-                      "Answer in {language}.",
+                      "Say what they do; threat 0 normal, 1 suspicious, 2 danger.",
     "frigate-object": "What is the {label} doing, and what will it likely do next? Two sentences.",
     "llmvision": "{message}\n"
                  "Images: {labels}.\n"
@@ -86,15 +88,16 @@ def recognise(turns: tuple[Turn, ...], n_images: int, enabled: Callable[[str], b
 
 
 def render(match: Match, template: str, fits: Callable[[str], bool]) -> str | None:
-    """The template filled with the match's facts: all of its lines if they fit, else as many leading lines
-    as fit (the first always); None when not even the first line fits."""
-    lines = [fill(line, match.facts) for line in template.split("\n")]
-    lines = [line for line in lines if line is not None]
-    for keep in range(len(lines), 0, -1):
-        text = "\n".join(lines[:keep])
-        if fits(text):
-            return text
-    return None
+    """The template filled with the match's facts: its first line, then each further line that still fits,
+    in order; None when not even the first line fits."""
+    lines = [line for line in (fill(t, match.facts) for t in template.split("\n")) if line is not None]
+    if not lines or not fits(lines[0]):
+        return None
+    kept = lines[:1]
+    for line in lines[1:]:
+        if fits("\n".join(kept + [line])):
+            kept.append(line)
+    return "\n".join(kept)
 
 
 _FIELD = re.compile(r"\{([a-z_]+)\}")
@@ -123,7 +126,7 @@ def frigate_review(turns: tuple[Turn, ...], n_images: int) -> Match | None:
         "camera": _search(r"perspective of the (.+?) (?:security )?camera", text)
                   or _search(r"\b(?:from|on) (?:the )?(\S+) camera", text),
         "frames": str(n_images),
-        "start": _search(r"started at ([^\n]+?) and lasted", text),
+        "start": _time_of_day(_search(r"started at ([^\n]+?) and lasted", text)),
         "duration": _search(r"lasted ([\d.]+) ?s", text),
         "zones": _none_is_empty(_search(r"^\s*- Zones[^:\n]*:\s*([^\n]+)$", text)),
         "objects": ", ".join(_bullets(_section(text, "object"))),
@@ -173,6 +176,13 @@ def _is_label(text: str) -> bool:
 def _search(pattern: str, text: str) -> str:
     m = re.search(pattern, text, re.IGNORECASE | re.MULTILINE)
     return m.group(1).strip() if m else ""
+
+
+def _time_of_day(value: str) -> str:
+    """"22:14" of "2026-12-05 22:14:03" (or of "Saturday, 10:14 PM"): the hour matters to a threat, the date
+    and seconds cost a dozen tokens (digits are one token each)."""
+    m = re.search(r"\b(\d{1,2}:\d{2})(?::\d{2}(?:\.\d+)?)?(\s*[AaPp][Mm])?", value)
+    return (m.group(1) + (m.group(2) or "")) if m else value
 
 
 def _none_is_empty(value: str) -> str:
