@@ -42,8 +42,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 from clips import background  # noqa: E402
 
+from daemon.config.cameras import SourceSettings
 from daemon.video.file import FileSource  # noqa: E402
-from daemon.video.settings import SourceSettings  # noqa: E402
 from daemon.video.stream import StreamSource  # noqa: E402
 
 WIDTH, HEIGHT, FPS = 1280, 720, 25

@@ -156,9 +156,9 @@ def engine(embeddings: Path, speedup: float):
 def child(args) -> None:
     sys.path[:0] = [str(Path(args.tree).resolve()), str(BENCH)]
     from daemon.config import Config
+    from daemon.config.cameras import SourceSettings
     from daemon.service import build
-    from daemon.service.history import History
-    from daemon.video.settings import SourceSettings
+    from daemon.state.history import History
 
     new_frames = "picture_width" in SourceSettings.model_fields
     if hasattr(build, "return_freed_memory"):

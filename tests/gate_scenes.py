@@ -20,9 +20,9 @@ from pathlib import Path
 import numpy as np
 from clips import background, read_clip, write_clip, write_h264
 
+from daemon.config.cameras import GateSettings
 from daemon.types import Frame, Window
 from daemon.video.gate import Decision, Gate, GateState, decide
-from daemon.video.settings import GateSettings
 
 FRAMES = 8  # frames per window
 STATIC = GateSettings(heartbeat=1e9)  # defaults without the heartbeat: every analysis is a gate decision

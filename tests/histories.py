@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from daemon.service.history import History
+from daemon.state.history import History
 from daemon.types import Alert, Frame, Result, Window
 
 IMAGE = np.zeros((2, 2, 3), np.uint8)

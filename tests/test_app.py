@@ -11,8 +11,8 @@ from daemon.config import Config
 from daemon.engine.engine import open_engine
 from daemon.mqtt.messages import AskRequest
 from daemon.service.build import assemble, make_publisher, open_rules
-from daemon.service.history import History
 from daemon.service.worker import AskJob, WindowJob
+from daemon.state.history import History
 from daemon.types import Frame, Window
 
 RULE = """\

@@ -9,8 +9,8 @@ from daemon.config import Config
 from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine
 from daemon.service.build import assemble
-from daemon.service.history import History
 from daemon.service.metrics import Metrics
+from daemon.state.history import History
 from daemon.types import Frame, Window
 
 
@@ -71,8 +71,8 @@ def test_slow_engine_drops_stale_windows_and_analyses_the_newest(tmp_path, tiny_
 def test_a_recording_reads_its_next_window_only_once_the_npu_can_queue_it(tmp_path, tiny_model, yard_clip):
     """Frames are the daemon's memory: a file paced by the NPU holds one window in flight and one pending,
     never a third it read ahead while waiting."""
+    from daemon.config.cameras import SourceSettings
     from daemon.video.file import FileSource
-    from daemon.video.settings import SourceSettings
 
     cfg = Config.model_validate({
         "model": {"dir": str(tiny_model)},

@@ -25,9 +25,9 @@ from rtsp_camera import RtspServer, gstreamer_rtsp_missing
 from daemon.config import Config
 from daemon.engine.engine import open_engine
 from daemon.service.build import assemble, make_publisher
-from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
+from daemon.state.history import History
 from daemon.types import Frame, Window
 from daemon.video import open_source
 

@@ -223,9 +223,9 @@ def test_a_source_event_quoting_a_credential_is_logged_redacted(caplog):
 
 
 def test_open_source_refuses_a_mistyped_url_without_showing_its_password():
+    from daemon.config.cameras import SourceSettings
     from daemon.errors import SourceError
     from daemon.video import open_source
-    from daemon.video.settings import SourceSettings
 
     with pytest.raises(SourceError) as caught:
         open_source("door", f"rtsp:/admin:{SECRET}@cam/s", SourceSettings())

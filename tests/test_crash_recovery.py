@@ -13,8 +13,8 @@ from datetime import datetime
 from pathlib import Path
 
 from daemon.cli import main
-from daemon.service.history import HISTORY_MIGRATIONS, History
-from daemon.service.recovery import queue_unqueued
+from daemon.state.history import HISTORY_MIGRATIONS, History
+from daemon.state.recovery import queue_unqueued
 from daemon.types import Alert, Result, Summary
 
 ROOT = Path(__file__).parent.parent

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from daemon.cli import main
-from daemon.service.history import History
+from daemon.state.history import History
 
 ROOT = Path(__file__).parent.parent
 

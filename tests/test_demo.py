@@ -11,7 +11,7 @@ from pathlib import Path
 
 from daemon.cli import main
 from daemon.cli.demo import ClipFeeder
-from daemon.service.history import History
+from daemon.state.history import History
 
 ROOT = Path(__file__).resolve().parent.parent
 # The demo's installation (pip install -e '.[onnx,demo]') has neither: the demo must not import them.

@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 from mosquitto import Listener, Mosquitto
 
+from daemon.config.mqtt import DiscoverySettings, MqttSettings
 from daemon.errors import ConfigError
 from daemon.mqtt.discovery import Discovery, RuleInfo
 from daemon.mqtt.messages import Topics
 from daemon.mqtt.publisher import Publisher
-from daemon.mqtt.settings import DiscoverySettings, MqttSettings
 
 CAMERAS = ("porch", "garden")
 RULES = (RuleInfo("person", None, off_delay=119.6), RuleInfo("gate_open", ("porch",)))  # None: every camera

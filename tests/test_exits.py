@@ -17,7 +17,7 @@ from mosquitto import Mosquitto
 from daemon.cli import main
 from daemon.engine.engine import Engine
 from daemon.errors import StorageError
-from daemon.service.history import History
+from daemon.state.history import History
 
 
 def with_mqtt(path: Path, broker) -> Path:

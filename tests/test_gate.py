@@ -16,13 +16,12 @@ from clips import (
     background,
     write_scene,
 )
-
 from gate_scenes import Setup, detection_trials, static_run
 
+from daemon.config.cameras import GateSettings, SourceSettings
 from daemon.types import Frame, Window
 from daemon.video.file import FileSource
 from daemon.video.gate import Gate, GateState, decide, signature
-from daemon.video.settings import GateSettings, SourceSettings
 
 DEFAULTS = GateSettings()
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from daemon.config.daemon import RetentionSettings
 from daemon.errors import StateError
-from daemon.service.history import HISTORY_MIGRATIONS, History
-from daemon.service.settings import RetentionSettings
+from daemon.state.history import HISTORY_MIGRATIONS, History
 from daemon.types import Alert, Frame, Region, Result, Summary, Timings, Window
 
 IMAGE = np.zeros((2, 2, 3), np.uint8)

@@ -8,12 +8,12 @@ import urllib.error
 import urllib.request
 
 import pytest
+from mosquitto import free_port
 
+from daemon.config.http import HttpSettings
 from daemon.errors import ConfigError
 from daemon.http.messages import Generated
 from daemon.http.server import HttpServer
-from daemon.http.settings import HttpSettings
-from mosquitto import free_port
 
 
 class FakeBackend:

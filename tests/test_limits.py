@@ -8,10 +8,10 @@ import time
 import pytest
 
 from daemon.cli import main
+from daemon.config.model import ModelSettings
 from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine
 from daemon.engine.fit import probe
-from daemon.engine.settings import ModelSettings
 
 SYSTEM = "You watch a camera."
 
@@ -48,7 +48,7 @@ def test_limits_load_no_graph(tiny_model, no_sessions):
 def test_summarize_dry_run_loads_no_graph(tmp_path, tiny_model, no_sessions, capsys):
     from histories import long_history
 
-    from daemon.service.history import History
+    from daemon.state.history import History
 
     with History(tmp_path / "state" / "history.sqlite") as history:
         long_history(history, time.time() - 2 * 3600, hours=2)

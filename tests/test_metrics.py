@@ -9,9 +9,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from pydantic import ValidationError
 
+from daemon.config.daemon import MetricsSettings
 from daemon.errors import ConfigError
 from daemon.service.metrics import SOURCE_STATES, Metrics
-from daemon.service.settings import MetricsSettings
 from daemon.types import Timings
 
 

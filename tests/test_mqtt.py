@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 from mosquitto import Listener, Mosquitto, Pki, wait_until
 
+from daemon.config.mqtt import MqttSettings
 from daemon.errors import PublishError
 from daemon.mqtt.discovery import RuleInfo
 from daemon.mqtt.messages import AskRequest
 from daemon.mqtt.outbox import Outbox
 from daemon.mqtt.publisher import IN_FLIGHT, Publisher
-from daemon.mqtt.settings import MqttSettings
 from daemon.types import Alert, Result, Summary, Timings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,7 +115,7 @@ def test_everything_arrives_on_the_documented_topics(
 HARNESS = """
 import sys
 from daemon.mqtt.publisher import Publisher
-from daemon.mqtt.settings import MqttSettings
+from daemon.config.mqtt import MqttSettings
 publisher = Publisher(MqttSettings.model_validate_json(sys.argv[1]), sys.argv[2], cameras=["porch"])
 publisher.start()
 if not publisher.wait_connected(10):

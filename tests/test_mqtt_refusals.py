@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 from mosquitto import Listener, Mosquitto, wait_until
 
+from daemon.config.mqtt import MqttSettings
 from daemon.mqtt.connection import REDISCOVERY_INTERVAL
 from daemon.mqtt.discovery import RuleInfo
 from daemon.mqtt.messages import AskRequest
 from daemon.mqtt.outbox import Kind, Outbox
 from daemon.mqtt.publisher import Publisher
-from daemon.mqtt.settings import MqttSettings
 from daemon.service.metrics import Metrics
 from daemon.types import Result
 

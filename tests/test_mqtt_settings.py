@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from daemon.config.mqtt import MqttSettings
 from daemon.errors import ConfigError
-from daemon.mqtt.settings import MqttSettings
 
 
 def test_defaults_and_fixed_names() -> None:
@@ -23,7 +23,7 @@ def test_every_field_is_described() -> None:
     def undescribed(model: type) -> list[str]:
         return [name for name, f in model.model_fields.items() if not f.description]
 
-    from daemon.mqtt.settings import DiscoverySettings, OutboxSettings, TlsSettings
+    from daemon.config.mqtt import DiscoverySettings, OutboxSettings, TlsSettings
     for model in (MqttSettings, TlsSettings, DiscoverySettings, OutboxSettings):
         assert undescribed(model) == [], model.__name__
 

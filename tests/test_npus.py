@@ -10,21 +10,21 @@ import time
 
 import numpy as np
 import pytest
+from histories import record_description
 
 from daemon.cli import main
 from daemon.config import Config
+from daemon.config.model import ModelSettings
 from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine
-from daemon.engine.settings import ModelSettings
 from daemon.errors import ConfigError
 from daemon.mqtt.messages import AskRequest
 from daemon.service.build import assemble, open_engines
-from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.service.worker import SummaryWork, WindowJob
+from daemon.state.history import History
 from daemon.summaries.runner import Fire
 from daemon.types import Frame, Window
-from histories import record_description
 
 
 class FastSource:

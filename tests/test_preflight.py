@@ -152,8 +152,8 @@ def test_state_dir_that_exists_is_checked_where_it_is(tmp_path, tiny_model, caps
 
 
 def test_model_backend_defaults_to_what_the_bundle_holds(tmp_path, tiny_model):
+    from daemon.config.model import ModelSettings
     from daemon.engine.bundle import choose_backend, locate
-    from daemon.engine.settings import ModelSettings
 
     assert ModelSettings(dir=tiny_model).backend == "auto"
     assert ModelSettings(dir=tiny_model, backend=None).backend == "auto"  # `backend:` left empty

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from daemon.cli import main
-from daemon.service.history import History
+from daemon.state.history import History
 from daemon.types import Result, Window
 
 QUESTION = "Is a person at the door?"
@@ -81,8 +81,8 @@ def test_replay_json_and_the_period(setup, capsys):
                                                     ("90m", 5400, 4), ("1d2h", 93600, 5)])
 def test_since_takes_a_duration_as_rule_files_and_the_config_do(setup, capsys, since, seconds, windows):
     """One grammar (daemon.times.parse_duration): what --since takes, a rule's cooldown and a job's period take."""
+    from daemon.config.summaries import parse_period
     from daemon.rules.files import load_rules
-    from daemon.summaries.settings import parse_period
 
     config, rules = setup
     assert main(["replay", "-c", str(config), "--rules", str(rules), "--since", since, "--json"]) == 0

@@ -19,7 +19,7 @@ from clips import Scene, Thing, scene_frames, write_jpeg_frames
 from rtsp_camera import SECRET, RtspServer, gstreamer_rtsp_missing
 
 from daemon import cli
-from daemon.video.settings import SourceSettings
+from daemon.config.cameras import SourceSettings
 from daemon.video.stream import StreamSource
 
 pytestmark = pytest.mark.skipif(bool(gstreamer_rtsp_missing()), reason=str(gstreamer_rtsp_missing()))
@@ -200,7 +200,7 @@ def test_cli_prints_windows_from_a_camera(server, fast_probe, monkeypatch, capfd
 
 def test_a_camera_login_from_a_systemd_credential_opens_the_stream_and_is_never_shown(frames, tmp_path, fast_probe,
                                                                                      monkeypatch):
-    from daemon.service.settings import CameraSettings
+    from daemon.config.cameras import CameraSettings
 
     password = f"{SECRET}@:/% x"  # characters that must be percent-encoded in a URL
     server = RtspServer(frames, auth=f"viewer:{password}").start()

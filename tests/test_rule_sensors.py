@@ -13,7 +13,7 @@ from daemon.config import load_config
 from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine
 from daemon.service.build import assemble, make_publisher, open_rules
-from daemon.service.history import History
+from daemon.state.history import History
 from daemon.types import Frame, Window
 
 RULES = """\

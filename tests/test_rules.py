@@ -26,7 +26,7 @@ from daemon.rules.model import (
     sensor_states,
 )
 from daemon.rules.state import RuleStateStore
-from daemon.service.history import History
+from daemon.state.history import History
 from daemon.types import Result
 
 TZ = ZoneInfo("Europe/Berlin")

@@ -14,8 +14,8 @@ from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine
 from daemon.service.build import assemble, open_rules
 from daemon.service.preflight import prompt_problems
-from daemon.service.history import History
 from daemon.service.worker import WindowJob
+from daemon.state.history import History
 from daemon.types import Alert, Frame, Window
 from daemon.video.snapshot import changed_most, jpeg
 

@@ -10,10 +10,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from apscheduler.triggers.base import BaseTrigger
 
-from daemon.summaries.cron import CronSchedule, first_missed, next_fires, previous_fire
+from daemon.config.summaries import SummaryJob
+from daemon.config.cron import CronSchedule, first_missed, next_fires, previous_fire
 from daemon.summaries.runner import Fire, LastRun, RunLog
 from daemon.summaries.scheduler import SummaryScheduler, cron_trigger
-from daemon.summaries.settings import SummaryJob
 
 UTC = timezone.utc
 

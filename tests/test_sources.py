@@ -10,13 +10,13 @@ import pytest
 from clips import Scene, Thing, scene_frames, write_clip, write_scene
 from pydantic import BaseModel, ValidationError
 
+from daemon.config.cameras import GateSettings, SourceSettings
 from daemon.errors import SourceError
 from daemon.redact import redact_url
 from daemon.video import open_source
 from daemon.video.events import source_name
 from daemon.video.file import FileProgress, FileSource
 from daemon.video.folder import FolderSource, ProcessedFiles
-from daemon.video.settings import GateSettings, SourceSettings
 from daemon.video.stream import StreamSource, backoff_delay
 
 # ---------------------------------------------------------------- redaction and names

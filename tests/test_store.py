@@ -1,4 +1,4 @@
-"""daemon.store: every state file is checked when it is opened, and every SQLite failure gets
+"""daemon.state.store: every state file is checked when it is opened, and every SQLite failure gets
 the exit code of the one rule (2: a person must act; 1: it may pass), on real SQLite files."""
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ from histories import damage, long_history
 from daemon.errors import StateError, StorageError
 from daemon.mqtt.outbox import Outbox
 from daemon.rules.state import RuleStateStore
-from daemon.service.history import History
-from daemon.store import check_file, storage_error
+from daemon.state.history import History
+from daemon.state.store import check_file, storage_error
 from daemon.summaries.runner import RunLog
 from daemon.video.file import FileProgress
 from daemon.video.folder import ProcessedFiles

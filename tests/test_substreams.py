@@ -15,12 +15,12 @@ from clips import Scene, Thing, read_clip, scene_frames, write_h264, write_jpeg_
 from rtsp_camera import RtspServer, gstreamer_rtsp_missing
 
 from daemon.cli import main
-from daemon.service.history import History
+from daemon.config.cameras import GateSettings, SourceSettings
+from daemon.state.history import History
 from daemon.types import Frame, Window
 from daemon.video import open_main_frames, open_source
 from daemon.video.gate import Gate
 from daemon.video.mainframes import StreamFrames
-from daemon.video.settings import GateSettings, SourceSettings
 
 MOVING = Thing(appear=1.0, leave=9.0, start=(20, 100), stop=(260, 100), move_from=1.0, move_to=9.0)
 

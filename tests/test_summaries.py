@@ -11,11 +11,12 @@ import pytest
 from histories import long_history, record_answer, record_description
 
 from daemon.config import Config
+from daemon.config.summaries import SummaryJob, parse_period
 from daemon.engine.engine import Limits
 from daemon.errors import PromptTooLongError
 from daemon.service.build import assemble
-from daemon.service.history import History
 from daemon.service.worker import SummaryWork, WindowJob
+from daemon.state.history import History
 from daemon.summaries.plan import (
     MAP_INSTRUCTION,
     Step,
@@ -24,7 +25,6 @@ from daemon.summaries.plan import (
     run_steps,
 )
 from daemon.summaries.runner import Fire, LastRun, RunLog, Summarizer, period_for
-from daemon.summaries.settings import SummaryJob, parse_period
 from daemon.summaries.timeline import (
     Entry,
     Period,

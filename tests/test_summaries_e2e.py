@@ -13,7 +13,7 @@ from histories import long_history
 
 from daemon.cli import main
 from daemon.engine.engine import Engine
-from daemon.service.history import History
+from daemon.state.history import History
 from daemon.summaries.plan import TokenBudget
 from daemon.summaries.runner import Summarizer
 from daemon.summaries.timeline import Period, Request

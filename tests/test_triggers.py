@@ -15,11 +15,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
 
 from daemon.config import load_config
-from daemon.mqtt.settings import MqttSettings
+from daemon.config.mqtt import MqttSettings
+from daemon.config.triggers import TriggerSettings
 from daemon.mqtt.triggers import TriggerSubscriber, payload_matches
-from daemon.mqtt.triggers.settings import TriggerSettings
 from daemon.service.build import build_app
-from daemon.service.history import History
+from daemon.state.history import History
 
 # Recorded shape of Frigate's `frigate/events` messages (0.12-0.14): type new | update | end,
 # the tracked object before and after the change.
@@ -166,7 +166,7 @@ def test_a_frigate_event_makes_the_next_window_analysed_with_the_trigger_as_reas
 
 
 def test_every_camera_and_trigger_option_is_described():
-    from daemon.service.settings import CameraSettings
+    from daemon.config.cameras import CameraSettings
 
     for model in (TriggerSettings, CameraSettings):
         assert [name for name, f in model.model_fields.items() if not f.description] == [], model.__name__

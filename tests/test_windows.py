@@ -12,9 +12,9 @@ import pytest
 from clips import EVENT_SCENE, Scene, Thing, write_scene
 
 from daemon import cli
+from daemon.config.cameras import SourceSettings
 from daemon.types import Frame
 from daemon.video.file import FileSource
-from daemon.video.settings import SourceSettings
 from daemon.video.windows import (
     LiveWindows,
     file_layout,

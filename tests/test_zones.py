@@ -8,7 +8,7 @@ import time
 from clips import Scene, Thing, write_scene
 
 from daemon.cli import main
-from daemon.service.history import History
+from daemon.state.history import History
 
 RULES = """\
 - id: at_porch

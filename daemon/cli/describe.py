@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from daemon.engine.settings import ModelSettings, SamplingSettings
+from daemon.config.model import ModelSettings, SamplingSettings
 from daemon.errors import UsageError
 from daemon.video.clips import load_frames
 

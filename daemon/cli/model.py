@@ -47,7 +47,7 @@ def run(args) -> int:
 
 
 def _settings(args):
-    from daemon.engine.settings import ModelSettings
+    from daemon.config.model import ModelSettings
 
     frames = args.frames
     if args.config is not None:
@@ -91,8 +91,7 @@ def _size(files) -> int:
 
 
 def _report_limits(files, settings, frames: int) -> int:
-    from daemon.engine.bundle import load_embeddings, load_tokenizer
-    from daemon.engine.bundle import choose_backend
+    from daemon.engine.bundle import choose_backend, load_embeddings, load_tokenizer
     from daemon.engine.fit import DEFAULT_SYSTEM, PromptBuilder, PromptFit, declared_layer, image_tokens
     from daemon.engine.llm import Geometry
     from daemon.engine.sessions import import_axengine

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from daemon.errors import ConfigError
 from daemon.rules.replay import replay, report_json, report_lines
-from daemon.service.history import History
+from daemon.state.history import History
 from daemon.times import parse_duration
 
 # ----------------------------------------------------------------------------- CLI

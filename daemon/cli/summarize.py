@@ -39,7 +39,7 @@ def run(args) -> int:
     from daemon.config import load_config
     from daemon.engine.engine import open_engine
     from daemon.engine.fit import probe
-    from daemon.service.history import History
+    from daemon.state.history import History
     from daemon.summaries.runner import Summarizer
     from daemon.summaries.timeline import Period, Request
     from daemon.times import parse_duration, zone_info, zone_of

@@ -50,7 +50,7 @@ def settings_from_args(args):
     """SourceSettings from command-line options; a bad value is a UsageError naming the option."""
     from pydantic import ValidationError
 
-    from daemon.video.settings import SourceSettings
+    from daemon.config.cameras import SourceSettings
 
     values: dict = {"gate": {}}
     for key in ("span", "stride", "frames"):

@@ -18,11 +18,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+from daemon.config.model import ModelSettings
 from daemon.engine.bundle import BundleFiles, choose_backend, layer_ports, load_tokenizer, locate, opener
 from daemon.engine.llm import Geometry
 from daemon.engine.prompt import DEFAULT_SYSTEM, PromptBuilder
 from daemon.engine.sessions import Port
-from daemon.engine.settings import ModelSettings
 from daemon.engine.vision import Vision
 from daemon.errors import ChoiceError, ModelError
 from daemon.types import Prompt

@@ -29,6 +29,7 @@ from typing import Any, Callable, Protocol
 
 from aiohttp import web
 
+from daemon.config.http import HttpSettings
 from daemon.errors import Busy, ConfigError, QuestionError
 from daemon.http.images import bad_image, data_url_bytes, decode_image, even_sample, fetch_bytes
 from daemon.http.messages import (
@@ -48,7 +49,6 @@ from daemon.http.messages import (
     usage_json,
     vlmwatch_headers,
 )
-from daemon.http.settings import HttpSettings
 from daemon.types import Frame
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from daemon.config.mqtt import topic_problem
 from daemon.errors import Busy
 from daemon.mqtt.messages import (
     RESERVED_CAMERA_NAMES,
@@ -23,7 +24,6 @@ from daemon.mqtt.messages import (
     parse_ask,
     shorten,
 )
-from daemon.mqtt.settings import topic_problem
 from daemon.mqtt.outbox import Kind, OutboxMessage
 
 log = logging.getLogger(__name__)

@@ -31,11 +31,11 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
+from daemon.config.mqtt import MqttSettings
 from daemon.errors import PublishError
 from daemon.mqtt.discovery import OFFLINE, ONLINE, Discovery
 from daemon.mqtt.messages import Topics
 from daemon.mqtt.sender import Sender
-from daemon.mqtt.settings import MqttSettings
 
 log = logging.getLogger(__name__)
 

@@ -26,8 +26,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from daemon import __version__
+from daemon.config.mqtt import DiscoverySettings
 from daemon.mqtt.messages import Topics, check_name
-from daemon.mqtt.settings import DiscoverySettings
 
 ON, OFF = "ON", "OFF"
 ONLINE, OFFLINE = "online", "offline"

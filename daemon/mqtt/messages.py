@@ -16,7 +16,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from daemon.mqtt.settings import MAX_PACKET_BYTES, topic_problem
+from daemon.config.mqtt import MAX_PACKET_BYTES, topic_problem
 from daemon.times import iso
 from daemon.types import Alert, Result, Summary, Timings, new_message_id
 

@@ -17,7 +17,7 @@ counted and logged once. Dead letters are kept for inspection
 Row ids come from AUTOINCREMENT, so they never go back: "pending after id N"
 is a stable cursor for the publisher, oldest first.
 
-A `daemon.store.Store` of its own file (state_dir/outbox.sqlite): one connection
+A `daemon.state.store.Store` of its own file (state_dir/outbox.sqlite): one connection
 behind the store's lock, schema versioned with `migrate` (component "outbox").
 Unlike history it syncs every commit (synchronous=FULL). A file that cannot be
 opened is a StateError like every store's (exit 2; a damaged one is named with the
@@ -34,10 +34,10 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+from daemon.config.mqtt import MAX_PACKET_BYTES
 from daemon.errors import PublishError
 from daemon.mqtt.messages import message_problem, shorten
-from daemon.mqtt.settings import MAX_PACKET_BYTES
-from daemon.store import Store, migrate
+from daemon.state.store import Store, migrate
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +81,7 @@ class StoredMessage:
     created: float
 
 
-# One entry per schema version, applied by `daemon.store.migrate`; append, never edit a released one.
+# One entry per schema version, applied by `daemon.state.store.migrate`; append, never edit a released one.
 # IF NOT EXISTS: files from before versioning already have the table and get version 1 as they are.
 OUTBOX_MIGRATIONS: list[list[str]] = [
     [

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.config.mqtt import MqttSettings
 from daemon.errors import ConfigError, PublishError
 from daemon.mqtt.asks import Asks
 from daemon.mqtt.connection import Connection
@@ -49,7 +50,6 @@ from daemon.mqtt.messages import (
 )
 from daemon.mqtt.outbox import Kind, Outbox, OutboxMessage
 from daemon.mqtt.sender import IN_FLIGHT, Sender
-from daemon.mqtt.settings import MqttSettings
 from daemon.times import iso
 from daemon.types import Alert, CameraStatus, Result, Summary
 

@@ -40,10 +40,10 @@ from typing import Any
 
 import yaml
 
+from daemon.config.yamlfiles import compose_yaml, yaml_problem
 from daemon.errors import ConfigError
 from daemon.rules.hours import TimeRange, parse_days, parse_time_range
 from daemon.rules.model import DESCRIPTION, SEVERITIES, Ask, Match, Rule, RuleSet, Template, parse_template
-from daemon.settings import compose_yaml, yaml_problem
 from daemon.times import parse_duration
 
 RULE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # an MQTT topic level and HA object id; always fullmatch

@@ -22,7 +22,7 @@ from daemon.times import iso
 from daemon.types import Alert
 
 if TYPE_CHECKING:  # the CLI passes a History in; rules do not import the service
-    from daemon.service.history import History
+    from daemon.state.history import History
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ import sqlite3
 from collections.abc import Mapping
 
 from daemon.rules.model import RuleStatus
-from daemon.store import Store
+from daemon.state.store import Store
 
 RULE_STATE_MIGRATIONS: list[list[str]] = [
     [

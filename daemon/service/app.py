@@ -40,23 +40,23 @@ from daemon.errors import (
 )
 from daemon.service.cameras import Camera, CameraWatch
 from daemon.service.fairness import RateLimiter
-from daemon.service.history import History
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
 from daemon.service.npu_side import STORAGE_ERRORS, Analysed, NpuSide
 from daemon.service.npus import EngineInUse, Npu
-from daemon.service.recovery import queue_unqueued
 from daemon.service.worker import AskJob, NpuReport, NpuWorker, SummaryWork, WindowJob, WorkQueue
+from daemon.state.history import History
+from daemon.state.recovery import queue_unqueued
 from daemon.types import CameraStatus, Result, Window
 from daemon.video import FileSource, FolderSource
 
 if TYPE_CHECKING:
     from daemon.config import Config
+    from daemon.config.summaries import SummaryJob
     from daemon.rules.runner import RuleRunner
     from daemon.service.chat import ChatService
     from daemon.summaries.runner import Fire, Summarizer
     from daemon.summaries.scheduler import SummaryScheduler
-    from daemon.summaries.settings import SummaryJob
 
 log = logging.getLogger(__name__)
 PRUNE_EVERY = 3600.0  # seconds between retention passes

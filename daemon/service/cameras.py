@@ -27,8 +27,9 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+from daemon.config.cameras import CameraSettings
+from daemon.config.daemon import HealthSettings
 from daemon.service.metrics import Metrics
-from daemon.service.settings import CameraSettings, HealthSettings
 from daemon.types import CameraStatus
 from daemon.video import MainFrames, Source
 from daemon.video.gate import Gate

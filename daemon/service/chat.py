@@ -19,12 +19,12 @@ import time
 from dataclasses import replace
 from typing import Callable
 
+from daemon.config.http import HttpSettings
 from daemon.engine.constrain import JsonGrammars
 from daemon.engine.engine import Engine, Sampling
 from daemon.errors import Busy, Cancelled, PromptTooLongError, QuestionError
 from daemon.http.messages import Completion, Generated, ResponseFormat, Sink
 from daemon.http.profiles import TEMPLATES, recognise, render
-from daemon.http.settings import HttpSettings
 from daemon.service.fairness import RateLimiter
 from daemon.service.metrics import Metrics
 from daemon.service.worker import ChatJob, WorkQueue

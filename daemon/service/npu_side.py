@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from daemon.config.cameras import CameraSettings
 from daemon.engine.engine import Answer, Engine, Prefix
 from daemon.errors import Cancelled, PublishError, QuestionError, StateError, StorageError
 from daemon.service.npus import Npu
-from daemon.service.settings import CameraSettings
 from daemon.service.worker import AskJob, ChatJob, Job, SummaryWork, WindowJob, describe, kind_of
 from daemon.types import Prompt, Result, Window, new_message_id
 

@@ -135,7 +135,7 @@ def http_problems(path: Path, cfg: Config) -> list[str]:
 def state_problems(path: Path, cfg: Config) -> list[str]:
     """Damaged SQLite files in state_dir (history, outbox, processed clips), each with the `mv` command
     that moves it aside. Read-only: a file that does not exist yet is no problem."""
-    from daemon.store import check_file
+    from daemon.state.store import check_file
 
     if not cfg.state_dir.is_dir():
         return []

@@ -13,15 +13,15 @@ from dataclasses import dataclass
 from datetime import tzinfo
 from typing import TYPE_CHECKING, Callable, Generator, Sequence
 
-from daemon.store import Store
-from daemon.summaries.settings import parse_period
+from daemon.config.summaries import parse_period
+from daemon.state.store import Store
 from daemon.summaries.timeline import Period, Request, build_timeline
 from daemon.times import iso, zone_of
 from daemon.types import Summary, new_message_id
 
 if TYPE_CHECKING:
-    from daemon.service.history import History
-    from daemon.summaries.settings import SummaryJob
+    from daemon.config.summaries import SummaryJob
+    from daemon.state.history import History
 
 log = logging.getLogger(__name__)
 

@@ -27,9 +27,9 @@ from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from daemon.summaries.cron import _TICK, CronSchedule, first_missed, previous_fire
+from daemon.config.summaries import SummaryJob
+from daemon.config.cron import _TICK, CronSchedule, first_missed, previous_fire
 from daemon.summaries.runner import Fire, RunLog
-from daemon.summaries.settings import SummaryJob
 from daemon.times import parse_duration, zone_of
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ from difflib import SequenceMatcher
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
-    from daemon.service.history import History
+    from daemon.state.history import History
 
 
 SIMILAR = 0.85  # difflib ratio above which consecutive descriptions count as the same scene

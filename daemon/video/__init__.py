@@ -24,14 +24,14 @@ import os
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from daemon.config.cameras import SourceSettings
 from daemon.errors import SourceError
 from daemon.redact import mistyped_url, redact_url
 from daemon.video.events import STREAM_SCHEMES, EventSink, Source
 from daemon.video.file import FileProgress, FileSource
 from daemon.video.folder import FolderSource, ProcessedFiles
-from daemon.video.mainframes import FileFrames, MainFrames, StreamFrames
 from daemon.video.frames import FrameMaker, ModelInput
-from daemon.video.settings import SourceSettings
+from daemon.video.mainframes import FileFrames, MainFrames, StreamFrames
 from daemon.video.stream import StreamSource
 
 PROCESSED_FILE = "processed.sqlite"  # under state_dir: clips done (folders) and progress in files

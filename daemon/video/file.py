@@ -31,15 +31,15 @@ from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
+from daemon.config.cameras import SourceSettings
 from daemon.errors import SourceError
-from daemon.store import MEMORY, Store
+from daemon.state.store import MEMORY, Store
 from daemon.types import Frame, Window
 from daemon.video.events import EventSink, emit
 from daemon.video.frames import FrameMaker
-from daemon.video.settings import SourceSettings
 from daemon.video.windows import FileWindow, file_layout
 
-# Appended to, never edited (see daemon.store.migrate).
+# Appended to, never edited (see daemon.state.store.migrate).
 PROGRESS_MIGRATIONS: list[list[str]] = [
     [
         """CREATE TABLE IF NOT EXISTS file_progress (

@@ -19,14 +19,14 @@ import time
 from pathlib import Path
 from typing import Callable, Generator, Iterator
 
-from daemon.store import MEMORY, Store
+from daemon.config.cameras import SourceSettings
+from daemon.state.store import MEMORY, Store
 from daemon.types import Window
 from daemon.video.events import VIDEO_EXTENSIONS, EventSink, SourceEvent, emit
 from daemon.video.file import FileProgress, FileSource
 from daemon.video.frames import FrameMaker
-from daemon.video.settings import SourceSettings
 
-# Appended to, never edited (see daemon.store.migrate). IF NOT EXISTS: files written before
+# Appended to, never edited (see daemon.state.store.migrate). IF NOT EXISTS: files written before
 # schema versions already hold the table.
 PROCESSED_MIGRATIONS: list[list[str]] = [
     [

@@ -37,10 +37,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
+from daemon.config.cameras import SourceSettings
 from daemon.redact import redact_url
 from daemon.types import Frame, Window
 from daemon.video.events import EventSink, emit
-from daemon.video.settings import SourceSettings
 from daemon.video.stream import DEFAULT_FFMPEG_OPTIONS, FFMPEG_OPTIONS_ENV, backoff_delay
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from daemon.config.cameras import Polygon
 from daemon.types import Region
-from daemon.video.settings import Polygon
 
 _SHIFT = 4  # fillPoly's fractional bits: polygon corners land within 1/16 cell
 

@@ -36,11 +36,11 @@ import threading
 import time
 from typing import Callable, Iterator
 
+from daemon.config.cameras import SourceSettings
 from daemon.redact import redact_url
 from daemon.types import Window
 from daemon.video.events import EventSink, emit
 from daemon.video.frames import FrameMaker
-from daemon.video.settings import SourceSettings
 from daemon.video.windows import LiveWindows
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from typing import Any
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from daemon.mqtt.settings import MqttSettings
-from daemon.mqtt.triggers.settings import Scalar, TriggerSettings
+from daemon.config.mqtt import MqttSettings
+from daemon.config.triggers import Scalar, TriggerSettings
 
 log = logging.getLogger(__name__)
 

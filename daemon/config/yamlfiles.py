@@ -1,55 +1,9 @@
-"""What every configuration section shares: the base model (unknown keys fail),
-the pattern of names that become MQTT topics, a checked time-zone type, and
-bounded YAML composition for the configuration and rule files; and
-secrets read from the environment, a file or a systemd credential.
-"""
+"""Bounded YAML composition for the configuration and rule files: alias bombs and absurd nesting
+are refused while composing, before anything expands."""
 
 from __future__ import annotations
 
-import os
-import re
-from pathlib import Path
-from typing import Annotated
-
 import yaml
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-)
-
-from daemon.errors import ConfigError
-from daemon.times import zone_info
-
-# Camera and summary job names become MQTT topic levels and Home Assistant entity ids. Always
-# `fullmatch`: with `match` and `$`, "door\n" would pass (`$` also matches before a final newline).
-NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
-
-
-def check_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name):
-        raise ValueError(f"name {name[:80]!r} must be 1-64 lower-case letters, digits, '_' or '-', starting with a "
-                         "letter or digit (it becomes an MQTT topic level and a Home Assistant entity id)")
-    return name
-
-
-Name = Annotated[str, AfterValidator(check_name)]  # a camera or summary job name, checked whole
-
-
-def _check_zone(name: str | None) -> str | None:
-    if name is not None:
-        zone_info(name)
-    return name
-
-
-Timezone = Annotated[str | None, AfterValidator(_check_zone)]  # an IANA zone name, checked at load
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-# -- YAML files (the configuration, rule files) --------------------------------------------
 
 MAX_YAML_VALUES = 100_000  # values a file may hold once every alias is expanded (a big config has a few thousand)
 MAX_YAML_DEPTH = 50  # levels values may nest (a config needs 5)
@@ -132,35 +86,3 @@ def yaml_problem(path: object, exc: yaml.YAMLError) -> tuple[int, str]:
     line = mark.line + 1 if mark else 1
     what = "" if isinstance(exc, YamlLimitError) else "not valid YAML: "
     return line, f"{path}:{line}: {what}{getattr(exc, 'problem', None) or exc}"
-
-
-def read_secret(key: str, *, env: str | None = None, file: Path | None = None,
-                credential: str | None = None, what: str = "the secret") -> str | None:
-    """A secret from an environment variable, a file or a systemd credential (whichever is given),
-    or None when none is. ConfigError naming `key` and the remedy when it cannot be read."""
-    short = key.rsplit(".", 1)[-1]
-    if env is not None:
-        value = os.environ.get(env)
-        if value is None:
-            raise ConfigError(f"{key}_env: environment variable {env} is not set. Set it in the service "
-                              f"environment (EnvironmentFile=) or use {short}_credential.")
-        return value
-    if file is not None:
-        return _read_file(Path(file), f"{key}_file", what)
-    if credential is not None:
-        directory = os.environ.get("CREDENTIALS_DIRECTORY")
-        if not directory:
-            raise ConfigError(f"{key}_credential is {credential!r} but $CREDENTIALS_DIRECTORY is not set. Run under "
-                              f"systemd with LoadCredential={credential}:/path/to/file, or use {short}_file outside "
-                              "systemd.")
-        return _read_file(Path(directory) / credential, f"{key}_credential", what)
-    return None
-
-
-def _read_file(path: Path, key: str, what: str) -> str:
-    try:
-        return path.read_text(encoding="utf-8").rstrip("\r\n")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{key}: cannot read {what} from {path} ({exc.__class__.__name__}: "
-                          f"{getattr(exc, 'strerror', None) or exc}). Check the path and that the service user "
-                          "may read it.") from None

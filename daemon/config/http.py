@@ -12,8 +12,9 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
 
+from daemon.config.base import Section
+from daemon.config.secrets import read_secret
 from daemon.errors import ConfigError
-from daemon.settings import Section, read_secret
 
 MiB = 1024 * 1024
 

@@ -13,10 +13,11 @@ import socket
 import ssl
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
+from daemon.config.base import Section
+from daemon.config.secrets import read_secret
 from daemon.errors import ConfigError
-from daemon.settings import read_secret
 
 MAX_TOPIC_BYTES = 65_535  # MQTT: a topic is a UTF-8 string with a 2-byte length
 MAX_PACKET_BYTES = 268_435_455  # MQTT: the largest "remaining length" of a packet (also mosquitto's message_size_limit)
@@ -52,11 +53,8 @@ def _prefix_problem(prefix: str) -> str | None:
     return problem
 
 
-class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
-
-class TlsSettings(_Section):
+class TlsSettings(Section):
     """TLS to the broker. Present (even empty) means TLS is on."""
 
     ca_file: Path | None = Field(
@@ -73,7 +71,7 @@ class TlsSettings(_Section):
         return self
 
 
-class DiscoverySettings(_Section):
+class DiscoverySettings(Section):
     """Home Assistant MQTT discovery."""
 
     enabled: bool = Field(True, description="Publish Home Assistant discovery configs for cameras, rules and summaries.")
@@ -91,7 +89,7 @@ class DiscoverySettings(_Section):
         return value
 
 
-class OutboxSettings(_Section):
+class OutboxSettings(Section):
     """Bounds of the persistent outbox (descriptions are dropped first, alerts last)."""
 
     max_messages: int = Field(10_000, ge=10, description="Unsent messages kept while the broker is away.")
@@ -99,7 +97,7 @@ class OutboxSettings(_Section):
                            description="Total payload bytes kept while the broker is away (snapshots are large).")
 
 
-class MqttSettings(_Section):
+class MqttSettings(Section):
     """How vlmwatch reaches the MQTT broker and what it publishes there."""
 
     host: str = Field("localhost", min_length=1, description="Broker host name or IP address.")

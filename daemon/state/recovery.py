@@ -2,7 +2,7 @@
 
 History (history.sqlite) and the outbox (outbox.sqlite) are separate files, so
 recording an alert and queueing its messages cannot be one transaction. They
-are made exact instead (see `daemon.service.history`): the alert is recorded
+are made exact instead (see `daemon.state.history`): the alert is recorded
 first, with its message id and "not queued"; queued; then marked queued. A
 SIGKILL between the two leaves an unqueued row, which this pass queues before
 any new work, with the id it was recorded with. Delivery is therefore at least
@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Protocol
 
-from daemon.service.history import History
+from daemon.state.history import History
 from daemon.types import Alert, Result, Summary
 
 log = logging.getLogger(__name__)

@@ -7,8 +7,6 @@ environment or in systemd credentials, never in a logged config.
 
 from __future__ import annotations
 
-from daemon.summaries.settings import SummaryJob
-
 import os
 import re
 from pathlib import Path
@@ -20,20 +18,22 @@ from pydantic import (
     ValidationError,
 )
 
-from daemon.engine.settings import ModelSettings
-from daemon.errors import ConfigError
-from daemon.http.settings import HttpSettings
-from daemon.mqtt.settings import MqttSettings
-from daemon.service.settings import (
+from daemon.config.base import Section, Timezone
+from daemon.config.cameras import CameraSettings
+from daemon.config.daemon import (
     AskSettings,
-    CameraSettings,
     HealthSettings,
     LoggingSettings,
     MetricsSettings,
     PromptSettings,
     RetentionSettings,
 )
-from daemon.settings import Section, Timezone, compose_yaml, yaml_problem
+from daemon.config.http import HttpSettings
+from daemon.config.model import ModelSettings
+from daemon.config.mqtt import MqttSettings
+from daemon.config.summaries import SummaryJob
+from daemon.config.yamlfiles import compose_yaml, yaml_problem
+from daemon.errors import ConfigError
 from daemon.times import zone_info
 
 # Keys whose values are never shown in an error, whatever their type.

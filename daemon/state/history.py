@@ -23,12 +23,12 @@ Publishing survives a crash: a result, alert or summary meant for MQTT is
 recorded with its message id and `queued = 0`, handed to the publisher (whose
 outbox is another file), then marked `queued = 1` (`mark_queued`). A daemon
 killed in between leaves the row unqueued; at the next start
-`daemon.service.recovery` queues what `unqueued()` returns, with the same id.
+`daemon.state.recovery` queues what `unqueued()` returns, with the same id.
 So every recorded alert reaches the outbox at least once, and a duplicate
 (killed after queueing, before marking) carries the same id.
 
 A file that is not a readable database, or is damaged, is reported when it is
-opened (`daemon.store`), never recreated: it is the user's data (and, once other
+opened (`daemon.state.store`), never recreated: it is the user's data (and, once other
 components share the file, their state too).
 """
 
@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from daemon.errors import VlmwatchError
-from daemon.store import Store, migrate, storage_error
+from daemon.state.store import Store, migrate, storage_error
 from daemon.types import Alert, Region, Result, Summary, Timings, Window
 
 log = logging.getLogger(__name__)

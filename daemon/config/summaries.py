@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pydantic import Field, field_validator
 
-from daemon.settings import Name, Section, Timezone
+from daemon.config.base import Name, Section, Timezone
 from daemon.times import parse_duration
 
 SINCE_LAST = "since_last"
@@ -41,7 +41,7 @@ class SummaryJob(Section):
     @classmethod
     def _cron(cls, v: str) -> str:
         # cron's weekday numbers (0 = Sunday), not APScheduler 3's
-        from daemon.summaries.cron import CronSchedule
+        from daemon.config.cron import CronSchedule
 
         if len(v.split()) != 5:
             raise ValueError(f"cron {v!r} must have five fields (minute hour day month weekday)")

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from typing import Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from daemon.config.base import Section
 
 Scalar = Union[str, int, float, bool]
 
 
-class TriggerSettings(BaseModel):
+class TriggerSettings(Section):
     """One MQTT trigger: a topic, and what its payload must say."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     topic: str = Field(min_length=1, description="MQTT topic (filter; + and # allowed), e.g. frigate/events.")
     match: dict[str, Scalar | list[Scalar]] = Field(
