@@ -98,6 +98,18 @@ def test_json_object_mode_for_any_client(client):
     assert isinstance(json.loads(result.choices[0].message.content), dict)
 
 
+def test_a_streamed_json_answer_parses_once_joined(client):
+    schema = {"type": "object", "properties": {"count": {"type": "integer", "minimum": 0, "maximum": 9},
+                                               "kind": {"type": "string", "enum": ["person", "car", "none"]}},
+              "required": ["count", "kind"], "additionalProperties": False}
+    stream = client.chat.completions.create(
+        model="x", stream=True, max_tokens=40, messages=[{"role": "user", "content": [
+            image(t) for t in thumbnails(2)] + [{"type": "text", "text": "Count the people."}]}],
+        response_format={"type": "json_schema", "json_schema": {"name": "count", "schema": schema}})
+    text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    jsonschema.validate(json.loads(text), schema)
+
+
 def test_a_long_request_of_an_unknown_client_gets_a_precise_400(daemon, client):
     limit = daemon.engine.limits.max_prompt
     question = "Please consider every detail of the house, the street and the weather. " * 200
