@@ -100,6 +100,10 @@ class JsonGrammars:
             raise QuestionError(f"the answer may have {max_tokens} tokens, but the smallest JSON value of the "
                                 f"response_format's schema needs up to {need}: raise max_tokens to {need} or more")
 
+    def prepare(self) -> None:
+        """Build the token tables now (seconds, once), e.g. on the HTTP side, not on the NPU's thread."""
+        self._closing_tokens()
+
     def start(self, schema: Mapping[str, Any] | None) -> JsonConstraint:
         """A fresh constraint for one answer."""
         llg = _llguidance()

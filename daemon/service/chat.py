@@ -62,7 +62,7 @@ class ChatService:
         self.model = engine.name
         self._frames = frame_budget(engine, settings.max_images)
         self._typical = 10.0  # seconds one request keeps the NPU busy (moving average): for Retry-After
-        self._grammars: dict[int, JsonGrammars] = {}  # per engine (one per NPU)
+        self._grammars: JsonGrammars | None = None
         self._reported: set[tuple] = set()  # (client, images used, sent, profile) already logged
 
     # -- the HTTP server's thread (daemon.http.server.Backend) ------------------------------
@@ -104,7 +104,9 @@ class ChatService:
             self.engine.check(n, Prompt("http", c.question), what="request's prompt")
         if c.response_format is not None:
             room = self.engine.limits.kv_len - self.engine.prompt_tokens(n, c.question)
-            self.grammars(self.engine).check(c.response_format.schema, min(c.max_tokens, room))
+            grammars = self.grammars(self.engine)
+            grammars.check(c.response_format.schema, min(c.max_tokens, room))
+            grammars.prepare()  # on this (HTTP) thread: the NPU's gets the tables ready-made
         return c
 
     def _fits(self, n_frames: int, text: str) -> bool:
@@ -115,12 +117,12 @@ class ChatService:
         return True
 
     def grammars(self, engine: Engine) -> JsonGrammars:
-        """The JSON grammars of `engine`'s tokenizer (built once: its token table takes a moment)."""
-        key = id(engine)
-        if key not in self._grammars:
-            self._grammars[key] = JsonGrammars(engine.model.tokenizer, engine.model.embeddings.shape[0],
-                                               engine.prompts.im_end)
-        return self._grammars[key]
+        """The JSON grammars of the model's tokenizer, built once and shared by every NPU's engine (they
+        all load the same model: `model.dir`)."""
+        if self._grammars is None:
+            self._grammars = JsonGrammars(engine.model.tokenizer, engine.model.embeddings.shape[0],
+                                          engine.prompts.im_end)
+        return self._grammars
 
     def submit(self, completion: Completion, client: str, sink: Sink) -> Callable[[], None]:
         """Queue the request; Busy when too many wait. Returns `cancel`, a no-op once it was answered."""
