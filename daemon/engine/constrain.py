@@ -1,8 +1,7 @@
 """Constrained decoding: answers that are JSON, and conform to a JSON schema, token by token.
 
-    grammars = JsonGrammars(tokenizer, vocab_size=151674, end_id=im_end)   # once per engine (~2 s, real vocab)
-    grammars.check(schema, max_tokens)                                 # QuestionError before any NPU time
-    constraint = grammars.start(schema)                                # one per answer
+    check_schema(schema, max_tokens)                       # QuestionError before any NPU time (no tokenizer)
+    constraint = grammars_of(engine).start(schema)         # one per answer; the token tables once per model
     engine.answer(prefix, prompt, constrain=constraint)
 
 At every decode step only tokens that keep the text a valid prefix of a JSON
@@ -23,6 +22,7 @@ closes in time instead of being cut off mid-string.
 from __future__ import annotations
 
 import json
+import weakref
 from typing import Any, Mapping
 
 import numpy as np
@@ -68,6 +68,30 @@ def bounded(schema: Any) -> Any:
     return out
 
 
+def grammar(schema: Mapping[str, Any] | None) -> str:
+    """The llguidance grammar for `schema` (None: any JSON object); QuestionError when it is not one
+    llguidance can enforce."""
+    llg = _llguidance()
+    try:
+        compiled = llg.LLMatcher.grammar_from_json_schema(bounded(dict(schema or ANY_OBJECT)),
+                                                         defaults=SEPARATORS)
+    except (ValueError, TypeError) as exc:
+        raise QuestionError(f"the response_format's JSON schema cannot be enforced: {exc}") from None
+    failed, messages = llg.LLMatcher.validate_grammar_with_warnings(compiled)
+    if failed:
+        raise QuestionError(f"the response_format's JSON schema cannot be enforced: {messages[0]}")
+    return compiled
+
+
+def check_schema(schema: Mapping[str, Any] | None, max_tokens: int) -> None:
+    """QuestionError unless `schema` can be enforced within `max_tokens` (no tokenizer needed: cheap)."""
+    grammar(schema)
+    need = min_tokens(schema)
+    if max_tokens < need:
+        raise QuestionError(f"the answer may have {max_tokens} tokens, but the smallest JSON value of the "
+                            f"response_format's schema needs up to {need}: raise max_tokens to {need} or more")
+
+
 class JsonGrammars:
     """Compiles schemas for one tokenizer. The tokenizer's token table is built on first use (about 2 s
     for the real vocabulary), then kept."""
@@ -78,27 +102,10 @@ class JsonGrammars:
         self._closers: tuple[np.ndarray, np.ndarray] | None = None  # [vocab] float32 bonuses: in, out of a string
 
     def grammar(self, schema: Mapping[str, Any] | None) -> str:
-        """The llguidance grammar for `schema` (None: any JSON object); QuestionError when it is not one
-        llguidance can enforce."""
-        llg = _llguidance()
-        try:
-            grammar = llg.LLMatcher.grammar_from_json_schema(bounded(dict(schema or ANY_OBJECT)),
-                                                            defaults=SEPARATORS)
-        except (ValueError, TypeError) as exc:
-            raise QuestionError(f"the response_format's JSON schema cannot be enforced: {exc}") from None
-        failed, messages = llg.LLMatcher.validate_grammar_with_warnings(grammar)
-        if failed:
-            message = messages[0]
-            raise QuestionError(f"the response_format's JSON schema cannot be enforced: {message}")
-        return grammar
+        return grammar(schema)
 
     def check(self, schema: Mapping[str, Any] | None, max_tokens: int) -> None:
-        """QuestionError unless `schema` can be enforced within `max_tokens` (no tokenizer needed: cheap)."""
-        self.grammar(schema)
-        need = min_tokens(schema)
-        if max_tokens < need:
-            raise QuestionError(f"the answer may have {max_tokens} tokens, but the smallest JSON value of the "
-                                f"response_format's schema needs up to {need}: raise max_tokens to {need} or more")
+        check_schema(schema, max_tokens)
 
     def prepare(self) -> None:
         """Build the token tables now (seconds, once), e.g. on the HTTP side, not on the NPU's thread."""
@@ -129,6 +136,24 @@ class JsonGrammars:
                              for b in texts), np.float32, self.vocab_size)
                 for bonus in (IN_STRING_BONUS, OUTSIDE_BONUS))
         return self._closers
+
+
+_GRAMMARS: dict[int, tuple[weakref.ref, JsonGrammars]] = {}  # id(model) -> (the model, its grammars)
+
+
+def grammars_of(engine) -> JsonGrammars:
+    """The JSON grammars of `engine`'s model, built once per model (an engine per NPU: one each)."""
+    model = engine.model
+    held = _GRAMMARS.get(id(model))
+    if held is None or held[0]() is not model:  # (a model freed and another at its address: rebuilt)
+        held = (weakref.ref(model), JsonGrammars(model.tokenizer, model.embeddings.shape[0], engine.prompts.im_end))
+        _GRAMMARS[id(model)] = held
+    return held[1]
+
+
+def json_constraint(engine, prompt) -> JsonConstraint | None:
+    """A fresh constraint for `prompt`'s schema (`Prompt.schema`, JSON text), None for a prompt without one."""
+    return None if prompt.schema is None else grammars_of(engine).start(json.loads(prompt.schema))
 
 
 def min_tokens(schema: Mapping[str, Any] | None) -> int:

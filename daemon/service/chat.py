@@ -20,7 +20,7 @@ from dataclasses import replace
 from typing import Callable
 
 from daemon.config.http import HttpSettings
-from daemon.engine.constrain import JsonGrammars
+from daemon.engine.constrain import grammars_of
 from daemon.engine.engine import Engine, Sampling
 from daemon.errors import Busy, Cancelled, PromptTooLongError, QuestionError
 from daemon.http.messages import Completion, Generated, ResponseFormat, Sink
@@ -62,7 +62,6 @@ class ChatService:
         self.model = engine.name
         self._frames = frame_budget(engine, settings.max_images)
         self._typical = 10.0  # seconds one request keeps the NPU busy (moving average): for Retry-After
-        self._grammars: JsonGrammars | None = None
         self._reported: set[tuple] = set()  # (client, images used, sent, profile) already logged
 
     # -- the HTTP server's thread (daemon.http.server.Backend) ------------------------------
@@ -104,9 +103,9 @@ class ChatService:
             self.engine.check(n, Prompt("http", c.question), what="request's prompt")
         if c.response_format is not None:
             room = self.engine.limits.kv_len - self.engine.prompt_tokens(n, c.question)
-            grammars = self.grammars(self.engine)
+            grammars = grammars_of(self.engine)
             grammars.check(c.response_format.schema, min(c.max_tokens, room))
-            grammars.prepare()  # on this (HTTP) thread: the NPU's gets the tables ready-made
+            grammars.prepare()  # on this (HTTP) thread: the first NPU's gets the tables ready-made
         return c
 
     def _fits(self, n_frames: int, text: str) -> bool:
@@ -115,14 +114,6 @@ class ChatService:
         except QuestionError:
             return False
         return True
-
-    def grammars(self, engine: Engine) -> JsonGrammars:
-        """The JSON grammars of the model's tokenizer, built once and shared by every NPU's engine (they
-        all load the same model: `model.dir`)."""
-        if self._grammars is None:
-            self._grammars = JsonGrammars(engine.model.tokenizer, engine.model.embeddings.shape[0],
-                                          engine.prompts.im_end)
-        return self._grammars
 
     def submit(self, completion: Completion, client: str, sink: Sink) -> Callable[[], None]:
         """Queue the request; Busy when too many wait. Returns `cancel`, a no-op once it was answered."""
@@ -170,7 +161,7 @@ class ChatService:
         try:
             sink.started()
             fmt = c.response_format
-            constrain = None if fmt is None else self.grammars(engine).start(fmt.schema)
+            constrain = None if fmt is None else grammars_of(engine).start(fmt.schema)
             prefix = engine.prefill(c.frames, [prompt], stop=either)
             answer = engine.answer(prefix, prompt, on_token=lambda _id, text: sink.token(text), stop=either,
                                    sampling=self.sampling(c), stop_texts=c.stop, constrain=constrain)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from daemon.config.cameras import CameraSettings
+from daemon.engine.constrain import json_constraint
 from daemon.engine.engine import Answer, Engine, Prefix
 from daemon.errors import Cancelled, PublishError, QuestionError, StateError, StorageError
 from daemon.service.npus import Npu
@@ -94,10 +95,12 @@ class NpuSide:
         self.latest[window.camera] = Analysed(window, prefix, npu.index)
         self.metrics.window_analysed(window.camera)
         self.metrics.observe_timings(prefix.timings)
-        for batch in ([p for p in prompts if p.choices], [p for p in prompts if not p.choices]):
+        for batch in ([p for p in prompts if p.choices or p.schema], [p for p in prompts if not p.choices
+                                                                      and not p.schema]):
             if not batch:
                 continue
-            results = [self._record(window, window_id, p, engine.answer(prefix, p, stop=self.stop), engine)
+            results = [self._record(window, window_id, p, engine.answer(prefix, p, stop=self.stop,
+                                                                       constrain=json_constraint(engine, p)), engine)
                        for p in batch]
             if self.rules is not None:
                 with self._rules_lock:
