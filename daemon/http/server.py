@@ -49,6 +49,7 @@ from daemon.http.messages import (
     usage_json,
     vlmwatch_headers,
 )
+from daemon.http.web import PageApi
 from daemon.types import Frame
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,9 @@ class HttpServer:
     """Serves the API until stop(); one thread, one event loop, one small decoding pool."""
 
     def __init__(self, settings: HttpSettings, backend: Backend, api_key: str | None = None,
-                 observe: Observe | None = None):
+                 observe: Observe | None = None, page: PageApi | None = None):
         self.settings, self.backend, self._key, self._observe = settings, backend, api_key, observe
+        self._page = page  # the web page and its JSON (daemon.http.web), when the daemon serves it
         self._created = now()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -159,6 +161,8 @@ class HttpServer:
         thread.join(timeout)
         if thread.is_alive():
             log.warning("HTTP API: the server thread did not stop within %.0f s", timeout)
+        if self._page is not None:
+            self._page.close()
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -199,6 +203,8 @@ class HttpServer:
         app.router.add_get("/v1/models", self._models, name="models")
         app.router.add_get("/v1/models/{model}", self._model, name="model")
         app.router.add_get("/healthz", self._health, name="healthz")
+        if self._page is not None:
+            app.add_routes(self._page.routes())
         return app
 
     # ------------------------------------------------------------------ plumbing
