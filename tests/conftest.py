@@ -124,3 +124,14 @@ def daemon_config(tmp_path, tiny_model):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def board_model(tmp_path_factory) -> Path:
+    """A tiny random model (numpy, no torch) whose limits are the AX650N "2048" build's: prefill chunks of
+    128, 17 groups (prompts up to 2176 tokens), a KV cache of 2559 rows. Its frames are 16 tokens each
+    (the real ViT gives 256), so it has room for more than 8 of them; everything else is the board's."""
+    from daemon.engine.export.tiny import make_demo_model
+
+    return make_demo_model(tmp_path_factory.mktemp("board_model"), seed=0, prefill_len=128, kv_len=2559, groups=17,
+                           progress=lambda line: None)

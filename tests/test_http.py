@@ -190,8 +190,6 @@ def test_malformed_requests_get_400_in_openais_error_shape(daemon, images):
         json.dumps({"model": "x", "messages": [{"role": "user", "content": [
             {"type": "image_url", "image_url": {"url": "http://example.invalid/a.jpg"}},
             {"type": "text", "text": "hi"}]}]}).encode(): "http.fetch_urls is off",
-        json.dumps({"model": "x", "messages": user("hi", images + images[:1])}).encode():
-            "the request has 9 images; this model takes at most 8 per request",
     }
     for body, message in cases.items():
         status, _, answer = post(daemon, "/v1/chat/completions", body)

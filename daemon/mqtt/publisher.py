@@ -176,12 +176,13 @@ class Publisher:
     # -- what the daemon publishes (any thread) ---------------------------------
 
     def publish_result(self, result: Result, message_id: str | None = None) -> str:
-        """Text -> `<camera>/description`, choice -> `<camera>/answer/<prompt>`; both retained. Returns the id
-        (`message_id`: the one recorded with the result in history; a new one if None)."""
+        """Description -> `<camera>/description`, a rule's choice or JSON answer -> `<camera>/answer/<prompt>`;
+        both retained. Returns the id (`message_id`: the one recorded with the result in history; a new one
+        if None)."""
         check_name(result.camera, "camera name")
         message_id = message_id or new_message_id()
         payload = encode(result_json(result, message_id))
-        if result.choice is not None:
+        if result.choice is not None or result.prompt_id != "description":  # a rule's choice or JSON answer
             topic = self.topics.answer(result.camera, check_name(result.prompt_id, "prompt"))
             self._enqueue(OutboxMessage(Kind.ANSWER, topic, payload, retain=True))
         else:

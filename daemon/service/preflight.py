@@ -24,6 +24,7 @@ message`). Checked, in this order:
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -264,18 +265,23 @@ def prompt_problems(path: Path, cfg: Config, fit: PromptFit) -> list[str]:
 def rule_question_problems(rules: RuleSet, fit: PromptFit, frames: dict[str, int]) -> list[str]:
     """Each ask rule's choices must be told apart from one token, and its question must fit the
     model on each of its cameras (`frames`: camera -> frames per window); one line per rule."""
+    from daemon.engine.constrain import check_schema
+    from daemon.rules.answers import AskJson
     from daemon.rules.model import Ask
 
     problems: list[str] = []
     for rule in rules.rules:
-        if not isinstance(rule.trigger, Ask):
+        t = rule.trigger
+        if not isinstance(t, (Ask, AskJson)):
             continue
-        prompt = Prompt(rule.id, rule.trigger.question, rule.trigger.choices)
+        prompt = Prompt(rule.id, t.question, t.choices) if isinstance(t, Ask) else Prompt(rule.id, t.question)
         for camera, n in frames.items():
             if rule.applies_to(camera):
                 try:
                     fit.check(n, prompt, f"question with the {n}-frame prefix of camera {camera}")
-                except QuestionError as exc:
+                    if isinstance(t, AskJson):
+                        check_schema(json.loads(t.schema), t.max_tokens)
+                except (QuestionError, ModelError) as exc:  # ModelError: llguidance missing
                     problems.append(f"{rule.where}: {rule.id}: {exc}")
                     break
     return problems

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from daemon.config import Config
 from daemon.config.cameras import CameraSettings
+from daemon.engine.constrain import json_constraint
 from daemon.engine.engine import Answer, Engine, Prefix
 from daemon.errors import Cancelled
 from daemon.rules.runner import RuleRunner
@@ -125,12 +126,16 @@ class WindowHandler:
         self.metrics.observe_timings(prefix.timings)
         results: list[Result] = []
         alerts: list[Alert] = []
-        for batch in ([p for p in prompts if p.choices], [p for p in prompts if not p.choices]):
-            answers = [self._publish(window, window_id, p, engine.answer(prefix, p, stop=self.stop), engine)
-                       for p in batch]
+        rule_questions = [p for p in prompts if p.choices or p.schema]  # rule answers first: alerts go out sooner
+        for batch in (rule_questions, [p for p in prompts if p not in rule_questions]):
+            answers = [self._publish(window, window_id, p, self._answer(engine, prefix, p), engine) for p in batch]
             results += answers
             alerts += self._apply_rules(window, answers, previous)
         self.ledger.answered(window, window_id, results, alerts)
+
+    def _answer(self, engine: Engine, prefix: Prefix, prompt: Prompt) -> Answer:
+        """One prompt on the window's prefix; a JSON prompt's tokens are constrained to its schema."""
+        return engine.answer(prefix, prompt, stop=self.stop, constrain=json_constraint(engine, prompt))
 
     def prompts_for(self, camera: CameraSettings) -> list[Prompt]:
         """The camera's rule questions (choice prompts), then its description prompt."""
