@@ -45,7 +45,7 @@ def daemon(tmp_path_factory, tiny_model, yard_clip):
     with running(cfg) as app:
         app.url = f"http://127.0.0.1:{cfg.http.port}"
         app.cfg = cfg
-        wait_for(lambda: app.watch.states()["yard"][0] == "ended" and app.queue.depth == 0 and app.latest.get("yard"))
+        wait_for(lambda: app.watch.states()["yard"][0] == "ended" and app.queue.depth == 0 and app.pipeline.windows.latest.get("yard"))
         yield app
 
 

@@ -38,7 +38,7 @@ def add_cli(sub) -> None:
 def run(args) -> int:
     from daemon.config import load_config
     from daemon.engine.engine import open_engine
-    from daemon.engine.fit import probe
+    from daemon.engine.prompt_fit import probe
     from daemon.state.history import History
     from daemon.summaries.runner import Summarizer
     from daemon.summaries.timeline import Period, Request
@@ -74,15 +74,10 @@ def run(args) -> int:
             print(json.dumps(plan_json(plan), ensure_ascii=False) if args.json else plan_text(plan))
             return 0
         summary = summarizer.summarize(request, period)
+    from daemon.mqtt.messages import summary_json
+
     print(json.dumps(summary_json(summary), ensure_ascii=False) if args.json else summary.text)
     return 0
-
-
-def summary_json(summary) -> dict:
-    from daemon.times import iso
-
-    return {"job": summary.job, "period": {"start": iso(summary.period_start), "end": iso(summary.period_end)},
-            "text": summary.text, "counts": summary.counts, "cameras": list(summary.cameras)}
 
 
 def plan_json(plan) -> dict:

@@ -212,8 +212,23 @@ def open_model(
     log.info("model %s ready in %.1f s", files.name, time.monotonic() - t0)
     hidden = layers[0].inputs(0)[_index(layers[0].inputs(0), "input")].shape[-1]
     note = (files.manifest or {}).get("note", "")
-    return Model(files.name, layers, post, vit, load_embeddings(files.embeddings, hidden),
-                 load_tokenizer(files.tokenizer), meter, note)
+    embeddings, tokenizer = load_embeddings(files.embeddings, hidden), load_tokenizer(files.tokenizer)
+    check_vocabulary(files, post.outputs(0)[0].shape[-1], embeddings.shape[0], len(tokenizer))
+    return Model(files.name, layers, post, vit, embeddings, tokenizer, meter, note)
+
+
+def check_vocabulary(files: BundleFiles, logits: int, rows: int, tokens: int) -> None:
+    """The post graph scores as many tokens as the embedding table has rows, and every token the tokenizer
+    makes has both; otherwise the folder mixes files of two models, which would answer garbage."""
+    where = files.post.parent
+    if logits > 0 and logits != rows:
+        raise ModelError(f"{where}: the post graph {files.post.name} scores {logits} tokens but the embedding table "
+                         f"{files.embeddings.name} has {rows} rows: the files come from different models; copy "
+                         "the whole model folder from one source")
+    if tokens > rows:
+        raise ModelError(f"{where}: the tokenizer {files.tokenizer} knows {tokens} tokens but the embedding table "
+                         f"{files.embeddings.name} has only {rows} rows: it belongs to another model; use the "
+                         "tokenizer that came with these graphs")
 
 
 def layer_ports(files: BundleFiles) -> list[list[Port]]:
@@ -324,6 +339,10 @@ class JsonTokenizer:
 
     def convert_tokens_to_ids(self, token: str) -> int | None:
         return self.backend.token_to_id(token)
+
+    def __len__(self) -> int:
+        """Tokens it knows, added ones included (as `len()` of a transformers tokenizer)."""
+        return self.backend.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.backend.encode(text, add_special_tokens=add_special_tokens).ids

@@ -19,33 +19,33 @@ from daemon.types import Window
 from daemon.video.snapshot import changed_most, jpeg
 
 if TYPE_CHECKING:
-    from daemon.service.app import App
+    from daemon.service.daemon import Daemon
 
 RECENT = 8  # analysed windows per camera whose frames are kept (about 8 x 8 x 25 KB)
 FRAME_QUALITY = 70
 
 
 class LiveView:
-    """Snapshots of `app`'s cameras and NPUs for the page; thread-safe, bounded."""
+    """Snapshots of the daemon's cameras and NPUs for the page; thread-safe, bounded."""
 
-    def __init__(self, app: App, timezone: str) -> None:
-        self.app, self.timezone = app, timezone
+    def __init__(self, daemon: Daemon, timezone: str) -> None:
+        self.daemon, self.timezone = daemon, timezone
         self._lock = threading.Lock()
         self._pictures: dict[str, tuple[Window, bytes]] = {}
-        self._recent: dict[str, deque[tuple[float, list[bytes]]]] = {c: deque(maxlen=RECENT) for c in app.cameras}
+        self._recent: dict[str, deque[tuple[float, list[bytes]]]] = {c: deque(maxlen=RECENT) for c in daemon.cameras}
 
     def cameras(self) -> list[LiveCamera]:
-        states = self.app.watch.states()
+        states = self.daemon.watch.states()
         out = []
-        for name, cam in self.app.cameras.items():
+        for name, cam in self.daemon.cameras.items():
             state, error = states.get(name, ("starting", None))
-            latest = self.app.latest.get(name)
+            latest = self.daemon.pipeline.windows.latest.get(name)
             out.append(LiveCamera(name, state, error, latest.window.start if latest else None,
                                   tuple(cam.settings.gate.masks), tuple(cam.settings.zones.items())))
         return out
 
     def picture(self, camera: str) -> bytes | None:
-        latest = self.app.latest.get(camera)
+        latest = self.daemon.pipeline.windows.latest.get(camera)
         if latest is None:
             return None
         window = latest.window
@@ -68,7 +68,7 @@ class LiveView:
             return next((frames for s, frames in self._recent.get(camera, ()) if s == start), None)
 
     def npus(self) -> list[LiveNpu]:
-        return [LiveNpu(npu.label, npu.worker.load(60.0), npu.engine.kv_path) for npu in self.app.npus]
+        return [LiveNpu(npu.label, npu.worker.load(60.0), npu.engine.kv_path) for npu in self.daemon.npus]
 
     def queue_depth(self) -> int:
-        return self.app.queue.depth
+        return self.daemon.queue.depth

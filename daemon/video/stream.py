@@ -40,7 +40,7 @@ from daemon.config.cameras import KEYFRAME_GAP, SourceSettings
 from daemon.redact import redact_url
 from daemon.types import Window
 from daemon.video.decoders import DEFAULT_FFMPEG_OPTIONS, FFMPEG_OPTIONS_ENV, KEYFRAMES_ONLY, CameraDecoder
-from daemon.video.events import EventSink, emit
+from daemon.video.events import EventSink, SourceBase, emit
 from daemon.video.frames import FrameMaker
 from daemon.video.windows import KeyframeWindows, LiveWindows
 
@@ -72,7 +72,7 @@ def backoff_delay(attempt: int, first: float, cap: float, rng: random.Random) ->
     return min(cap, first * 2.0 ** min(attempt, 30)) * (0.5 + 0.5 * rng.random())
 
 
-class StreamSource:
+class StreamSource(SourceBase):
     """An rtsp://, rtsps:// or http(s):// (MJPEG) camera.
 
     `clock` stamps each grabbed frame (called once per frame; POSIX seconds by
