@@ -267,3 +267,23 @@ def test_the_gate_reads_keyframes_and_passed_windows_get_frames_at_the_segment_m
         offsets = [round(f.ts - t, 3) for f, t in zip(full.frames, midpoints)]
         assert all(abs(o) < 0.25 for o in offsets), offsets  # the nearest packet; arrival jitters under load
         assert full.frames[0].image.shape == (240, 320, 3)
+
+
+@pytest.mark.skipif(bool(gstreamer_rtsp_missing()), reason=str(gstreamer_rtsp_missing()))
+def test_the_daemon_analyses_a_keyframe_cameras_window_on_frames_at_its_segment_midpoints(camera, tiny_model,
+                                                                                           tmp_path):
+    from daemons import running
+    from mosquitto import wait_until
+
+    from daemon.config import Config
+
+    cfg = Config.model_validate({
+        "model": {"dir": str(tiny_model), "system": "You watch a camera."},
+        "cameras": [{"name": "yard", "source": camera.url(), "frames": 4, "span": 2.0, "gate": {"enabled": False},
+                     "stream": {"gate_decode": "keyframes", "open_timeout": 5, "read_timeout": 3}}],
+        "prompts": {"max_new_tokens": 2}, "state_dir": str(tmp_path / "state")})
+    with running(cfg) as daemon:
+        rows = wait_until(lambda: daemon.history.windows(0, 1e12, "yard", analysed=True), 90, "an analysed window")
+    row = rows[0]
+    midpoints = segment_times(row.start, row.end, 4)
+    assert len(row.frame_ts) == 4 and all(abs(t - m) < 0.25 for t, m in zip(row.frame_ts, midpoints)), row
