@@ -123,9 +123,8 @@ class Decoding:
     def describe(self) -> str:
         if self.hardware:
             names = ", ".join(f"{codec} by {name}" for codec, name in sorted(self.hardware.items()))
-            software = [n for n in self.absent]
-            return f"hardware ({names})" + (f"; software for the rest ({', '.join(software)} absent)"
-                                            if software else "")
+            rest = f"; software for the rest ({', '.join(self.absent)} absent)" if self.absent else ""
+            return f"hardware ({names}){rest}"
         why = f": the FFmpeg OpenCV uses has no {', '.join(self.absent)}" if self.absent else ""
         return f"software (FFmpeg's own decoders{why})"
 

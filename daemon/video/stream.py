@@ -16,7 +16,9 @@ only ever shown redacted.
 FFmpeg options come from OPENCV_FFMPEG_CAPTURE_OPTIONS ("key;value|key;value").
 When it is unset, `rtsp_transport;tcp` is used: UDP loses packets (smeared
 frames) on busy Wi-Fi and through NAT. Set it in the service's environment to
-override, e.g. for a camera that only offers UDP.
+override, e.g. for a camera that only offers UDP. Each capture opens through
+`daemon.video.decoders` (its own options, e.g. keyframes only for the gate's
+stream with `stream.gate_decode: keyframes`; the board's hardware decoder).
 
 OpenCV and FFmpeg write their own log lines straight to file descriptor 2,
 past Python's logging ("[tcp @ 0x...] Connection refused" on every retry).
@@ -39,7 +41,7 @@ from typing import Callable, Iterator
 from daemon.config.cameras import KEYFRAME_GAP, SourceSettings
 from daemon.redact import redact_url
 from daemon.types import Window
-from daemon.video.decoders import DEFAULT_FFMPEG_OPTIONS, FFMPEG_OPTIONS_ENV, KEYFRAMES_ONLY, CameraDecoder
+from daemon.video.decoders import KEYFRAMES_ONLY, CameraDecoder
 from daemon.video.events import EventSink, SourceBase, emit
 from daemon.video.frames import FrameMaker
 from daemon.video.windows import KeyframeWindows, LiveWindows
@@ -47,7 +49,6 @@ from daemon.video.windows import KeyframeWindows, LiveWindows
 log = logging.getLogger(__name__)
 
 
-__all__ = ["DEFAULT_FFMPEG_OPTIONS", "FFMPEG_OPTIONS_ENV", "StreamSource", "backoff_delay", "quiet_native_logs"]
 FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"  # read once, when OpenCV first opens anything with FFmpeg
 OPENCV_LOGLEVEL_ENV = "OPENCV_LOG_LEVEL"
 AV_LOG_QUIET = -8
