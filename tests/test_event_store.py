@@ -1,0 +1,55 @@
+"""The events table: saved at every change, linked to windows/results/alerts, closed as interrupted after a
+crash, searched, pruned with its keyframes."""
+
+import numpy as np
+
+from daemon.state.events import EventStore
+from daemon.state.history import History
+from daemon.types import Alert, Description, Event, Frame, Result, Window
+
+
+def window(t: float, camera="door") -> Window:
+    return Window(camera, t, t + 8, tuple(Frame(camera, t + i, i, np.zeros((2, 2, 3), np.uint8)) for i in range(8)))
+
+
+def test_an_event_round_trips_links_its_rows_and_survives_a_crash(tmp_path):
+    path = tmp_path / "history.sqlite"
+    with History(path) as history, EventStore(path) as store:
+        ids = [history.record_window(window(t), True, "region", 100.0) for t in (0.0, 8.0, 40.0)]
+        history.record_window(window(8.0, "yard"), True, "region", 100.0)
+        result = history.record_result(ids[1], Result("door", "description", "q", 8.0, 16.0, 101.0, "a person"))
+        history.record_alert(Alert("door", "person", "info", "a person", 101.0, 8.0, 16.0))
+        event = Event("0.000-abc", "door", 0.0, 16.0, reasons=("region",), zones=frozenset({"porch"}),
+                      rules=("person",), descriptions=(Description(8.0, 16.0, "a person"),), windows=2)
+        store.save(event, 100.0)
+        store.save_snapshot(event.id, b"\xff\xd8jpeg")
+        assert store.get(event.id) == event
+    # killed here: the event is still open; at the next start it is closed as interrupted
+    with History(path) as history, EventStore(path) as store:
+        [closed] = store.interrupt_open(200.0)
+        assert (closed.state, closed.ended_by, closed.end) == ("ended", "interrupted", 16.0)
+        assert closed.descriptions == event.descriptions and closed.rules == ("person",)
+        assert store.items(event.id) == {"window": ids[:2], "result": [result], "alert": [1]}
+        assert store.snapshot_path(event.id).read_bytes() == b"\xff\xd8jpeg"
+        assert store.interrupt_open(201.0) == []
+
+
+def test_find_by_camera_rule_and_text_and_prune_with_keyframes(tmp_path):
+    path = tmp_path / "history.sqlite"
+    with History(path), EventStore(path) as store:
+        for i, (camera, rule, story) in enumerate([("door", "person", "A parcel was left"),
+                                                   ("yard", None, "A cat walked by"),
+                                                   ("door", None, "Nobody, a shadow")]):
+            event = Event(f"e{i}", camera, 100.0 * i, 100.0 * i + 20, "ended", 100.0 * i + 20, "quiet",
+                          rules=(rule,) if rule else (), story=story,
+                          descriptions=(Description(0, 8, "a \"quoted\" thing"),))
+            store.save(event, 1000.0 + i)
+            store.save_snapshot(event.id, b"jpeg")
+        assert [e.id for e in store.find(camera="door")] == ["e2", "e0"]
+        assert [e.id for e in store.find(rule="person")] == ["e0"]
+        assert [e.id for e in store.find(text="PARCEL")] == ["e0"]
+        assert [e.id for e in store.find(text='"quoted"')] == ["e2", "e1", "e0"]
+        assert [e.id for e in store.find(since=50, until=150)] == ["e1"]
+        assert store.prune(1001.5, 0.0) == 2
+        assert [e.id for e in store.find()] == ["e2"]
+        assert sorted(p.name for p in store.keyframes.iterdir()) == ["e2.jpg"]
