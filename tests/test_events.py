@@ -72,9 +72,9 @@ def test_updates_are_rate_limited_and_a_new_rule_always_updates():
     kinds = []
     for i, now in enumerate([100.0, 102.0, 104.0, 111.0]):
         kinds += [t.kind for t in tracker.described("door", 1000.0 + 8 * (i % 3), 1008.0, f"text {i}", now)]
-    assert kinds == ["update", "update"]  # 100 and 111: 102 and 104 are folded in
+    assert kinds == ["update", "changed", "changed", "update"]  # 102 and 104 are folded into 111's
     assert [t.kind for t in tracker.fired("door", "person", 1008.0, 112.0)] == ["update"]  # new rule: at once
-    assert tracker.fired("door", "person", 1008.0, 113.0) == []  # the same rule again: folded
+    assert [t.kind for t in tracker.fired("door", "person", 1008.0, 113.0)] == ["changed"]  # the same rule again
     event = tracker.open_event("door")
     assert [d.text for d in event.descriptions] == ["text 0", "text 1", "text 2", "text 3"]
     assert event.rules == ("person",)
@@ -85,7 +85,7 @@ def test_a_description_arriving_after_the_event_closed_still_joins_it():
     tracker = EventTracker(SETTINGS, random.Random(5))
     run(tracker, "##....")
     closing = tracker.closing()[0]
-    assert tracker.described("door", 1008.0, 1016.0, "late words", 200.0) == []  # no update once closing
+    assert [t.kind for t in tracker.described("door", 1008.0, 1016.0, "late words", 200.0)] == ["changed"]
     [end] = tracker.told(closing.id, None, None)
     assert [d.text for d in end.event.descriptions] == ["late words"]
 

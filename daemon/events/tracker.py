@@ -59,7 +59,7 @@ def union_box(regions: tuple[Region, ...]) -> tuple[float, float, float, float] 
 
 @dataclass(frozen=True)
 class Transition:
-    kind: str  # new | update | closing | end
+    kind: str  # new | update | changed (folded into the next update: store only) | closing | end
     event: Event
     best: bool = False  # `new`/sighting: this window is the event's best snapshot so far
 
@@ -172,7 +172,7 @@ class EventTracker:
         due = timing.last_update is None or now - timing.last_update >= self.settings.update_every
         if event.state != "open" or not (due or force):
             timing.pending = True
-            return []
+            return [Transition("changed", event)]  # to be stored, not published
         timing.last_update, timing.pending = now, False
         return [Transition("update", event)]
 

@@ -42,16 +42,18 @@ from daemon.mqtt.messages import (
     alert_json,
     check_name,
     encode,
+    event_json,
     new_message_id,
     npu_json,
     reply_json,
     result_json,
+    story_json,
     summary_json,
 )
 from daemon.mqtt.outbox import Kind, Outbox, OutboxMessage
 from daemon.mqtt.sender import IN_FLIGHT, Sender
 from daemon.times import iso
-from daemon.types import Alert, CameraStatus, Result, Summary
+from daemon.types import Alert, CameraStatus, Event, Result, Summary
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ class PublisherStats:
 
 
 def plan_entities(settings: MqttSettings, cameras: Iterable[str], rules: Iterable[RuleInfo] = (),
-                  summary_jobs: Iterable[str] = ()) -> Discovery:
+                  summary_jobs: Iterable[str] = (), events: bool = False) -> Discovery:
     """The topics and Home Assistant entities for these names; ConfigError when a name cannot be a
     topic level or an entity id, or two entities collide (`vlmwatch check-config` calls this too)."""
     try:
@@ -86,7 +88,7 @@ def plan_entities(settings: MqttSettings, cameras: Iterable[str], rules: Iterabl
         reserved = RESERVED_CAMERA_NAMES & set(checked)
         if reserved:
             raise ValueError(f"camera name {min(reserved)!r} is reserved (<base>/summary/<job> is taken)")
-        return Discovery(settings.discovery, Topics(settings.base_topic), checked, rules, summary_jobs)
+        return Discovery(settings.discovery, Topics(settings.base_topic), checked, rules, summary_jobs, events)
     except ValueError as exc:
         raise ConfigError(f"mqtt: {exc}") from None
 
@@ -105,10 +107,11 @@ class Publisher:
         *,
         clock: Callable[[], float] = time.time,
         rule_states: Callable[[], Mapping[tuple[str, str], bool]] | None = None,
+        events: bool = False,
     ) -> None:
         self.settings = settings
         self._rule_states = rule_states  # (rule, camera) -> ON now; published on every connect
-        self.discovery = plan_entities(settings, cameras, rules, summary_jobs)
+        self.discovery = plan_entities(settings, cameras, rules, summary_jobs, events)
         self.topics, self.cameras = self.discovery.topics, self.discovery.cameras
         self._outbox = Outbox(outbox_path, settings.outbox.max_messages, settings.outbox.max_bytes, clock,
                               settings.max_payload_bytes)
@@ -220,6 +223,25 @@ class Publisher:
         message_id = message_id or new_message_id()
         topic = self.topics.summary(check_name("summary job", summary.job))
         self._enqueue(OutboxMessage(Kind.SUMMARY, topic, encode(summary_json(summary, message_id)), retain=True))
+        return message_id
+
+    def publish_event(self, kind: str, event: Event, message_id: str | None = None, before: Event | None = None,
+                      snapshot: bytes | None = None) -> str:
+        """`<camera>/event` (new | update | end; not retained) and `<camera>/activity` ON at `new`, OFF at
+        `end`; at `end` also the story (`<camera>/story`) and the keyframe (`<camera>/event/snapshot`),
+        both retained, before the event message, so an automation fired by it reads both. Returns the id."""
+        camera = check_name("camera", event.camera)
+        message_id = message_id or new_message_id()
+        if kind == "end":
+            if snapshot is not None:
+                self._enqueue(OutboxMessage(Kind.SNAPSHOT, self.topics.event_snapshot(camera), snapshot, retain=True))
+            self._enqueue(OutboxMessage(Kind.EVENT, self.topics.story(camera), encode(story_json(event, message_id)),
+                                        retain=True))
+        self._enqueue(OutboxMessage(Kind.EVENT, self.topics.event(camera),
+                                    encode(event_json(kind, event, message_id, before)), retain=False))
+        if kind in ("new", "end"):
+            self._enqueue(OutboxMessage(Kind.EVENT, self.topics.activity(camera), (ON if kind == "new" else OFF)
+                                        .encode(), retain=True))
         return message_id
 
     def publish_camera_status(self, status: CameraStatus) -> None:

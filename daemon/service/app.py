@@ -39,6 +39,7 @@ from daemon.errors import (
     VlmwatchError,
 )
 from daemon.service.cameras import Camera, CameraWatch
+from daemon.service.events import EventSide
 from daemon.service.fairness import RateLimiter
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
@@ -52,6 +53,8 @@ from daemon.video import FileSource, FolderSource
 
 if TYPE_CHECKING:
     from daemon.config import Config
+    from daemon.events.book import EventBook
+    from daemon.state.events import EventStore
     from daemon.config.summaries import SummaryJob
     from daemon.rules.runner import RuleRunner
     from daemon.service.chat import ChatService
@@ -84,14 +87,15 @@ class Publisher(Protocol):
 __all__ = ["Analysed", "App", "Camera", "Publisher"]
 
 
-class App(NpuSide):
+class App(NpuSide, EventSide):
     def __init__(self, config: Config, npus: list[Npu], cameras: dict[str, Camera], history: History,
                  queue: WorkQueue, stop: threading.Event, *, metrics: Metrics,
                  notifier: Notifier, publisher: Publisher | None = None, rules: RuleRunner | None = None,
                  summarizer: Summarizer | None = None, scheduler: SummaryScheduler | None = None,
                  summary_engine: EngineInUse | None = None, limiter: RateLimiter | None = None,
                  chat: ChatService | None = None, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic):
+                 monotonic: Callable[[], float] = time.monotonic, events: EventBook | None = None,
+                 event_store: EventStore | None = None):
         self.config, self.npus, self.cameras, self.history = config, npus, cameras, history
         self.queue, self.stop = queue, stop
         self.metrics, self.notifier, self.publisher, self.rules = metrics, notifier, publisher, rules
@@ -99,6 +103,7 @@ class App(NpuSide):
         self.summary_engine = summary_engine  # what the summarizer holds: bound to the step's NPU
         self.limiter = limiter or RateLimiter(config.asks.per_minute, config.asks.burst)
         self.chat = chat  # the HTTP API's side of the NPU queue, when http is enabled
+        self.events, self.event_store = events, event_store  # daemon.service.events; None: events disabled
         self.latest: dict[str, Analysed] = {}  # written by NPU workers; one window per camera at a time
         self._rules_lock = threading.Lock()  # rule state is one read-modify-write per batch
         status = self._publish_status if hasattr(publisher, "publish_camera_status") else None
@@ -123,6 +128,7 @@ class App(NpuSide):
         """Run until stopped (or, with once, until the sources end); the exit code (see `shutdown`)."""
         if self.publisher is not None:
             queue_unqueued(self.history, self.publisher)  # what a crash kept from the outbox goes first
+        self.events_recover()  # events a crash left open end as interrupted
         for cam in self.cameras.values():
             if cam.main is not None:
                 cam.main.start(self.stop)
@@ -146,6 +152,7 @@ class App(NpuSide):
                 last_prune = self.clock()
                 try:
                     self.history.prune(last_prune, self.config.retention.keep_seconds)
+                    self.events_prune(last_prune, self.config.retention.keep_seconds)
                 except STORAGE_ERRORS as exc:
                     self.fail(exc)
                     break
@@ -253,6 +260,7 @@ class App(NpuSide):
                     self.queue.wait_slot(name, halt)
                 window = next(windows, None)
                 if window is None:
+                    self.events_source_ended(name)
                     break
                 self.watch.saw_window(name)
                 self._gate(cam, window)
@@ -267,12 +275,14 @@ class App(NpuSide):
         it replaces in the queue is recorded as dropped."""
         window, decision = cam.gate.check(window, now=window.end)
         if not decision.analyse:
+            self.events_seen(window, False, decision.reason)
             self.history.record_window(window, False, decision.reason, self.clock())
             self.metrics.window_skipped(window.camera)
             self._finished(window)
             return
         if cam.main is not None:  # the gate read the substream; the model sees the main stream
             window = cam.main.take(window) or window
+        self.events_seen(window, True, decision.reason)
         dropped = self.queue.put_window(WindowJob(window, decision.reason))
         if dropped is not None:
             self.history.record_window(dropped.window, False, "dropped: a newer window replaced it", self.clock())

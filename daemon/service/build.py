@@ -20,6 +20,7 @@ from daemon.config.model import ModelSettings
 from daemon.engine.bundle import locate
 from daemon.engine.engine import Engine, open_engine
 from daemon.errors import ConfigError
+from daemon.events.book import EventBook
 from daemon.rules.files import load_rules
 from daemon.rules.model import RuleSet
 from daemon.rules.runner import RuleRunner
@@ -30,6 +31,7 @@ from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
 from daemon.service.npus import EngineInUse, Npu
 from daemon.service.worker import NpuWorker, WorkQueue
+from daemon.state.events import EventStore
 from daemon.state.history import History
 from daemon.summaries.runner import RunLog, Summarizer
 from daemon.summaries.scheduler import SummaryScheduler
@@ -192,10 +194,15 @@ def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, 
         publish = publisher.publish_summary if publisher is not None else None
         summarizer = Summarizer(history, summary_engine, runlog, [c.name for c in cfg.cameras], publish, clock)
         scheduler = SummaryScheduler(cfg.summaries, runlog)
+    events = event_store = None
+    if cfg.events.enabled:
+        event_store = EventStore(history.path, cfg.state_dir / "events").open()
+        closers.append(event_store.close)
+        events = EventBook(cfg.events, snapshot=lambda window: snapshot(window, None))
     return App(cfg, npus, cameras, history, queue, stop,
                metrics=metrics or Metrics(), notifier=notifier or Notifier(""), publisher=publisher, rules=rules,
                summarizer=summarizer, scheduler=scheduler, summary_engine=summary_engine, clock=clock,
-               monotonic=monotonic)
+               monotonic=monotonic, events=events, event_store=event_store)
 
 
 def start_http(cfg: Config, app: App):
@@ -239,7 +246,7 @@ def make_publisher(cfg: Config, ruleset: RuleSet | None, on_ask, rule_states=Non
     cameras = [c.name for c in cfg.cameras]
     infos = rule_infos(ruleset, cameras) if ruleset is not None else ()
     return Publisher(cfg.mqtt, cfg.state_dir / "outbox.sqlite", cameras, infos, [j.id for j in cfg.summaries],
-                     on_ask=on_ask, rule_states=rule_states)
+                     on_ask=on_ask, rule_states=rule_states, events=cfg.events.enabled)
 
 
 def rule_infos(rules: RuleSet, cameras: Sequence[str]):

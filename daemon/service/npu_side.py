@@ -19,7 +19,7 @@ from daemon.config.cameras import CameraSettings
 from daemon.engine.engine import Answer, Engine, Prefix
 from daemon.errors import Cancelled, PublishError, QuestionError, StateError, StorageError
 from daemon.service.npus import Npu
-from daemon.service.worker import AskJob, ChatJob, Job, SummaryWork, WindowJob, describe, kind_of
+from daemon.service.worker import AskJob, ChatJob, Job, StoryJob, SummaryWork, WindowJob, describe, kind_of
 from daemon.types import Prompt, Result, Window, new_message_id
 
 if TYPE_CHECKING:
@@ -49,7 +49,9 @@ class NpuSide:
         npu = npu or self.npus[0]
         started = time.monotonic()
         try:
-            if isinstance(job, WindowJob):
+            if isinstance(job, StoryJob):
+                self._tell_story(job, npu)  # daemon.service.events
+            elif isinstance(job, WindowJob):
                 self._analyse(job, npu)
             elif isinstance(job, AskJob):
                 self._answer_ask(job, npu)
@@ -101,15 +103,18 @@ class NpuSide:
                        for p in batch]
             if self.rules is not None:
                 with self._rules_lock:
-                    self.rules.on_results(window, results, previous)
+                    alerts = self.rules.on_results(window, results, previous)
+                self.events_alerts(alerts)
         self._finished(window)
 
     def _record(self, window: Window, window_id: int, prompt: Prompt, answer: Answer, engine: Engine) -> Result:
         result = self._result(window, prompt.question, answer, engine)
-        message_id = new_message_id() if self.publisher is not None else None
+        publish = self.publisher is not None and self.publishes_description(result)
+        message_id = new_message_id() if publish else None
         row_id = self.history.record_result(window_id, result, message_id)  # before queueing: see recovery
         self.metrics.observe_timings(answer.timings)
-        if self.publisher is not None:
+        self.events_result(window, result)
+        if publish:
             self.publisher.publish_result(result, message_id=message_id)
             self.history.mark_queued("results", row_id)
         log.info("camera %s: %s: %s", window.camera, answer.prompt_id, answer.text[:200])

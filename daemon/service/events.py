@@ -1,0 +1,147 @@
+"""The running daemon's events (`daemon.events`): what the App tells the event book, and what it does with
+the transitions: store them (`daemon.state.events`), publish them (`<camera>/event`, activity, story),
+and queue each ended event's story as a job at a window's priority.
+
+`App` inherits these methods; with `events` None (events: enabled: false) every one does nothing.
+Threads: capture threads call `events_seen` and `events_source_ended`, NPU workers the rest; the book
+has its own lock, and the store and the publisher are thread-safe.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from typing import TYPE_CHECKING, Sequence
+
+from daemon.errors import Cancelled, QuestionError
+from daemon.events.tracker import Transition
+from daemon.service.worker import StoryJob
+from daemon.types import Alert, Event, Result, Window, new_message_id
+
+if TYPE_CHECKING:
+    from daemon.events.book import EventBook
+    from daemon.service.npus import Npu
+    from daemon.state.events import EventStore
+
+log = logging.getLogger("daemon.service.events")
+MAX_PENDING_STORIES = 16  # beyond: an ended event's story is its descriptions, not another model pass
+
+
+class EventSide:
+    events: EventBook | None
+    event_store: EventStore | None
+
+    # -- what the App tells -------------------------------------------------
+
+    def events_seen(self, window: Window, analysed: bool, reason: str) -> None:
+        """The gate decided on `window` (capture thread)."""
+        if self.events is not None:
+            self._apply(self.events.window(window, analysed, reason))
+
+    def events_source_ended(self, camera: str) -> None:
+        """A file or folder source has no more windows: its open event ends now, not after end_after."""
+        if self.events is not None:
+            self._apply(self.events.source_ended(camera))
+
+    def events_result(self, window: Window, result: Result) -> None:
+        if self.events is not None and result.choice is None and result.prompt_id == "description":
+            self._apply(self.events.described(window.camera, window.start, window.end, result.text, self.clock()))
+
+    def events_alerts(self, alerts: Sequence[Alert]) -> None:
+        if self.events is None:
+            return
+        for alert in alerts:
+            self._apply(self.events.fired(alert.camera, alert.rule, alert.window_start, self.clock()))
+
+    def publishes_description(self, result: Result) -> bool:
+        """Whether this window's description goes to `<camera>/description` (events.description_every,
+        description_changed_only); answers to rule questions always do."""
+        if self.events is None or result.choice is not None:
+            return True
+        return self.events.publish_description(result.camera, result.text, self.clock())
+
+    def events_recover(self) -> None:
+        """At start: events a crash left open are closed as interrupted, and their `end` published."""
+        if self.event_store is None:
+            return
+        for event in self.event_store.interrupt_open(self.clock()):
+            self._publish_event("end", event)
+
+    def events_prune(self, now: float, keep_seconds: float) -> None:
+        if self.event_store is not None:
+            self.event_store.prune(now, keep_seconds)
+
+    # -- transitions ----------------------------------------------------------
+
+    def _apply(self, transitions: list[Transition]) -> None:
+        for t in transitions:
+            event = t.event
+            if self.event_store is not None:
+                self.event_store.save(event, self.clock())
+            if t.kind == "new":
+                self._save_snapshot(event, self.events.peek_snapshot(event.id))
+            if t.kind == "closing":
+                self._queue_story(event)
+            elif t.kind == "end":
+                snapshot = self.events.take_snapshot(event.id)
+                if self.event_store is not None:
+                    self._save_snapshot(event, snapshot)
+                    self.event_store.link(event)
+                log.info("camera %s: event %s ended (%s, %.0f s, %d changed window(s)): %s", event.camera, event.id,
+                         event.ended_by, event.duration, event.windows, (event.story or "(no story)")[:200])
+                self._publish_event("end", event, snapshot)
+            elif t.kind in ("new", "update"):
+                self._publish_event(t.kind, event)
+
+    def _publish_event(self, kind: str, event: Event, snapshot: bytes | None = None) -> None:
+        if self.publisher is not None and hasattr(self.publisher, "publish_event"):
+            self.publisher.publish_event(kind, event, new_message_id(), snapshot=snapshot)
+
+    def _save_snapshot(self, event: Event, jpeg: bytes | None) -> None:
+        if jpeg is not None and self.event_store is not None:
+            self.event_store.save_snapshot(event.id, jpeg)
+
+    def _queue_story(self, event: Event) -> None:
+        """The story waits in the NPU queue like a window of the camera (a busy camera cannot starve the
+        others); its frames stay in the book until it runs."""
+        pending = len(self.events.tracker.closing())
+        span = Window(event.camera, event.start, event.end or event.last_change, ())
+        if pending > MAX_PENDING_STORIES or self.queue.put_window(StoryJob(span, "story", event.id)) is not None:
+            log.warning("camera %s: %d stories wait for the NPU; event %s is told from its descriptions",
+                        event.camera, pending, event.id)
+            self._apply(self.events.told(event.id, _from_descriptions(event), "descriptions"))
+
+    def _tell_story(self, job: StoryJob, npu: Npu) -> None:
+        """One model pass over frames spread across the event (or its one window's description)."""
+        closing = next((e for e in self.events.tracker.closing() if e.id == job.event_id), None)
+        if closing is None:
+            return
+        story = self.events.story(closing)
+        if story.text is not None:
+            self._apply(self.events.told(job.event_id, story.text, "description"))
+            return
+        if not story.frames:
+            self._apply(self.events.told(job.event_id, _from_descriptions(story.event), "descriptions"))
+            return
+        engine = npu.engine
+        try:
+            prefix = engine.prefill(story.frames, [story.prompt], stop=self.stop)
+            answer = engine.answer(prefix, story.prompt, stop=self.stop)
+        except QuestionError as exc:
+            log.error("camera %s: the story of event %s cannot be told: %s", job.window.camera, job.event_id, exc)
+            self._apply(self.events.told(job.event_id, _from_descriptions(story.event), "descriptions"))
+            return
+        except Cancelled:
+            raise  # left closing: the next start closes it as interrupted
+        window = replace(job.window, frames=story.frames)
+        result = self._result(window, story.prompt.question, answer, engine)
+        self.history.record_result(None, result)
+        self.metrics.observe_timings(prefix.timings)
+        self.metrics.observe_timings(answer.timings)
+        self._apply(self.events.told(job.event_id, answer.text, "model"))
+
+
+def _from_descriptions(event: Event) -> str | None:
+    """A story when the model cannot tell one: the event's distinct descriptions, in order."""
+    texts = list(dict.fromkeys(d.text for d in event.descriptions))
+    return " ".join(texts) if texts else None
