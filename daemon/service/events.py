@@ -10,7 +10,6 @@ has its own lock, and the store and the publisher are thread-safe.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 from typing import TYPE_CHECKING, Sequence
 
 from daemon.errors import Cancelled, QuestionError
@@ -133,9 +132,10 @@ class EventSide:
             return
         except Cancelled:
             raise  # left closing: the next start closes it as interrupted
-        window = replace(job.window, frames=story.frames)
-        result = self._result(window, story.prompt.question, answer, engine)
-        self.history.record_result(None, result)
+        # Stored with the event (not in `results`, which hold one row per prompt of an analysed window).
+        modelled = prefix.timings.modelled_npu_ms + answer.timings.modelled_npu_ms
+        log.info("camera %s: story of event %s from %d frames: %d tokens, %.1f s modelled on the AX650N",
+                 job.window.camera, job.event_id, len(story.frames), answer.timings.generated, modelled / 1000)
         self.metrics.observe_timings(prefix.timings)
         self.metrics.observe_timings(answer.timings)
         self._apply(self.events.told(job.event_id, answer.text, "model"))
