@@ -18,6 +18,7 @@ def test_an_event_round_trips_links_its_rows_and_survives_a_crash(tmp_path):
         ids = [history.record_window(window(t), True, "region", 100.0) for t in (0.0, 8.0, 40.0)]
         history.record_window(window(8.0, "yard"), True, "region", 100.0)
         result = history.record_result(ids[1], Result("door", "description", "q", 8.0, 16.0, 101.0, "a person"))
+        late = history.record_result(ids[0], Result("door", "description", "q", 0.0, 8.0, 102.0, "a door opens"))
         history.record_alert(Alert("door", "person", "info", "a person", 101.0, 8.0, 16.0))
         event = Event("0.000-abc", "door", 0.0, 16.0, reasons=("region",), zones=frozenset({"porch"}),
                       rules=("person",), descriptions=(Description(8.0, 16.0, "a person"),), windows=2)
@@ -28,8 +29,10 @@ def test_an_event_round_trips_links_its_rows_and_survives_a_crash(tmp_path):
     with History(path) as history, EventStore(path) as store:
         [closed] = store.interrupt_open(200.0)
         assert (closed.state, closed.ended_by, closed.end) == ("ended", "interrupted", 16.0)
-        assert closed.descriptions == event.descriptions and closed.rules == ("person",)
-        assert store.items(event.id) == {"window": ids[:2], "result": [result], "alert": [1]}
+        assert closed.descriptions == (Description(0.0, 8.0, "a door opens"),) + event.descriptions  # killed before
+        assert closed.rules == ("person",)
+        assert store.get(event.id) == closed
+        assert store.items(event.id) == {"window": ids[:2], "result": [result, late], "alert": [1]}
         assert store.snapshot_path(event.id).read_bytes() == b"\xff\xd8jpeg"
         assert store.interrupt_open(201.0) == []
 

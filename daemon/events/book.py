@@ -69,8 +69,9 @@ class EventBook:
         with self._lock:
             return self.tracker.fired(camera, rule, window_start, now)
 
-    def story(self, event: Event) -> Story:
-        """Take a closing event's story frames out of the book (they are freed with the Story)."""
+    def story(self, event: Event, frames: int | None = None) -> Story:
+        """Take a closing event's story frames out of the book (they are freed with the Story): `frames`
+        (default `frames_per_story`: the camera's window size) spread across the event."""
         with self._lock:
             reservoir = self._reservoirs.pop(event.id, None)
             current = next((e for e in self.tracker.closing() if e.id == event.id), event)
@@ -78,9 +79,9 @@ class EventBook:
         short = self.tracker.short_story(current)
         if short is not None or reservoir is None:
             return Story(current, (), prompt, short)
-        frames = reservoir.spread(self.frames_per_story, current.start, current.end or current.last_change)
+        spread = reservoir.spread(frames or self.frames_per_story, current.start, current.end or current.last_change)
         reservoir.clear()
-        return Story(current, frames, prompt)
+        return Story(current, spread, prompt)
 
     def told(self, event_id: str, story: str | None, story_from: str | None) -> list[Transition]:
         with self._lock:

@@ -115,7 +115,7 @@ class EventSide:
         closing = next((e for e in self.events.tracker.closing() if e.id == job.event_id), None)
         if closing is None:
             return
-        story = self.events.story(closing)
+        story = self.events.story(closing, self.cameras[closing.camera].settings.frames)
         if story.text is not None:
             self._apply(self.events.told(job.event_id, story.text, "description"))
             return

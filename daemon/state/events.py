@@ -125,13 +125,25 @@ class EventStore(Store):
             event = _event(row)
             event = replace(event, state="ended", end=event.end or event.last_change,
                             ended_by="interrupted" if event.state == "open" else event.ended_by or "interrupted")
-            self.save(event, now)
             self.link(event)
+            event = replace(event, descriptions=self._recorded_descriptions(event))
+            self.save(event, now)
             closed.append(event)
         if closed:
             log.warning("events: %d event(s) were open when the daemon stopped; closed them as interrupted (%s)",
                         len(closed), ", ".join(e.id for e in closed))
         return closed
+
+    def _recorded_descriptions(self, event: Event) -> tuple[Description, ...]:
+        """The event's descriptions with those its windows' results hold: a kill between recording a
+        result and recording the event left them out of the event's row."""
+        rows = self._run(lambda db: db.execute(
+            "SELECT r.window_start, r.window_end, r.text FROM results r JOIN event_items i ON i.kind = 'result' "
+            "AND i.row_id = r.id WHERE i.event_id = ? AND r.prompt_id = 'description' ORDER BY r.window_start",
+            (event.id,)).fetchall(), "read")
+        known = {(d.window_start, d.text) for d in event.descriptions}
+        found = [Description(*row) for row in rows if (row[0], row[2]) not in known]
+        return tuple(sorted(event.descriptions + tuple(found), key=lambda d: d.window_start))
 
     def prune(self, now: float, keep_seconds: float) -> int:
         """Delete ended events opened before `now - keep_seconds`, and their keyframes."""
