@@ -126,7 +126,7 @@ def test_a_static_scene_gives_no_event(tmp_path, tiny_model):
         assert store.find() == []
 
 
-def test_a_recording_with_two_visits_gives_two_events(tmp_path, tiny_model):
+def test_a_recording_with_two_visits_gives_two_events(tmp_path, tiny_model, capsys):
     scene = Scene(duration=40.0, fps=FPS, noise=3.0, drift=0.0,
                   things=(Thing(4, 10, (20, 100), (260, 100), 4, 10), Thing(24, 30, (260, 60), (20, 60), 24, 30)))
     config = write_config(tmp_path, tiny_model, str(write_scene(tmp_path / "visits.mp4", scene)))
@@ -136,6 +136,18 @@ def test_a_recording_with_two_visits_gives_two_events(tmp_path, tiny_model):
     assert len(events) == 2 and all(e.state == "ended" and e.story for e in events)
     start = min(e.start for e in events) - 4.0  # media time of the file's first frame
     assert [round(e.start - start) for e in events] == [4, 24]
+    # `vlmwatch events` lists them, newest first, and shows one whole
+    capsys.readouterr()
+    assert main(["events", "-c", str(config), "--since", "3650d", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [e["id"] for e in listed] == [events[1].id, events[0].id]
+    assert main(["events", "-c", str(config), "--since", "3650d", "--camera", "door"]) == 0
+    assert capsys.readouterr().out.strip() == "no events"
+    assert main(["events", "-c", str(config), "--show", events[0].id, "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["story"] == events[0].story and shown["items"]["window"] and shown["keyframe"].endswith(".jpg")
+    assert main(["events", "-c", str(config), "--show", "nope"]) == 2
+    assert "no such event" in capsys.readouterr().err
 
 
 @rtsp

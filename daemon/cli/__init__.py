@@ -19,6 +19,7 @@ from daemon.errors import VlmwatchError
 COMMAND_MODULES = [
     "daemon.cli.demo",
     "daemon.cli.describe",
+    "daemon.cli.events",
     "daemon.cli.export",
     "daemon.cli.model",
     "daemon.cli.replay",
