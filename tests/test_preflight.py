@@ -39,6 +39,10 @@ CASES = {
     "camera description does not fit": (
         dict(camera_extra=f"    prompts:\n      description: {LONG}\n"), None, {},
         "cameras[0].prompts.description: the description prompt with the 8-frame prefix of camera yard is"),
+    "event story prompt does not fit": (dict(top_extra=f"events:\n  prompt: {LONG}\n"), None, {},
+                                        "events.prompt: the event story prompt with the 8-frame prefix of camera"),
+    "event entity collides with a rule's": (dict(top_extra=MQTT), "- id: event\n" + ASK, {},
+                                           "mqtt: two entities map to the same Home Assistant object id 'yard_event'"),
     "rule question does not fit": (dict(), f"- id: long\n  ask: {LONG}\n", {},
                                    "long: the question with the 8-frame prefix of camera yard is"),
     "rule choices share a token": (dict(), "- id: same\n  ask: Which?\n  choices: [yes, Yes]\n", {},
