@@ -17,7 +17,7 @@ class EventSettings(Section):
     end_after: float = Field(30.0, gt=0, description="Seconds without a changed window after which an event ends.")
     max_length: float = Field(600.0, gt=0, description="Seconds after which a long event ends anyway (and the "
                               "next changed window opens a new one).")
-    update_every: float = Field(10.0, ge=0, description="Fewest seconds between two `update` messages of one "
+    update_every: float = Field(30.0, ge=0, description="Fewest seconds between two `update` messages of one "
                                 "event (rule alerts and descriptions arriving faster are folded into the next "
                                 "update or the `end`); 0 = one update per description or alert.")
     prompt: str = Field(DEFAULT_STORY_PROMPT, min_length=1, description="The question asked of 8 frames spread "
