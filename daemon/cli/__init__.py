@@ -17,6 +17,7 @@ from daemon.errors import VlmwatchError
 
 # Modules that contribute sub-commands, in help order.
 COMMAND_MODULES = [
+    "daemon.cli.bench",
     "daemon.cli.demo",
     "daemon.cli.describe",
     "daemon.cli.events",

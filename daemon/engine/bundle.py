@@ -193,7 +193,8 @@ def open_model(
     open_graph = opener(files, backend, device_id)
 
     def profiled(path: Path, role: str) -> Session:
-        return ProfileSession(open_graph(path, role), role, meter, sleep=sleep)
+        card = backend == "axengine" and device_id is not None  # M.2: copies over PCIe, no cache maintenance
+        return ProfileSession(open_graph(path, role), role, meter, sleep=sleep, card=card)
 
     t0 = time.monotonic()
     log.info("loading %d graphs with %s%s", len(files.layers) + 1 + bool(files.vit), backend,
