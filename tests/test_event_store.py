@@ -56,3 +56,29 @@ def test_find_by_camera_rule_and_text_and_prune_with_keyframes(tmp_path):
         assert store.prune(1001.5, 0.0) == 2
         assert [e.id for e in store.find()] == ["e2"]
         assert sorted(p.name for p in store.keyframes.iterdir()) == ["e2.jpg"]
+
+
+def test_a_summary_reads_event_stories_instead_of_their_windows_descriptions(tmp_path):
+    from datetime import timezone
+
+    from histories import record_description
+
+    from daemon.summaries.timeline import Period, build_timeline, entry_line
+
+    t0 = 1_750_000_000.0
+    path = tmp_path / "history.sqlite"
+    with History(path) as history, EventStore(path) as store:
+        for i, text in enumerate(["A man walks up.", "He leaves a parcel.", "He walks away."]):
+            record_description(history, "porch", t0 + 8 * (i + 1), text)  # windows t0 .. t0 + 24
+        record_description(history, "porch", t0 + 600, "The porch is empty.")  # no event: stays
+        event = Event("e1", "porch", t0, t0 + 24, "ended", t0 + 24, "quiet", story="A man delivered a parcel.")
+        store.save(event, t0 + 60)
+        period = Period(t0 - 10, t0 + 3600, timezone.utc)
+        timeline = build_timeline(history, period, ["porch"], store)
+        assert [entry_line(e, period) for e in timeline.entries] == [
+            f"{period.clock(t0 + 60)} porch EVENT: A man delivered a parcel.",
+            f"{period.clock(t0 + 600)} porch: The porch is empty.",
+        ]
+        assert timeline.counts == {"descriptions": 1, "answers": 0, "alerts": 0, "events": 1}
+        # without events (or before any): every description, as before
+        assert len(build_timeline(history, period, ["porch"]).entries) == 4

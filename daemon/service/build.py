@@ -187,18 +187,19 @@ def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, 
         store = RuleStateStore(history.path).open()
         closers.append(store.close)
         rules = RuleRunner(ruleset, store, history, publisher, snapshot)
-    summarizer = scheduler = None
-    if cfg.summaries:
-        runlog = RunLog(history.path).open()
-        closers.append(runlog.close)
-        publish = publisher.publish_summary if publisher is not None else None
-        summarizer = Summarizer(history, summary_engine, runlog, [c.name for c in cfg.cameras], publish, clock)
-        scheduler = SummaryScheduler(cfg.summaries, runlog)
     events = event_store = None
     if cfg.events.enabled:
         event_store = EventStore(history.path, cfg.state_dir / "events").open()
         closers.append(event_store.close)
         events = EventBook(cfg.events, snapshot=lambda window: snapshot(window, None))
+    summarizer = scheduler = None
+    if cfg.summaries:
+        runlog = RunLog(history.path).open()
+        closers.append(runlog.close)
+        publish = publisher.publish_summary if publisher is not None else None
+        summarizer = Summarizer(history, summary_engine, runlog, [c.name for c in cfg.cameras], publish, clock,
+                                events=event_store)
+        scheduler = SummaryScheduler(cfg.summaries, runlog)
     return App(cfg, npus, cameras, history, queue, stop,
                metrics=metrics or Metrics(), notifier=notifier or Notifier(""), publisher=publisher, rules=rules,
                summarizer=summarizer, scheduler=scheduler, summary_engine=summary_engine, clock=clock,

@@ -190,6 +190,19 @@ class EventStore(Store):
         rows = self._run(lambda db: db.execute(sql, (*params, limit)).fetchall(), "read")
         return [_event(row) for row in rows]
 
+    def ended_between(self, since: float, until: float) -> list[Event]:
+        """Events that ended with their row last written (wall clock) in [since, until), oldest first:
+        what a summary of that period reads."""
+        rows = self._run(lambda db: db.execute(f"SELECT {_COLUMNS} FROM events WHERE state = 'ended' AND updated >= ?"
+                                               " AND updated < ? ORDER BY updated", (since, until)).fetchall(), "read")
+        return [_event(row) for row in rows]
+
+    def recorded(self, event_id: str) -> float:
+        """When (wall clock) the event's row was last written: an ended event's end, as history records it."""
+        rows = self._run(lambda db: db.execute("SELECT updated FROM events WHERE id = ?", (event_id,)).fetchall(),
+                         "read")
+        return rows[0][0] if rows else 0.0
+
     def items(self, event_id: str) -> dict[str, list[int]]:
         """Row ids of the event's windows, results and alerts."""
         rows = self._run(lambda db: db.execute("SELECT kind, row_id FROM event_items WHERE event_id = ? "
