@@ -115,7 +115,7 @@ def build_timeline(history: History, period: Period, cameras: Sequence[str],
                 ((e, events.recorded(e.id)) for e in stories)]
     entries.sort(key=lambda e: (e.start, e.camera, e.kind))
     counts = {"descriptions": len(descriptions), "answers": len(answers), "alerts": len(alerts),
-              **({"events": len(stories)} if events is not None else {})}
+              **({"events": len(stories)} if stories else {})}
     return Timeline(period, tuple(cameras), tuple(entries), counts)
 
 
