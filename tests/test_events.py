@@ -163,3 +163,19 @@ def test_description_rate():
 def test_settings_refuse_a_max_length_shorter_than_end_after():
     with pytest.raises(ValueError, match="must be longer than end_after"):
         EventSettings(end_after=60, max_length=30)
+
+
+def test_a_rule_on_events_reads_the_story_not_the_descriptions():
+    from daemon.rules.model import STORY, Match, Rule, find_result, rule_scope
+    from daemon.types import Result
+
+    rule = Rule("parcel", Match.build(any=["parcel"]), on="event")
+    description = Result("door", "description", "q", 0, 8, 8, "a parcel is left")
+    story = Result("door", STORY, "q", 0, 40, 41, "a man left a parcel")
+    assert find_result(rule, [description]) is None and find_result(rule, [story]) is story
+    assert find_result(Rule("parcel", rule.trigger), [description, story]) is description
+    assert rule_scope("event", asks=False) == "event"
+    with pytest.raises(ValueError, match="match rules only"):
+        rule_scope("event", asks=True)
+    with pytest.raises(ValueError, match="write window or event"):
+        rule_scope("visit", asks=False)

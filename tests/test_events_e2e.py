@@ -38,7 +38,8 @@ def visits(tmp_path: Path, duration: float, appear: float, leave: float) -> Path
     return write_jpeg_frames(tmp_path / "frames", scene_frames(scene))
 
 
-def write_config(tmp_path: Path, tiny_model: Path, source: str, broker=None, **events) -> Path:
+def write_config(tmp_path: Path, tiny_model: Path, source: str, broker=None, rules: str | None = None,
+                 **events) -> Path:
     config = {
         "model": {"dir": str(tiny_model), "backend": "onnxruntime", "system": SYSTEM},
         "cameras": [{"name": "yard", "source": source, "frames": 4, "span": 1.0, "stride": 1.0}],
@@ -46,6 +47,10 @@ def write_config(tmp_path: Path, tiny_model: Path, source: str, broker=None, **e
         "events": {"end_after": 3.0, "max_length": 60.0, "update_every": 0, "max_new_tokens": 6, **events},
         "state_dir": str(tmp_path / "state"), "metrics": {"enabled": False},
     }
+    if rules is not None:
+        (tmp_path / "rules").mkdir(exist_ok=True)
+        (tmp_path / "rules" / "rules.yaml").write_text(rules)
+        config["rules"] = str(tmp_path / "rules")
     if broker is not None:
         config["mqtt"] = {"host": broker.host, "port": broker.port, "discovery": {"enabled": False}}
     path = tmp_path / "config.yaml"
@@ -129,11 +134,17 @@ def test_a_static_scene_gives_no_event(tmp_path, tiny_model):
 def test_a_recording_with_two_visits_gives_two_events(tmp_path, tiny_model, capsys):
     scene = Scene(duration=40.0, fps=FPS, noise=3.0, drift=0.0,
                   things=(Thing(4, 10, (20, 100), (260, 100), 4, 10), Thing(24, 30, (260, 60), (20, 60), 24, 30)))
-    config = write_config(tmp_path, tiny_model, str(write_scene(tmp_path / "visits.mp4", scene)))
+    # a rule on the events' stories (any text): one alert per event, none per window
+    rules = "- id: visit\n  match: {regex: '.'}\n  on: event\n  cooldown: 0s\n"
+    config = write_config(tmp_path, tiny_model, str(write_scene(tmp_path / "visits.mp4", scene)), rules=rules)
     assert main(["run", "-c", str(config), "--once"]) == 0
     with History(tmp_path / "state" / "history.sqlite") as history, EventStore(history.path) as store:
         events = sorted(store.find(), key=lambda e: e.start)
+        alerts = [a.alert for a in history.alerts(0, 1e12)]
+        linked = [store.items(e.id)["alert"] for e in events]
     assert len(events) == 2 and all(e.state == "ended" and e.story for e in events)
+    assert [(a.rule, a.window_start, a.window_end) for a in alerts] == [("visit", e.start, e.end) for e in events]
+    assert all(e.rules == ("visit",) for e in events) and [len(ids) for ids in linked] == [1, 1]
     start = min(e.start for e in events) - 4.0  # media time of the file's first frame
     assert [round(e.start - start) for e in events] == [4, 24]
     # `vlmwatch events` lists them, newest first, and shows one whole

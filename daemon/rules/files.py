@@ -20,6 +20,7 @@ Each file holds a list of rules:
 
     - id: smoke
       match: {any: [smoke, fire, flames]}   # or all: [...], regex: "..."; all given must hold
+      on: window                      # or event: match an event's story at its end (match rules only)
 
 Every problem is one line, `FILE:LINE: rule id: message`, and all of them are
 reported at once. Values are read from the YAML text as written, so
@@ -43,12 +44,13 @@ import yaml
 from daemon.config.yamlfiles import compose_yaml, yaml_problem
 from daemon.errors import ConfigError
 from daemon.rules.hours import TimeRange, parse_days, parse_time_range
-from daemon.rules.model import DESCRIPTION, SEVERITIES, Ask, Match, Rule, RuleSet, Template, parse_template
+from daemon.rules.model import (DESCRIPTION, SEVERITIES, Ask, Match, Rule, RuleSet, Template, parse_template,
+                                rule_scope)
 from daemon.times import parse_duration
 
 RULE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # an MQTT topic level and HA object id; always fullmatch
 OPTIONS = ("id", "cameras", "ask", "choices", "when", "threshold", "match", "for", "cooldown", "active",
-           "severity", "snapshot", "message", "off_delay", "zones")
+           "severity", "snapshot", "message", "off_delay", "zones", "on")
 ASK_ONLY = ("choices", "when", "threshold")
 MATCH_OPTIONS = ("any", "all", "regex")
 ACTIVE_OPTIONS = ("time", "days")
@@ -187,7 +189,8 @@ class _RuleReader:
         kwargs: dict[str, Any] = {}
         for key, parse in (("cameras", self._cameras), ("for", self._for), ("cooldown", self._duration),
                            ("off_delay", self._duration), ("active", self._active), ("severity", self._severity),
-                           ("snapshot", self._snapshot), ("message", self._message), ("zones", self._zones)):
+                           ("snapshot", self._snapshot), ("message", self._message), ("zones", self._zones),
+                           ("on", lambda node: rule_scope(self._text(node, "on"), "ask" in self.options))):
             if key in self.options:
                 try:
                     kwargs[key] = parse(self.options[key])

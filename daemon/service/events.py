@@ -10,15 +10,17 @@ has its own lock, and the store and the publisher are thread-safe.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Sequence
 
-from daemon.errors import Cancelled, QuestionError
+from daemon.errors import QuestionError
 from daemon.events.tracker import Transition
+from daemon.rules.model import STORY
 from daemon.service.worker import StoryJob
 from daemon.types import Alert, Event, Result, Window, new_message_id
 
 if TYPE_CHECKING:
-    from daemon.events.book import EventBook
+    from daemon.events.book import EventBook, Story
     from daemon.service.npus import Npu
     from daemon.state.events import EventStore
 
@@ -111,34 +113,45 @@ class EventSide:
             self._apply(self.events.told(event.id, _from_descriptions(event), "descriptions"))
 
     def _tell_story(self, job: StoryJob, npu: Npu) -> None:
-        """One model pass over frames spread across the event (or its one window's description)."""
+        """One model pass over frames spread across the event (or its one window's description); then the
+        `on: event` rules read the story, and the event ends."""
         closing = next((e for e in self.events.tracker.closing() if e.id == job.event_id), None)
         if closing is None:
             return
         story = self.events.story(closing, self.cameras[closing.camera].settings.frames)
-        if story.text is not None:
-            self._apply(self.events.told(job.event_id, story.text, "description"))
-            return
-        if not story.frames:
-            self._apply(self.events.told(job.event_id, _from_descriptions(story.event), "descriptions"))
-            return
+        text, source = story.text, "description"
+        if text is None and story.frames:
+            text, source = self._model_story(job, story, npu)
+        if text is None:
+            text, source = _from_descriptions(story.event), "descriptions"
+        self._story_rules(story.event, text, replace(job.window, frames=story.frames), story.prompt.question)
+        self._apply(self.events.told(job.event_id, text, source if text is not None else None))
+
+    def _model_story(self, job: StoryJob, story: Story, npu: Npu) -> tuple[str | None, str]:
         engine = npu.engine
         try:
             prefix = engine.prefill(story.frames, [story.prompt], stop=self.stop)
             answer = engine.answer(prefix, story.prompt, stop=self.stop)
-        except QuestionError as exc:
+        except QuestionError as exc:  # Cancelled goes up: left closing, the next start closes it as interrupted
             log.error("camera %s: the story of event %s cannot be told: %s", job.window.camera, job.event_id, exc)
-            self._apply(self.events.told(job.event_id, _from_descriptions(story.event), "descriptions"))
-            return
-        except Cancelled:
-            raise  # left closing: the next start closes it as interrupted
+            return None, "model"
         # Stored with the event (not in `results`, which hold one row per prompt of an analysed window).
         modelled = prefix.timings.modelled_npu_ms + answer.timings.modelled_npu_ms
         log.info("camera %s: story of event %s from %d frames: %d tokens, %.1f s modelled on the AX650N",
                  job.window.camera, job.event_id, len(story.frames), answer.timings.generated, modelled / 1000)
         self.metrics.observe_timings(prefix.timings)
         self.metrics.observe_timings(answer.timings)
-        self._apply(self.events.told(job.event_id, answer.text, "model"))
+        return answer.text, "model"
+
+    def _story_rules(self, event: Event, text: str | None, window: Window, question: str) -> None:
+        """`on: event` rules match the story (their alerts join the event's rules before it ends)."""
+        if self.rules is None or not text:
+            return
+        result = Result(event.camera, STORY, question, event.start, event.end or event.last_change, self.clock(),
+                        text, stop_reason="stop", zones=event.zones)
+        with self._rules_lock:
+            alerts = self.rules.on_results(window, [result])
+        self.events_alerts(alerts)
 
 
 def _from_descriptions(event: Event) -> str | None:
