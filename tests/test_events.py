@@ -179,3 +179,40 @@ def test_a_rule_on_events_reads_the_story_not_the_descriptions():
         rule_scope("event", asks=True)
     with pytest.raises(ValueError, match="write window or event"):
         rule_scope("visit", asks=False)
+
+
+def test_event_messages_and_home_assistant_entities():
+    import json
+
+    from daemon.config.mqtt import DiscoverySettings
+    from daemon.mqtt.discovery import Discovery
+    from daemon.mqtt.messages import Topics, event_json, story_json
+    from daemon.types import Description, Event
+
+    event = Event("1000.000-abcdef", "porch", 1000.0, 1040.0, "ended", 1040.0, "quiet", ("region",),
+                  frozenset({"path"}), (), (0.1, 0.2, 0.3, 0.4), ("person",),
+                  (Description(1000.0, 1008.0, "a man walks up"),), 5, "A man left a parcel.", "model", 1016.0, 0.02)
+    message = event_json("end", event, "m1", before=None)
+    assert (message["type"], message["event_type"], message["event_id"], message["story"]) == (
+        "end", "end", event.id, "A man left a parcel.")
+    after = message["after"]
+    assert after["start_time"].startswith("1970-01-01T00:16:40") and after["duration"] == 40.0
+    assert after["data"]["rules"] == ["person"] and after["data"]["descriptions"][0]["text"] == "a man walks up"
+    assert story_json(event, "m2")["text"] == "A man left a parcel."
+    json.dumps(message)  # plain JSON
+
+    jinja2 = pytest.importorskip("jinja2")
+    entities = {e.object_id: e for e in Discovery(DiscoverySettings(), Topics("vlmwatch"), ["porch"],
+                                                  events=True).entities()}
+    assert {"porch_event", "porch_story", "porch_activity", "porch_event_snapshot"} <= set(entities)
+    assert "porch_event" not in {e.object_id for e in Discovery(DiscoverySettings(), Topics("vlmwatch"),
+                                                                ["porch"]).entities()}
+    fired = entities["porch_event"].config
+    assert fired["state_topic"] == "vlmwatch/porch/event" and fired["event_types"] == ["end"]
+
+    def render(template: str, payload: dict) -> str:
+        return jinja2.Environment().from_string(template).render(value=json.dumps(payload), value_json=payload)
+
+    assert json.loads(render(fired["value_template"], message)) == message  # fired at the end, story attached
+    assert render(fired["value_template"], event_json("update", event, "m3")) == ""  # ignored by Home Assistant
+    assert entities["porch_activity"].config["state_topic"] == "vlmwatch/porch/activity"
