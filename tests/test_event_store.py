@@ -82,3 +82,38 @@ def test_a_summary_reads_event_stories_instead_of_their_windows_descriptions(tmp
         assert timeline.counts == {"descriptions": 1, "answers": 0, "alerts": 0, "events": 1}
         # without events (or before any): every description, as before
         assert len(build_timeline(history, period, ["porch"]).entries) == 4
+
+
+def test_a_clean_stop_ends_open_events_as_shutdown(tmp_path, tiny_model):
+    from daemon.config import load_config
+    from daemon.engine.bundle import locate, open_model
+    from daemon.engine.engine import Engine
+    from daemon.service.build import assemble
+    from daemon.types import Region
+
+    class Published:
+        def __init__(self):
+            self.events = []
+
+        def publish_event(self, kind, event, message_id=None, before=None, snapshot=None):
+            self.events.append((kind, event.id, event.ended_by))
+
+    (tmp_path / "config.yaml").write_text(f"model:\n  dir: {tiny_model}\ncameras:\n  - name: yard\n"
+                                          f"    source: {tmp_path / 'clip.mp4'}\nstate_dir: state\n")
+    cfg = load_config(tmp_path / "config.yaml")
+    history = History(cfg.state_dir / "history.sqlite").open()
+    publisher = Published()
+    app = assemble(cfg, Engine(open_model(locate(tiny_model)), system="You watch."), {"yard": None}, history,
+                   publisher=publisher)
+    try:
+        moved = (Region(0.1, 0.1, 0.2, 0.2, 0.04),)
+        app.events_seen(Window("yard", 0.0, 8.0, window(0.0).frames, 0.04, moved), True, "region 4 %")
+        app.events_seen(Window("yard", 8.0, 16.0, window(8.0).frames, 0.04, moved), True, "region 4 %")
+        [(kind, event_id, _)] = publisher.events
+        assert kind == "new"
+        app.events_shutdown()  # what App.shutdown does once the NPU workers are done
+        assert publisher.events[-1] == ("end", event_id, "shutdown")
+        assert app.event_store.get(event_id).state == "ended"
+    finally:
+        app.event_store.close()
+        history.close()

@@ -188,6 +188,7 @@ class App(NpuSide, EventSide):
                 cam.main.close()
         for npu in self.npus:
             npu.worker.join(max(0.1, deadline - time.monotonic()))
+        self.events_shutdown()  # open events end now (activity OFF), told from their descriptions
         if self.publisher is not None:
             self.publisher.stop(max(1.0, min(5.0, deadline - time.monotonic())))  # flush, then `offline`
         if self.fatal is not None:

@@ -68,6 +68,20 @@ class EventSide:
         for event in self.event_store.interrupt_open(self.clock()):
             self._publish_event("end", event)
 
+    def events_shutdown(self) -> None:
+        """Stopping (the NPU workers are done): every open or closing event ends as `shutdown`, its story
+        its descriptions (no model pass), so Home Assistant's activity turns OFF. A failure here is
+        logged: the next start closes what is left as interrupted."""
+        if self.events is None:
+            return
+        try:
+            for event in self.events.open_events():
+                self._apply([t for t in self.events.source_ended(event.camera, "shutdown") if t.kind != "closing"])
+            for event in self.events.tracker.closing():
+                self._apply(self.events.told(event.id, _from_descriptions(event), "descriptions"))
+        except Exception as exc:  # noqa: BLE001 - shutting down: record what we can, never hang or crash here
+            log.warning("events: could not end the open events at shutdown (%s); the next start closes them", exc)
+
     def events_prune(self, now: float, keep_seconds: float) -> None:
         if self.event_store is not None:
             self.event_store.prune(now, keep_seconds)
