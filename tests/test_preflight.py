@@ -39,6 +39,8 @@ CASES = {
     "camera description does not fit": (
         dict(camera_extra=f"    prompts:\n      description: {LONG}\n"), None, {},
         "cameras[0].prompts.description: the description prompt with the 8-frame prefix of camera yard is"),
+    "event max_length shorter than end_after": (dict(top_extra="events:\n  end_after: 60\n  max_length: 30\n"), None,
+                                                {}, "events: max_length (30 s) must be longer than end_after (60 s)"),
     "event story prompt does not fit": (dict(top_extra=f"events:\n  prompt: {LONG}\n"), None, {},
                                         "events.prompt: the event story prompt with the 8-frame prefix of camera"),
     "event entity collides with a rule's": (dict(top_extra=MQTT), "- id: event\n" + ASK, {},
