@@ -25,6 +25,7 @@ CASES = {
                     "--hour-windows", "2"], "gate ms/window"),
     "bench_memory": (["--seconds", "6", "--only", "files"], "peak"),
     "bench_ort_threads": (["--windows", "1", "--repeat", "1"], "CPU vs default"),
+    "bench_search": (["--quick", "--repeat", "2"], "slowest:"),
     "bench_window": ([], "modelled AX650N seconds"),
 }
 

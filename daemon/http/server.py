@@ -31,6 +31,7 @@ from aiohttp import web
 
 from daemon.config.http import HttpSettings
 from daemon.errors import Busy, ConfigError, QuestionError
+from daemon.http.web import PageApi
 from daemon.http.images import bad_image, data_url_bytes, decode_image, fetch_bytes
 from daemon.http.messages import (
     ApiError,
@@ -114,8 +115,9 @@ class HttpServer:
     """Serves the API until stop(); one thread, one event loop, one small decoding pool."""
 
     def __init__(self, settings: HttpSettings, backend: Backend, api_key: str | None = None,
-                 observe: Observe | None = None):
+                 observe: Observe | None = None, page: PageApi | None = None):
         self.settings, self.backend, self._key, self._observe = settings, backend, api_key, observe
+        self._page = page  # the web page and its JSON (daemon.http.web), when the daemon serves it
         self._created = now()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -158,6 +160,8 @@ class HttpServer:
         thread.join(timeout)
         if thread.is_alive():
             log.warning("HTTP API: the server thread did not stop within %.0f s", timeout)
+        if self._page is not None:
+            self._page.close()
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -198,6 +202,8 @@ class HttpServer:
         app.router.add_get("/v1/models", self._models, name="models")
         app.router.add_get("/v1/models/{model}", self._model, name="model")
         app.router.add_get("/healthz", self._health, name="healthz")
+        if self._page is not None:
+            app.add_routes(self._page.routes())
         return app
 
     # ------------------------------------------------------------------ plumbing

@@ -215,10 +215,23 @@ def start_http(cfg: Config, app: App):
     from daemon.service.chat import ChatService
 
     app.chat = ChatService(app.engine, app.queue, app.limiter, app.metrics, cfg.http, app.healthy)
-    server = server_module.HttpServer(cfg.http, app.chat, api_key=cfg.http.resolve_api_key(),
-                                      observe=app.metrics.http_request)
+    key = cfg.http.resolve_api_key()
+    server = server_module.HttpServer(cfg.http, app.chat, api_key=key, observe=app.metrics.http_request,
+                                      page=open_page(cfg, app, key))
     server.start()  # ConfigError (exit 2) when the port is taken
     return server
+
+
+def open_page(cfg: Config, app: App, api_key: str | None):
+    """The web page's side (daemon.http.web), closed with the server: history's read-only queries and search
+    index on a connection of their own, and a read-only view of the running daemon (daemon.service.pageview)."""
+    from daemon.http.web import PageApi
+    from daemon.service.pageview import LiveView
+    from daemon.state.browse import Browser
+    from daemon.times import zone_of
+
+    browser = Browser(app.history.path).open()
+    return PageApi(browser, LiveView(app, cfg.timezone or str(zone_of(None))), api_key)
 
 
 def http_server_module():

@@ -164,6 +164,11 @@ class CameraWatch:
         """Cameras down for health.down_after or longer (as of the last check)."""
         return [name for name, watch in self._watches.items() if watch.state == "down"]
 
+    def states(self) -> dict[str, tuple[str, str | None]]:
+        """Each camera's state (as of the last check) and why its capture last failed, for the web page."""
+        with self._lock:
+            return {name: (watch.state, watch.error) for name, watch in self._watches.items()}
+
     def capturing(self) -> bool:
         """Whether any camera may still deliver windows (not ended, not down)."""
         with self._lock:
