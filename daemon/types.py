@@ -29,7 +29,9 @@ class Frame:
     ViT's input by the engine's own resize, computed from the full-resolution
     picture at capture. The ViT uses `model_input` when it has the ViT's size,
     else it resizes `image`; either way a frame's features equal those of the
-    full picture as long as `model_input` was made from it.
+    full picture as long as `model_input` was made from it. A frame of a window the
+    gate passed also carries `vit_input`, the ViT's normalised input, made on the
+    capture thread (`daemon.video.frames.Preparer`) so that the NPU worker only feeds it.
     """
 
     camera: str
@@ -37,6 +39,7 @@ class Frame:
     index: int  # frame number within the source (monotonic per source)
     image: np.ndarray = field(repr=False)  # [H, W, 3] uint8 BGR, possibly reduced from the decoded picture
     model_input: np.ndarray | None = field(default=None, repr=False)  # [S, S, 3] uint8 BGR for the ViT, or None
+    vit_input: np.ndarray | None = field(default=None, repr=False)  # [1, 3, S, S] normalised, ready for the ViT
 
 
 @dataclass(frozen=True)
@@ -146,6 +149,7 @@ class Prompt:
     question: str
     choices: tuple[str, ...] = ()  # non-empty: score these instead of generating
     max_new_tokens: int | None = None
+    schema: str | None = None  # JSON text of a JSON schema: the answer is JSON conforming to it (constrained)
 
 
 @dataclass(frozen=True)
@@ -159,3 +163,40 @@ class CameraStatus:
     restarts: int  # captures restarted since the daemon started
     dropped: int  # windows dropped unanalysed since the daemon started
     error: str | None = None  # why the capture last failed or was restarted
+
+
+@dataclass(frozen=True)
+class Description:
+    """One window's description inside an event."""
+
+    window_start: float
+    window_end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """The record of one activity on a camera (daemon.events); `end` is None while it is open."""
+
+    id: str
+    camera: str
+    start: float
+    last_change: float  # end of the last changed window
+    state: str = "open"  # open | closing (story pending) | ended
+    end: float | None = None
+    ended_by: str | None = None  # quiet | max_length | source ended | shutdown | interrupted
+    reasons: tuple[str, ...] = ()  # distinct kinds, first first
+    zones: frozenset[str] = frozenset()
+    triggers: tuple[str, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+    rules: tuple[str, ...] = ()  # rules that fired, in order, each once
+    descriptions: tuple[Description, ...] = ()
+    windows: int = 0  # changed windows
+    story: str | None = None
+    story_from: str | None = None  # model (8 frames across the event) | description (a one-window event)
+    snapshot_ts: float | None = None  # window end of the best snapshot (largest change)
+    snapshot_change: float = 0.0
+
+    @property
+    def duration(self) -> float:
+        return (self.end if self.end is not None else self.last_change) - self.start

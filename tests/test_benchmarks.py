@@ -1,28 +1,50 @@
-"""Every benchmark's smallest case runs and prints its table (the figures themselves are read by people)."""
+"""Every benchmark's smallest case runs, from the venv the tests use, so that none breaks silently.
+
+The figures are the benchmarks' business; here each must exit 0 and print its table."""
+
+from __future__ import annotations
 
 import os
-import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-ROW = re.compile(r"^now\s+files\s+(copied|resident)\s+(\d+) MiB\s+(\d+) MiB\s+(-?\d+) MiB\s+(\d+) of\s+(\d+) analysed\s+(\d+) MiB$")
+ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ROOT / "benchmarks"
+
+# script, the smallest arguments, a line its table prints
+CASES = {
+    "bench_board": (["--steps", "2"], "cameras one NPU sustains"),
+    "bench_capacity": (["--smoke"], "cameras per board"),
+    "bench_capture": (["--seconds", "4", "--repeat", "1"], "CPU seconds per minute of stream"),
+    "bench_engine": (["--steps", "2"], "decode"),
+    "bench_json_decoding": (["--tokens", "20", "--runs", "1", "--only", "llguidance"], "median ms"),
+    "bench_events": (["--quick"], "MQTT messages per hour of activity"),
+    "bench_gate": (["--resolutions", "320x240", "--noises", "0", "--codecs", "raw", "--static-windows", "2",
+                    "--hour-windows", "2"], "gate ms/window"),
+    "bench_memory": (["--quick"], "files    resident"),  # both KV paths, each in a daemon of its own
+    "bench_ort_threads": (["--windows", "1", "--repeat", "1"], "CPU vs default"),
+    "bench_search": (["--quick", "--repeat", "2"], "slowest:"),
+    "bench_window": ([], "modelled AX650N seconds"),
+}
+
+KNOWN: dict[str, tuple[str, str]] = {}  # benchmark: (the failure seen on main, why) -- only that failure is expected
 
 
-@pytest.mark.skipif(not shutil.which("gst-launch-1.0"), reason="bench_memory encodes its clips with GStreamer")
-def test_bench_memory_quick_runs_the_daemon_on_both_kv_paths_and_prints_its_table():
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bench_memory.py"), "--quick"],
-                         capture_output=True, text=True, timeout=240, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    assert out.returncode == 0, out.stderr[-3000:]
-    rows = {m[1]: m for m in map(ROW.match, out.stdout.splitlines()) if m}
-    assert set(rows) == {"copied", "resident"}, out.stdout
-    for kv, m in rows.items():
-        after_load, peak, analysed, windows = int(m[2]), int(m[3]), int(m[5]), int(m[6])
-        assert 0 < after_load <= peak, m[0]
-        assert analysed == windows == 4, m[0]  # two 8 s clips, a 4 s window each 4 s, every one analysed
-        assert int(m[7]) < 8, m[0]  # no memory of the daemon's hides in shared mappings, outside RssAnon
-    assert "goal: under 300 MiB" in out.stdout
+def test_every_benchmark_has_a_case():
+    scripts = {p.stem for p in BENCHMARKS.glob("bench_*.py")}
+    assert scripts == set(CASES), "add the new benchmark's smallest case to CASES"
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_smallest_case_runs(name, tmp_path):
+    args, expected = CASES[name]
+    run = subprocess.run([sys.executable, str(BENCHMARKS / f"{name}.py"), *args], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=280, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    if name in KNOWN and run.returncode != 0 and KNOWN[name][0] in run.stderr:
+        pytest.xfail(KNOWN[name][1])
+    assert run.returncode == 0, f"{name} failed:\n{run.stdout[-2000:]}\n{run.stderr[-4000:]}"
+    assert expected.lower() in run.stdout.lower(), run.stdout[-2000:]

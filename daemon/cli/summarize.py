@@ -12,6 +12,7 @@ the NPU is shared with a running daemon: --dry-run needs no NPU time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -38,7 +39,8 @@ def add_cli(sub) -> None:
 def run(args) -> int:
     from daemon.config import load_config
     from daemon.engine.engine import open_engine
-    from daemon.engine.fit import probe
+    from daemon.engine.prompt_fit import probe
+    from daemon.state.events import EventStore
     from daemon.state.history import History
     from daemon.summaries.runner import Summarizer
     from daemon.summaries.timeline import Period, Request
@@ -66,23 +68,19 @@ def run(args) -> int:
         engine = open_engine(cfg.model)
     request = Request("on-demand", tuple(args.camera or configured), args.prompt, args.max_new_tokens)
     now = time.time()
-    with History(path) as history:
-        summarizer = Summarizer(history, engine, None, configured)
+    with History(path) as history, contextlib.ExitStack() as stack:
+        events = stack.enter_context(EventStore(path, cfg.state_dir / "events")) if cfg.events.enabled else None
+        summarizer = Summarizer(history, engine, None, configured, events=events)
         period = Period(now - seconds, now, zone)
         if args.dry_run:
             plan = summarizer.plan(request, period)
             print(json.dumps(plan_json(plan), ensure_ascii=False) if args.json else plan_text(plan))
             return 0
         summary = summarizer.summarize(request, period)
+    from daemon.mqtt.messages import summary_json
+
     print(json.dumps(summary_json(summary), ensure_ascii=False) if args.json else summary.text)
     return 0
-
-
-def summary_json(summary) -> dict:
-    from daemon.times import iso
-
-    return {"job": summary.job, "period": {"start": iso(summary.period_start), "end": iso(summary.period_end)},
-            "text": summary.text, "counts": summary.counts, "cameras": list(summary.cameras)}
 
 
 def plan_json(plan) -> dict:

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from daemon.config.base import Section, Timezone
-from daemon.config.cameras import CameraSettings
+from daemon.config.cameras import KEYFRAME_GAP, CameraSettings
 from daemon.config.daemon import (
     AskSettings,
     HealthSettings,
@@ -28,10 +28,11 @@ from daemon.config.daemon import (
     PromptSettings,
     RetentionSettings,
 )
+from daemon.config.events import EventSettings
 from daemon.config.http import HttpSettings
 from daemon.config.model import ModelSettings
 from daemon.config.mqtt import MqttSettings
-from daemon.config.summaries import SummaryJob
+from daemon.config.summaries import SummarySettings
 from daemon.config.yamlfiles import compose_yaml, yaml_problem
 from daemon.errors import ConfigError
 from daemon.times import zone_info
@@ -49,7 +50,7 @@ class Config(Section):
     rules: Path | None = Field(None, description="Directory of rule files (*.yaml).")
     timezone: Timezone = Field(None, description="IANA zone (e.g. Europe/Berlin) of the rules' active hours"
                                  " and of summary jobs without their own; default the system's.")
-    summaries: list[SummaryJob] = Field(default_factory=list, description="Scheduled summaries.")
+    summaries: list[SummarySettings] = Field(default_factory=list, description="Scheduled summaries.")
     state_dir: Path = Field(Path("/var/lib/vlmwatch"), description="History and outbox (SQLite).")
     asks: AskSettings = Field(default_factory=AskSettings,
                               description="Fair use of the NPU by questions (MQTT asks, HTTP requests).")
@@ -59,6 +60,8 @@ class Config(Section):
                                description="OpenAI-compatible API (Frigate GenAI, LLM Vision); off by default.")
     health: HealthSettings = Field(default_factory=HealthSettings, description="Camera watchdog and health.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging.")
+    events: EventSettings = Field(default_factory=EventSettings,
+                                  description="Events: one record and one story per activity (issue 20).")
 
     @property
     def tzinfo(self):
@@ -90,10 +93,12 @@ class Config(Section):
             out.append((("health", "down_after"), f"must be 0 or at least health.stall_after "
                         f"({health.stall_after:g} s): a stalled camera is restarted before it counts as down"))
         for cam in self.cameras:
-            first = cam.stream.open_timeout + cam.span + cam.stride
+            keyframes = cam.stream.gate_decode == "keyframes"  # a window waits for the keyframe after it
+            first = cam.stream.open_timeout + cam.span + cam.stride + (KEYFRAME_GAP if keyframes else 0.0)
             if "://" in cam.source and health.stall_after <= first:
+                gap = f" + {KEYFRAME_GAP:g} s for a keyframe" if keyframes else ""
                 out.append((("health", "stall_after"), f"{health.stall_after:g} s is too short for camera "
-                            f"{cam.name}: its first window may take stream.open_timeout + span + stride = "
+                            f"{cam.name}: its first window may take stream.open_timeout + span + stride{gap} = "
                             f"{first:g} s; raise stall_after above that"))
         return out
 

@@ -4,14 +4,13 @@ prompt overrides, triggers, and its login (kept out of the config like the MQTT 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from daemon.config.base import Name, Section
+from daemon.config.base import NAME_RE, NAME_RULE, Name, Section
 from daemon.config.secrets import read_secret
 from daemon.config.triggers import TriggerSettings
 from daemon.redact import mistyped_url
@@ -80,6 +79,7 @@ class GateSettings(Section):
 
 # ---------------------------------------------------------------- settings
 
+KEYFRAME_GAP = 10.0  # seconds: the longest keyframe interval waited for when the gate decodes keyframes only
 LIVE_DECODE_THREADS = 2  # a 25 fps 1080p camera on the board's A55 cores needs more than one
 FILE_DECODE_THREADS = 1  # a recording is read at the NPU's pace: one thread is far ahead of it
 
@@ -96,6 +96,13 @@ class StreamSettings(Section):
     retry_max: float = Field(60.0, gt=0, description="Cap of the exponential reconnect backoff, seconds.")
     queue: int = Field(
         2, ge=1, description="Finished windows held for a slow consumer; the oldest is dropped (and counted) beyond."
+    )
+    gate_decode: Literal["all", "keyframes"] = Field(
+        "all",
+        description="What the capture decodes for the gate: every frame (all), or only the camera's keyframes "
+        "(keyframes: about 1/5 of the decode CPU; the gate then sees a frame every keyframe interval, 1-4 s on "
+        "most cameras, instead of every second, and windows it passes are decoded exactly from the stream's "
+        "packets, kept over a second connection). Cameras only.",
     )
 
     @model_validator(mode="after")
@@ -163,7 +170,7 @@ class SourceSettings(Section):
 
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
-ZONE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # zone names: as rule ids, they reach MQTT payloads
+ZONE_RE = NAME_RE  # zone names: as rule ids, they reach MQTT payloads
 
 
 class CameraPrompts(Section):
@@ -246,9 +253,23 @@ class CameraSettings(SourceSettings):
     def _zone_names(cls, zones):
         for name in zones if isinstance(zones, dict) else ():
             if not ZONE_RE.fullmatch(str(name)):
-                raise ValueError(f"zone name {name!r} must be 1-64 lower-case letters, digits, '_' or '-', "
-                                 "starting with a letter or digit")
+                raise ValueError(f"zone name {name!r} must be {NAME_RULE}")
         return zones
+
+    @property
+    def takes_main_frames(self) -> bool:
+        """Are the model's frames of a passed window decoded apart from the gate's (a substream's main
+        stream, or the camera's packets when the gate decodes keyframes only)?"""
+        if self.detect_source is not None:
+            return self.frames_from == "main"
+        return self.stream.gate_decode == "keyframes"
+
+    @model_validator(mode="after")
+    def _keyframes_for_cameras(self) -> "CameraSettings":
+        if self.stream.gate_decode == "keyframes" and "://" not in (self.detect_source or self.source):
+            raise ValueError("stream.gate_decode: keyframes applies to cameras (rtsp://...); a file or folder is "
+                             "read at the NPU's pace and decodes only the frames its windows take: remove it")
+        return self
 
     @model_validator(mode="after")
     def _detect_pairs(self) -> "CameraSettings":

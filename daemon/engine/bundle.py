@@ -30,6 +30,7 @@ import numpy as np
 
 from daemon.engine.sessions import (
     BACKENDS,
+    DEFAULT_ORT_THREADS,
     AxEngineSession,
     Meter,
     OnnxSession,
@@ -172,10 +173,10 @@ def choose_backend(files: BundleFiles, backend: str | None, key: str = "model.ba
     return backend
 
 
-def opener(files: BundleFiles, backend: str, device_id: int | None = None):
+def opener(files: BundleFiles, backend: str, device_id: int | None = None, threads: int = DEFAULT_ORT_THREADS):
     """`open(path, role) -> Session` for the bundle's graphs on `backend` (see choose_backend)."""
     if backend == "onnxruntime":
-        return _onnx_opener(files)
+        return _onnx_opener(files, threads)
     return lambda path, role: AxEngineSession(path, device_id)
 
 
@@ -186,11 +187,13 @@ def open_model(
     meter: Meter | None = None,
     sleep: bool = False,
     backend_key: str = "--backend",
+    threads: int = DEFAULT_ORT_THREADS,
 ) -> Model:
-    """Create every session once, wrapped in a profile meter, and map the embeddings."""
+    """Create every session once, wrapped in a profile meter, and map the embeddings. `threads`: intra-op
+    threads of each ONNX Runtime session (0: ONNX Runtime's choice); the NPU runtime ignores it."""
     backend = choose_backend(files, backend, backend_key)
     meter = meter or Meter()
-    open_graph = opener(files, backend, device_id)
+    open_graph = opener(files, backend, device_id, threads)
 
     def profiled(path: Path, role: str) -> Session:
         card = backend == "axengine" and device_id is not None  # M.2: copies over PCIe, no cache maintenance
@@ -209,8 +212,23 @@ def open_model(
     log.info("model %s ready in %.1f s", files.name, time.monotonic() - t0)
     hidden = layers[0].inputs(0)[_index(layers[0].inputs(0), "input")].shape[-1]
     note = (files.manifest or {}).get("note", "")
-    return Model(files.name, layers, post, vit, load_embeddings(files.embeddings, hidden),
-                 load_tokenizer(files.tokenizer), meter, note)
+    embeddings, tokenizer = load_embeddings(files.embeddings, hidden), load_tokenizer(files.tokenizer)
+    check_vocabulary(files, post.outputs(0)[0].shape[-1], embeddings.shape[0], len(tokenizer))
+    return Model(files.name, layers, post, vit, embeddings, tokenizer, meter, note)
+
+
+def check_vocabulary(files: BundleFiles, logits: int, rows: int, tokens: int) -> None:
+    """The post graph scores as many tokens as the embedding table has rows, and every token the tokenizer
+    makes has both; otherwise the folder mixes files of two models, which would answer garbage."""
+    where = files.post.parent
+    if logits > 0 and logits != rows:
+        raise ModelError(f"{where}: the post graph {files.post.name} scores {logits} tokens but the embedding table "
+                         f"{files.embeddings.name} has {rows} rows: the files come from different models; copy "
+                         "the whole model folder from one source")
+    if tokens > rows:
+        raise ModelError(f"{where}: the tokenizer {files.tokenizer} knows {tokens} tokens but the embedding table "
+                         f"{files.embeddings.name} has only {rows} rows: it belongs to another model; use the "
+                         "tokenizer that came with these graphs")
 
 
 def layer_ports(files: BundleFiles) -> list[list[Port]]:
@@ -221,9 +239,9 @@ def layer_ports(files: BundleFiles) -> list[list[Port]]:
         raise ModelError(f"ONNX manifest declares bad shape groups ({exc!r}); re-run 'vlmwatch export'") from None
 
 
-def _onnx_opener(files: BundleFiles):
+def _onnx_opener(files: BundleFiles, threads: int = DEFAULT_ORT_THREADS):
     ports = manifest_ports(files)
-    return lambda path, role: OnnxSession(path, ports[role])
+    return lambda path, role: OnnxSession(path, ports[role], threads)
 
 
 def manifest_ports(files: BundleFiles) -> dict[str, list[list[Port]] | None]:
@@ -321,6 +339,10 @@ class JsonTokenizer:
 
     def convert_tokens_to_ids(self, token: str) -> int | None:
         return self.backend.token_to_id(token)
+
+    def __len__(self) -> int:
+        """Tokens it knows, added ones included (as `len()` of a transformers tokenizer)."""
+        return self.backend.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.backend.encode(text, add_special_tokens=add_special_tokens).ids

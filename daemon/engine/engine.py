@@ -25,7 +25,7 @@ import numpy as np
 
 from daemon.config.model import ModelSettings
 from daemon.engine.bundle import Model, locate, open_model
-from daemon.engine.fit import Budget, Limits, PromptFit
+from daemon.engine.prompt_fit import Budget, Limits, PromptFit
 from daemon.engine.llm import LLM
 from daemon.engine.prompt import DEFAULT_SYSTEM, PromptBuilder
 from daemon.engine.vision import Vision
@@ -107,6 +107,8 @@ class Engine:
         self._input_dtype = self.llm.geo.dtypes["input"]
         self._resident: Prefix | None = None  # the prefix whose shared chunks the KV cache holds
         self._tail_cached = False  # ... and whether it holds that prefix's tail rows too
+        # prefix length -> (ids, which are image rows, the text rows)
+        self._prefix_rows: dict[int, tuple[list[int], np.ndarray, np.ndarray]] = {}
 
     # ------------------------------------------------------------------ limits
 
@@ -174,12 +176,16 @@ class Engine:
     def _embed_prefix(self, ids: list[int], frames: Sequence[Frame]) -> np.ndarray:
         """[n, H] input rows: token embeddings with each frame's features in its <IMG_CONTEXT> run.
 
-        Only the text rows are looked up: the table is float32, so looking up all ~2,130 rows of an
-        8-frame prefix would allocate 13 MB only to overwrite 2,048 of them with features."""
-        ids = np.asarray(ids)
-        image = ids == self.prompts.context
-        rows = np.empty((ids.size, self.llm.geo.hidden), self._input_dtype)
-        rows[~image] = self.embed(ids[~image])
+        The token rows depend only on the frame count: the text rows (not the 2,048 image rows the
+        features fill; a float32 lookup of those would allocate 13 MB for nothing) are looked up once from
+        the memory-mapped table and copied into each window's rows after that."""
+        template = self._prefix_rows.get(len(ids))
+        if template is None or template[0] != ids:
+            image = np.asarray(ids) == self.prompts.context
+            template = self._prefix_rows[len(ids)] = (ids, image, self.embed(np.asarray(ids)[~image]))
+        _, image, text = template
+        rows = np.empty((len(ids), self.llm.geo.hidden), self._input_dtype)
+        rows[~image] = text
         starts = np.flatnonzero(image)[::self.prompts.image_tokens]  # each frame's run of T <IMG_CONTEXT> rows
         T = self.prompts.image_tokens
         for start, frame in zip(starts, frames):
@@ -192,12 +198,13 @@ class Engine:
     # ------------------------------------------------------------------ per prompt
 
     def answer(self, prefix: Prefix, p: Prompt, on_token: OnToken | None = None, stop=None,
-               sampling: Sampling | None = None, stop_texts: Sequence[str] = ()) -> Answer:
+               sampling: Sampling | None = None, stop_texts: Sequence[str] = (), constrain=None) -> Answer:
         """Answer one prompt about the prefix's frames. Raises Cancelled when `stop` is set.
 
         `sampling` overrides the engine's for this answer only (its own seeded generator, so the same
         request with the same seed gives the same text); generation also ends where the text first
-        contains one of `stop_texts`, which is cut off (and never streamed)."""
+        contains one of `stop_texts`, which is cut off (and never streamed). `constrain` (a
+        `daemon.engine.constrain.JsonConstraint`) masks every step's logits to what its grammar allows."""
         self.check(prefix.frame_count, p)
         t0, m0 = time.perf_counter(), self.model.meter.ms
         self._restore(prefix, stop)
@@ -211,7 +218,7 @@ class Engine:
             timings = Timings(prefill_ms=(t1 - t0) * 1e3, modelled_npu_ms=self.model.meter.ms - m0)
             return Answer(p.id, best, (), n_prompt, "choice", best, probs, timings)
         stream = _Streamer(self.prompts, p.id, on_token, stop_texts)
-        tokens, reason = self._generate(p, logits, n_prompt, stream, stop, sampling)
+        tokens, reason = self._generate(p, logits, n_prompt, stream, stop, sampling, constrain)
         timings = Timings(prefill_ms=(t1 - t0) * 1e3, decode_ms=(time.perf_counter() - t1) * 1e3,
                           generated=len(tokens), modelled_npu_ms=self.model.meter.ms - m0)
         return Answer(p.id, stream.finish(tokens), tuple(tokens), n_prompt, reason, timings=timings)
@@ -245,13 +252,17 @@ class Engine:
         return Analysis(answers, prefix.timings, prefix.tokens)
 
     def _generate(self, p: Prompt, logits: np.ndarray, pos: int, stream: _Streamer, stop,
-                  sampling: Sampling | None) -> tuple[list[int], str]:
+                  sampling: Sampling | None, constrain=None) -> tuple[list[int], str]:
         limit = p.max_new_tokens or self.max_new_tokens
         rng = self.rng if sampling is None else np.random.default_rng(sampling.seed)
         sampling = sampling or self.sampling
         tokens: list[int] = []
         while True:
+            if constrain is not None:  # only what keeps the answer valid; closing first when room runs out
+                logits = constrain.mask(logits, min(limit - len(tokens), self.llm.geo.kv_len - pos + 1))
             tok = sample(logits, sampling, rng)
+            if constrain is not None:
+                constrain.accept(tok)
             if tok in self.prompts.stop_ids:
                 return tokens, "stop"
             tokens.append(tok)
@@ -367,6 +378,7 @@ def open_engine(settings: ModelSettings, max_new_tokens: int = 256, backend_key:
     """The one way to build an engine from the `model:` settings (daemon, describe, summarize);
     `backend_key` names where the backend was chosen, for errors (describe: --backend)."""
     files = locate(settings.dir, settings.tokenizer, settings.vit)
-    model = open_model(files, settings.backend, settings.device_id, backend_key=backend_key)
+    model = open_model(files, settings.backend, settings.device_id, backend_key=backend_key,
+                       threads=settings.threads)
     return Engine(model, system=settings.system, sampling=Sampling(**settings.sampling.model_dump()),
                   max_new_tokens=max_new_tokens, kv=settings.kv)

@@ -2,7 +2,7 @@
 
 A session is one compiled graph. Everything the engine knows about a graph it
 reads from `inputs(group)`: names, shapes and dtypes per *shape group*
-(DESIGN section 3). Backends:
+(docs/npu-contract.md). Backends:
 
 - `AxEngineSession`: the vendor `axengine` runtime on the AX650N (or the M.2
   card through AXCLRT). Imported lazily: the package exists only on boards.
@@ -40,7 +40,7 @@ from daemon.engine.costs import (  # noqa: F401 -- re-exported: the cost model's
     modelled_ms,
     run_traffic,
 )
-from daemon.engine.ports import Port, check_feeds
+from daemon.engine.feeds import Port, check_feeds
 from daemon.engine.resident import HostBuffers, ResidentInputs, ResidentUnavailable
 from daemon.errors import ModelError, ShapeError
 
@@ -141,10 +141,32 @@ class AxEngineSession:
 # --------------------------------------------------------------------------- ONNX Runtime
 
 
+DEFAULT_ORT_THREADS = 1  # per session: the daemon runs graphs one after another on one worker thread
+
+
+def ort_options(ort, threads: int, spin: bool = False):
+    """SessionOptions with an explicit thread pool: `threads` intra-op threads (0: one per core, as ONNX
+    Runtime chooses), one inter-op thread (graphs run sequentially), and no spinning (`spin` True with
+    `threads` 0 is ONNX Runtime's own default, kept so that benchmarks can compare).
+
+    ONNX Runtime's default pool spins its idle threads waiting for work: with 40 small per-layer
+    sessions that is 36-42 % of a core doing nothing. Measured on the tiny model (benchmarks/
+    bench_ort_threads.py, CPU seconds for the same answers, side by side): see docs/host.md."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    spinning = "1" if spin else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spinning)
+    return opts
+
+
 class OnnxSession:
     """One float32 ONNX graph; feeds are checked against the bundle's declared groups."""
 
-    def __init__(self, path: Path, groups: list[list[Port]], threads: int = 0):
+    def __init__(self, path: Path, groups: list[list[Port]], threads: int = DEFAULT_ORT_THREADS, spin: bool = False):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -154,9 +176,7 @@ class OnnxSession:
         self.name = Path(path).name
         self._ports = groups
         self.group_count = len(groups)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = threads
+        opts = ort_options(ort, threads, spin)
         try:
             self._sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors

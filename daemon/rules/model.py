@@ -44,6 +44,7 @@ from pathlib import Path
 
 import regex
 
+from daemon.rules.answers import AskJson
 from daemon.rules.hours import TimeRange
 from daemon.types import Alert, Result
 
@@ -52,6 +53,7 @@ log = logging.getLogger(__name__)
 
 SEVERITIES = ("info", "warning", "critical")
 DESCRIPTION = "description"  # the prompt id whose text `match` rules read
+STORY = "story"  # the prompt id of an event's story, which `on: event` rules read at the event's end
 TEMPLATE_FIELDS = ("camera", "rule", "text", "probability")
 MAX_TEXT = 4000  # characters of description searched (a 128-token description is ~600)
 MAX_PATTERN = 500  # characters of a regular expression
@@ -198,7 +200,7 @@ DEFAULT_MATCH_MESSAGE = parse_template("{camera}: {rule}: {text}")
 @dataclass(frozen=True)
 class Rule:
     id: str
-    trigger: Ask | Match
+    trigger: Ask | Match | AskJson
     cameras: tuple[str, ...] | None = None  # None: every camera
     for_windows: int = 1  # consecutive triggering windows before it fires
     cooldown: float = 300.0  # seconds before it can fire again on the same camera
@@ -208,6 +210,7 @@ class Rule:
     message: Template | None = None  # None: the default for the trigger
     off_delay: float = 300.0  # seconds a sensor holds after the last triggering window (the daemon and HA turn it off)
     zones: tuple[str, ...] = ()  # empty: anywhere; else the window's changed regions must touch one
+    on: str = "window"  # window: each analysed window's description; event: an event's story at its end
     file: Path | None = None
     line: int = 0
 
@@ -287,6 +290,13 @@ class Evaluation:
     changes: tuple[StateChange, ...]  # binary_sensor ON/OFF transitions
 
 
+def rule_scope(on: str, asks: bool) -> str:
+    """A rule's `on`: window (each analysed window) or event (an event's story at its end: text, so match only)."""
+    if on not in ("window", "event") or (on == "event" and asks):
+        raise ValueError(f"{on!r}: write window or event (an event's story at its end; match rules only)")
+    return on
+
+
 def find_result(rule: Rule, results: Sequence[Result]) -> Result | None:
     """The result a rule reads: the answer to its question (by question text, so a renamed rule
     still finds it), or the description."""
@@ -294,7 +304,10 @@ def find_result(rule: Rule, results: Sequence[Result]) -> Result | None:
     if isinstance(t, Ask):
         return next((r for r in results if r.question == t.question and r.probabilities
                      and t.when in r.probabilities), None)
-    return next((r for r in results if r.prompt_id == DESCRIPTION and r.probabilities is None), None)
+    if isinstance(t, AskJson):
+        return next((r for r in results if r.question == t.question and r.probabilities is None), None)
+    wanted = STORY if rule.on == "event" else DESCRIPTION
+    return next((r for r in results if r.prompt_id == wanted and r.probabilities is None), None)
 
 
 def triggered(rule: Rule, result: Result) -> tuple[bool, float | None]:
@@ -303,7 +316,7 @@ def triggered(rule: Rule, result: Result) -> tuple[bool, float | None]:
     if isinstance(t, Ask):
         p = float(result.probabilities[t.when])
         return p >= t.threshold, p
-    return t.matches(result.text), None
+    return (t.holds if isinstance(t, AskJson) else t.matches)(result.text), None
 
 
 def evaluate(rules: RuleSet, camera: str, results: Sequence[Result], state: State,
