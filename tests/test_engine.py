@@ -6,6 +6,7 @@ to ONNX bundles; greedy tokens from the engine must equal transformers' own
 """
 
 import gc
+import threading
 import weakref
 
 import numpy as np
@@ -169,6 +170,22 @@ def test_a_kept_prefix_lets_its_frames_and_their_features_go_and_still_answers(m
     assert len(engine.vision._cache) == 0 and prefix.frame_count == 3
     engine.prefill(frames(2, seed=7), [])  # another window takes the KV cache; the kept prefix is prefilled again
     assert engine.answer(prefix, Prompt("a", "Describe.")).tokens == want
+
+
+def test_frames_are_normalised_on_a_helper_thread_and_a_repeated_frame_runs_the_vit_once(model, monkeypatch):
+    engine = Engine(model, system=SYSTEM, max_new_tokens=2)
+    fs = frames(3)
+    want = [engine.vision.features(f).copy() for f in fs]
+    engine = Engine(model, system=SYSTEM, max_new_tokens=2)
+    threads = []
+    prepare = engine.vision.prepare
+    monkeypatch.setattr(engine.vision, "prepare", lambda f: threads.append(threading.current_thread().name) or prepare(f))
+    T = engine.vision.tokens
+    rows = np.zeros((4 * T, want[0].shape[1]), np.float32)
+    engine.vision.features_of([fs[0], fs[1], fs[0], fs[2]], [rows[i * T:(i + 1) * T] for i in range(4)])
+    assert engine.vision.runs == 3 and threads and all(name.startswith("vit-input") for name in threads)
+    for i, f in enumerate([0, 1, 0, 2]):
+        np.testing.assert_array_equal(rows[i * T:(i + 1) * T], want[f])
 
 
 def test_the_copied_kv_cache_is_zeroed_writable_and_one_array_per_layer_and_kind(model):

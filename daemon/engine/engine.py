@@ -188,8 +188,7 @@ class Engine:
         rows[~image] = text
         starts = np.flatnonzero(image)[::self.prompts.image_tokens]  # each frame's run of T <IMG_CONTEXT> rows
         T = self.prompts.image_tokens
-        for start, frame in zip(starts, frames):
-            self.vision.features(frame, out=rows[start:start + T])
+        self.vision.features_of(frames, [rows[start:start + T] for start in starts])
         return rows
 
     def embed(self, ids: Sequence[int]) -> np.ndarray:

@@ -9,6 +9,8 @@ that it need not keep the full-resolution picture until the NPU gets to it.
 from __future__ import annotations
 
 import weakref
+from concurrent.futures import ThreadPoolExecutor
+from typing import Sequence
 
 import cv2
 import numpy as np
@@ -56,6 +58,7 @@ class Vision:
             raise ModelError(f"{session.name}: ViT output shape {out} is not [1, tokens, hidden]")
         self.tokens = out[1]  # T: image tokens per frame (256 on the real model)
         self._cache: weakref.WeakKeyDictionary[Frame, np.ndarray] = weakref.WeakKeyDictionary()
+        self._pool: ThreadPoolExecutor | None = None  # normalises the next frame while the ViT runs one
         self.runs = 0
 
     def fit(self, bgr: np.ndarray) -> np.ndarray:
@@ -67,24 +70,51 @@ class Vision:
         Sources call it on the capture thread for windows the gate passed (`Frame.vit_input`)."""
         return normalise(self._input(frame)).astype(self._dtype, copy=False)
 
-    def features(self, frame: Frame, out: np.ndarray | None = None) -> np.ndarray:
-        """[T, H] features of one frame, from the cache when this frame object was seen.
+    def features_of(self, frames: Sequence[Frame], outs: Sequence[np.ndarray]) -> None:
+        """Each frame's [T, H] features into its `out` (its rows of a prompt prefix).
 
-        With `out` ([T, H], e.g. the frame's rows of a prompt prefix) the features are written there and
-        that view is what the cache keeps, so that a frame's features are not held twice while it lives."""
+        The next frame's input is normalised on a helper thread while the ViT runs this one (the runtime
+        releases the GIL), so the NPU worker waits on normalisation only for a window's first frame, and
+        at most two frames' float32 inputs (2.4 MB each at 448) exist at a time. Preparing them when a
+        window is queued instead held them for every waiting window: ~65 MiB more at the peak of two 1080p
+        cameras (benchmarks/bench_memory.py)."""
+        todo = [(f, out) for f, out in zip(frames, outs) if not self._from_cache(f, out)]
+        ahead = self._helper().submit(self._input_of, todo[0][0]) if todo else None
+        for i, (frame, out) in enumerate(todo):
+            x = ahead.result()
+            ahead = self._helper().submit(self._input_of, todo[i + 1][0]) if i + 1 < len(todo) else None
+            if not self._from_cache(frame, out):  # the same frame twice in one window: computed once
+                self._run(frame, x, out)
+
+    def _helper(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vit-input")
+        return self._pool
+
+    def _input_of(self, frame: Frame) -> np.ndarray:
+        x = frame.vit_input
+        if x is None or x.shape != (1, 3, self.size, self.size) or x.dtype != self._dtype:
+            x = self.prepare(frame)
+        return x
+
+    def _from_cache(self, frame: Frame, out: np.ndarray) -> bool:
+        feats = self._cache.get(frame)
+        if feats is not None and feats is not out:
+            out[...] = feats
+        return feats is not None
+
+    def _run(self, frame: Frame, x: np.ndarray, out: np.ndarray) -> None:
+        out[...] = self.session.run({self._name: x}, 0)[0][0]  # [T, H]
+        self._cache[frame] = out  # the view: a frame's features are not held twice while it lives
+        self.runs += 1
+
+    def features(self, frame: Frame) -> np.ndarray:
+        """[T, H] features of one frame, from the cache when this frame object was seen."""
         feats = self._cache.get(frame)
         if feats is None:
-            x = frame.vit_input
-            if x is None or x.shape != (1, 3, self.size, self.size) or x.dtype != self._dtype:
-                x = self.prepare(frame)
-            result = self.session.run({self._name: x}, 0)[0][0]  # [T, H]
-            feats = np.array(result) if out is None else out  # own memory either way
-            if out is not None:
-                out[...] = result
+            feats = np.array(self.session.run({self._name: self._input_of(frame)}, 0)[0][0])  # [T, H], own memory
             self._cache[frame] = feats
             self.runs += 1
-        elif out is not None and feats is not out:
-            out[...] = feats
         return feats
 
     def _input(self, frame: Frame) -> np.ndarray:

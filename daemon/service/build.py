@@ -41,7 +41,6 @@ from daemon.state.history import History
 from daemon.summaries.runner import RunLog, Summarizer
 from daemon.summaries.scheduler import SummaryScheduler
 from daemon.video import MainFrames, Source, open_main_frames, open_source
-from daemon.video.frames import Preparer
 from daemon.video.gate import Gate
 from daemon.video.snapshot import snapshot
 
@@ -206,9 +205,9 @@ def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, 
     engines = list(engine) if isinstance(engine, Sequence) else [engine]
     npus = NpuPool([Npu(i, f"npu{i}", e, NpuWorker(queue, stop, i, "npu-worker" if len(engines) == 1
                                                    else f"npu-worker-{i}")) for i, e in enumerate(engines)])
-    vision = engines[0].vision  # every NPU runs the same model: one ViT input suits all
-    cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate, zones=tuple(c.zones.items()),
-                                                       prepare=Preparer(vision.prepare) if vision else None),
+    # No ViT input is made ahead for queued windows (daemon.video.frames.Preparer): at 2.4 MB a frame it held
+    # ~65 MiB more at the peak of two 1080p cameras; the engine normalises each next frame while the ViT runs.
+    cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate, zones=tuple(c.zones.items())),
                               main=(mains or {}).get(c.name)) for c in cfg.cameras}
     rules = None
     if ruleset is not None:
