@@ -43,21 +43,25 @@ class Analysed:
 class LatestWindows:
     """Each camera's last analysed window: written by the NPU workers, read by asks (any thread)."""
 
-    def __init__(self) -> None:
+    def __init__(self, all_pictures: bool = True) -> None:
+        """`all_pictures`: keep every frame's picture (the page shows them) or the last frame's alone (what
+        the rules need): 5.5 MB a camera at the default picture width."""
         self._latest: dict[str, Analysed] = {}
         self._lock = threading.Lock()
+        self._all_pictures = all_pictures
 
     def get(self, camera: str) -> Analysed | None:
         with self._lock:
             return self._latest.get(camera)
 
     def put(self, analysed: Analysed) -> Window | None:
-        """Keep `analysed` with its frames' pictures alone (the page shows them; the ViT's inputs, 2.4 MB a
-        frame, and through the frames their features are let go: the prefix holds the features); return
-        the camera's previous window, reduced to its last frame (what the rules need to pick a snapshot),
-        so that its other frames and prefix are let go now."""
+        """Keep `analysed` with its frames' pictures alone (the ViT's inputs, and through the frames their
+        features, are let go: the prefix holds the features); return the camera's previous window, reduced
+        to its last frame (what the rules need to pick a snapshot), so that its other frames and prefix are
+        let go now."""
         w = analysed.window
-        pictures = tuple(replace(f, model_input=None, vit_input=None) for f in w.frames)
+        kept = w.frames if self._all_pictures else w.frames[-1:]
+        pictures = tuple(replace(f, model_input=None, vit_input=None) for f in kept)
         analysed = replace(analysed, window=replace(w, frames=pictures))
         with self._lock:
             previous = self._latest.get(analysed.window.camera)
@@ -82,7 +86,7 @@ class WindowHandler:
                  events: EventService | None = None, clock: Callable[[], float]) -> None:
         self.config, self.queue, self.ledger, self.history, self.metrics = config, queue, ledger, history, metrics
         self.stop, self.publisher, self.rules, self.events, self.clock = stop, publisher, rules, events, clock
-        self.latest = LatestWindows()
+        self.latest = LatestWindows(all_pictures=config.http.enabled)  # the page (served over HTTP) shows them
 
     # -- the capture thread -------------------------------------------------------------------
 
