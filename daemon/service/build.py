@@ -252,11 +252,12 @@ def open_page(cfg: Config, daemon: Daemon, api_key: str | None):
     index on a connection of their own, and a read-only view of the running daemon (daemon.service.pageview)."""
     from daemon.http.web import PageApi
     from daemon.service.pageview import LiveView
-    from daemon.state.browse import Browser
+    from daemon.state.eventbrowse import EventBrowser
     from daemon.times import zone_of
 
-    browser = Browser(daemon.history.path).open()
-    return PageApi(browser, LiveView(daemon, cfg.timezone or str(zone_of(None))), api_key)
+    browser = EventBrowser(daemon.history.path, cfg.state_dir / "events").open()
+    return PageApi(browser, LiveView(daemon, cfg.timezone or str(zone_of(None))), api_key,
+                   events=daemon.pipeline.events is not None)
 
 
 def http_server_module():
