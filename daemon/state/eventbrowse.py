@@ -83,7 +83,7 @@ class EventBrowser(Browser):
         def read(db: sqlite3.Connection) -> list[EventEntry]:
             if not has_events(db):
                 return []
-            return [self._entry(db, row) for row in db.execute(sql, (*params, _bounded(limit))).fetchall()]
+            return [self._event_entry(db, row) for row in db.execute(sql, (*params, _bounded(limit))).fetchall()]
 
         return self._run(read, "read the events of")
 
@@ -93,7 +93,7 @@ class EventBrowser(Browser):
                                                 (event_id,)).fetchone()
             if not row:
                 return None
-            entry = self._entry(db, row)
+            entry = self._event_entry(db, row)
             e = entry.event
             span = (e.camera, e.start, e.end if e.end is not None else e.last_change)
             windows = tuple(_window_row(w) for w in db.execute(
@@ -124,7 +124,7 @@ class EventBrowser(Browser):
         # the store names it after the event's id with unsafe characters replaced; never a path elsewhere
         return self.keyframes / name if name and "/" not in name and not name.startswith(".") else None
 
-    def _entry(self, db: sqlite3.Connection, row: tuple[Any, ...]) -> EventEntry:
+    def _event_entry(self, db: sqlite3.Connection, row: tuple[Any, ...]) -> EventEntry:
         seq, opened, *columns = row
         event = _event(tuple(columns))
         end = event.end if event.end is not None else event.last_change
