@@ -23,7 +23,11 @@ from daemon.state.history import _ALERT_COLUMNS, _RESULT_COLUMNS, AlertRow, Resu
 from daemon.types import Event
 
 _SPAN_END = "coalesce(e.\"end\", json_extract(e.record, '$.last_change'))"
-_ALERTS_IN_SPAN = "a.camera = e.camera AND a.window_start >= e.start AND a.window_end <= " + _SPAN_END
+# bounded on window_start at both ends (window_start <= window_end), so the alerts_by_window index
+# (camera, window_start) reads only the span's alerts
+_ALERTS_IN_SPAN = (f"a.camera = e.camera AND a.window_start BETWEEN e.start AND {_SPAN_END} "
+                   f"AND a.window_end <= {_SPAN_END}")
+_ALERTS_OF = "camera = ? AND window_start BETWEEN ? AND ? AND window_end <= ? ORDER BY id"  # (camera, start, end, end)
 
 
 @dataclass(frozen=True)
@@ -69,7 +73,10 @@ class EventBrowser(Browser):
         """Events newest first; `rule`: one that fired in it; `severity`: it has an alert of that severity;
         `since`/`until`: its start; `before`: row numbers below it (paging)."""
         where, params = ["1 = 1"], []
-        for clause, value in (("e.camera = ?", camera), ("e.start >= ?", since), ("e.start < ?", until),
+        # a camera alone: walk the events newest first (about 1 in N cameras match) rather than sort all of
+        # the camera's (measured 60 ms for a year, 1 ms this way); with dates, its (camera, start) index
+        by_camera = "e.camera = ?" if since is not None or until is not None else "+e.camera = ?"
+        for clause, value in ((by_camera, camera), ("e.start >= ?", since), ("e.start < ?", until),
                               ("e.rowid < ?", before),
                               ("EXISTS (SELECT 1 FROM json_each(e.record, '$.rules') WHERE value = ?)", rule),
                               (f"EXISTS (SELECT 1 FROM alerts a WHERE {_ALERTS_IN_SPAN} AND a.severity = ?)",
@@ -97,13 +104,13 @@ class EventBrowser(Browser):
             e = entry.event
             span = (e.camera, e.start, e.end if e.end is not None else e.last_change)
             windows = tuple(_window_row(w) for w in db.execute(
-                f"{_WINDOW_COLUMNS} WHERE camera = ? AND start >= ? AND \"end\" <= ? AND analysed = 1 "
-                "ORDER BY start, id", span).fetchall())
+                f"{_WINDOW_COLUMNS} WHERE camera = ? AND start BETWEEN ? AND ? AND \"end\" <= ? AND analysed = 1 "
+                "ORDER BY start, id", (*span, span[-1])).fetchall())
             ids = [w.id for w in windows]
             results = db.execute(f"{_RESULT_COLUMNS}, message_id FROM results WHERE window_id IN "
                                  f"({', '.join('?' * len(ids))}) ORDER BY id", ids).fetchall() if ids else []
-            alerts = db.execute(f"SELECT id, {_ALERT_COLUMNS}, message_id FROM alerts WHERE camera = ? AND "
-                                "window_start >= ? AND window_end <= ? ORDER BY id", span).fetchall()
+            alerts = db.execute(f"SELECT id, {_ALERT_COLUMNS}, message_id FROM alerts WHERE {_ALERTS_OF}",
+                                (*span, span[-1])).fetchall()
             return EventPage(entry, windows, tuple(_result_row(r[:-1]) for r in results),
                              tuple(r[-1] for r in results), tuple(AlertRow(a[0], _alert(a[1:-1])) for a in alerts),
                              tuple(a[-1] for a in alerts))
@@ -128,8 +135,8 @@ class EventBrowser(Browser):
         seq, opened, *columns = row
         event = _event(tuple(columns))
         end = event.end if event.end is not None else event.last_change
-        alerts = db.execute("SELECT id, rule, severity, text, snapshot_jpeg IS NOT NULL FROM alerts WHERE camera = ? "
-                            "AND window_start >= ? AND window_end <= ? ORDER BY id", (event.camera, event.start, end))
+        alerts = db.execute(f"SELECT id, rule, severity, text, snapshot_jpeg IS NOT NULL FROM alerts WHERE {_ALERTS_OF}",
+                            (event.camera, event.start, end, end))
         path = self._keyframe_path((columns[-1],))
         return EventEntry(seq, event, opened, path is not None and path.is_file(),
                           tuple(AlertBrief(i, r, s, t, bool(snap)) for i, r, s, t, snap in alerts.fetchall()))
