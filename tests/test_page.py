@@ -218,12 +218,17 @@ def test_the_event_page_shows_its_story_windows_keyframe_and_changes(page, daemo
     assert links == [f"#/window/{i}" for i in windows]
     assert page.evaluate("document.querySelector('.editor .pic img').naturalWidth") > 0  # the keyframe
     assert page.locator(".editor .pic svg rect[stroke-dasharray]").count() == (1 if event.box else 0)
+    data = api(daemon, f"/api/events/{event.id}")
+    best = next(w for w in data["windows"] if w["end"] == data["keyframe_ts"])  # the keyframe's window
+    drawn = page.locator(".editor .pic svg rect:not([stroke-dasharray])")
+    assert drawn.count() == len(best["regions"]) > 0
+    assert [float(drawn.nth(i).get_attribute("x")) for i in range(drawn.count())] == [r["x"] for r in best["regions"]]
+    assert float(drawn.first.get_attribute("stroke-width")) >= 1  # screen pixels (non-scaling stroke): visible
     _, results = history_of(daemon)
     ids = [r.id for r in results if r.window_id in windows]
     assert ids and page.locator("main table td.dim div").count() >= len(ids)  # a message id (or —) per answer
     page.click(f"a[href='#/window/{windows[-1]}']")
     page.locator("h2 >> text=Answers").wait_for()
-    data = api(daemon, f"/api/events/{event.id}")
     assert [w["id"] for w in data["windows"]] == windows and data["status"] == "ended"
     assert data["keyframe"] == f"/api/events/{event.id}/keyframe.jpg"
 

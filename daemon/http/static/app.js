@@ -249,7 +249,7 @@ async function windowPage(id) {
 
 function regionsSvg(regions, polygons) {
   const svg = s("svg", { viewBox: "0 0 1 1", preserveAspectRatio: "none", "aria-hidden": "true" });
-  for (const r of regions) svg.append(s("rect", { x: r.x, y: r.y, width: r.w, height: r.h, fill: "none", stroke: "#ff3b30", "stroke-width": 0.006, "vector-effect": "non-scaling-stroke" }));
+  for (const r of regions) svg.append(s("rect", { x: r.x, y: r.y, width: r.w, height: r.h, fill: "none", stroke: "#ff3b30", "stroke-width": 2, "vector-effect": "non-scaling-stroke" }));
   for (const p of polygons) svg.append(p);
   return svg;
 }
