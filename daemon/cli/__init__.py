@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from daemon import __version__
 from daemon.errors import VlmwatchError
+
+EXIT_READER_GONE = 141  # 128 + SIGPIPE: what cat or grep return when `| head` has read enough
 
 # Modules that contribute sub-commands, in help order.
 COMMAND_MODULES = [
@@ -61,3 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader (`| head`) has gone: stop quietly, as cat and grep do. Point stdout at
+        # /dev/null, or Python's own flush at exit fails again and prints a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_READER_GONE

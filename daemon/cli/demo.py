@@ -72,9 +72,9 @@ def run(args) -> int:
                                realtime=feeder is not None, username=args.mqtt_username)
     forget_progress(home / "state")
     printer = Printer(host, port, args.mqtt_username, os.environ.get(PASSWORD_ENV))
-    printer.start()
-    print(where_to_look(config, host, port, args.once), flush=True)
     try:
+        printer.start(given=broker is None)
+        print(where_to_look(config, host, port, args.once), flush=True)
         if feeder is not None:
             feeder.start()
         code = run_daemon(argparse.Namespace(config=config, once=args.once))
@@ -176,7 +176,8 @@ class ClipFeeder:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(5)
 
 
 def write_demo_clip(path: Path, seconds: int = 32, fps: int = 10) -> Path:
@@ -268,14 +269,28 @@ class Printer:
         self.client.on_connect = lambda c, *_: c.subscribe([("vlmwatch/#", 1), ("homeassistant/#", 1)])
         self.client.on_message = lambda _c, _u, m: print(describe(m.topic, m.payload, m.retain), flush=True)
         self.host, self.port = host, port
+        self._started = False
 
-    def start(self) -> None:
-        self.client.connect(self.host, self.port)
+    def start(self, given: bool = True) -> None:
+        """Connect once; a broker that cannot be reached is the user's --mqtt to fix (`given`), or a
+        broker the demo failed to start. paho reconnects by itself after that."""
+        try:
+            self.client.connect(self.host, self.port)
+        except (OSError, ValueError) as exc:
+            why = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+            if given:
+                raise UsageError(f"--mqtt {self.host}:{self.port}: cannot reach an MQTT broker there ({why}). Check"
+                                 " the host and port (Home Assistant's Mosquitto add-on listens on 1883) and that"
+                                 " the broker runs, or leave out --mqtt: the demo then starts its own.") from None
+            raise UsageError(f"the demo's embedded MQTT broker on {self.host}:{self.port} does not answer ({why})") \
+                from None
         self.client.loop_start()
+        self._started = True
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        if self._started:
+            self.client.disconnect()
+            self.client.loop_stop()
 
 
 def describe(topic: str, payload: bytes, retain: bool) -> str:
