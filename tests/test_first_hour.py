@@ -4,6 +4,7 @@ exact text they read: a broker the demo cannot reach, a pipe closed by `head`, .
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -49,3 +50,53 @@ def test_windows_json_into_head_stops_quietly(tmp_path):
     assert proc.wait(60) == 141, err  # 128 + SIGPIPE, as cat or grep
     assert first.startswith('{"source": "events"')
     assert "Traceback" not in err and "BrokenPipeError" not in err, err
+
+
+def test_after_a_run_the_log_shows_the_gate_skipping_and_replay_takes_the_shipped_rules(daemon_config, yard_clip,
+                                                                                         caplog, capsys):
+    """The yard's last window (32-40 s) shows the room as the window before left it: skipped, and
+    said once at INFO. The shipped rules name a camera this config lacks (driveway): replay runs
+    them and says which saw no window, instead of refusing."""
+    import logging
+
+    config = daemon_config(yard_clip)
+    with caplog.at_level(logging.INFO):
+        assert main(["run", "-c", str(config), "--once"]) == 0
+    skips = [r for r in caplog.records if "window skipped" in r.getMessage()]
+    assert [(r.levelname, r.getMessage()) for r in skips] == [
+        ("INFO", "camera yard: window skipped, static: largest region 0.000 % < 0.05 %; further skips are logged at"
+                 " debug level until a window is analysed")]
+    capsys.readouterr()
+    assert main(["replay", "-c", str(config), "--rules", str(ROOT / "rules")]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "car_in_driveway: no analysed window of its camera(s) driveway in this period" in out
+    assert out[0].startswith("0 alert(s) from 4 analysed window(s) between ")
+
+
+def test_summarize_says_what_it_does_before_the_model_runs(daemon_config, yard_clip, capsys):
+    config = daemon_config(yard_clip)
+    assert main(["run", "-c", str(config), "--once"]) == 0
+    capsys.readouterr()
+    assert main(["summarize", "-c", str(config), "--since", "1h", "--max-new-tokens", "16"]) == 0
+    out, err = capsys.readouterr()
+    lines = err.splitlines()
+    assert re.fullmatch(r"summarize: 4 timeline line\(s\) from \d{4}-\d\d-\d\d \d\d:\d\d to \d\d:\d\d \S+;"
+                        r" 1 model call\(s\) at most", lines[0]), lines
+    assert re.fullmatch(r"summarize: done: 1 model call\(s\) in \d+\.\d s", lines[-1]), lines
+    assert out.strip()
+
+
+def test_log_lines_carry_the_time_except_in_the_journal(tmp_path):
+    """Outside journald a log line starts with the time; under systemd (JOURNAL_STREAM names our
+    stderr) the journal stamps it, so the line does not."""
+    clip = write_scene(tmp_path / "events.mp4", EVENT_SCENE)
+    plain = subprocess.run([sys.executable, "-m", "daemon", "windows", "--limit", "1", str(clip)], cwd=ROOT,
+                           env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=60)
+    assert re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO daemon\.video\.events: camera events: reading ",
+                    plain.stderr), plain.stderr
+    with open(tmp_path / "journal", "w") as journal:
+        st = os.fstat(journal.fileno())
+        subprocess.run([sys.executable, "-m", "daemon", "windows", "--limit", "1", str(clip)], cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT), "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"},
+                       stdout=subprocess.DEVNULL, stderr=journal, timeout=60)
+    assert (tmp_path / "journal").read_text().startswith("INFO daemon.video.events: camera events: reading ")

@@ -241,5 +241,6 @@ def test_cli_gives_up_on_a_camera_that_never_answers_without_native_noise(tmp_pa
                                   f" as the daemon does); the last attempt: cannot open {url} after ") + r"\d+\.\d"
                         + re.escape(" s: refused or not a video stream; check address, credentials and network"),
                         lines[-1]), lines[-1]
-    assert all(line.startswith(("WARNING daemon.", "INFO daemon.", "vlmwatch: error:")) for line in lines), lines
+    assert all(re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (WARNING|INFO) daemon\.|vlmwatch: error:)", line)
+               for line in lines), lines
     assert elapsed < 15

@@ -46,12 +46,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def to_journal() -> bool:
+    """Whether stderr is systemd's journal (which stamps every line itself): systemd sets
+    JOURNAL_STREAM to the device and inode of the stream it connected."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        return (st.st_dev, st.st_ino) == (int(device), int(inode))
+    except (ValueError, OSError, AttributeError):  # not set, or stderr is not a real file
+        return False
+
+
+def log_format() -> str:
+    """Log lines with the local time to the second, except in the journal, which has its own."""
+    if to_journal():
+        return "%(levelname)s %(name)s: %(message)s"
+    return "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
+        format=log_format(),
+        datefmt="%Y-%m-%d %H:%M:%S",
         stream=sys.stderr,
     )
     if not getattr(args, "func", None):

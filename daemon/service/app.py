@@ -101,6 +101,7 @@ class App(NpuSide):
         self.chat = chat  # the HTTP API's side of the NPU queue, when http is enabled
         self.latest: dict[str, Analysed] = {}  # written by NPU workers; one window per camera at a time
         self._rules_lock = threading.Lock()  # rule state is one read-modify-write per batch
+        self._skipping: dict[str, int] = {}  # camera -> windows skipped in a row (said once at INFO)
         status = self._publish_status if hasattr(publisher, "publish_camera_status") else None
         self.watch = CameraWatch(cameras, self._capture, config.health, metrics, monotonic=monotonic, wall=clock,
                                  on_status=status)
@@ -269,8 +270,13 @@ class App(NpuSide):
         if not decision.analyse:
             self.history.record_window(window, False, decision.reason, self.clock())
             self.metrics.window_skipped(window.camera)
+            self._log_skip(window.camera, decision.reason)
             self._finished(window)
             return
+        skipped = self._skipping.pop(window.camera, 0)
+        if skipped:
+            log.info("camera %s: analysing a window again after %d skipped: %s", window.camera, skipped,
+                     decision.reason)
         if cam.main is not None:  # the gate read the substream; the model sees the main stream
             window = cam.main.take(window) or window
         dropped = self.queue.put_window(WindowJob(window, decision.reason))
@@ -278,6 +284,13 @@ class App(NpuSide):
             self.history.record_window(dropped.window, False, "dropped: a newer window replaced it", self.clock())
             self.watch.window_dropped(window.camera)
             self._finished(dropped.window)
+
+    def _log_skip(self, camera: str, reason: str) -> None:
+        """The first skip of a run at INFO (the gate at work, without a line every few seconds), the rest at DEBUG."""
+        count = self._skipping[camera] = self._skipping.get(camera, 0) + 1
+        level = logging.INFO if count == 1 else logging.DEBUG
+        log.log(level, "camera %s: window skipped, %s%s", camera, reason,
+                "; further skips are logged at debug level until a window is analysed" if count == 1 else "")
 
     def _finished(self, window: Window) -> None:
         """`window` is in history (analysed, skipped, dropped or refused): a file source remembers it,

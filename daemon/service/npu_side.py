@@ -62,7 +62,9 @@ class NpuSide:
         except Cancelled:
             log.info("%s: cancelled by shutdown; nothing was published for it", describe(job))
         except QuestionError as exc:
-            log.error("%s: %s", describe(job), exc)
+            # An asker's question refused is the asker's business (the reply says why); a window's or a
+            # summary's prompt that does not fit is the configuration's, which someone must fix.
+            log.log(logging.INFO if isinstance(job, AskJob) else logging.ERROR, "%s: %s", describe(job), exc)
             if isinstance(job, AskJob) and self.publisher is not None:
                 self.publisher.reply_error(job.request, str(exc))
             elif isinstance(job, WindowJob):
