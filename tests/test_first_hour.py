@@ -100,3 +100,32 @@ def test_log_lines_carry_the_time_except_in_the_journal(tmp_path):
                        env={**os.environ, "PYTHONPATH": str(ROOT), "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"},
                        stdout=subprocess.DEVNULL, stderr=journal, timeout=60)
     assert (tmp_path / "journal").read_text().startswith("INFO daemon.video.events: camera events: reading ")
+
+
+def test_check_config_says_did_you_mean_where_a_key_belongs_and_what_a_section_is(tmp_path, capsys):
+    clip = tmp_path / "porch.mp4"
+    clip.write_bytes(b"")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"model: /opt/models/internvl\ncameras:\n  - name: porch\n    source: {clip}\n"
+                      f"    gate:\n      treshold: 0.01\n    dir: /opt/models\nstate_dir: /proc/nope\n")
+    assert main(["check-config", "-c", str(config)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{config}:1: model: must be a section with its keys indented below it, not a single value, e.g. model: then"
+        " dir: ... on the next lines (got '/opt/models/internvl')",
+        f"{config}:6: cameras[0].gate.treshold: unknown key; did you mean 'threshold'?",
+        f"{config}:7: cameras[0].dir: unknown key here; 'dir' belongs elsewhere: model.dir (indent it under that"
+        " section)",
+    ]
+
+
+def test_check_config_refuses_a_state_dir_run_could_not_create(tmp_path, daemon_config, yard_clip, capsys):
+    """/proc is a folder root may 'write' by os.access, yet nothing can be created in it: check-config
+    tries, as run would, instead of passing what run refuses after loading the model."""
+    config = daemon_config(yard_clip)
+    config.write_text(config.read_text().replace(f"state_dir: {tmp_path / 'state'}", "state_dir: /proc/nope"))
+    assert main(["check-config", "-c", str(config)]) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"{config}:10: state_dir: /proc/nope cannot be created: /proc is not writable for this"
+                           " user (")
+    assert line.endswith("); point state_dir at a writable folder (the service's is /var/lib/vlmwatch, made by"
+                         " systemd's StateDirectory=)")

@@ -173,13 +173,26 @@ def state_dir_problems(path: Path, cfg: Config) -> list[str]:
     where = at(path, ("state_dir",), "state_dir: ")
     if not existing.is_dir():
         return [f"{where}{existing} is not a folder, so {state} cannot be created there; point state_dir at a folder"]
-    if not os.access(existing, os.W_OK | os.X_OK):
+    refused = None if os.access(existing, os.W_OK | os.X_OK) else "permission denied"
+    refused = refused or cannot_write_in(existing)  # os.access says yes to root in /proc or on a read-only disk
+    if refused:
         what = "is not writable" if existing == state else f"cannot be created: {existing} is not writable"
-        return [f"{where}{state} {what} for this user; point state_dir at a writable folder (the service's is"
-                " /var/lib/vlmwatch, made by systemd's StateDirectory=)"]
+        return [f"{where}{state} {what} for this user ({refused}); point state_dir at a writable folder (the"
+                " service's is /var/lib/vlmwatch, made by systemd's StateDirectory=)"]
     stuck = [state / f for f in STATE_FILES if (state / f).exists() and not os.access(state / f, os.R_OK | os.W_OK)]
     return [f"{where}{f} is not readable and writable for this user; fix its owner (chown) or remove it"
             for f in stuck]
+
+
+def cannot_write_in(folder: Path) -> str | None:
+    """Why a folder cannot be made in `folder` (tried, then removed), or None when it can."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".vlmwatch-check-"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def source_problems(path: Path, cfg: Config) -> list[str]:
