@@ -129,3 +129,33 @@ def test_check_config_refuses_a_state_dir_run_could_not_create(tmp_path, daemon_
                            " user (")
     assert line.endswith("); point state_dir at a writable folder (the service's is /var/lib/vlmwatch, made by"
                          " systemd's StateDirectory=)")
+
+
+def retained_configs(broker, listen) -> set[str]:
+    """Discovery configs the broker retains now: a fresh subscriber gets them before any live message
+    published after its subscription (one connection delivers in order)."""
+    import paho.mqtt.publish as publish
+
+    fresh = listen(broker, "homeassistant/#")
+    publish.single("homeassistant/marker", b"live", hostname=broker.host, port=broker.port)
+    fresh.wait_topic("homeassistant/marker")
+    return {m.topic for m in fresh.messages if m.retain and m.payload and m.topic.endswith("/config")}
+
+
+def test_demo_says_how_to_remove_its_device_and_remove_device_clears_it(tmp_path, mosquitto, listen, capsys):
+    from daemon.cli.demo_device import demo_config_topics
+
+    where = f"{mosquitto.host}:{mosquitto.port}"
+    assert main(["demo", "--home", str(tmp_path), "--once", "--mqtt", where]) == 0
+    out = capsys.readouterr().out
+    assert (f'demo: the device "Front door" stays in Home Assistant (its discovery configs are retained); remove it'
+            f" with: vlmwatch demo --remove-device --mqtt {where}\n") in out
+    before = retained_configs(mosquitto, listen)
+    assert before == set(demo_config_topics()) and any("/front_door_" in t for t in before), before
+
+    assert main(["demo", "--remove-device", "--mqtt", where]) == 0
+    assert capsys.readouterr().out == (
+        f"demo: cleared {len(before)} retained discovery configs on {where}; Home Assistant removes the demo's"
+        ' entities and the device "Front door" (a vlmwatch daemon on this broker with the default base topic'
+        " announces its own again when it reconnects or Home Assistant restarts)\n")
+    assert retained_configs(mosquitto, listen) == set()
