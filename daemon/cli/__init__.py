@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "daemon.cli.rules",
     "daemon.cli.tiny",
     "daemon.cli.run",
+    "daemon.cli.cameras",
     "daemon.cli.summarize",
     "daemon.cli.windows",
 ]

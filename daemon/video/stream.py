@@ -41,6 +41,7 @@ from daemon.redact import redact_url
 from daemon.types import Window
 from daemon.video.events import EventSink, emit
 from daemon.video.frames import FrameMaker
+from daemon.video.probe import why_not_open
 from daemon.video.windows import LiveWindows
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,7 @@ DEFAULT_FFMPEG_OPTIONS = "rtsp_transport;tcp"
 FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"  # read once, when OpenCV first opens anything with FFmpeg
 OPENCV_LOGLEVEL_ENV = "OPENCV_LOG_LEVEL"
 AV_LOG_QUIET = -8
+PROBE_TIMEOUT = 5.0  # seconds for asking a camera that would not open why
 
 
 def quiet_native_logs(debug: bool) -> None:
@@ -166,8 +168,11 @@ class StreamSource:
             return capture
         capture.release()
         waited = time.monotonic() - started
-        why = "no answer (open timeout)" if waited >= 0.9 * s.open_timeout else "refused or not a video stream"
-        message = f"cannot open {self.safe_url} after {waited:.1f} s: {why}; check address, credentials and network"
+        if waited >= 0.9 * s.open_timeout:
+            why = "unreachable: no answer (open timeout); check the address and the network"
+        else:  # FFmpeg's error does not say which: ask the camera (401, refused, 404, ...)
+            why = str(why_not_open(self._url, min(s.open_timeout, PROBE_TIMEOUT)))
+        message = f"cannot open {self.safe_url} after {waited:.1f} s: {why}"
         emit(self.name, "error", message, self.on_event, logging.WARNING)
         return None
 

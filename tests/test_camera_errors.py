@@ -1,0 +1,134 @@
+"""Camera errors that tell apart what went wrong (issue 22, item 2), against the real GStreamer
+RTSP server with a login, and a closed port: as `vlmwatch windows` and `vlmwatch check-cameras`
+print them, with the password nowhere in the output."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from clips import Scene, scene_frames, write_jpeg_frames
+from mosquitto import free_port
+from rtsp_camera import SECRET, RtspServer, gstreamer_rtsp_missing
+
+from daemon.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+pytestmark = pytest.mark.skipif(gstreamer_rtsp_missing() is not None, reason=str(gstreamer_rtsp_missing()))
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    return write_jpeg_frames(tmp_path_factory.mktemp("rtsp") / "frames", scene_frames(Scene(duration=2.0, fps=10.0)))
+
+
+@pytest.fixture(scope="module")
+def camera(frames):
+    """A camera that requires the login viewer / SECRET."""
+    server = RtspServer(frames, fps=10, auth=f"viewer:{SECRET}").start()
+    yield server
+    server.stop()
+
+
+def windows(*argv: str, env: dict | None = None) -> tuple[int, str]:
+    """`vlmwatch windows ... --limit 1 --timeout 3` as a user runs it: exit code and the last stderr line."""
+    proc = subprocess.run([sys.executable, "-m", "daemon", "windows", *argv, "--limit", "1", "--timeout", "3"],
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+                          capture_output=True, text=True, timeout=90)
+    assert SECRET not in proc.stdout + proc.stderr
+    return proc.returncode, proc.stderr.strip().splitlines()[-1]
+
+
+def gave_up(url: str, why: str) -> str:
+    return (re.escape(f"vlmwatch: error: 127.0.0.1: no window in 3 s, gave up (--timeout 0 keeps retrying, as the"
+                      f" daemon does); the last attempt: cannot open {url} after ") + r"\d+\.\d" + re.escape(f" s: {why}"))
+
+
+def test_a_wrong_password_reads_unauthorized(camera):
+    code, last = windows(camera.url("viewer:wrong@"))
+    assert code == 1
+    assert re.fullmatch(gave_up(camera.url("***@"), "unauthorized: the camera refused the login of user"
+                                " 'viewer' (RTSP 401 Unauthorized); check the username and the password"), last), last
+
+
+def test_missing_credentials_read_a_login_is_required(camera):
+    code, last = windows(camera.url(""))
+    assert code == 1
+    assert re.fullmatch(gave_up(camera.url(""), "unauthorized: the camera requires a login (RTSP 401 Unauthorized);"
+                                " set the camera's username and password_env, password_file or password_credential"),
+                        last), last
+
+
+def test_a_closed_port_reads_unreachable():
+    port = free_port()
+    code, last = windows(f"rtsp://127.0.0.1:{port}/cam")
+    assert code == 1
+    assert re.fullmatch(gave_up(f"rtsp://127.0.0.1:{port}/cam", f"unreachable: connection refused by 127.0.0.1:{port}:"
+                                " nothing listens on that port; check the address and port, and that the camera is"
+                                " on"), last), last
+
+
+def test_windows_takes_the_password_from_the_environment(camera, capsys):
+    proc = subprocess.run([sys.executable, "-m", "daemon", "windows", camera.url(""), "--username", "viewer",
+                           "--password-env", "CAM_PASSWORD", "--limit", "1", "--timeout", "20"], cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "CAM_PASSWORD": SECRET},
+                          capture_output=True, text=True, timeout=90)
+    assert proc.returncode == 0, proc.stderr
+    assert re.fullmatch(r"127\.0\.0\.1 +\+0\.0s\.\.\+8\.0s +change +- +ANALYSE +first window\n", proc.stdout)
+    assert SECRET not in proc.stdout + proc.stderr
+
+
+def test_windows_says_when_the_password_variable_is_not_set(camera, capsys):
+    assert main(["windows", camera.url(""), "--username", "viewer", "--password-env", "NOT_SET_ANYWHERE"]) == 2
+    assert capsys.readouterr().err == ("vlmwatch: error: --password-env NOT_SET_ANYWHERE: that environment variable"
+                                       " is not set; set it first, e.g. read -rs NOT_SET_ANYWHERE && export"
+                                       " NOT_SET_ANYWHERE\n")
+
+
+def test_check_cameras_says_per_camera_what_is_wrong(camera, frames, tmp_path, monkeypatch, capsys):
+    plain = RtspServer(frames, fps=10).start()  # no login: a wrong path is 404
+    closed = free_port()
+    monkeypatch.setenv("CAM_PASSWORD", SECRET)
+    monkeypatch.setenv("WRONG_PASSWORD", "wrong")
+    config = tmp_path / "config.yaml"
+    config.write_text(f"""\
+model:
+  dir: {tmp_path}
+cameras:
+  - name: porch
+    source: {camera.url("")}
+    username: viewer
+    password_env: CAM_PASSWORD
+  - name: garage
+    source: {camera.url("")}
+    username: viewer
+    password_env: WRONG_PASSWORD
+  - name: shed
+    source: {camera.url("")}
+  - name: gate
+    source: rtsp://127.0.0.1:{closed}/cam
+  - name: yard
+    source: {plain.url("", "/nope")}
+state_dir: {tmp_path / "state"}
+""")
+    try:
+        code = main(["check-cameras", "-c", str(config), "--timeout", "5"])
+    finally:
+        plain.stop()
+    out = capsys.readouterr().out
+    assert out.splitlines() == [
+        f"porch: OK: 320x240, 10 fps ({camera.url('')})",
+        f"garage: unauthorized: the camera refused the login of user 'viewer' (RTSP 401 Unauthorized); check the"
+        f" username and the password ({camera.url('')})",
+        f"shed: unauthorized: the camera requires a login (RTSP 401 Unauthorized); set the camera's username and"
+        f" password_env, password_file or password_credential ({camera.url('')})",
+        f"gate: unreachable: connection refused by 127.0.0.1:{closed}: nothing listens on that port; check the address"
+        f" and port, and that the camera is on (rtsp://127.0.0.1:{closed}/cam)",
+        f"yard: not a video stream: no stream at /nope (RTSP 404 Not Found); check the path (the camera's manual or"
+        f" web page lists it) ({plain.url('', '/nope')})",
+    ]
+    assert code == 2
