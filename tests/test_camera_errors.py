@@ -132,3 +132,52 @@ state_dir: {tmp_path / "state"}
         f" web page lists it) ({plain.url('', '/nope')})",
     ]
     assert code == 2
+
+
+def test_a_camera_returns_within_seconds_of_an_outage_however_long_its_backoff_grew(frames):
+    """The stream stops (the RTSP server is killed: its port closes), the backoff grows to at least
+    10 s, the server comes back on the same port: the camera reconnects when the port accepts
+    again (checked every second), long before the backoff would have ended."""
+    import threading
+    import time
+
+    from daemon.config.cameras import SourceSettings
+    from daemon.video.stream import StreamSource
+
+    server = RtspServer(frames, fps=10).start()
+    settings = SourceSettings.model_validate({"span": 1.0, "frames": 2, "stream": {
+        "open_timeout": 2.0, "read_timeout": 1.0, "retry_min": 20.0, "retry_max": 60.0}})
+    events, changed, stop = [], threading.Condition(), threading.Event()
+
+    def on_event(event) -> None:
+        with changed:
+            events.append((time.monotonic(), event))
+            changed.notify_all()
+
+    def wait_for(predicate, timeout: float):
+        with changed:
+            found = changed.wait_for(lambda: next((e for e in events if predicate(e[1])), None), timeout)
+        assert found, [(e.kind, e.message) for _, e in events]
+        return found
+
+    source = StreamSource("yard", server.url(""), settings, on_event=on_event)
+    consumer = threading.Thread(target=lambda: [None for _ in source.windows(stop)], name="test-consumer")
+    consumer.start()
+    try:
+        wait_for(lambda e: e.kind == "connected", 30)
+        server.kill()
+        retry = wait_for(lambda e: e.kind == "retrying" and "retrying in" in e.message, 30)[1]
+        backoff = float(re.search(r"retrying in (\d+\.\d) s", retry.message).group(1))
+        assert backoff >= 10.0  # 20 s with jitter: what a 30 s outage grows the default backoff to
+        server.start()  # the same port
+        back = time.monotonic()
+        with changed:
+            again = changed.wait_for(lambda: sum(e.kind == "connected" for _, e in events) == 2, backoff)
+        assert again, [(e.kind, e.message) for _, e in events]
+        reconnected = [t for t, e in events if e.kind == "connected"][-1]
+        assert reconnected - back < backoff / 2, (reconnected - back, backoff)
+        assert any(e.message.endswith("accepts connections again; reconnecting now") for _, e in events)
+    finally:
+        stop.set()
+        consumer.join(30)
+        server.stop()

@@ -39,10 +39,28 @@ class Reply:
     headers: dict[str, str]  # lower-case names
 
 
+def camera_address(url: str) -> tuple[str, int]:
+    """(host, TCP port) of a camera URL; ("", 0) when it has none."""
+    parts = urlsplit(url)
+    try:
+        return parts.hostname or "", parts.port or DEFAULT_PORTS.get(parts.scheme, 554)
+    except ValueError:  # a port that is not a number: the open reports it
+        return "", 0
+
+
+def accepts(host: str, port: int, timeout: float) -> bool:
+    """Whether something listens at host:port (a TCP connect, closed at once)."""
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
 def diagnose(url: str, timeout: float) -> Diagnosis:
     """What the server at `url` says about its stream, within about 2 x `timeout` seconds."""
     parts = urlsplit(url)
-    host, port = parts.hostname or "", parts.port or DEFAULT_PORTS.get(parts.scheme, 554)
+    host, port = camera_address(url)
     where = f"{host}:{port}"
     try:
         conn = socket.create_connection((host, port), timeout=timeout)
