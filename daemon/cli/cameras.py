@@ -31,7 +31,8 @@ def run_check_cameras(args) -> int:
 def probe_cameras(cfg, timeout: float | None = None) -> int:
     """Print one line per camera; the exit code of the worst."""
     from daemon.redact import redact_url
-    from daemon.video.probe import OK, UNREACHABLE, probe_camera
+    from daemon.video.probe import OK, UNREACHABLE
+    from daemon.video.stream import probe_camera
 
     worst = EXIT_OK
     for i, cam in enumerate(cfg.cameras):

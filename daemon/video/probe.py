@@ -5,7 +5,7 @@ directly: a TCP connect (refused, no answer, unknown host: unreachable), then on
 RTSP DESCRIBE (or HTTP GET) with the URL's login, answering a Basic or Digest
 challenge as FFmpeg would: 401 is unauthorized, 404 a wrong path, a reply that is
 not RTSP a wrong port. RTSP is text over TCP (RFC 2326), so a socket is enough.
-`probe_camera` opens a camera once, as `vlmwatch check-cameras` does.
+`stream.probe_camera` opens a camera once, as `vlmwatch check-cameras` does.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import hashlib
 import os
 import re
 import socket
-import time
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -166,34 +165,6 @@ def _authorization(challenge: str, method: str, uri: str, user: str, password: s
         response = md5(f"{ha1}:{nonce}:00000001:{cnonce}:auth:{ha2}")
         return f'Digest {fields}, response="{response}", qop=auth, nc=00000001, cnonce="{cnonce}"'
     return f'Digest {fields}, response="{md5(f"{ha1}:{nonce}:{ha2}")}"'
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    verdict: str
-    detail: str  # "1920x1080, 25 fps" when OK
-
-
-def probe_camera(url: str, timeout: float) -> ProbeResult:
-    """Open the camera once through OpenCV, as the daemon does, and read one frame; on failure, why."""
-    import cv2
-
-    from daemon.video.stream import DEFAULT_FFMPEG_OPTIONS, FFMPEG_OPTIONS_ENV, quiet_native_logs
-
-    os.environ.setdefault(FFMPEG_OPTIONS_ENV, DEFAULT_FFMPEG_OPTIONS)
-    quiet_native_logs(False)
-    ms = round(timeout * 1000)
-    started = time.monotonic()
-    capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
-                                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
-    try:
-        if capture.isOpened() and capture.grab():
-            width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-            return ProbeResult(OK, f"{width}x{height}, {capture.get(cv2.CAP_PROP_FPS):.0f} fps")
-    finally:
-        capture.release()
-    diagnosis = why_not_open(url, max(1.0, timeout - (time.monotonic() - started)))
-    return ProbeResult(diagnosis.verdict, diagnosis.detail)
 
 
 def why_not_open(url: str, timeout: float) -> Diagnosis:

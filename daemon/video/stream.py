@@ -38,6 +38,7 @@ import queue
 import random
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from daemon.config.cameras import SourceSettings
@@ -45,7 +46,7 @@ from daemon.redact import redact_url
 from daemon.types import Window
 from daemon.video.events import EventSink, emit
 from daemon.video.frames import FrameMaker
-from daemon.video.probe import accepts, camera_address, why_not_open
+from daemon.video.probe import OK, accepts, camera_address, why_not_open
 from daemon.video.windows import LiveWindows
 
 log = logging.getLogger(__name__)
@@ -242,3 +243,29 @@ class StreamSource:
                     log.debug("camera %s: consumer behind, dropped a window (%d so far)", self.name, self.dropped)
                 except queue.Empty:
                     pass
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    verdict: str
+    detail: str  # "1920x1080, 25 fps" when OK
+
+
+def probe_camera(url: str, timeout: float) -> ProbeResult:
+    """Open the camera once through OpenCV, as the daemon does, and read one frame; on failure, why."""
+    import cv2
+
+    os.environ.setdefault(FFMPEG_OPTIONS_ENV, DEFAULT_FFMPEG_OPTIONS)
+    quiet_native_logs(False)
+    ms = round(timeout * 1000)
+    started = time.monotonic()
+    capture = cv2.VideoCapture(url, cv2.CAP_FFMPEG, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                                     cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    try:
+        if capture.isOpened() and capture.grab():
+            width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            return ProbeResult(OK, f"{width}x{height}, {capture.get(cv2.CAP_PROP_FPS):.0f} fps")
+    finally:
+        capture.release()
+    diagnosis = why_not_open(url, max(1.0, timeout - (time.monotonic() - started)))
+    return ProbeResult(diagnosis.verdict, diagnosis.detail)
