@@ -37,6 +37,7 @@ from daemon.engine.sessions import (
     ProfileSession,
     Session,
 )
+from daemon.engine.modelfiles import file_problem, found, layer_count, truncated_layers
 from daemon.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class BundleFiles:
     vit: Path | None
     manifest: dict | None = None
     root: Path = Path(".")  # the model folder as given
+    layers_from: str = ""  # where the layer count was read (axmodel layouts)
 
     @property
     def name(self) -> str:
@@ -94,14 +96,15 @@ def locate(model_dir: Path, tokenizer: Path | None = None, vit: Path | None = No
         files = _locate_onnx(model_dir)
     elif (model_dir / BOARD_LLM).is_dir():
         llm = model_dir / BOARD_LLM
-        files = _locate_axmodel(llm, tokenizer or model_dir / BOARD_TOKENIZER, vit or model_dir / BOARD_VIT)
+        files = _locate_axmodel(llm, tokenizer or model_dir / BOARD_TOKENIZER, vit or model_dir / BOARD_VIT,
+                                EMBED_BF16)
     elif any(LAYER_RE.fullmatch(p.name) for p in model_dir.iterdir()):
         if tokenizer is None:
             raise ModelError(
                 f"{model_dir} is in the reference demo layout, which has no tokenizer:"
                 " give the InternVL3-2B tokenizer folder (model.tokenizer, or --tokenizer DIR)"
             )
-        files = _locate_axmodel(model_dir, tokenizer, vit)  # no --vit: text-only questions
+        files = _locate_axmodel(model_dir, tokenizer, vit, EMBED_NPY)  # no --vit: text-only questions
     else:
         raise ModelError(
             f"no model found in {model_dir}: expected {model_dir / 'manifest.json'} (ONNX bundle from"
@@ -112,13 +115,15 @@ def locate(model_dir: Path, tokenizer: Path | None = None, vit: Path | None = No
     return replace(files, root=model_dir)
 
 
-def _locate_axmodel(llm: Path, tokenizer: Path, vit: Path | None) -> BundleFiles:
+def _locate_axmodel(llm: Path, tokenizer: Path, vit: Path | None, embed: str) -> BundleFiles:
+    """`embed`: the table's name in this layout when neither form is there (the board ships bfloat16)."""
     found = {int(m.group(1)): p for p in llm.iterdir() if (m := LAYER_RE.fullmatch(p.name))}
-    count = max(found, default=-1) + 1
-    layers = tuple(found.get(i, llm / f"qwen2_p128_l{i}_together.axmodel") for i in range(max(count, 1)))
-    embeddings = llm / EMBED_BF16 if (llm / EMBED_BF16).exists() else llm / EMBED_NPY
+    count, source = layer_count([Path(tokenizer), llm, llm.parent])  # the model's own number, not the files'
+    layers = tuple(found.get(i, llm / f"qwen2_p128_l{i}_together.axmodel") for i in range(count))
+    present = [llm / name for name in (EMBED_BF16, EMBED_NPY) if (llm / name).exists()]
+    embeddings = present[0] if present else llm / embed
     return BundleFiles("axmodel", layers, llm / POST_AXMODEL, embeddings, Path(tokenizer),
-                       Path(vit) if vit else None)
+                       Path(vit) if vit else None, layers_from=source)
 
 
 def _locate_onnx(model_dir: Path) -> BundleFiles:
@@ -139,15 +144,25 @@ def _locate_onnx(model_dir: Path) -> BundleFiles:
 
 
 def _require(files: BundleFiles) -> None:
-    wanted = [*files.layers, files.post, files.embeddings]
-    if files.vit is not None:
-        wanted.append(files.vit)
-    missing = [str(p) for p in wanted if not p.is_file()]
+    """Every file there and plausibly what it is named (no git-lfs pointer, no cut-off copy), or one
+    ModelError listing each problem, then what the folders hold."""
+    graphs = [*files.layers, files.post, *([files.vit] if files.vit is not None else [])]
+    missing = [str(p) for p in [*files.layers, files.post, files.embeddings] if not p.is_file()]
+    missing += [str(files.vit)] if files.vit is not None and not files.vit.is_file() else []
     if not (files.tokenizer / "tokenizer.json").is_file() and not (files.tokenizer / "tokenizer_config.json").is_file():
         missing.append(f"{files.tokenizer}/tokenizer.json")
-    if missing:
+    kind = "axmodel" if files.kind == "axmodel" else "onnx"
+    bad = [problem for p in graphs if p.is_file() and (problem := file_problem(p, kind))]
+    if files.embeddings.is_file() and (problem := file_problem(files.embeddings, "table")):
+        bad.append(problem)
+    bad += truncated_layers(files.layers) if not bad else []
+    if missing or bad:
+        folders = dict.fromkeys(p.parent for p in [*files.layers, files.post, *([files.vit] if files.vit else [])])
+        folders[files.tokenizer] = None
+        layers = f" ({len(files.layers)} layer graphs expected: {files.layers_from})" if files.layers_from else ""
         raise ModelError(
-            "model files are missing or unreadable:\n  " + "\n  ".join(missing)
+            "model files are missing or unreadable" + layers + ":\n  " + "\n  ".join(missing + bad)
+            + "\nFound:\n  " + "\n  ".join(found(folder) for folder in folders)
             + "\nCheck the model folder (model.dir, model.tokenizer, model.vit; or --model, --tokenizer, --vit),"
             " or copy the complete model folder."
         )
