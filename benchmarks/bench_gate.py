@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--static-windows", type=int, default=40, help="static windows per setup (8 s each)")
     parser.add_argument("--gop", type=int, default=8, help="x264 keyframe interval, seconds of scene (default 8)")
     parser.add_argument("--quick", action="store_true", help="320x240 and 640x360 only, 20 static windows")
+    parser.add_argument("--hour-windows", type=int, default=450, help="windows of the long static run (450: 1 h)")
     args = parser.parse_args(argv)
     resolutions = parse_resolutions("320x240,640x360" if args.quick else args.resolutions)
     noises = [float(n) for n in args.noises.split(",")]
@@ -154,9 +155,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{setup.width}x{setup.height:<4} {setup.noise:>5g} {setup.codec:>5} | {shown:>20} |"
               f" {sum(at_target):>5}/{len(at_target):<5} | {per_hour:>15.0f} | {skipped:>13.1f}%", flush=True)
 
-    print(f"\n{'resolution':>10} | one hour of static scene (450 windows; noise 30, h264, light 0.75 -> 1.25)")
+    hour = args.hour_windows
+    print(f"\n{'resolution':>10} | {hour * WINDOW_SECONDS / 3600:g} h of static scene ({hour} windows; noise 30, h264,"
+          " light 0.75 -> 1.25)")
     for width, height in resolutions[:2]:
-        run = static_run(Setup(width, height, 30.0, "h264", gop=args.gop), 450, folder)
+        run = static_run(Setup(width, height, 30.0, "h264", gop=args.gop), hour, folder)
         print(f"{width}x{height:<4} | {run.analysed} false window(s)  {'; '.join(run.reasons)}", flush=True)
 
     print(f"\n{'resolution':>10} {'step':>8} | windows analysed because of it (noise 8, h264; at most 1 wanted)")

@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from fullsize import HIDDEN, IMAGE_TOKENS, VOCAB, sessions
 
-from daemon.engine.bundle import Model, load_embeddings
+from daemon.engine.bundle import Model, load_embeddings, load_tokenizer
 from daemon.engine.engine import Engine
-from daemon.engine.export.tiny import build_tokenizer
+from daemon.engine.export.tiny import write_tokenizer
 from daemon.engine.prompt import PromptBuilder
 from daemon.engine.sessions import VIT_MS, Meter
 from daemon.types import Frame, Prompt
@@ -77,9 +77,16 @@ def window(approach: str, frames, table, tokenizer) -> Window:
     return Window(vit, meter.npu_ms - vit, meter.host_ms, time.perf_counter() - t0, tokens)
 
 
+def stand_in_tokenizer():
+    """The tiny model's BPE with InternVL's special tokens, loaded as the daemon loads one (no transformers)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        write_tokenizer(Path(tmp))
+        return load_tokenizer(Path(tmp))
+
+
 def windows() -> dict[str, Window]:
     """The three approaches on the same 1280x720 frames, in one process."""
-    tokenizer = build_tokenizer()  # a real BPE tokenizer with InternVL's special tokens
+    tokenizer = stand_in_tokenizer()  # a real BPE tokenizer with InternVL's special tokens
     rng = np.random.default_rng(0)
     frames = [Frame("cam", float(i), i, rng.integers(0, 255, (720, 1280, 3), np.uint8)) for i in range(8)]
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,7 +97,7 @@ def windows() -> dict[str, Window]:
 
 
 def suffix_tokens() -> list[int]:
-    prompts = PromptBuilder(build_tokenizer(), IMAGE_TOKENS, SYSTEM)
+    prompts = PromptBuilder(stand_in_tokenizer(), IMAGE_TOKENS, SYSTEM)
     return [len(prompts.suffix(p.question)) for p in PROMPTS]
 
 

@@ -29,7 +29,9 @@ class Frame:
     ViT's input by the engine's own resize, computed from the full-resolution
     picture at capture. The ViT uses `model_input` when it has the ViT's size,
     else it resizes `image`; either way a frame's features equal those of the
-    full picture as long as `model_input` was made from it.
+    full picture as long as `model_input` was made from it. A frame of a window the
+    gate passed also carries `vit_input`, the ViT's normalised input, made on the
+    capture thread (`daemon.video.frames.Preparer`) so that the NPU worker only feeds it.
     """
 
     camera: str
@@ -37,6 +39,7 @@ class Frame:
     index: int  # frame number within the source (monotonic per source)
     image: np.ndarray = field(repr=False)  # [H, W, 3] uint8 BGR, possibly reduced from the decoded picture
     model_input: np.ndarray | None = field(default=None, repr=False)  # [S, S, 3] uint8 BGR for the ViT, or None
+    vit_input: np.ndarray | None = field(default=None, repr=False)  # [1, 3, S, S] normalised, ready for the ViT
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ Test modules never import each other: what several of them need is here, or in
 a helper module (clips.py, histories.py, mosquitto.py, rtsp_server.py).
 """
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -28,17 +29,38 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def axengine(monkeypatch):
-    """The fake vendor `axengine` (tests/fake_axengine) as `import axengine` sees it, its records cleared."""
+def axengine_tag() -> str:
+    """The upstream pyaxengine build the fake behaves as; parametrize `axengine_tag` to choose another."""
+    return "0.1.3.rc3"
+
+
+@pytest.fixture
+def axengine(monkeypatch, tmp_path_factory, axengine_tag):
+    """The fake vendor `axengine` (tests/fake_axengine) as `import axengine` sees it, its records cleared.
+
+    It behaves as upstream tag `axengine_tag` and is "installed" with that build's version (a dist-info
+    first on sys.path, as a wheel leaves it)."""
     fake = Path(__file__).parent / "fake_axengine"
+    spec = importlib.util.spec_from_file_location("fake_axengine_upstream", fake / "axengine" / "_upstream.py")
+    upstream = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(upstream)  # the tag table alone, without importing the package
+    version = upstream.version_of(axengine_tag)
+    for name in [m for m in sys.modules if m == "axengine" or m.startswith("axengine.")]:
+        sys.modules.pop(name)
+    dist = tmp_path_factory.mktemp("axengine_dist")
+    (dist / f"axengine-{version}.dist-info").mkdir()
+    (dist / f"axengine-{version}.dist-info" / "METADATA").write_text(
+        f"Metadata-Version: 2.1\nName: axengine\nVersion: {version}\n")
+    monkeypatch.setenv("FAKE_AXENGINE_TAG", axengine_tag)
     monkeypatch.syspath_prepend(str(fake))
-    monkeypatch.delitem(sys.modules, "axengine", raising=False)
+    monkeypatch.syspath_prepend(str(dist))
     import axengine
 
-    assert Path(axengine.__file__).is_relative_to(fake)
+    assert Path(axengine.__file__).is_relative_to(fake) and axengine.TAG == axengine_tag
     axengine.calls.clear()
     axengine.traffic_log.clear()
     axengine.sessions.clear()
+    axengine.context_sets.clear()
     yield axengine
     for name in [m for m in sys.modules if m == "axengine" or m.startswith("axengine.")]:
         sys.modules.pop(name)

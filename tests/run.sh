@@ -32,7 +32,7 @@ VENV_PY=.venv/bin/python
 # torch 2.13.0 (CPU) is what the exporter is tested with; the venv's pip reads the same pip
 # configuration (/etc/pip.conf, PIP_* variables) as the interpreter that made it.
 $VENV_PY -m pip install -q torch==2.13.0
-$VENV_PY -m pip install -q -e '.[onnx,export,test,demo,http]'
+$VENV_PY -m pip install -q -e '.[onnx,export,test,demo,http,bench]'
 
 set +e
 $VENV_PY -m pytest -q "$@"

@@ -66,3 +66,59 @@ def test_the_gate_sees_the_same_change_in_the_reduced_picture(shape):
     assert signature(reduce(before, 640)).shape[0] >= 80  # still a fine grid on the small picture
     assert reduced[0] == pytest.approx(full[0], rel=0.35)  # share of cells changed
     assert reduced[1:] == pytest.approx(full[1:], abs=0.03)  # where
+
+
+# -- the ViT's input, made on the capture thread for windows the gate passed (Preparer)
+
+
+class CountingVit:
+    """Vision.prepare's contract (fit, normalise) with a count of calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, frame):
+        self.calls += 1
+        return preprocess(frame.model_input if frame.model_input is not None else frame.image, 448)
+
+
+def window_of(frames, start=0.0):
+    from daemon.types import Window
+
+    return Window("porch", start, start + 8.0, tuple(frames))
+
+
+def test_a_passed_window_carries_the_normalised_input_and_drops_the_resized_copy():
+    from daemon.video.frames import Preparer
+
+    make = FrameMaker(640, lambda bgr: fit(bgr, 448))
+    full = [picture(720, 1280, seed=i) for i in range(8)]
+    prepared = Preparer(CountingVit())(window_of(make("porch", float(i), i, bgr) for i, bgr in enumerate(full)))
+    for frame, bgr in zip(prepared.frames, full):
+        assert frame.model_input is None and frame.vit_input.dtype == np.float32
+        assert np.array_equal(frame.vit_input, preprocess(bgr, 448))  # as if the worker made it from the full picture
+
+
+def test_overlapping_windows_share_their_prepared_frames_and_prepare_each_once():
+    from daemon.video.frames import Preparer
+
+    vit = CountingVit()
+    prepare = Preparer(vit)
+    frames = [FrameMaker(0)("porch", float(i), i, picture(90, 160, seed=i)) for i in range(12)]
+    first, second = prepare(window_of(frames[:8])), prepare(window_of(frames[4:], 4.0))
+    assert all(a is b for a, b in zip(first.frames[4:], second.frames[:4]))  # the ViT feature cache still hits
+    assert vit.calls == 12
+
+
+def test_only_windows_the_gate_passes_are_prepared():
+    from daemon.config.cameras import GateSettings
+    from daemon.video.frames import Preparer
+    from daemon.video.gate import Gate
+
+    vit = CountingVit()
+    gate = Gate(GateSettings(), prepare=Preparer(vit))
+    still = [FrameMaker(0)("porch", float(i), i, picture(240, 320)) for i in range(8)]
+    passed, decision = gate.check(window_of(still), now=8.0)  # the first window is always analysed
+    assert decision.analyse and all(f.vit_input is not None for f in passed.frames) and vit.calls == 8
+    skipped, decision = gate.check(window_of(still, 8.0), now=16.0)  # nothing changed
+    assert not decision.analyse and all(f.vit_input is None for f in skipped.frames) and vit.calls == 8

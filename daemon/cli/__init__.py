@@ -20,6 +20,7 @@ EXIT_READER_GONE = 141  # 128 + SIGPIPE: what cat or grep return when `| head` h
 
 # Modules that contribute sub-commands, in help order.
 COMMAND_MODULES = [
+    "daemon.cli.bench",
     "daemon.cli.demo",
     "daemon.cli.describe",
     "daemon.cli.export",

@@ -35,6 +35,10 @@ class ModelSettings(Section):
         "auto", description="Where the KV cache lives on the axengine backend: auto keeps it in the NPU runtime's"
         " buffers (only new rows are written) when the pyaxengine version and its internals match, else copies"
         " whole caches with every call and logs why; resident requires it; copied never tries.")
+    threads: int = Field(
+        1, ge=0, description="onnxruntime backend: CPU threads each graph runs on (0: one per core, ONNX "
+        "Runtime's own choice). Idle threads never spin. 1 takes the least CPU for the same answers; more "
+        "answers sooner on an idle many-core machine. The NPU runtime ignores it.")
     sampling: SamplingSettings = Field(default_factory=SamplingSettings, description="Decoding.")
 
     @field_validator("backend", mode="before")

@@ -30,6 +30,7 @@ import numpy as np
 
 from daemon.engine.sessions import (
     BACKENDS,
+    DEFAULT_ORT_THREADS,
     AxEngineSession,
     Meter,
     OnnxSession,
@@ -187,10 +188,10 @@ def choose_backend(files: BundleFiles, backend: str | None, key: str = "model.ba
     return backend
 
 
-def opener(files: BundleFiles, backend: str, device_id: int | None = None):
+def opener(files: BundleFiles, backend: str, device_id: int | None = None, threads: int = DEFAULT_ORT_THREADS):
     """`open(path, role) -> Session` for the bundle's graphs on `backend` (see choose_backend)."""
     if backend == "onnxruntime":
-        return _onnx_opener(files)
+        return _onnx_opener(files, threads)
     return lambda path, role: AxEngineSession(path, device_id)
 
 
@@ -201,14 +202,17 @@ def open_model(
     meter: Meter | None = None,
     sleep: bool = False,
     backend_key: str = "--backend",
+    threads: int = DEFAULT_ORT_THREADS,
 ) -> Model:
-    """Create every session once, wrapped in a profile meter, and map the embeddings."""
+    """Create every session once, wrapped in a profile meter, and map the embeddings. `threads`: intra-op
+    threads of each ONNX Runtime session (0: ONNX Runtime's choice); the NPU runtime ignores it."""
     backend = choose_backend(files, backend, backend_key)
     meter = meter or Meter()
-    open_graph = opener(files, backend, device_id)
+    open_graph = opener(files, backend, device_id, threads)
 
     def profiled(path: Path, role: str) -> Session:
-        return ProfileSession(open_graph(path, role), role, meter, sleep=sleep)
+        card = backend == "axengine" and device_id is not None  # M.2: copies over PCIe, no cache maintenance
+        return ProfileSession(open_graph(path, role), role, meter, sleep=sleep, card=card)
 
     t0 = time.monotonic()
     log.info("loading %d graphs with %s%s", len(files.layers) + 1 + bool(files.vit), backend,
@@ -235,9 +239,9 @@ def layer_ports(files: BundleFiles) -> list[list[Port]]:
         raise ModelError(f"ONNX manifest declares bad shape groups ({exc!r}); re-run 'vlmwatch export'") from None
 
 
-def _onnx_opener(files: BundleFiles):
+def _onnx_opener(files: BundleFiles, threads: int = DEFAULT_ORT_THREADS):
     ports = manifest_ports(files)
-    return lambda path, role: OnnxSession(path, ports[role])
+    return lambda path, role: OnnxSession(path, ports[role], threads)
 
 
 def manifest_ports(files: BundleFiles) -> dict[str, list[list[Port]] | None]:

@@ -104,6 +104,7 @@ class Engine:
         self._input_dtype = self.llm.geo.dtypes["input"]
         self._resident: Prefix | None = None  # the prefix whose shared chunks the KV cache holds
         self._tail_cached = False  # ... and whether it holds that prefix's tail rows too
+        self._prefix_rows: dict[int, tuple[list[int], np.ndarray]] = {}  # prefix length -> (ids, token rows)
 
     # ------------------------------------------------------------------ limits
 
@@ -169,8 +170,14 @@ class Engine:
         self._tail_cached = prefix.shared == prefix.tokens
 
     def _embed_prefix(self, ids: list[int], frames: Sequence[Frame]) -> np.ndarray:
-        """[n, H] input rows: token embeddings with each frame's features in its <IMG_CONTEXT> run."""
-        rows = self.embed(ids)
+        """[n, H] input rows: token embeddings with each frame's features in its <IMG_CONTEXT> run.
+
+        The token rows of a prefix depend only on the frame count: they are looked up once (2,144
+        rows from the memory-mapped table, converted) and copied for each window after that."""
+        template = self._prefix_rows.get(len(ids))
+        if template is None or template[0] != ids:
+            template = self._prefix_rows[len(ids)] = (ids, self.embed(ids))
+        rows = template[1].copy()
         slots = np.flatnonzero(np.asarray(ids) == self.prompts.context)  # T per frame, in order
         T = self.prompts.image_tokens
         for i, frame in enumerate(frames):
@@ -358,6 +365,7 @@ def open_engine(settings: ModelSettings, max_new_tokens: int = 256, backend_key:
     """The one way to build an engine from the `model:` settings (daemon, describe, summarize);
     `backend_key` names where the backend was chosen, for errors (describe: --backend)."""
     files = locate(settings.dir, settings.tokenizer, settings.vit)
-    model = open_model(files, settings.backend, settings.device_id, backend_key=backend_key)
+    model = open_model(files, settings.backend, settings.device_id, backend_key=backend_key,
+                       threads=settings.threads)
     return Engine(model, system=settings.system, sampling=Sampling(**settings.sampling.model_dump()),
                   max_new_tokens=max_new_tokens, kv=settings.kv)

@@ -23,7 +23,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from daemon.engine.sessions import ResidentUnavailable, Session, host_ms, modelled_ms
+from daemon.engine.costs import exact_traffic, host_ms, modelled_ms, run_traffic
+from daemon.engine.sessions import ResidentUnavailable, Session
 from daemon.errors import Cancelled, ModelError, PromptTooLongError
 
 log = logging.getLogger(__name__)
@@ -232,13 +233,22 @@ class LLM:
     # ------------------------------------------------------------------ modelled cost (AX650N)
 
     def call_ms(self, group: int, rows: int) -> float:
-        """Modelled cost of one layer call writing `rows` new K/V rows: NPU time plus host traffic."""
+        """Modelled cost of one layer call writing `rows` new K/V rows: NPU time plus host traffic (costs.py)."""
         g, layer = self.geo, self.layers[0]
-        q = 1 if group == 0 else g.prefill_len
-        fed = [p for p in layer.inputs(group) if self._resident is None or p.name not in KV_INPUTS]
-        out = q * (2 * g.kv_dim + g.hidden) * g.dtypes["K_cache"].itemsize  # new K, new V, hidden
-        written = 0 if self._resident is None else 2 * rows * g.kv_dim * g.dtypes["K_cache"].itemsize
-        return modelled_ms("layer", group) + host_ms(sum(p.nbytes for p in fed) + out + written)
+        card = getattr(layer, "card", False)
+        q, itemsize = (1 if group == 0 else g.prefill_len), g.dtypes["K_cache"].itemsize
+        out = [q * g.kv_dim * itemsize] * 2 + [q * g.hidden * itemsize]  # new K, new V, hidden
+        ports = layer.inputs(group)
+        if self._resident is None:  # run(): every input fed, whole buffers flushed and invalidated
+            groups = range(g.groups + 1)
+            buffers = [max(layer.inputs(k)[i].nbytes for k in groups) for i in range(len(ports))]
+            out_buffers = [g.prefill_len * g.kv_dim * itemsize] * 2 + [g.prefill_len * g.hidden * itemsize]
+            traffic = run_traffic([p.nbytes for p in ports], buffers, out, out_buffers, card)
+        else:  # resident: the small inputs, group 1's placeholder zeros and the new rows; outputs read exactly
+            written = sum(p.nbytes for p in ports) if group == 1 else sum(
+                p.nbytes for p in ports if p.name not in KV_INPUTS)
+            traffic = exact_traffic(written + 2 * rows * g.kv_dim * itemsize, sum(out), card)
+        return modelled_ms("layer", group) + host_ms(traffic)
 
     def prefill_cost(self, start: int, n: int) -> float:
         """Modelled ms of `prefill(n tokens, start)` through every layer (the post graph not included);

@@ -81,6 +81,10 @@ class ResidentInputs:
         # per group: the inputs fed with each call (index, port), and the outputs (index, port)
         self._fed = [[(self._index[p.name], p) for p in g if p.name not in self.names] for g in inputs]
         self._outs = [list(enumerate(g)) for g in outputs]
+        # per group: resident inputs that are no run of cache rows there (group 1's K/V placeholder
+        # [1, 1, hidden], no past): fed zeros, as the reference demo feeds, not the previous window's rows
+        self._placeholders = [[(self._index[n], g[self._index[n]]) for n in self.names
+                               if not self._is_rows(g[self._index[n]], self._rows[n])] for g in inputs]
         self._retired = False
         for r in self._rows.values():  # masked rows are still read: they must be finite, not stale garbage
             buffers.write_input(r.index, 0, np.zeros(r.rows * r.row_bytes, np.uint8))
@@ -94,6 +98,14 @@ class ResidentInputs:
             raise ResidentUnavailable(f"{self.name}: input {name} is {list(widest.shape)}, not [1, rows, width]")
         width, dtype = widest.shape[2], widest.dtype
         return _Rows(i, width, dtype, width * dtype.itemsize, widest.shape[1])
+
+    @staticmethod
+    def _is_rows(port: Port, rows: _Rows) -> bool:
+        return len(port.shape) == 3 and port.shape[2] == rows.width and port.dtype == rows.dtype
+
+    def placeholder_bytes(self, group: int) -> int:
+        """Bytes of zeros one call of `group` writes over placeholder inputs (for the cost model)."""
+        return sum(p.nbytes for _, p in self._placeholders[group])
 
     def retire(self) -> None:
         """Another holder took the buffers over: this one's cache is gone."""
@@ -127,13 +139,15 @@ class ResidentInputs:
         check_feeds(self.name, [p for _, p in fed], feeds, group)
         for i, p in fed:
             self.buffers.write_input(i, 0, np.ascontiguousarray(feeds[p.name]).reshape(-1).view(np.uint8))
+        for i, p in self._placeholders[group]:  # the rows it overwrites are rewritten by this call's outputs
+            self.buffers.write_input(i, 0, np.zeros(p.nbytes, np.uint8))
         self.buffers.execute(group)
         return [self.buffers.read_output(i, o.nbytes).view(o.dtype).reshape(o.shape) for i, o in self._outs[group]]
 
     def fed_bytes(self, group: int) -> int:
         """Bytes one call of `group` copies in and out besides the resident rows (for the cost model)."""
         return (sum(p.nbytes for p in self._inputs[group] if p.name not in self.names)
-                + sum(o.nbytes for o in self._outputs[group]))
+                + self.placeholder_bytes(group) + sum(o.nbytes for o in self._outputs[group]))
 
 
 def _same_order(name: str, groups: Sequence[Sequence[Port]], what: str) -> dict[str, int]:

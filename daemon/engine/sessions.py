@@ -28,7 +28,18 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from daemon.engine.axinternals import open_buffers
+from daemon.engine.axinternals import check_runtime, open_buffers
+from daemon.engine.costs import (  # noqa: F401 -- re-exported: the cost model's figures live in costs.py
+    DECODE_TOKEN_MS,
+    POST_MS,
+    REFERENCE_TOK_S,
+    VIT_MS,
+    Traffic,
+    exact_traffic,
+    host_ms,
+    modelled_ms,
+    run_traffic,
+)
 from daemon.engine.ports import Port, check_feeds
 from daemon.engine.resident import HostBuffers, ResidentInputs, ResidentUnavailable
 from daemon.errors import ModelError, ShapeError
@@ -77,6 +88,7 @@ class AxEngineSession:
 
     def __init__(self, path: Path, device_id: int | None = None):
         self._axengine = axengine = import_axengine()
+        self.version = check_runtime(axengine, device_id is not None)  # too old for shape groups: fail here
         self.name = Path(path).name
         self._card = device_id is not None
         self._holder: ResidentInputs | None = None  # whose KV cache the buffers hold
@@ -111,8 +123,10 @@ class AxEngineSession:
         return self._out_ports[group]
 
     def run(self, feeds: dict[str, np.ndarray], group: int = 0) -> list[np.ndarray]:
-        # output_names must be None: the runtime fails on a subset of names.
-        return self._sess.run(None, feeds, shape_group=group)
+        # output_names must be None: the runtime fails on a subset of names. Before 0.1.3.rc1 the SoC
+        # provider returns views of its output buffers, which the next call overwrites: own them.
+        out = self._sess.run(None, feeds, shape_group=group)
+        return [a if a.flags.owndata else a.copy() for a in out]
 
     def resident(self, names: Sequence[str], pinned: bool = True) -> ResidentInputs:
         """The session's own buffers hold `names`; a previous holder (another engine on this model) is retired."""
@@ -127,10 +141,32 @@ class AxEngineSession:
 # --------------------------------------------------------------------------- ONNX Runtime
 
 
+DEFAULT_ORT_THREADS = 1  # per session: the daemon runs graphs one after another on one worker thread
+
+
+def ort_options(ort, threads: int, spin: bool = False):
+    """SessionOptions with an explicit thread pool: `threads` intra-op threads (0: one per core, as ONNX
+    Runtime chooses), one inter-op thread (graphs run sequentially), and no spinning (`spin` True with
+    `threads` 0 is ONNX Runtime's own default, kept so that benchmarks can compare).
+
+    ONNX Runtime's default pool spins its idle threads waiting for work: with 40 small per-layer
+    sessions that is 36-42 % of a core doing nothing. Measured on the tiny model (benchmarks/
+    bench_ort_threads.py, CPU seconds for the same answers, side by side): see docs/host.md."""
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    spinning = "1" if spin else "0"
+    opts.add_session_config_entry("session.intra_op.allow_spinning", spinning)
+    opts.add_session_config_entry("session.inter_op.allow_spinning", spinning)
+    return opts
+
+
 class OnnxSession:
     """One float32 ONNX graph; feeds are checked against the bundle's declared groups."""
 
-    def __init__(self, path: Path, groups: list[list[Port]], threads: int = 0):
+    def __init__(self, path: Path, groups: list[list[Port]], threads: int = DEFAULT_ORT_THREADS, spin: bool = False):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -140,9 +176,7 @@ class OnnxSession:
         self.name = Path(path).name
         self._ports = groups
         self.group_count = len(groups)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        opts.intra_op_num_threads = threads
+        opts = ort_options(ort, threads, spin)
         try:
             self._sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -169,54 +203,6 @@ class OnnxSession:
 
 # --------------------------------------------------------------------------- profiling
 
-# Published AX650N figures for InternVL3-2B (DESIGN section 5), milliseconds per call.
-VIT_MS = 364.870
-POST_MS = 11.455
-DECODE_LAYER_MS = 2.686
-PREFILL_LAYER_MS = (7.483, 10.089, 12.815, 15.235, 18.527, 20.751, 23.520, 25.932, 29.124,
-                    31.727, 34.708, 36.982, 39.950, 42.418, 45.933, 48.577, 52.405)  # groups 1..17
-LAYERS = 28  # InternVL3-2B's decoder layers, for the published per-token figures below
-DECODE_TOKEN_MS = DECODE_LAYER_MS * LAYERS + POST_MS  # 2.686 x 28 + 11.455 = 86.66 ms: 11.5 tok/s, NPU alone
-
-# Host <-> device traffic. pyaxengine's run() copies every fed array into the
-# session's input buffer and flushes the CPU cache over it, then copies every
-# output back. The reference Python demo feeds whole K/V caches at each decode
-# step and logs 7.1-7.3 tok/s end to end while its graphs need DECODE_TOKEN_MS:
-# the rest of each step is that traffic. One rate, calibrated on that demo,
-# prices every byte a call moves (its copy and its cache flush together).
-REFERENCE_TOK_S = 7.2  # the middle of the demo's 7.1-7.3 tok/s
-
-
-def reference_step_bytes(kv_len: int = 2559, kv_dim: int = 256, hidden: int = 1536, vocab: int = 151674) -> int:
-    """Bytes one decode step moves when it feeds whole caches (bf16 K/V/input/mask, uint32 indices)."""
-    layer_in = 2 * kv_len * kv_dim * 2 + 4 + hidden * 2 + (kv_len + 1) * 2  # 2,628,612 B: K, V, indices, input, mask
-    layer_out = 2 * kv_dim * 2 + hidden * 2  # new K row, new V row, hidden
-    return LAYERS * (layer_in + layer_out) + hidden * 2 + vocab * 4  # + the post graph: hidden in, f32 logits out
-
-
-HOST_MS_PER_STEP = 1000.0 / REFERENCE_TOK_S - DECODE_TOKEN_MS  # ~52.2 ms of host traffic per reference step
-HOST_BYTES_PER_MS = reference_step_bytes() / HOST_MS_PER_STEP  # ~1.42 GB/s
-
-
-def host_ms(nbytes: int) -> float:
-    """Modelled host time to move `nbytes` between host and NPU memory (copy and cache maintenance)."""
-    return nbytes / HOST_BYTES_PER_MS
-
-
-def modelled_ms(role: str, group: int) -> float:
-    """What one call of a graph with this role costs on the AX650N's NPU (without host traffic)."""
-    if role == "vit":
-        return VIT_MS
-    if role == "post":
-        return POST_MS
-    if group == 0:
-        return DECODE_LAYER_MS
-    if group <= len(PREFILL_LAYER_MS):
-        return PREFILL_LAYER_MS[group - 1]
-    step = PREFILL_LAYER_MS[-1] - PREFILL_LAYER_MS[-2]  # beyond the table: the trend goes on
-    return PREFILL_LAYER_MS[-1] + step * (group - len(PREFILL_LAYER_MS))
-
-
 def _nbytes(arrays) -> int:
     return sum(int(a.nbytes) for a in arrays)
 
@@ -225,16 +211,24 @@ class ProfileSession:
     """Wraps a session; adds the modelled AX650N cost of each call to `meter`.
 
     The cost is the graph's published NPU time plus the host traffic of the
-    call: every fed input and every output, or with resident inputs the rows
-    written and the small inputs. With `sleep=True` each call also sleeps for
-    that long (less the real time the inner session took), so a fast machine
-    behaves like the board.
+    call as pyaxengine's run() makes it (costs.py): fed arrays and outputs
+    copied, each fed input's whole buffer flushed and each output's whole
+    buffer invalidated (on the SoC); with resident inputs only the bytes
+    written and read. With `sleep=True` each call also sleeps for that long
+    (less the real time the inner session took), so a fast machine behaves
+    like the board.
     """
 
-    def __init__(self, inner: Session, role: str, meter: "Meter", sleep: bool = False):
-        self.inner, self.role, self.meter, self.sleep = inner, role, meter, sleep
+    def __init__(self, inner: Session, role: str, meter: "Meter", sleep: bool = False, card: bool = False):
+        self.inner, self.role, self.meter, self.sleep, self.card = inner, role, meter, sleep, card
         self.name = inner.name
         self.group_count = inner.group_count
+        groups = range(inner.group_count)
+        # one buffer per input and output, sized for the largest group (what a whole-buffer flush covers);
+        # an output declared with dynamic axes (ONNX) is sized by what the call returns
+        self._in_buffers = [max(inner.inputs(g)[i].nbytes for g in groups) for i in range(len(inner.inputs(0)))]
+        outs = [[inner.outputs(g)[i] for g in groups] for i in range(len(inner.outputs(0)))]
+        self._out_buffers = [None if any(min(p.shape) < 0 for p in ps) else max(p.nbytes for p in ps) for ps in outs]
 
     def inputs(self, group: int = 0) -> list[Port]:
         return self.inner.inputs(group)
@@ -245,33 +239,39 @@ class ProfileSession:
     def run(self, feeds: dict[str, np.ndarray], group: int = 0) -> list[np.ndarray]:
         t0 = time.perf_counter()
         out = self.inner.run(feeds, group)
-        self._account(group, _nbytes(feeds.values()) + _nbytes(out), t0)
+        names = [p.name for p in self.inner.inputs(group)]
+        fed = [int(feeds[n].nbytes) for n in names if n in feeds]
+        fed_buffers = [b for n, b in zip(names, self._in_buffers) if n in feeds]
+        out_bytes = [int(a.nbytes) for a in out]
+        out_buffers = [b if b is not None else n for b, n in zip(self._out_buffers, out_bytes)]
+        self._account(group, run_traffic(fed, fed_buffers, out_bytes, out_buffers, self.card), t0)
         return out
 
     def resident(self, names: Sequence[str], pinned: bool = True) -> "ProfiledResident":
         return ProfiledResident(self, self.inner.resident(names, pinned))
 
-    def _account(self, group: int, nbytes: int, t0: float) -> None:
-        cost = self.meter.add(self.role, group, modelled_ms(self.role, group), nbytes)
+    def _account(self, group: int, traffic: Traffic, t0: float) -> None:
+        cost = self.meter.add(self.role, group, modelled_ms(self.role, group), traffic)
         if self.sleep:
             time.sleep(max(0.0, cost / 1000.0 - (time.perf_counter() - t0)))
 
 
 class ProfiledResident:
-    """A resident session whose calls and row writes are priced like ProfileSession's."""
+    """A resident session whose calls and row writes are priced like ProfileSession's (exact bytes)."""
 
     def __init__(self, profile: ProfileSession, inner: ResidentInputs):
         self.profile, self.inner, self.names = profile, inner, inner.names
 
     def write(self, name: str, row: int, rows: np.ndarray) -> int:
         nbytes = self.inner.write(name, row, rows)
-        self.profile.meter.add_traffic(nbytes)
+        self.profile.meter.add_traffic(exact_traffic(nbytes, 0, self.profile.card))
         return nbytes
 
     def run(self, feeds: dict[str, np.ndarray], group: int) -> list[np.ndarray]:
         t0 = time.perf_counter()
         out = self.inner.run(feeds, group)
-        self.profile._account(group, _nbytes(feeds.values()) + _nbytes(out), t0)
+        written = _nbytes(feeds.values()) + self.inner.placeholder_bytes(group)
+        self.profile._account(group, exact_traffic(written, _nbytes(out), self.profile.card), t0)
         return out
 
 
@@ -282,20 +282,25 @@ class Meter:
         self.ms = 0.0  # npu_ms + host_ms: what the NPU worker is busy for on the board
         self.npu_ms = 0.0
         self.host_ms = 0.0
-        self.bytes = 0  # moved between host and NPU memory
+        self.traffic = Traffic()  # moved between host and NPU memory, by kind
         self.calls: dict[tuple[str, int], int] = {}
 
-    def add(self, role: str, group: int, npu_ms: float, nbytes: int = 0) -> float:
+    @property
+    def bytes(self) -> int:
+        """Bytes copied, flushed and invalidated, all together."""
+        return self.traffic.total
+
+    def add(self, role: str, group: int, npu_ms: float, traffic: Traffic = Traffic()) -> float:
         """Account one graph call; return its modelled cost in ms."""
         self.npu_ms += npu_ms
         self.ms += npu_ms
         self.calls[(role, group)] = self.calls.get((role, group), 0) + 1
-        return npu_ms + self.add_traffic(nbytes)
+        return npu_ms + self.add_traffic(traffic)
 
-    def add_traffic(self, nbytes: int) -> float:
+    def add_traffic(self, traffic: Traffic) -> float:
         """Account bytes moved outside a call (resident rows written); return their modelled ms."""
-        ms = host_ms(nbytes)
-        self.bytes += nbytes
+        ms = host_ms(traffic)
+        self.traffic += traffic
         self.host_ms += ms
         self.ms += ms
         return ms

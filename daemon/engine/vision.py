@@ -62,11 +62,18 @@ class Vision:
         """A full-resolution picture resized to this ViT's input: what a frame keeps as `model_input`."""
         return fit(bgr, self.size)
 
+    def prepare(self, frame: Frame) -> np.ndarray:
+        """The ViT's input [1, 3, S, S] for a frame, normalised, in the graph's dtype: what `features` feeds.
+        Sources call it on the capture thread for windows the gate passed (`Frame.vit_input`)."""
+        return normalise(self._input(frame)).astype(self._dtype, copy=False)
+
     def features(self, frame: Frame) -> np.ndarray:
         """[T, H] features of one frame, from the cache when this frame object was seen."""
         feats = self._cache.get(frame)
         if feats is None:
-            x = normalise(self._input(frame)).astype(self._dtype, copy=False)
+            x = frame.vit_input
+            if x is None or x.shape != (1, 3, self.size, self.size) or x.dtype != self._dtype:
+                x = self.prepare(frame)
             feats = np.array(self.session.run({self._name: x}, 0)[0][0])  # [T, H], own memory
             self._cache[frame] = feats
             self.runs += 1

@@ -34,6 +34,7 @@ from daemon.state.history import History
 from daemon.summaries.runner import RunLog, Summarizer
 from daemon.summaries.scheduler import SummaryScheduler
 from daemon.video import MainFrames, Source, open_main_frames, open_source
+from daemon.video.frames import Preparer
 from daemon.video.gate import Gate
 from daemon.video.snapshot import snapshot
 
@@ -178,7 +179,9 @@ def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, 
     npus = [Npu(i, f"npu{i}", e, NpuWorker(queue, stop, i, "npu-worker" if len(engines) == 1 else f"npu-worker-{i}"))
             for i, e in enumerate(engines)]
     summary_engine = EngineInUse(engines)
-    cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate, zones=tuple(c.zones.items())),
+    vision = getattr(engines[0], "vision", None)  # every NPU runs the same model: one ViT input suits all
+    cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate, zones=tuple(c.zones.items()),
+                                                       prepare=Preparer(vision.prepare) if vision else None),
                               main=(mains or {}).get(c.name)) for c in cfg.cameras}
     rules = None
     if ruleset is not None:

@@ -1,8 +1,12 @@
-"""What both providers' sessions share: declared groups, pyaxengine's checks, running the graph.
+"""What both providers' sessions share (upstream axengine/_base_session.py, the same at every tag
+0.1.0rc1..0.1.3.rc3), plus the fake NPU that runs a group over the buffers.
 
-The graph reads each input from the *device* view of its buffer (the first
-bytes of the group's shape, so row r of K_cache is at r x row bytes in every
-group) and writes its outputs to the device view of the output buffers.
+Upstream's checks kept as they are: `_validate_input` compares the feed with
+shape group 0's input names; `get_inputs(k)` raises ValueError past the
+count and IndexError at it (its test is `> _shape_count`). The graph reads
+each input from the *device* view of its buffer (the first bytes of the
+group's shape, so row r of K_cache is at r x row bytes in every group) and
+writes its outputs to the device view of the output buffers.
 """
 
 from __future__ import annotations
@@ -18,42 +22,49 @@ calls: list[tuple[str, int]] = []  # (file name, shape group) of every graph run
 traffic_log: list[tuple[str, int, Traffic]] = []
 
 
+class SessionOptions:
+    pass
+
+
 class Session:
     def __init__(self, path: str):
         self._graph = Graph(path)
         self.name = self._graph.name
         self._shape_count = len(self._graph.inputs)
-        self.traffic = Traffic()
+        self._inputs, self._outputs = self._graph.inputs, self._graph.outputs
+        self.traffic = Traffic()  # the fake's own counters (pyaxengine has none)
         self._logged = Traffic()
+
+    def _validate_input(self, feed: dict) -> None:
+        missing = [i.name for i in self.get_inputs() if i.name not in feed]
+        if missing:
+            raise ValueError(f"Required inputs ({missing}) are missing from input feed ({list(feed)}).")
+
+    def _validate_output(self, output_names) -> None:
+        if output_names is not None:
+            for name in output_names:
+                if name not in [o.name for o in self.get_outputs()]:
+                    raise ValueError(f"Output name '{name}' is not in model outputs name list.")
 
     def get_inputs(self, shape_group: int = 0):
         if shape_group > self._shape_count:
             raise ValueError(f"Shape group '{shape_group}' is out of range, total {self._shape_count}.")
-        return self._graph.inputs[shape_group]  # IndexError at == count, as the real one
+        return self._inputs[shape_group]
 
     def get_outputs(self, shape_group: int = 0):
         if shape_group > self._shape_count:
             raise ValueError(f"Shape group '{shape_group}' is out of range, total {self._shape_count}.")
-        return self._graph.outputs[shape_group]
+        return self._outputs[shape_group]
 
     def _buffer_sizes(self, declared) -> list[int]:
         """One buffer per input (or output), sized for the largest shape group, shared by all groups."""
         return [max(g[i].nbytes for g in declared) for i in range(len(declared[0]))]
 
-    def _validate(self, output_names, input_feed, shape_group: int) -> None:
-        if output_names is not None:
-            raise ValueError("fake axengine: pass output_names=None (a subset fails on the board)")
-        if not 0 <= shape_group < self._shape_count:
-            raise ValueError(f"Invalid shape group: {shape_group}")
-        declared = self._graph.inputs[shape_group]
-        missing = [a.name for a in declared if a.name not in input_feed]
-        if missing:
-            raise ValueError(f"Required inputs ({missing}) are missing from input feed.")
-        for a in declared:
-            npy = input_feed[a.name]
-            assert list(a.shape) == list(npy.shape) and a.dtype == npy.dtype, (
-                f"model inputs({a.name}) expect shape {a.shape} and dtype {a.dtype}, "
-                f"however gets input with shape {npy.shape} and dtype {npy.dtype}")
+    @staticmethod
+    def _check_feed(one, key, npy) -> None:  # the assert in upstream run(), message as upstream words it
+        assert list(one.shape) == list(npy.shape) and one.dtype == npy.dtype, (
+            f"model inputs({key}) expect shape {one.shape} and dtype {one.dtype}, "
+            f"however gets input with shape {npy.shape} and dtype {npy.dtype}")
 
     def _execute(self, group: int, inputs: list[Block], outputs: list[Block]) -> int:
         """The NPU runs shape group `group` over the buffers: read inputs, compute, write outputs."""

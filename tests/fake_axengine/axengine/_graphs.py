@@ -85,7 +85,7 @@ class Graph:
             return [[NodeArg("input", BF16, [1, 1, HIDDEN])]], [[NodeArg("output", F32, [1, 1, VOCAB])]]
         if "vit" in name:
             return ([[NodeArg("image", F32, [1, 3, 448, 448])]],
-                    [[NodeArg("output", BF16, [1, IMAGE_TOKENS, HIDDEN])]])
+                    [[NodeArg("output", F32, [1, IMAGE_TOKENS, HIDDEN])]])  # vit_slim: float32 out
         raise RuntimeError(f"fake axengine: unknown graph {name}")
 
     def compute(self, group: int, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:

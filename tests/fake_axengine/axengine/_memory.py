@@ -24,19 +24,21 @@ class FakeMemoryError(AssertionError):
 
 @dataclass
 class Traffic:
-    """Bytes moved for one session: copied host -> buffer, flushed to the NPU, copied back out."""
+    """Bytes moved for one session: copied host -> buffer, flushed to the NPU, invalidated, copied back out."""
 
     copied: int = 0
     flushed: int = 0
     copied_out: int = 0
     runs: int = 0
+    invalidated: int = 0
 
     def snapshot(self) -> "Traffic":
-        return Traffic(self.copied, self.flushed, self.copied_out, self.runs)
+        return Traffic(self.copied, self.flushed, self.copied_out, self.runs, self.invalidated)
 
     def since(self, before: "Traffic") -> "Traffic":
         return Traffic(self.copied - before.copied, self.flushed - before.flushed,
-                       self.copied_out - before.copied_out, self.runs - before.runs)
+                       self.copied_out - before.copied_out, self.runs - before.runs,
+                       self.invalidated - before.invalidated)
 
 
 _next_phys = [0x1_0000_0000]
@@ -152,7 +154,10 @@ class FFI:
             dest.block.traffic.copied += n
 
     def buffer(self, ptr: Pointer, n: int) -> memoryview:
-        return memoryview(ptr.bytes(n, "buffer read"))
+        view = ptr.bytes(n, "buffer read")
+        if ptr.block is not None:
+            ptr.block.traffic.copied_out += n  # what np.frombuffer(...).copy() then copies (or a view aliases)
+        return memoryview(view)
 
     def from_buffer(self, obj) -> Pointer:
         return Pointer(None, 0, np.ascontiguousarray(obj).reshape(-1).view(np.uint8))
