@@ -181,3 +181,51 @@ def test_a_camera_returns_within_seconds_of_an_outage_however_long_its_backoff_g
         stop.set()
         consumer.join(30)
         server.stop()
+
+
+def test_a_substream_takes_the_cameras_login_and_check_config_probe_tries_both(frames, tmp_path, tiny_model,
+                                                                              monkeypatch, capsys):
+    """The login lives in username/password_env once, for the main stream and the substream (it used
+    to apply to the main stream only, so the README's substream example put user:pw@ in the config)."""
+    server = RtspServer(frames, fps=10, auth=f"viewer:{SECRET}", mounts={"/sub": frames}).start()
+    monkeypatch.setenv("CAM_PASSWORD", SECRET)
+    config = tmp_path / "config.yaml"
+    config.write_text(f"""\
+model:
+  dir: {tiny_model}
+  system: You watch a camera.
+cameras:
+  - name: porch
+    frames: 2
+    source: {server.url("")}
+    detect_source: {server.url("", "/sub")}
+    username: viewer
+    password_env: CAM_PASSWORD
+state_dir: {tmp_path / "state"}
+metrics:
+  enabled: false
+""")
+    try:
+        code = main(["check-config", "-c", str(config), "--probe"])
+    finally:
+        server.stop()
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        f"{config}: OK (1 camera(s), model {tiny_model})",
+        f"porch: OK: 320x240, 10 fps ({server.url('')})",
+        f"porch (detect_source): OK: 320x240, 10 fps ({server.url('', '/sub')})",
+    ], err
+    assert code == 0
+
+
+def test_detect_source_gets_the_login_and_refuses_a_second_password():
+    from pydantic import ValidationError
+
+    from daemon.config.cameras import CameraSettings
+
+    cam = CameraSettings(name="porch", source="rtsp://cam/main", detect_source="rtsp://cam/sub", username="viewer",
+                         password_file=None)
+    assert cam.detect_url("cameras[0]") == "rtsp://viewer@cam/sub"
+    with pytest.raises(ValidationError, match="detect_source holds a password too"):
+        CameraSettings(name="porch", source="rtsp://cam/main", detect_source="rtsp://u:pw@cam/sub", username="viewer",
+                       password_env="CAM_PASSWORD")

@@ -41,7 +41,7 @@ def probe_cameras(cfg, timeout: float | None = None) -> int:
             if "://" not in source:
                 print(f"{cam.name}{label}: a file or folder ({source}); nothing to connect to")
                 continue
-            url = cam.source_url(f"cameras[{i}]") if source == cam.source else source
+            url = cam.source_url(f"cameras[{i}]") if source == cam.source else cam.detect_url(f"cameras[{i}]")
             result = probe_camera(url, timeout or cam.stream.open_timeout)
             print(f"{cam.name}{label}: {result.verdict.upper() if result.verdict == OK else result.verdict}:"
                   f" {result.detail} ({redact_url(source)})", flush=True)

@@ -157,7 +157,8 @@ def open_sources(cfg: Config, engine: Engine | None, *, on_event=None, once: boo
     """Every camera's source. With an engine that has a ViT, frames keep its input (resized at capture by
     the engine's own resize) and a reduced picture, never the decoded one."""
     model_input = engine.vision.fit if engine is not None and engine.vision is not None else None
-    return {c.name: open_source(c.name, c.detect_source or c.source_url(f"cameras[{i}]"), c, on_event=on_event,
+    return {c.name: open_source(c.name, c.detect_url(f"cameras[{i}]") or c.source_url(f"cameras[{i}]"), c,
+                                on_event=on_event,
                                 state_dir=cfg.state_dir, once=once, model_input=model_input)
             for i, c in enumerate(cfg.cameras)}  # with a detect_source the gate reads it (main frames: `mains`)
 
