@@ -69,7 +69,7 @@ def test_after_a_run_the_log_shows_the_gate_skipping_and_replay_takes_the_shippe
     capsys.readouterr()
     assert main(["replay", "-c", str(config), "--rules", str(ROOT / "rules")]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert "car_in_driveway: no analysed window of its camera(s) driveway in this period" in out
+    assert "car_in_driveway: watches driveway, which this config does not have; nothing to replay for it" in out
     assert out[0].startswith("0 alert(s) from 4 analysed window(s) between ")
 
 

@@ -74,12 +74,22 @@ def run_replay(args) -> int:
     if args.json:
         print(json.dumps(report_json(report, tz), ensure_ascii=False))
     else:
-        print("\n".join(report_lines(report, tz) + unseen_lines(rules, report)))
+        cameras = [c.name for c in cfg.cameras]
+        print("\n".join(report_lines(report, tz) + unseen_lines(rules, report, cameras)))
     return 0
 
 
-def unseen_lines(rules, report) -> list[str]:
-    """One line per rule whose cameras have no analysed window in the period (e.g. a camera the
-    history never had), so that no alert from it is not taken for a rule that never matches."""
-    return [f"{rule.id}: no analysed window of its camera(s) {', '.join(rule.cameras)} in this period"
-            for rule in rules.rules if rule.cameras is not None and not report.applicable.get(rule.id)]
+def unseen_lines(rules, report, configured) -> list[str]:
+    """One line per rule whose cameras have no analysed window in the period (a camera this config
+    lacks, e.g. a shipped example's, or one that saw nothing), so that no alert is not read as a
+    rule that never matches."""
+    lines = []
+    for rule in rules.rules:
+        if rule.cameras is None or report.applicable.get(rule.id):
+            continue
+        names = ", ".join(rule.cameras)
+        if not set(rule.cameras) & set(configured):
+            lines.append(f"{rule.id}: watches {names}, which this config does not have; nothing to replay for it")
+        else:
+            lines.append(f"{rule.id}: no analysed window of its camera(s) {names} in this period")
+    return lines
