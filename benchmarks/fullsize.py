@@ -1,7 +1,7 @@
 """The full-size InternVL3-2B "2048" video build as NullSessions: declared shapes, no compute.
 
 Shared by the benchmarks so that what they time is vlmwatch's own host work
-at the real sizes (DESIGN section 3).
+at the real sizes (docs/npu-contract.md).
 """
 
 from __future__ import annotations

@@ -149,6 +149,7 @@ class Prompt:
     question: str
     choices: tuple[str, ...] = ()  # non-empty: score these instead of generating
     max_new_tokens: int | None = None
+    schema: str | None = None  # JSON text of a JSON schema: the answer is JSON conforming to it (constrained)
 
 
 @dataclass(frozen=True)

@@ -10,22 +10,44 @@ from pathlib import Path
 
 import pytest
 
+TORCH_REASON = "compares with transformers, which needs torch: pip install 'vlmwatch[export]' (tests/run.sh does)"
+
+def pytest_runtest_setup(item):
+    """`@pytest.mark.torch` tests are collected everywhere and skipped with the reason where torch is absent."""
+    if item.get_closest_marker("torch") is not None:
+        missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+        if missing:
+            pytest.skip(f"{' and '.join(missing)} not installed: this test {TORCH_REASON}")
+
+
 # A real mosquitto: the `mosquitto`, `listen` and `pki` fixtures, for every test module.
 pytest_plugins = ("mosquitto",)
 
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    """A tiny random InternVL exported once per session (`vlmwatch make-tiny-model`, seed 0).
+    """A tiny random InternVL built once per session without torch (`vlmwatch demo`'s builder, seed 0).
 
     The returned folder is an ONNX bundle (manifest.json, vit/layer/post graphs,
     embeddings.npy, tokenizer/) whose shape groups use prefill 16, KV 320 and 16
-    groups; `hf/` beside it is the transformers checkpoint the graphs were
-    exported from, the numerical reference. Treat it as read-only: it is shared.
+    groups. Treat it as read-only: it is shared. Tests that compare with
+    transformers use `tiny_reference` instead.
     """
+    from daemon.engine.export.tiny import make_demo_model
+
+    return make_demo_model(tmp_path_factory.mktemp("tiny_model"), seed=0, progress=lambda line: None)
+
+
+@pytest.fixture(scope="session")
+def tiny_reference(tmp_path_factory) -> Path:
+    """The tiny model built and exported with transformers (`vlmwatch make-tiny-model`, seed 0): the same
+    bundle layout as `tiny_model`, and `hf/` beside it, the checkpoint the graphs were exported from, the
+    numerical reference. Skipped, saying why, where torch is not installed."""
+    pytest.importorskip("torch", reason=TORCH_REASON)
+    pytest.importorskip("transformers", reason=TORCH_REASON)
     from daemon.engine.export.tiny import make_tiny_model
 
-    return make_tiny_model(tmp_path_factory.mktemp("tiny_model"), seed=0, progress=lambda line: None)
+    return make_tiny_model(tmp_path_factory.mktemp("tiny_reference"), seed=0, progress=lambda line: None)
 
 
 @pytest.fixture
@@ -102,3 +124,14 @@ def daemon_config(tmp_path, tiny_model):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def board_model(tmp_path_factory) -> Path:
+    """A tiny random model (numpy, no torch) whose limits are the AX650N "2048" build's: prefill chunks of
+    128, 17 groups (prompts up to 2176 tokens), a KV cache of 2559 rows. Its frames are 16 tokens each
+    (the real ViT gives 256), so it has room for more than 8 of them; everything else is the board's."""
+    from daemon.engine.export.tiny import make_demo_model
+
+    return make_demo_model(tmp_path_factory.mktemp("board_model"), seed=0, prefill_len=128, kv_len=2559, groups=17,
+                           progress=lambda line: None)

@@ -1,7 +1,7 @@
 """The real daemon in the test process: built as `vlmwatch run` builds it, run on a thread.
 
     with running(cfg, board_speed_engine(tiny_model)) as app:
-        ...                                   # app.metrics, app.queue, app.chat
+        ...                                   # app.metrics, app.queue, app.pipeline.chat
 """
 
 from __future__ import annotations

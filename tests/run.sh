@@ -12,10 +12,11 @@ if command -v apt-get >/dev/null; then
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
     # mosquitto: the real MQTT broker; GStreamer RTSP server and plugins: the real camera;
-    # openssl: test certificates; systemd: systemd-analyze verify of the unit;
+    # openssl: test certificates; systemd: systemd-analyze verify of the unit; chromium: the browser
+    # Playwright drives in the web page's tests (Debian's, so nothing is downloaded);
     # python3-venv: Debian's python3 makes no virtual environment without it (ensurepip).
     $SUDO apt-get install -y -qq --no-install-recommends \
-        mosquitto openssl systemd python3-venv \
+        mosquitto openssl systemd python3-venv chromium \
         python3-gi python3-gst-1.0 gir1.2-gst-rtsp-server-1.0 gstreamer1.0-rtsp \
         gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good \
         gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly gstreamer1.0-libav >/dev/null

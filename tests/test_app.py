@@ -1,4 +1,4 @@
-"""daemon.service.app: one path for engine errors, and shutdown in the middle of an analysis,
+"""daemon.service.jobs: one path for engine errors, and shutdown in the middle of an analysis,
 against the tiny model, real SQLite history and a real mosquitto."""
 
 import json
@@ -11,7 +11,7 @@ from daemon.config import Config
 from daemon.engine.engine import open_engine
 from daemon.mqtt.messages import AskRequest
 from daemon.service.build import assemble, make_publisher, open_rules
-from daemon.service.worker import AskJob, WindowJob
+from daemon.service.workqueue import AskJob, WindowJob
 from daemon.state.history import History
 from daemon.types import Frame, Window
 
@@ -77,7 +77,7 @@ def test_stopping_during_analysis_publishes_nothing_empty_and_stores_no_cancelle
     app = daemon_parts
     heard = listen(mosquitto, "vlmwatch/#")
     stop_at(app, call, nth)
-    app.handle(WindowJob(window(), "test"))  # returns: cancellation is not an error
+    app.jobs.handle(WindowJob(window(), "test"), app.npus[0])  # returns: cancellation is not an error
     app.publisher.stop(5)
     heard.wait_topic("vlmwatch/status", b"offline")
 
@@ -100,10 +100,10 @@ def test_a_question_the_model_cannot_take_is_the_askers_error_and_the_daemon_goe
     caplog.set_level("INFO")
     app = daemon_parts
     heard = listen(mosquitto, "vlmwatch/#")
-    app.handle(AskJob("yard", AskRequest("yard", "q0", "Anyone there?")))  # no analysed window yet
-    app.handle(WindowJob(window(), "test"))
-    app.handle(AskJob("yard", AskRequest("yard", "q1", " ".join(["why"] * 2000))))
-    app.handle(AskJob("yard", AskRequest("yard", "q2", "Is it day?")))
+    app.jobs.handle(AskJob("yard", AskRequest("yard", "q0", "Anyone there?")), app.npus[0])  # no analysed window yet
+    app.jobs.handle(WindowJob(window(), "test"), app.npus[0])
+    app.jobs.handle(AskJob("yard", AskRequest("yard", "q1", " ".join(["why"] * 2000))), app.npus[0])
+    app.jobs.handle(AskJob("yard", AskRequest("yard", "q2", "Is it day?")), app.npus[0])
 
     def replies(messages):
         got = {r["id"]: r for r in (json.loads(m.payload) for m in messages if m.topic == "vlmwatch/yard/reply")}
@@ -113,7 +113,7 @@ def test_a_question_the_model_cannot_take_is_the_askers_error_and_the_daemon_goe
     assert got["q0"]["ok"] is False and "no analysed window yet" in got["q0"]["error"]
     assert got["q1"]["ok"] is False and "tokens but the model's largest prefill is" in got["q1"]["error"]
     assert got["q2"]["ok"] is True and got["q2"]["text"]
-    assert app.worker.error is None
+    assert app.npus[0].worker.error is None
     # The asker's refusals are told to the asker; the log keeps them at INFO, not as the daemon's errors.
     refusals = [r for r in caplog.records if r.getMessage().startswith(("camera yard: question 'q0'",
                                                                         "camera yard: question 'q1'"))]
@@ -122,4 +122,4 @@ def test_a_question_the_model_cannot_take_is_the_askers_error_and_the_daemon_goe
 
 def test_an_unknown_job_is_an_error_not_ignored(daemon_parts):
     with pytest.raises(TypeError, match="unknown job"):
-        daemon_parts.handle(object())
+        daemon_parts.jobs.handle(object(), daemon_parts.npus[0])

@@ -12,9 +12,10 @@ from daemon.service.build import assemble
 from daemon.service.metrics import Metrics
 from daemon.state.history import History
 from daemon.types import Frame, Window
+from daemon.video import SourceBase
 
 
-class FastSource:
+class FastSource(SourceBase):
     """Produces windows as fast as the consumer takes them (like a file replayed at full speed)."""
 
     def __init__(self, name, count):

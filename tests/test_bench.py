@@ -22,7 +22,7 @@ def test_bench_times_every_graph_of_the_onnx_tiny_model_and_prints_its_table(tin
     lines = out.splitlines()
     assert lines[1].startswith("  NPU alone: 2.686 ms x 28 layers + 11.455 ms post = 86.663 ms/token (used);"
                                " the README's table says 86.969 ms/token")
-    assert ("model vlmwatch-tiny-internvl-seed0 on onnxruntime; resident KV: no (ONNX Runtime takes every input"
+    assert ("model vlmwatch-tiny-internvl-numpy-seed0 on onnxruntime; resident KV: no (ONNX Runtime takes every input"
             " with each call)") in lines
     assert [line.split(" (")[0] for line in lines if line.startswith("prefill g")] == [
         f"prefill g{k}" for k in range(1, 17)]

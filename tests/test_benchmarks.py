@@ -20,10 +20,12 @@ CASES = {
     "bench_capacity": (["--smoke"], "cameras per board"),
     "bench_capture": (["--seconds", "4", "--repeat", "1"], "CPU seconds per minute of stream"),
     "bench_engine": (["--steps", "2"], "decode"),
+    "bench_json_decoding": (["--tokens", "20", "--runs", "1", "--only", "llguidance"], "median ms"),
     "bench_gate": (["--resolutions", "320x240", "--noises", "0", "--codecs", "raw", "--static-windows", "2",
                     "--hour-windows", "2"], "gate ms/window"),
     "bench_memory": (["--seconds", "6", "--only", "files"], "peak"),
     "bench_ort_threads": (["--windows", "1", "--repeat", "1"], "CPU vs default"),
+    "bench_search": (["--quick", "--repeat", "2"], "slowest:"),
     "bench_window": ([], "modelled AX650N seconds"),
 }
 

@@ -172,6 +172,7 @@ TEXTS = [
 ]
 
 
+@pytest.mark.torch
 def test_the_tokenizer_matches_transformers_without_importing_it(tiny_model):
     from transformers import AutoTokenizer
 

@@ -30,6 +30,7 @@ from daemon.service.notify import Notifier
 from daemon.state.history import History
 from daemon.types import Frame, Window
 from daemon.video import open_source
+from daemon.video import SourceBase
 
 STATUS = "vlmwatch/yard/status"
 
@@ -79,7 +80,7 @@ def frames_window(camera: str, t: float, seed: int) -> Window:
     return Window(camera, t, t + 1.0, frames)
 
 
-class DyingSource:
+class DyingSource(SourceBase):
     """A live camera whose capture breaks: each of its first `failures` runs yields `before` windows,
     then raises; later runs yield a window every 0.2 s until halted."""
 

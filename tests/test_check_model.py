@@ -45,7 +45,7 @@ def board_layout(root: Path, tokenizer: Path, layers: int = 28) -> Path:
 def test_onnx_bundle_limits_and_fit(tiny_model, capsys):
     assert main(["check-model", str(tiny_model), "--system", "You watch a camera."]) == 0
     out = capsys.readouterr().out.splitlines()
-    assert out[1] == "layout    ONNX bundle (vlmwatch-tiny-internvl-seed0: manifest.json, 2 layer graphs)"
+    assert out[1] == "layout    ONNX bundle (vlmwatch-tiny-internvl-numpy-seed0: manifest.json, 2 layer graphs)"
     assert out[3] == "graphs    read from manifest.json: decode + 16 prefill groups of 16 tokens"
     assert out[4].startswith("limits    largest prompt 256 tokens, KV cache 320 tokens")
     assert out[5] == "embedding 1012 tokens x 64 (float32)"

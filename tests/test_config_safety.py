@@ -14,7 +14,7 @@ import pytest
 from daemon.cli import main
 from daemon.config import load_config
 from daemon.errors import ConfigError
-from daemon.mqtt.messages import check_name
+from daemon.config.base import check_name
 from daemon.redact import mistyped_url, redact_text, redact_url
 from daemon.rules.files import check_rules
 
@@ -81,10 +81,10 @@ def test_camera_and_job_names_with_a_trailing_newline_are_refused(tmp_path, capf
 
 
 def test_names_on_the_wire_are_matched_whole():
-    assert check_name("rule", "door") == "door"
+    assert check_name("door", "rule") == "door"
     for bad in ("door\n", "door\r\n", "do/or", "+", "a" * 65):
-        with pytest.raises(ValueError, match="must be 1-64 letters"):
-            check_name("rule", bad)
+        with pytest.raises(ValueError, match="rule .* must be 1-64 lower-case letters"):
+            check_name(bad, "rule")
 
 
 @pytest.mark.parametrize("setting, expected", [

@@ -25,22 +25,22 @@ def run_json(capsys, *argv):
     return json.loads(capsys.readouterr().out)
 
 
-def test_video_answer_equals_transformers(tiny_model, tmp_path, capsys):
+def test_video_answer_equals_transformers(tiny_reference, tmp_path, capsys):
     from reference import SYSTEM, load_hf, reference
 
     from daemon.engine.bundle import locate, open_model
     from daemon.engine.engine import Engine
 
     clip = write_clip(tmp_path / "clip.mp4")
-    out = run_json(capsys, "--model", str(tiny_model), "--system", SYSTEM, "-q", "What moves?",
+    out = run_json(capsys, "--model", str(tiny_reference), "--system", SYSTEM, "-q", "What moves?",
                    "--max-new-tokens", "12", str(clip))
     assert out["prompt_tokens"] > 8 * 16 and out["stop_reason"] in ("stop", "length")
     assert set(out["timings"]) == {"vit_ms", "prefill_ms", "decode_ms", "tokens_per_s"}
     assert out["modelled_npu_ms"] > 8 * 364  # eight ViT calls at least
     assert out["kv"] == "copied"  # ONNX Runtime has no persistent input buffers
 
-    hf = load_hf(tiny_model)
-    engine = Engine(open_model(locate(tiny_model)), system=SYSTEM)
+    hf = load_hf(tiny_reference)
+    engine = Engine(open_model(locate(tiny_reference)), system=SYSTEM)
     want, n = reference(hf, engine, read_video(clip, 8), "What moves?", 12)
     assert (out["tokens"], out["prompt_tokens"]) == (want, n)
 

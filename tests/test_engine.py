@@ -21,8 +21,14 @@ def model(tiny_model):
 
 
 @pytest.fixture(scope="module")
-def hf(tiny_model):
-    return load_hf(tiny_model)
+def reference_model(tiny_reference):
+    """The model transformers' reference (`hf`) was exported to: the same weights."""
+    return open_model(locate(tiny_reference))
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_reference):
+    return load_hf(tiny_reference)
 
 
 def check_equal(model, hf, n_frames, question, max_new_tokens=24):
@@ -35,45 +41,45 @@ def check_equal(model, hf, n_frames, question, max_new_tokens=24):
     return answer, engine
 
 
-def test_text_only_matches_transformers(model, hf):
-    answer, _ = check_equal(model, hf, 0, "What is the weather like today?")
+def test_text_only_matches_transformers(reference_model, hf):
+    answer, _ = check_equal(reference_model, hf, 0, "What is the weather like today?")
     assert answer.tokens
 
 
-def test_one_image_matches_transformers(model, hf):
-    check_equal(model, hf, 1, "Describe the picture.")
+def test_one_image_matches_transformers(reference_model, hf):
+    check_equal(reference_model, hf, 1, "Describe the picture.")
 
 
-def test_eight_frames_over_many_prefill_chunks_match_transformers(model, hf):
-    answer, engine = check_equal(model, hf, 8, "Describe what happens in the video.")
+def test_eight_frames_over_many_prefill_chunks_match_transformers(reference_model, hf):
+    answer, engine = check_equal(reference_model, hf, 8, "Describe what happens in the video.")
     assert answer.prompt_tokens > 3 * engine.llm.geo.prefill_len
 
 
-def test_prompt_of_exact_multiple_of_prefill_length_matches_transformers(model, hf):
-    engine = Engine(model, system=SYSTEM)
+def test_prompt_of_exact_multiple_of_prefill_length_matches_transformers(reference_model, hf):
+    engine = Engine(reference_model, system=SYSTEM)
     P = engine.llm.geo.prefill_len
     question = "Describe"
     while (engine.budget(2).prefix_tokens + len(engine.prompts.suffix(question))) % P:
         question += " it"
-    answer, _ = check_equal(model, hf, 2, question)
+    answer, _ = check_equal(reference_model, hf, 2, question)
     assert answer.prompt_tokens % P == 0
 
 
-def test_shared_prefix_gives_from_scratch_tokens_and_is_computed_once(model, hf):
+def test_shared_prefix_gives_from_scratch_tokens_and_is_computed_once(reference_model, hf):
     questions = ["Describe the video.", "Is anyone at the door?", "What moves?"]
     fs = frames(8, seed=3)
-    scratch = [Engine(model, system=SYSTEM, max_new_tokens=16).ask(fs, [Prompt(str(i), q)]).answers[0]
+    scratch = [Engine(reference_model, system=SYSTEM, max_new_tokens=16).ask(fs, [Prompt(str(i), q)]).answers[0]
                for i, q in enumerate(questions)]
 
-    engine = Engine(model, system=SYSTEM, max_new_tokens=16)
-    before = dict(model.meter.calls)
+    engine = Engine(reference_model, system=SYSTEM, max_new_tokens=16)
+    before = dict(reference_model.meter.calls)
     analysis = engine.ask(fs, [Prompt(str(i), q) for i, q in enumerate(questions)])
-    calls = {k: n - before.get(k, 0) for k, n in model.meter.calls.items()}
+    calls = {k: n - before.get(k, 0) for k, n in reference_model.meter.calls.items()}
 
     assert [a.tokens for a in analysis.answers] == [a.tokens for a in scratch]
     for a, q in zip(analysis.answers, questions):
         assert list(a.tokens) == reference(hf, engine, fs, q, 16)[0]
-    P, layers = engine.llm.geo.prefill_len, len(model.layers)
+    P, layers = engine.llm.geo.prefill_len, len(reference_model.layers)
     full_chunks = analysis.prefix_tokens // P
     assert full_chunks >= 3
     for group in range(1, full_chunks + 1):  # shared chunks: once, not once per prompt
@@ -81,12 +87,12 @@ def test_shared_prefix_gives_from_scratch_tokens_and_is_computed_once(model, hf)
     assert calls[("vit", 0)] == 8
 
 
-def test_frames_kept_small_at_capture_give_the_same_features_and_tokens(model, hf):
+def test_frames_kept_small_at_capture_give_the_same_features_and_tokens(reference_model, hf):
     """Sources keep the ViT's input (made by the engine's own resize) and a reduced picture instead of the
     decoded one: the model must see exactly what it saw of the full frame."""
     from daemon.video.frames import FrameMaker
 
-    engine = Engine(model, system=SYSTEM, max_new_tokens=16)
+    engine = Engine(reference_model, system=SYSTEM, max_new_tokens=16)
     rng = np.random.default_rng(5)
     full = [Frame("cam", float(i), i, rng.integers(0, 255, (360, 640, 3), np.uint8)) for i in range(4)]
     keep = FrameMaker(picture_width=32, model_input=engine.vision.fit)  # a picture smaller than the ViT's input
@@ -95,7 +101,7 @@ def test_frames_kept_small_at_capture_give_the_same_features_and_tokens(model, h
     for a, b in zip(full, slim):
         np.testing.assert_array_equal(engine.vision.features(a), engine.vision.features(b))
     question = "Describe what happens in the video."
-    answers = [Engine(model, system=SYSTEM, max_new_tokens=16).ask(fs, [Prompt("q", question)]).answers[0]
+    answers = [Engine(reference_model, system=SYSTEM, max_new_tokens=16).ask(fs, [Prompt("q", question)]).answers[0]
                for fs in (full, slim)]
     assert answers[0].tokens == answers[1].tokens
     assert list(answers[1].tokens) == reference(hf, engine, full, question, 16)[0]
@@ -103,9 +109,9 @@ def test_frames_kept_small_at_capture_give_the_same_features_and_tokens(model, h
 
 @pytest.mark.parametrize("n_frames", [2, 5])  # partial last chunks whose break-even leaves room
 def test_the_tail_is_prefilled_once_and_suffixes_either_side_of_the_break_even_match_transformers(
-        model, hf, n_frames):
-    engine = Engine(model, system=SYSTEM, max_new_tokens=10)
-    P, layers = engine.llm.geo.prefill_len, len(model.layers)
+        reference_model, hf, n_frames):
+    engine = Engine(reference_model, system=SYSTEM, max_new_tokens=10)
+    P, layers = engine.llm.geo.prefill_len, len(reference_model.layers)
     n_prefix = engine.budget(n_frames).prefix_tokens
     shared, tail = n_prefix // P * P, n_prefix % P
     assert tail > 0  # the case that matters: a partial last chunk
@@ -116,9 +122,9 @@ def test_the_tail_is_prefilled_once_and_suffixes_either_side_of_the_break_even_m
     questions = [question_of(engine, n) for n in sizes]
     fs = frames(n_frames, seed=5)
 
-    before = dict(model.meter.calls)
+    before = dict(reference_model.meter.calls)
     analysis = engine.ask(fs, [Prompt(str(i), q) for i, q in enumerate(questions)])
-    calls = {k: n - before.get(k, 0) for k, n in model.meter.calls.items()}
+    calls = {k: n - before.get(k, 0) for k, n in reference_model.meter.calls.items()}
 
     for a, q in zip(analysis.answers, questions):
         assert list(a.tokens) == reference(hf, engine, fs, q, 10)[0]

@@ -76,7 +76,7 @@ def test_missing_axengine_says_how_to_install_it(tmp_path, tiny_model, monkeypat
 
 def test_check_config_reads_the_board_limits_from_two_graphs_only(axengine, tiny_model, tmp_path):
     from daemon.config.model import ModelSettings
-    from daemon.engine.fit import Limits, probe
+    from daemon.engine.prompt_fit import Limits, probe
 
     root = board_layout(tmp_path / "model", tiny_model / "tokenizer")
     fit = probe(ModelSettings(dir=root, system="You watch a camera."))

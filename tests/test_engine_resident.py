@@ -56,19 +56,26 @@ BUILDS = [("soc", "0.1.2rc0"), ("soc", "0.1.3rc0"), ("soc", "0.1.3.rc3"), ("card
 
 
 @pytest.mark.parametrize(("provider", "axengine_tag"), BUILDS)
-def test_resident_tokens_equal_the_copied_path_the_onnx_bundle_and_transformers(
-        axengine, tiny_model, tiny_board, provider):
+def test_resident_tokens_equal_the_copied_path_and_the_onnx_bundle(axengine, tiny_model, tiny_board, provider):
     resident, fs, got = answers(open_model(locate(tiny_board), device_id=CARD[provider]))
     copied, _, plain = answers(open_model(locate(tiny_board), device_id=CARD[provider]), kv="copied")
     _, _, onnx = answers(open_model(locate(tiny_model)))
     assert (resident.kv_path, copied.kv_path) == ("resident", "copied")
     assert got == plain == onnx
-    hf = load_hf(tiny_model)
-    assert got == [reference(hf, resident, fs, q, 12)[0] for q in questions(resident)]
     assert any(len(t) > 3 for t in got)
     P, n = resident.llm.geo.prefill_len, resident.budget(N_FRAMES).prefix_tokens
     tail_group, layers = n // P + 1, len(resident.model.layers)  # the tail's chunk: first and third prompt only
     assert resident.model.meter.count("layer", tail_group) == copied.model.meter.count("layer", tail_group) == 2 * layers
+
+
+@pytest.mark.torch
+def test_resident_tokens_equal_transformers(axengine, tiny_reference, tmp_path):
+    """The resident path on the board layout of the transformers-exported tiny model gives its greedy tokens."""
+    board = tiny_board_layout(tmp_path / "board", tiny_reference)
+    resident, fs, got = answers(open_model(locate(board)))
+    assert resident.kv_path == "resident"
+    hf = load_hf(tiny_reference)
+    assert got == [reference(hf, resident, fs, q, 12)[0] for q in questions(resident)]
 
 
 def test_resident_decode_writes_one_row_per_layer_and_flushes_only_it(axengine, tiny_model, tmp_path):

@@ -1,6 +1,6 @@
 """daemon/export.py and daemon/tiny.py: real exported graphs run with ONNX Runtime against transformers.
 
-The reference is the tiny model's own transformers checkpoint (`tiny_model/hf`):
+The reference is the tiny model's own transformers checkpoint (`tiny_reference/hf`):
 its token sequence goes through the layer graphs chunk by chunk (prefill
 groups 1, 2 and 3, then decode steps in group 0) with the KV cache carried
 over, and every layer's new K, new V and hidden output must equal what
@@ -17,6 +17,8 @@ import pytest
 
 from daemon.cli import main
 
+pytestmark = pytest.mark.torch  # the transformers exporter's graphs against transformers
+
 P, KV, G = 16, 320, 16  # make-tiny-model's default geometry
 H, KVD, V, T, S = 64, 32, 1012, 16, 64  # hidden, kv dim, vocab, image tokens per frame, image size
 BLOCK = -65536.0
@@ -27,15 +29,15 @@ TOL = dict(rtol=1e-4, atol=1e-4)
 
 
 @pytest.fixture(scope="module")
-def manifest(tiny_model: Path) -> dict:
-    return json.loads((tiny_model / "manifest.json").read_text())
+def manifest(tiny_reference: Path) -> dict:
+    return json.loads((tiny_reference / "manifest.json").read_text())
 
 
 @pytest.fixture(scope="module")
-def hf(tiny_model: Path):
+def hf(tiny_reference: Path):
     from transformers import InternVLForConditionalGeneration
 
-    return InternVLForConditionalGeneration.from_pretrained(str(tiny_model / "hf")).eval()
+    return InternVLForConditionalGeneration.from_pretrained(str(tiny_reference / "hf")).eval()
 
 
 def open_session(path: Path):
@@ -47,12 +49,12 @@ def open_session(path: Path):
 
 
 @pytest.fixture(scope="module")
-def graphs(tiny_model: Path, manifest: dict) -> dict:
+def graphs(tiny_reference: Path, manifest: dict) -> dict:
     files = manifest["files"]
     return {
-        "vit": open_session(tiny_model / files["vit"]),
-        "layers": [open_session(tiny_model / f) for f in files["layers"]],
-        "post": open_session(tiny_model / files["post"]),
+        "vit": open_session(tiny_reference / files["vit"]),
+        "layers": [open_session(tiny_reference / f) for f in files["layers"]],
+        "post": open_session(tiny_reference / files["post"]),
     }
 
 
@@ -102,14 +104,14 @@ def causal_mask(start: int, q: int) -> np.ndarray:
 # ---------------------------------------------------------------- the bundle
 
 
-def test_manifest_matches_the_bundle_spec(tiny_model: Path, manifest: dict):
+def test_manifest_matches_the_bundle_spec(tiny_reference: Path, manifest: dict):
     layers = ["layer_00.onnx", "layer_01.onnx"]
     assert manifest["format"] == "vlmwatch-onnx" and manifest["version"] == 1
     assert "meaningless" in manifest["note"]
     assert manifest["files"] == {"vit": "vit.onnx", "layers": layers, "post": "post.onnx",
                                  "embeddings": "embeddings.npy", "tokenizer": "tokenizer"}
     for name in ["vit.onnx", "post.onnx", "embeddings.npy", "tokenizer/tokenizer.json", *layers]:
-        assert (tiny_model / name).is_file(), name
+        assert (tiny_reference / name).is_file(), name
     assert manifest["vit_inputs"] == [{"name": "image", "shape": [1, 3, S, S], "dtype": "float32"}]
     assert manifest["post_inputs"] == [{"name": "input", "shape": [1, 1, H], "dtype": "float32"}]
 
@@ -125,10 +127,10 @@ def test_manifest_matches_the_bundle_spec(tiny_model: Path, manifest: dict):
     assert manifest["layer_groups"] == expected
 
 
-def test_graph_inputs_are_named_and_typed_as_declared(tiny_model: Path, graphs: dict):
+def test_graph_inputs_are_named_and_typed_as_declared(tiny_reference: Path, graphs: dict):
     import onnx
 
-    model = onnx.load(str(tiny_model / "layer_00.onnx"))
+    model = onnx.load(str(tiny_reference / "layer_00.onnx"))
     types = {i.name: i.type.tensor_type.elem_type for i in model.graph.input}
     assert types["indices"] == onnx.TensorProto.UINT32
     session = graphs["layers"][0]
@@ -141,18 +143,18 @@ def test_graph_inputs_are_named_and_typed_as_declared(tiny_model: Path, graphs: 
     assert [i.name for i in graphs["post"].get_inputs()] == ["input"]
 
 
-def test_embeddings_are_the_input_embedding_table(tiny_model: Path, hf):
-    table = np.load(tiny_model / "embeddings.npy")
+def test_embeddings_are_the_input_embedding_table(tiny_reference: Path, hf):
+    table = np.load(tiny_reference / "embeddings.npy")
     assert table.dtype == np.float32 and table.shape == (V, H)
     np.testing.assert_array_equal(table, hf.get_input_embeddings().weight.detach().numpy())
 
 
 def test_layers_reproduce_transformers_through_prefill_groups_and_decode(
-    tiny_model: Path, manifest: dict, graphs: dict, reference: dict
+    tiny_reference: Path, manifest: dict, graphs: dict, reference: dict
 ):
     groups, layers = manifest["layer_groups"], graphs["layers"]
     rng = np.random.default_rng(0)
-    embeddings = np.load(tiny_model / "embeddings.npy")
+    embeddings = np.load(tiny_reference / "embeddings.npy")
     # Rows the caller has not filled hold garbage: the mask alone must keep them out.
     k_cache = rng.normal(size=(len(layers), KV, KVD)).astype(np.float32)
     v_cache = rng.normal(size=(len(layers), KV, KVD)).astype(np.float32)
@@ -199,10 +201,10 @@ def test_vit_graph_equals_transformers_image_features(graphs: dict, hf):
 # ---------------------------------------------------------------- the tiny model
 
 
-def test_tiny_model_has_internvl_special_tokens(tiny_model: Path, hf):
+def test_tiny_model_has_internvl_special_tokens(tiny_reference: Path, hf):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(str(tiny_model / "tokenizer"))
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_reference / "tokenizer"))
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<img>", "</img>", "<IMG_CONTEXT>",
                 "<quad>", "</quad>", "<ref>", "</ref>", "<box>", "</box>"]
     ids = tokenizer.convert_tokens_to_ids(specials)
@@ -215,7 +217,7 @@ def test_tiny_model_has_internvl_special_tokens(tiny_model: Path, hf):
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text
 
 
-def test_same_seed_same_weights(tiny_model: Path, hf):
+def test_same_seed_same_weights(tiny_reference: Path, hf):
     from daemon.engine.export.tiny import build_model, build_tokenizer
 
     tokenizer = build_tokenizer()
@@ -228,9 +230,9 @@ def test_same_seed_same_weights(tiny_model: Path, hf):
 # ---------------------------------------------------------------- the command
 
 
-def test_export_command_writes_and_rewrites_a_bundle(tiny_model: Path, tmp_path: Path, graphs: dict, capsys):
+def test_export_command_writes_and_rewrites_a_bundle(tiny_reference: Path, tmp_path: Path, graphs: dict, capsys):
     out = tmp_path / "bundle"
-    argv = ["export", "--hf-model", str(tiny_model / "hf"), "--out", str(out),
+    argv = ["export", "--hf-model", str(tiny_reference / "hf"), "--out", str(out),
             "--prefill-len", "8", "--kv-len", "64", "--groups", "3"]
     assert main(argv) == 0
     assert main(argv) == 0  # a previous bundle may be overwritten
@@ -275,8 +277,8 @@ def test_remote_code_checkpoint_is_refused(tmp_path: Path, capsys):
     )
 
 
-def test_kv_len_too_small_for_the_groups(tiny_model: Path, tmp_path: Path, capsys):
-    code, err = error_of(["export", "--hf-model", str(tiny_model / "hf"), "--out", str(tmp_path / "out"),
+def test_kv_len_too_small_for_the_groups(tiny_reference: Path, tmp_path: Path, capsys):
+    code, err = error_of(["export", "--hf-model", str(tiny_reference / "hf"), "--out", str(tmp_path / "out"),
                           "--prefill-len", "128", "--kv-len", "2048", "--groups", "17"], capsys)
     assert code == 2
     assert err == (
@@ -285,9 +287,9 @@ def test_kv_len_too_small_for_the_groups(tiny_model: Path, tmp_path: Path, capsy
     )
 
 
-def test_out_dir_that_is_not_a_bundle_is_left_alone(tiny_model: Path, tmp_path: Path, capsys):
+def test_out_dir_that_is_not_a_bundle_is_left_alone(tiny_reference: Path, tmp_path: Path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
-    code, err = error_of(["export", "--hf-model", str(tiny_model / "hf"), "--out", str(tmp_path)], capsys)
+    code, err = error_of(["export", "--hf-model", str(tiny_reference / "hf"), "--out", str(tmp_path)], capsys)
     assert code == 2
     assert err == (
         f"vlmwatch: error: --out {tmp_path} is not empty and is not a vlmwatch bundle (it holds notes.txt); "

@@ -2,7 +2,7 @@
 
 import pytest
 
-from daemon.service.fairness import NpuShare, RateLimiter
+from daemon.service.workqueue import NpuShare, RateLimiter
 
 
 def test_share_is_busy_time_of_a_kind_over_all_busy_time():

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from daemon.errors import Busy, Cancelled, PromptTooLongError
-from daemon.http.images import data_url_bytes, decode_image, image_size
-from daemon.http.messages import ApiError, api_error, parse_chat
+from daemon.http.images import data_url_bytes, decode_image, even_sample, image_size
+from daemon.http.messages import ApiError, ResponseFormat, Turn, api_error, parse_chat
 
 
 def test_text_parts_of_every_message_make_the_question_and_images_keep_their_order():
@@ -26,8 +26,11 @@ def test_text_parts_of_every_message_make_the_question_and_images_keep_their_ord
 @pytest.mark.parametrize("body, message", [
     ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "function"}]},
      "tools and functions are not supported"),
-    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "json_object"}},
-     "response_format 'json_object' is not supported"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}], "response_format": {"type": "xml"}},
+     "response_format.type 'xml' is not supported; give 'text', 'json_object' or 'json_schema'"),
+    ({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+      "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}},
+     "response_format.json_schema.schema must be a JSON schema object"),
     ({"model": "m", "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]},
      "the messages have no text"),
     ({"model": "m", "messages": [{"role": "user", "content": [{"type": "audio"}]}]}, "messages[0].content[0]: expected"),
@@ -99,3 +102,29 @@ def test_other_formats_and_damaged_files_are_refused(data, message):
     _, jpeg = encoded(".jpg")
     with pytest.raises(ApiError, match="cannot be decoded"):
         decode_image(jpeg[:200], 10**6, "image 1")
+
+
+def test_message_shapes_and_response_formats_are_kept_for_profiles():
+    chat = parse_chat({"model": "m", "response_format": {"type": "json_schema", "json_schema": {
+        "name": "reply", "schema": {"type": "object", "properties": {"n": {"type": "integer"}}}}}, "messages": [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "data:a"}},
+                                     {"type": "text", "text": "What happens?"}]},
+        {"role": "user", "content": [{"type": "text", "text": "Image 1:"},
+                                     {"type": "image_url", "image_url": {"url": "data:b"}},
+                                     {"type": "text", "text": "And here?"}]}]})
+    assert chat.turns == (Turn("system", ("Be brief.",), 0, True), Turn("user", ("What happens?",), 1, True),
+                          Turn("user", ("Image 1:", "And here?"), 1, False))
+    assert chat.response_format == ResponseFormat({"type": "object", "properties": {"n": {"type": "integer"}}},
+                                                  "reply")
+    json_mode = parse_chat({"model": "m", "messages": [{"role": "user", "content": "hi"}],
+                            "response_format": {"type": "json_object"}})
+    assert json_mode.response_format == ResponseFormat(None, "json_object")
+    assert parse_chat({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).response_format is None
+
+
+def test_more_images_than_a_window_holds_are_sampled_evenly_keeping_first_and_last():
+    assert even_sample(20, 8) == [0, 3, 5, 8, 11, 14, 16, 19]
+    assert even_sample(10, 8) == [0, 1, 3, 4, 5, 6, 8, 9]
+    assert even_sample(5, 8) == [0, 1, 2, 3, 4]
+    assert even_sample(9, 1) == [0] and even_sample(9, 2) == [0, 8] and even_sample(0, 8) == []

@@ -33,8 +33,8 @@ class FakeBackend:
     def admit(self, client):
         pass
 
-    def check(self, completion):
-        return 3
+    def fit(self, completion):
+        return completion
 
     def submit(self, completion, client, sink):
         if not self.stall:
@@ -89,7 +89,8 @@ def test_an_answer_and_its_shape(serve):
     status, _, body = call(serve(FakeBackend()), "/v1/chat/completions", CHAT)
     assert status == 200 and body["object"] == "chat.completion" and body["model"] == "fake-model"
     assert body["choices"][0]["message"] == {"role": "assistant", "content": "hello"}
-    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4}
+    assert body["usage"] == {"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4, "images_used": 0,
+                             "images_sent": 0}
 
 
 def test_health_follows_the_daemon(serve):

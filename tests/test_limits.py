@@ -1,4 +1,4 @@
-"""daemon/engine/fit.py probe: the engine's limits and prompt sizes without loading the model."""
+"""daemon/engine/prompt_fit.py probe: the engine's limits and prompt sizes without loading the model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from daemon.cli import main
 from daemon.config.model import ModelSettings
 from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine
-from daemon.engine.fit import probe
+from daemon.engine.prompt_fit import probe
 
 SYSTEM = "You watch a camera."
 

@@ -32,7 +32,7 @@ CAMERAS = ("porch", "garden")
 
 
 def description(n: int = 0, camera: str = "porch") -> Result:
-    return Result(camera, "describe", "Describe the scene.", T0 + n, T0 + n + 8, T0 + n + 9,
+    return Result(camera, "description", "Describe the scene.", T0 + n, T0 + n + 8, T0 + n + 9,
                   text=f"Scene {n}: a cat on the mat.", stop_reason="stop", model="InternVL3-2B",
                   timings=Timings(vit_ms=2920, prefill_ms=13900, decode_ms=870, generated=10))
 
@@ -80,12 +80,15 @@ def test_everything_arrives_on_the_documented_topics(
            p.publish_result(Result("porch", "person", "Is there a person?", T0, T0 + 8, T0 + 9, choice="yes",
                                    probabilities={"yes": 0.8, "no": 0.2})),
            p.publish_alert(alert(1, snapshot=jpeg)),
+           p.publish_result(Result("porch", "crowd", "How many people?", T0, T0 + 8, T0 + 9,  # an ask_json rule
+                                   text='{"people": 2}', stop_reason="stop")),
            p.publish_summary(Summary("daily", T0, T0 + 86400, "A quiet day.", T0 + 86401, {"alerts": 1}, ("porch",)))]
     p.publish_rule_state("garden", "person", False)
     p.stop(timeout=5)  # a clean stop flushes first, then says offline
 
     expected_retain = {
         "vlmwatch/porch/description": True, "vlmwatch/porch/answer/person": True, "vlmwatch/porch/alert": False,
+        "vlmwatch/porch/answer/crowd": True,
         "vlmwatch/porch/rule/person": True, "vlmwatch/porch/snapshot": True, "vlmwatch/summary/daily": True,
         "vlmwatch/garden/rule/person": True,
     }
@@ -101,15 +104,17 @@ def test_everything_arrives_on_the_documented_topics(
     assert desc["id"] == ids[0] and desc["camera"] == "porch" and desc["text"] == "Scene 1: a cat on the mat."
     assert datetime.fromisoformat(desc["ts"]).tzinfo is not None
     assert datetime.fromisoformat(desc["window"]["start"]).timestamp() == T0 + 1
-    assert desc["prompt"] == "describe" and desc["model"] == "InternVL3-2B" and desc["timings"]["generated"] == 10
+    assert desc["prompt"] == "description" and desc["model"] == "InternVL3-2B" and desc["timings"]["generated"] == 10
     [answer] = payloads(ha, "vlmwatch/porch/answer/person")
     assert answer["id"] == ids[1] and answer["choice"] == "yes" and answer["probabilities"] == {"yes": 0.8, "no": 0.2}
+    [crowd] = payloads(ha, "vlmwatch/porch/answer/crowd")
+    assert crowd["id"] == ids[3] and json.loads(crowd["text"]) == {"people": 2}
     [alert_payload] = payloads(ha, "vlmwatch/porch/alert")
     assert alert_payload["id"] == ids[2] and alert_payload["rule"] == "person" and alert_payload["snapshot"] is True
     assert ha.on("vlmwatch/porch/snapshot")[0].payload == jpeg
     assert [m.payload for m in ha.on("vlmwatch/porch/rule/person")] == [b"ON"]
     assert [m.payload for m in ha.on("vlmwatch/garden/rule/person")] == [b"OFF"]
-    assert payloads(ha, "vlmwatch/summary/daily")[0]["id"] == ids[3]
+    assert payloads(ha, "vlmwatch/summary/daily")[0]["id"] == ids[4]
 
 
 HARNESS = """

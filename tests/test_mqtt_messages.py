@@ -7,11 +7,11 @@ from datetime import datetime
 
 import pytest
 
+from daemon.config.base import check_name
 from daemon.mqtt.messages import (
     AskError,
     Topics,
     alert_json,
-    check_name,
     error_reply_json,
     parse_ask,
     reply_json,
@@ -41,10 +41,10 @@ def test_topics() -> None:
 
 
 def test_names_must_be_topic_levels() -> None:
-    assert check_name("camera", "front-door_2") == "front-door_2"
+    assert check_name("front-door_2", "camera name") == "front-door_2"
     for bad in ("", "a/b", "a+", "#", "front door", "x" * 65):
         with pytest.raises(ValueError, match="letters, digits"):
-            check_name("camera", bad)
+            check_name(bad, "camera name")
 
 
 def test_iso_has_timezone_and_round_trips() -> None:

@@ -21,13 +21,14 @@ from daemon.errors import ConfigError
 from daemon.mqtt.messages import AskRequest
 from daemon.service.build import assemble, open_engines
 from daemon.service.metrics import Metrics
-from daemon.service.worker import SummaryWork, WindowJob
+from daemon.service.workqueue import SummaryJob, WindowJob
 from daemon.state.history import History
 from daemon.summaries.runner import Fire
 from daemon.types import Frame, Window
+from daemon.video import SourceBase
 
 
-class FastSource:
+class FastSource(SourceBase):
     """`count` windows of distinct frames, as fast as they are taken (a camera the NPUs cannot keep up with)."""
 
     def __init__(self, name, count, seed):
@@ -104,13 +105,13 @@ def window(seed=0):
 def test_a_question_goes_to_the_npu_that_holds_its_cameras_prefix(two_npus):
     app = two_npus
     first, second = (npu.engine.model.meter for npu in app.npus)
-    app.handle(WindowJob(window(), "test"), app.npus[1])
-    assert app.latest["porch"].npu == 1
+    app.jobs.handle(WindowJob(window(), "test"), app.npus[1])
+    assert app.pipeline.windows.latest["porch"].npu == 1
     before = (first.ms, second.ms)
-    app.on_ask(AskRequest("porch", "q1", "Is anyone there?"))
+    app.pipeline.asks.admit(AskRequest("porch", "q1", "Is anyone there?"))
     assert app.queue.get(0, npu=0) is None  # npu0 does not hold the prefix
     job = app.queue.get(0, npu=1)
-    app.handle(job, app.npus[1])
+    app.jobs.handle(job, app.npus[1])
     app.queue.done(npu=1)
     assert first.ms == before[0]  # npu0 did nothing
     assert second.ms > before[1]
@@ -125,13 +126,13 @@ def test_a_summary_step_runs_on_the_engine_of_the_npu_that_takes_it(two_npus):
         record_description(app.history, "porch", now - 600 + 60 * k, f"A cat crosses the lawn, scene {k}.")
     job = app.config.summaries[0]
     first, second = (npu.engine.model.meter for npu in app.npus)
-    app.queue.put_summary(SummaryWork(job.id, app.summarizer.run_steps(job, Fire(job.id, now, None))))
+    app.queue.put_summary(SummaryJob(job.id, app.pipeline.summarizer.start(job, Fire(job.id, now, None))))
     work = app.queue.get(0, npu=1)
-    app.handle(work, app.npus[1])
+    app.jobs.handle(work, app.npus[1])
     app.queue.done(npu=1)
     assert second.ms > 0 and first.ms == 0  # the step ran on npu1's engine only
     while (work := app.queue.get(0, npu=0)) is not None:  # any further steps: on npu0
-        app.handle(work, app.npus[0])
+        app.jobs.handle(work, app.npus[0])
         app.queue.done(npu=0)
     [summary] = [row.summary for row in app.history.summaries(0, time.time() + 1)]
     assert summary.job == "daily" and summary.counts["model_calls"] >= 1
@@ -187,7 +188,7 @@ def test_run_with_two_onnx_engines_end_to_end(tmp_path, tiny_model, yard_clip, c
         f"prompts:\n  max_new_tokens: 4\nstate_dir: {tmp_path / 'state'}\nmetrics:\n  enabled: false\n")
     caplog.set_level("INFO", logger="daemon")
     assert main(["run", "-c", str(path), "--once"]) == 0
-    assert "2 camera(s), model vlmwatch-tiny-internvl-seed0 on npu0, npu1" in caplog.text
+    assert "2 camera(s), model vlmwatch-tiny-internvl-numpy-seed0 on npu0, npu1" in caplog.text
     with History(tmp_path / "state" / "history.sqlite").open() as history:
         windows = history.windows(0, time.time() + 1)
         results = history.results(0, time.time() + 1)
@@ -196,15 +197,19 @@ def test_run_with_two_onnx_engines_end_to_end(tmp_path, tiny_model, yard_clip, c
     assert len(results) == 10
 
 
-def test_engine_in_use_answers_for_the_bound_engine_only_in_its_thread(tiny_model):
-    from daemon.service.npus import EngineInUse
+def test_a_summary_run_asks_the_engine_each_step_is_given():
+    """A summary's model calls run on the NPU whose worker took the step: the engine is an argument."""
+    from daemon.summaries.runner import SummaryRun
 
-    first, second = (Engine(open_model(locate(tiny_model))) for _ in range(2))
-    in_use = EngineInUse([first, second])
-    seen = {}
-    with in_use.using(second):
-        other = threading.Thread(target=lambda: seen.update(other=in_use.current))
-        other.start()
-        other.join(5)
-        assert in_use.current is second and in_use.llm is second.llm
-    assert seen["other"] is first and in_use.current is first  # elsewhere and afterwards: the first engine
+    asked = []
+
+    def steps(engine_for):
+        asked.append(engine_for())
+        yield
+        asked.append(engine_for())
+        return "the summary"
+
+    run = SummaryRun(steps, "planning engine")
+    assert run.step("npu1 engine") is True and asked == ["npu1 engine"]
+    assert run.step("npu0 engine") is False and asked == ["npu1 engine", "npu0 engine"]
+    assert run.summary == "the summary"

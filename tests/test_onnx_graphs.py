@@ -69,6 +69,7 @@ def run_both(bundles, name: str, feeds: dict) -> tuple[list, list]:
     return session(bundles["torch"] / name).run(None, feeds), session(bundles["numpy"] / name).run(None, feeds)
 
 
+@pytest.mark.torch
 def test_vit_graphs_agree(bundles):
     image = np.random.default_rng(0).normal(size=(1, 3, 64, 64)).astype(np.float32)
     (want,), (got,) = run_both(bundles, "vit.onnx", {"image": image})
@@ -76,6 +77,7 @@ def test_vit_graphs_agree(bundles):
     np.testing.assert_allclose(got, want, **TOL)
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("past, q, width", [(0, P, 64), (2 * P, P, 32), (41, 1, 32)],
                          ids=["group1-placeholder", "group3-prefill", "decode"])
 def test_layer_graphs_agree_in_every_kind_of_group(bundles, past, q, width):
@@ -95,6 +97,7 @@ def test_layer_graphs_agree_in_every_kind_of_group(bundles, past, q, width):
             np.testing.assert_allclose(g, w, **TOL)
 
 
+@pytest.mark.torch
 def test_post_graphs_and_embeddings_agree(bundles):
     hidden = np.random.default_rng(1).normal(size=(1, 3, 64)).astype(np.float32)
     (want,), (got,) = run_both(bundles, "post.onnx", {"input": hidden})
@@ -103,12 +106,14 @@ def test_post_graphs_and_embeddings_agree(bundles):
                                   np.load(bundles["torch"] / "embeddings.npy"))
 
 
+@pytest.mark.torch
 def test_manifests_declare_the_same_groups(bundles):
     want, got = (json.loads((bundles[k] / "manifest.json").read_text()) for k in ("torch", "numpy"))
     assert {k: v for k, v in got.items() if k != "name"} == {k: v for k, v in want.items() if k != "name"}
     assert got["vit_outputs"] == [{"name": "features", "shape": [1, 16, 64], "dtype": "float32"}]
 
 
+@pytest.mark.torch
 def test_engine_on_the_numpy_bundle_gives_transformers_greedy_tokens(bundles, perturbed):
     import torch
 
@@ -132,6 +137,7 @@ def test_engine_on_the_numpy_bundle_gives_transformers_greedy_tokens(bundles, pe
     assert list(answer.tokens) == want and want
 
 
+@pytest.mark.torch
 def test_the_demo_model_has_the_tiny_models_architecture():
     tokenizer = build_tokenizer()
     model = build_model(tokenizer, seed=0)

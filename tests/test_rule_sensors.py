@@ -15,6 +15,7 @@ from daemon.engine.engine import Engine
 from daemon.service.build import assemble, make_publisher, open_rules
 from daemon.state.history import History
 from daemon.types import Frame, Window
+from daemon.video import SourceBase
 
 RULES = """\
 - id: always
@@ -34,7 +35,7 @@ def model(tiny_model):
     return open_model(locate(tiny_model), "onnxruntime")
 
 
-class StaticCamera:
+class StaticCamera(SourceBase):
     """A camera looking at a still scene: once `release` is set, the same picture every 0.1 s, so the
     gate analyses the first window and skips the rest as static."""
 

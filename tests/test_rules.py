@@ -353,7 +353,8 @@ def test_unknown_option_suggests_the_nearest(tmp_path, capsys):
     assert code == 2
     assert err == [f"{path}:3: door: unknown option 'cooldwn'; did you mean 'cooldown'?",
                    f"{path}:4: door: unknown option 'colour'; rule options are: id, cameras, ask, choices, when,"
-                   " threshold, match, for, cooldown, active, severity, snapshot, message, off_delay, zones"]
+                   " threshold, match, ask_json, fields, for, cooldown, active, severity, snapshot, message, off_delay,"
+                   " zones"]
 
 
 def test_bad_duration(tmp_path, capsys):

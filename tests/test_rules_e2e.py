@@ -14,7 +14,7 @@ from daemon.engine.bundle import locate, open_model
 from daemon.engine.engine import Engine
 from daemon.service.build import assemble, open_rules
 from daemon.service.preflight import prompt_problems
-from daemon.service.worker import WindowJob
+from daemon.service.workqueue import WindowJob
 from daemon.state.history import History
 from daemon.types import Alert, Frame, Window
 from daemon.video.snapshot import changed_most, jpeg
@@ -96,7 +96,7 @@ def test_thresholds_0_and_1_on_real_choice_probabilities(tmp_path, model, apps):
         "- id: always\n  ask: Is anything there?\n  threshold: 0\n  cooldown: 0s\n  snapshot: true\n"
         "- id: never\n  ask: Is anything there?\n  threshold: 1\n  cooldown: 0s\n"))
     for seed in range(3):
-        app.handle(WindowJob(window(seed), "test"))
+        app.jobs.handle(WindowJob(window(seed), "test"), app.npus[0])
     answers = [r for r in publisher.results if r.probabilities is not None]
     assert len(answers) == 3  # one shared prompt for the two rules, per window
     for r in answers:
@@ -115,7 +115,7 @@ def test_choice_probabilities_are_deterministic(tmp_path, model, apps):
     runs = []
     for name in ("a", "b"):
         app, publisher = apps(tmp_path, model, rules, name)
-        app.handle(WindowJob(window(7), "test"))
+        app.jobs.handle(WindowJob(window(7), "test"), app.npus[0])
         runs.append([r.probabilities for r in publisher.results if r.probabilities is not None])
     assert runs[0] == runs[1] and len(runs[0]) == 1
 
@@ -127,7 +127,7 @@ def test_the_shared_prefix_is_computed_once_per_window_however_many_rules_ask(tm
         rules = "".join(f"- id: q{i}\n  ask: {q}\n" for i, q in enumerate(questions[:n])) or "[]\n"
         app, publisher = apps(tmp_path, model, rules, f"n{n}")
         before = dict(model.meter.calls)
-        app.handle(WindowJob(window(10 + n), "test"))
+        app.jobs.handle(WindowJob(window(10 + n), "test"), app.npus[0])
         calls[n] = {k: v - before.get(k, 0) for k, v in model.meter.calls.items()}
         assert len(publisher.results) == n + 1
     engine = app.engine

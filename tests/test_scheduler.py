@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from apscheduler.triggers.base import BaseTrigger
 
-from daemon.config.summaries import SummaryJob
+from daemon.config.summaries import SummarySettings
 from daemon.config.cron import CronSchedule, first_missed, next_fires, previous_fire
 from daemon.summaries.runner import Fire, LastRun, RunLog
 from daemon.summaries.scheduler import SummaryScheduler, cron_trigger
@@ -46,7 +46,7 @@ def utc(dts) -> list[str]:
       "2025-10-26 01:30", "2025-10-26 02:00", "2025-10-26 02:30"]),
 ])
 def test_next_fire_times(cron, zone, after, expected):
-    trigger = cron_trigger(SummaryJob(id="j", cron=cron, timezone=zone))
+    trigger = cron_trigger(SummarySettings(id="j", cron=cron, timezone=zone))
     start = datetime.strptime(after, "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
     assert utc(next_fires(trigger, start, len(expected))) == expected
 
@@ -59,7 +59,7 @@ def test_next_fire_times(cron, zone, after, expected):
 ])
 def test_cron_expressions_that_would_not_mean_what_cron_means_are_refused(cron, message):
     with pytest.raises(ValueError) as err:
-        SummaryJob(id="j", cron=cron)
+        SummarySettings(id="j", cron=cron)
     assert err.value.errors()[0]["msg"] == f"Value error, {message}"
 
 
@@ -85,16 +85,16 @@ class Submitted:
         self.event = threading.Event()
         self.accept = accept
 
-    def __call__(self, job: SummaryJob, fire: Fire) -> bool:
+    def __call__(self, job: SummarySettings, fire: Fire) -> bool:
         self.fires.append(fire)
         self.event.set()
         return self.accept
 
 
-def daily_job_due_minutes_ago(minutes: int, **kw) -> tuple[SummaryJob, datetime]:
+def daily_job_due_minutes_ago(minutes: int, **kw) -> tuple[SummarySettings, datetime]:
     """A daily job whose time today was `minutes` ago (UTC), and that time."""
     due = (datetime.now(UTC) - timedelta(minutes=minutes)).replace(second=0, microsecond=0)
-    return SummaryJob(id="daily", cron=f"{due.minute} {due.hour} * * *", timezone="UTC", **kw), due
+    return SummarySettings(id="daily", cron=f"{due.minute} {due.hour} * * *", timezone="UTC", **kw), due
 
 
 @pytest.fixture
@@ -171,10 +171,10 @@ class Shifted(BaseTrigger):
 
 
 def test_a_cron_fire_queues_its_run_and_a_full_queue_is_reported(runlog, caplog):
-    job = SummaryJob(id="minutely", cron="* * * * *", timezone="UTC")
+    job = SummarySettings(id="minutely", cron="* * * * *", timezone="UTC")
     triggers = []
 
-    def trigger_for(j: SummaryJob) -> BaseTrigger:
+    def trigger_for(j: SummarySettings) -> BaseTrigger:
         triggers.append(Shifted.due_in(cron_trigger(j), 0.5))
         return triggers[-1]
 

@@ -11,11 +11,11 @@ import pytest
 from histories import long_history, record_answer, record_description
 
 from daemon.config import Config
-from daemon.config.summaries import SummaryJob, parse_period
+from daemon.config.summaries import SummarySettings, parse_period
 from daemon.engine.engine import Limits
 from daemon.errors import PromptTooLongError
 from daemon.service.build import assemble
-from daemon.service.worker import SummaryWork, WindowJob
+from daemon.service.workqueue import SummaryJob, WindowJob
 from daemon.state.history import History
 from daemon.summaries.plan import (
     MAP_INSTRUCTION,
@@ -70,6 +70,7 @@ class NoModel:
     def __init__(self, prompts=None, max_prompt=256, kv_len=320):
         self.prompts = prompts or WordPrompts()
         self.limits = Limits(max_prompt, kv_len, 16)
+        self.vision = None  # text only, as Engine.vision without a ViT
 
     def prompt_tokens(self, n_frames: int, question: str) -> int:
         return len(self.prompts.prefix(n_frames)) + len(self.prompts.suffix(question))
@@ -90,8 +91,8 @@ def history(tmp_path):
         yield h
 
 
-def job(**kw) -> SummaryJob:
-    return SummaryJob(**{"id": "daily", "cron": "0 20 * * *", "timezone": "UTC", **kw})
+def job(**kw) -> SummarySettings:
+    return SummarySettings(**{"id": "daily", "cron": "0 20 * * *", "timezone": "UTC", **kw})
 
 
 # --------------------------------------------------------------------------- durations and periods
@@ -306,14 +307,14 @@ def test_windows_queued_during_a_long_summary_go_between_its_model_calls(history
     app = assemble(cfg, WordyModel(order), {"porch": None, "garage": None}, history)
     queue = app.queue
     fire = Fire("daily", T0 + 6 * 3600, None)
-    queue.put_summary(SummaryWork("daily", app.summarizer.run_steps(cfg.summaries[0], fire)))
+    queue.put_summary(SummaryJob("daily", app.pipeline.summarizer.start(cfg.summaries[0], fire)))
 
     def work_one() -> None:  # what the NPU worker does with each job
         item = queue.get(timeout=0)
         if isinstance(item, WindowJob):
             order.append("window")
         else:
-            app.handle(item)
+            app.jobs.handle(item, app.npus[0])
         queue.done()
 
     work_one()

@@ -166,7 +166,7 @@ def test_the_daemon_publishes_a_scheduled_summary_to_mosquitto(tmp_path, tiny_mo
     with History(tmp_path / "state" / "history.sqlite") as history:
         long_history(history, time.time() - 3600, hours=1)  # what the cameras saw in the last hour
     app, closers = build_app(load_config(config))
-    app.scheduler.trigger_for = lambda job: Shifted.due_in(cron_trigger(job), 1.0)
+    app.pipeline.scheduler.trigger_for = lambda job: Shifted.due_in(cron_trigger(job), 1.0)
     runner = threading.Thread(target=app.run, name="daemon-under-test")
     runner.start()
     try:

@@ -73,6 +73,7 @@ def vocab_and_merges(qwen_style, tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.mark.torch
 @pytest.mark.parametrize("folder", ["qwen_style", "vocab_and_merges"])
 def test_same_ids_text_and_special_tokens_as_transformers(folder, request):
     from transformers import AutoTokenizer

@@ -4,7 +4,8 @@ import threading
 
 import numpy as np
 
-from daemon.service.worker import AskJob, NpuWorker, SummaryWork, WindowJob, WorkQueue
+from daemon.service.workers import NpuWorker
+from daemon.service.workqueue import AskJob, SummaryJob, WindowJob, WorkQueue
 from daemon.types import Frame, Window
 
 
@@ -32,18 +33,18 @@ def test_cameras_are_served_in_arrival_order_and_keep_their_place():
 
 def test_asks_go_first_and_summaries_last():
     q = WorkQueue()
-    q.put_summary(SummaryWork("daily", iter(())))
+    q.put_summary(SummaryJob("daily", None))
     q.put_window(window("a", 0))
     q.put_ask(AskJob("a", "what?"))
     kinds = [type(q.get(0)) for _ in range(3)]
-    assert kinds == [AskJob, WindowJob, SummaryWork]
+    assert kinds == [AskJob, WindowJob, SummaryJob]
     assert q.get(0) is None
 
 
 def test_ask_and_summary_lists_are_bounded():
     q = WorkQueue(max_asks=2, max_summaries=1)
     assert [q.put_ask(AskJob("a", i)) for i in range(3)] == [True, True, False]
-    assert [q.put_summary(SummaryWork(str(i), iter(()))) for i in range(2)] == [True, False]
+    assert [q.put_summary(SummaryJob(str(i), None)) for i in range(2)] == [True, False]
 
 
 def test_wait_idle_counts_the_job_in_flight():
@@ -170,7 +171,7 @@ def test_asks_over_their_share_still_run_when_no_window_waits():
 
 
 def test_ask_share_is_measured_over_the_recent_past_only():
-    from daemon.service.fairness import NpuShare
+    from daemon.service.workqueue import NpuShare
 
     clock = Clock()
     q = WorkQueue(ask_share=0.5, share=NpuShare(horizon=10), clock=clock)
@@ -183,7 +184,7 @@ def test_ask_share_is_measured_over_the_recent_past_only():
 
 
 def test_chats_have_their_own_bound_and_can_be_withdrawn():
-    from daemon.service.worker import ChatJob
+    from daemon.service.workqueue import ChatJob
 
     q = WorkQueue(max_asks=1, max_chats=2)
     chats = [ChatJob("http:1", None, None) for _ in range(3)]
@@ -247,7 +248,7 @@ def test_load_is_the_busy_share_of_the_last_span_including_the_running_job():
 
 def test_the_npu_report_is_the_mean_load_of_every_npus_worker():
     """`<base>/npu` reports one load for several NPUs: busy seconds of all workers over NPUs x wall time."""
-    from daemon.service.worker import NpuReport
+    from daemon.service.workers import NpuReport
 
     clock, q, stop = Clock(), WorkQueue(), threading.Event()
 

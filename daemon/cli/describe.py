@@ -13,6 +13,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from daemon.cli.jsonout import json_stdout
 from daemon.config.model import ModelSettings, SamplingSettings
 from daemon.errors import UsageError
 from daemon.video.clips import load_frames
@@ -73,18 +74,21 @@ def run(args) -> int:
     frames = load_frames(args.sources, args.frames)
     settings = model_settings(args, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                               seed=args.seed)
-    engine = open_engine(settings, max_new_tokens=args.max_new_tokens, backend_key="--backend")
-    if engine.model.note:
-        print(f"note: {engine.model.note}", file=sys.stderr)
-    on_token = None if args.json or choices else (lambda _id, piece: print(piece, end="", flush=True))
-    analysis = engine.ask(frames, [Prompt("question", args.question, choices)], on_token)
-    answer = analysis.answers[0]
-    if args.json:
-        print(json.dumps(answer_json(analysis, answer, engine.model.meter.ms, engine.kv_path), ensure_ascii=False))
-    elif choices:
-        print("\n".join(choice_lines(answer.choice, answer.probabilities)))
-    else:
-        print()
+    with json_stdout(args.json) as out:  # the vendor runtime prints on fd 1: keep it out of the JSON
+        engine = open_engine(settings, max_new_tokens=args.max_new_tokens, backend_key="--backend")
+        if engine.model.note:
+            print(f"note: {engine.model.note}", file=sys.stderr)
+        on_token = None if args.json or choices else (lambda _id, piece: print(piece, end="", flush=True))
+        analysis = engine.ask(frames, [Prompt("question", args.question, choices)], on_token)
+        answer = analysis.answers[0]
+        if args.json:
+            found = answer_json(analysis, answer, engine.model.meter.ms, engine.kv_path)
+            del engine, analysis  # sessions let go while fd 1 still points at stderr
+            print(json.dumps(found, ensure_ascii=False), file=out)
+        elif choices:
+            print("\n".join(choice_lines(answer.choice, answer.probabilities)))
+        else:
+            print()
     return 0
 
 

@@ -93,7 +93,7 @@ def _size(files) -> int:
 
 def _report_limits(files, settings, frames: int) -> int:
     from daemon.engine.bundle import choose_backend, load_embeddings, load_tokenizer
-    from daemon.engine.fit import DEFAULT_SYSTEM, PromptBuilder, PromptFit, declared_layer, image_tokens
+    from daemon.engine.prompt_fit import DEFAULT_SYSTEM, PromptBuilder, PromptFit, declared_layer, image_tokens
     from daemon.engine.llm import Geometry
     from daemon.engine.sessions import import_axengine
 

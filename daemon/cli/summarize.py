@@ -38,7 +38,7 @@ def add_cli(sub) -> None:
 def run(args) -> int:
     from daemon.config import load_config
     from daemon.engine.engine import open_engine
-    from daemon.engine.fit import probe
+    from daemon.engine.prompt_fit import probe
     from daemon.state.history import History
     from daemon.summaries.runner import Summarizer
     from daemon.summaries.timeline import Period, Request
@@ -74,6 +74,8 @@ def run(args) -> int:
             print(json.dumps(plan_json(plan), ensure_ascii=False) if args.json else plan_text(plan))
             return 0
         summary = with_progress(summarizer, request, period)
+    from daemon.mqtt.messages import summary_json
+
     print(json.dumps(summary_json(summary), ensure_ascii=False) if args.json else summary.text)
     return 0
 
@@ -104,13 +106,6 @@ def with_progress(summarizer, request, period):
         done += 1
         print(f"summarize: model call {done} of at most {calls} done after {time.monotonic() - started:.1f} s",
               file=sys.stderr, flush=True)
-
-
-def summary_json(summary) -> dict:
-    from daemon.times import iso
-
-    return {"job": summary.job, "period": {"start": iso(summary.period_start), "end": iso(summary.period_end)},
-            "text": summary.text, "counts": summary.counts, "cameras": list(summary.cameras)}
 
 
 def plan_json(plan) -> dict:

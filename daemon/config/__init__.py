@@ -32,7 +32,7 @@ from daemon.config.hints import not_a_section, unknown_key
 from daemon.config.http import HttpSettings
 from daemon.config.model import ModelSettings
 from daemon.config.mqtt import MqttSettings
-from daemon.config.summaries import SummaryJob
+from daemon.config.summaries import SummarySettings
 from daemon.config.yamlfiles import compose_yaml, yaml_problem
 from daemon.errors import ConfigError
 from daemon.times import zone_info
@@ -50,7 +50,7 @@ class Config(Section):
     rules: Path | None = Field(None, description="Directory of rule files (*.yaml).")
     timezone: Timezone = Field(None, description="IANA zone (e.g. Europe/Berlin) of the rules' active hours"
                                  " and of summary jobs without their own; default the system's.")
-    summaries: list[SummaryJob] = Field(default_factory=list, description="Scheduled summaries.")
+    summaries: list[SummarySettings] = Field(default_factory=list, description="Scheduled summaries.")
     state_dir: Path = Field(Path("/var/lib/vlmwatch"), description="History and outbox (SQLite).")
     asks: AskSettings = Field(default_factory=AskSettings,
                               description="Fair use of the NPU by questions (MQTT asks, HTTP requests).")

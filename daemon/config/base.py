@@ -11,15 +11,19 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from daemon.times import zone_info
 
-# Camera and summary job names become MQTT topic levels and Home Assistant entity ids. Always
-# `fullmatch`: with `match` and `$`, "door\n" would pass (`$` also matches before a final newline).
+# Every name the user gives (cameras, summary jobs, rules, zones) becomes an MQTT topic level and part of a
+# Home Assistant entity id. Always `fullmatch`: with `match` and `$`, "door\n" would pass (`$` also matches
+# before a final newline).
 NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
+NAME_RULE = "1-64 lower-case letters, digits, '_' or '-', starting with a letter or digit"
 
 
-def check_name(name: str) -> str:
-    if not NAME_RE.fullmatch(name):
-        raise ValueError(f"name {name[:80]!r} must be 1-64 lower-case letters, digits, '_' or '-', starting with a "
-                         "letter or digit (it becomes an MQTT topic level and a Home Assistant entity id)")
+def check_name(name: str, kind: str = "name") -> str:
+    """`name` if it is one (`NAME_RE`), else ValueError naming the `kind` ("camera name", "rule", ...)."""
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
+        shown = name[:80] if isinstance(name, str) else name
+        raise ValueError(f"{kind} {shown!r} must be {NAME_RULE} (it becomes an MQTT topic level and a Home "
+                         "Assistant entity id)")
     return name
 
 

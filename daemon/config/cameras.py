@@ -4,14 +4,13 @@ prompt overrides, triggers, and its login (kept out of the config like the MQTT 
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import BeforeValidator, Field, field_validator, model_validator
 
-from daemon.config.base import Name, Section
+from daemon.config.base import NAME_RE, NAME_RULE, Name, Section
 from daemon.config.secrets import read_secret
 from daemon.config.triggers import TriggerSettings
 from daemon.redact import mistyped_url
@@ -163,7 +162,7 @@ class SourceSettings(Section):
 
 
 URL_SCHEMES = ("rtsp", "rtsps", "http", "https")
-ZONE_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # zone names: as rule ids, they reach MQTT payloads
+ZONE_RE = NAME_RE  # zone names: as rule ids, they reach MQTT payloads
 
 
 class CameraPrompts(Section):
@@ -259,8 +258,7 @@ class CameraSettings(SourceSettings):
     def _zone_names(cls, zones):
         for name in zones if isinstance(zones, dict) else ():
             if not ZONE_RE.fullmatch(str(name)):
-                raise ValueError(f"zone name {name!r} must be 1-64 lower-case letters, digits, '_' or '-', "
-                                 "starting with a letter or digit")
+                raise ValueError(f"zone name {name!r} must be {NAME_RULE}")
         return zones
 
     @model_validator(mode="after")

@@ -7,6 +7,7 @@ a dump or a log line.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
@@ -16,6 +17,47 @@ from daemon.config.secrets import read_secret
 from daemon.errors import ConfigError
 
 MiB = 1024 * 1024
+
+
+PROFILE_FACTS = {  # the facts each profile's template may name, as {name}
+    "frigate_review": ("camera", "frames", "start", "duration", "zones", "objects", "concerns", "language"),
+    "frigate_object": ("label",),
+    "llmvision": ("message", "labels"),
+}
+
+
+class ProfileSettings(Section):
+    """One client profile (daemon.http.profiles): on or off, and its compact prompt."""
+
+    enabled: bool = Field(True, description="Recognise this client's requests and fit them to the model.")
+    prompt: str | None = Field(None, min_length=1, max_length=2000, description="The compact prompt, naming the "
+                               "request's facts as {name}; one line per part, later lines dropped when room is "
+                               "short. None: vlmwatch's own.")
+
+
+class ProfilesSettings(Section):
+    """Prompts of the clients this endpoint serves, recognised by their structure and rewritten to fit."""
+
+    frigate_review: ProfileSettings = Field(default_factory=ProfileSettings, description="Frigate 0.17's review "
+                                            "descriptions (JSON reply with scene, title, shortSummary, ...).")
+    frigate_object: ProfileSettings = Field(default_factory=ProfileSettings, description="Frigate's tracked object "
+                                            "descriptions.")
+    llmvision: ProfileSettings = Field(default_factory=ProfileSettings, description="Home Assistant's LLM Vision "
+                                       "(OpenAI compatible provider).")
+
+    @model_validator(mode="after")
+    def _known_facts(self) -> ProfilesSettings:
+        for name, facts in PROFILE_FACTS.items():
+            prompt = getattr(self, name).prompt
+            unknown = sorted(set(re.findall(r"\{([a-z_]+)\}", prompt or "")) - set(facts))
+            if unknown:
+                raise ValueError(f"{name}.prompt names {', '.join('{' + u + '}' for u in unknown)}; this profile "
+                                 f"knows {', '.join('{' + f + '}' for f in facts)}")
+        return self
+
+    def get(self, profile: str) -> ProfileSettings:
+        """The settings of profile `profile` ("frigate-review", ...)."""
+        return getattr(self, profile.replace("-", "_"))
 
 
 class HttpSettings(Section):
@@ -50,6 +92,8 @@ class HttpSettings(Section):
                              "(the daemon then makes no outbound requests on a client's behalf).")
     fetch_max_bytes: int = Field(8 * MiB, ge=1024, description="Largest image fetched from a URL.")
     fetch_timeout: float = Field(10.0, gt=0, le=300, description="Seconds to fetch one image URL.")
+    profiles: ProfilesSettings = Field(default_factory=ProfilesSettings, description="Frigate's and LLM Vision's "
+                                       "prompts, recognised and rewritten to fit the model (see README).")
 
     @model_validator(mode="after")
     def _one_key_source(self) -> HttpSettings:

@@ -11,7 +11,7 @@ from daemon.times import parse_duration
 SINCE_LAST = "since_last"
 
 
-class SummaryJob(Section):
+class SummarySettings(Section):
     id: Name = Field(description="Job name (1-64 lower-case letters, digits, '_' and '-'); MQTT topic "
                     "<base>/summary/<id>.")
     cron: str = Field(description="Five-field cron expression, e.g. '0 20 * * *'.")

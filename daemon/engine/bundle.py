@@ -38,7 +38,7 @@ from daemon.engine.sessions import (
     ProfileSession,
     Session,
 )
-from daemon.engine.modelfiles import file_problem, found, layer_count, truncated_layers
+from daemon.engine.modelfiles import layer_count, require
 from daemon.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ def locate(model_dir: Path, tokenizer: Path | None = None, vit: Path | None = No
             f" 'vlmwatch export'), {model_dir / BOARD_LLM}/ (board layout) or"
             f" {model_dir}/qwen2_p128_l0_together.axmodel (reference demo layout)"
         )
-    _require(files)
+    require(files)
     return replace(files, root=model_dir)
 
 
@@ -142,31 +142,6 @@ def _locate_onnx(model_dir: Path) -> BundleFiles:
         raise ModelError(
             f"{path} is not a valid vlmwatch ONNX manifest ({exc!r}); re-run 'vlmwatch export'"
         ) from None
-
-
-def _require(files: BundleFiles) -> None:
-    """Every file there and plausibly what it is named (no git-lfs pointer, no cut-off copy), or one
-    ModelError listing each problem, then what the folders hold."""
-    graphs = [*files.layers, files.post, *([files.vit] if files.vit is not None else [])]
-    missing = [str(p) for p in [*files.layers, files.post, files.embeddings] if not p.is_file()]
-    missing += [str(files.vit)] if files.vit is not None and not files.vit.is_file() else []
-    if not (files.tokenizer / "tokenizer.json").is_file() and not (files.tokenizer / "tokenizer_config.json").is_file():
-        missing.append(f"{files.tokenizer}/tokenizer.json")
-    kind = "axmodel" if files.kind == "axmodel" else "onnx"
-    bad = [problem for p in graphs if p.is_file() and (problem := file_problem(p, kind))]
-    if files.embeddings.is_file() and (problem := file_problem(files.embeddings, "table")):
-        bad.append(problem)
-    bad += truncated_layers(files.layers) if not bad else []
-    if missing or bad:
-        folders = dict.fromkeys(p.parent for p in [*files.layers, files.post, *([files.vit] if files.vit else [])])
-        folders[files.tokenizer] = None
-        layers = f" ({len(files.layers)} layer graphs expected: {files.layers_from})" if files.layers_from else ""
-        raise ModelError(
-            "model files are missing or unreadable" + layers + ":\n  " + "\n  ".join(missing + bad)
-            + "\nFound:\n  " + "\n  ".join(found(folder) for folder in folders)
-            + "\nCheck the model folder (model.dir, model.tokenizer, model.vit; or --model, --tokenizer, --vit),"
-            " or copy the complete model folder."
-        )
 
 
 def choose_backend(files: BundleFiles, backend: str | None, key: str = "model.backend") -> str:
@@ -227,8 +202,23 @@ def open_model(
     log.info("model %s ready in %.1f s", files.name, time.monotonic() - t0)
     hidden = layers[0].inputs(0)[_index(layers[0].inputs(0), "input")].shape[-1]
     note = (files.manifest or {}).get("note", "")
-    return Model(files.name, layers, post, vit, load_embeddings(files.embeddings, hidden),
-                 load_tokenizer(files.tokenizer), meter, note)
+    embeddings, tokenizer = load_embeddings(files.embeddings, hidden), load_tokenizer(files.tokenizer)
+    check_vocabulary(files, post.outputs(0)[0].shape[-1], embeddings.shape[0], len(tokenizer))
+    return Model(files.name, layers, post, vit, embeddings, tokenizer, meter, note)
+
+
+def check_vocabulary(files: BundleFiles, logits: int, rows: int, tokens: int) -> None:
+    """The post graph scores as many tokens as the embedding table has rows, and every token the tokenizer
+    makes has both; otherwise the folder mixes files of two models, which would answer garbage."""
+    where = files.post.parent
+    if logits > 0 and logits != rows:
+        raise ModelError(f"{where}: the post graph {files.post.name} scores {logits} tokens but the embedding table "
+                         f"{files.embeddings.name} has {rows} rows: the files come from different models; copy "
+                         "the whole model folder from one source")
+    if tokens > rows:
+        raise ModelError(f"{where}: the tokenizer {files.tokenizer} knows {tokens} tokens but the embedding table "
+                         f"{files.embeddings.name} has only {rows} rows: it belongs to another model; use the "
+                         "tokenizer that came with these graphs")
 
 
 def layer_ports(files: BundleFiles) -> list[list[Port]]:
@@ -339,6 +329,10 @@ class JsonTokenizer:
 
     def convert_tokens_to_ids(self, token: str) -> int | None:
         return self.backend.token_to_id(token)
+
+    def __len__(self) -> int:
+        """Tokens it knows, added ones included (as `len()` of a transformers tokenizer)."""
+        return self.backend.get_vocab_size(with_added_tokens=True)
 
     def encode(self, text: str, add_special_tokens: bool = True) -> list[int]:
         return self.backend.encode(text, add_special_tokens=add_special_tokens).ids

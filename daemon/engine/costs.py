@@ -1,6 +1,6 @@
 """What NPU work costs on an AX650N: published graph times plus host <-> NPU traffic, calibrated.
 
-Graph times are the InternVL3-2B.axera README's (DESIGN section 5). Host
+Graph times are the InternVL3-2B.axera README's (docs/board.md). Host
 traffic is what pyaxengine's `run()` does per call (read in its source,
 axengine/_axe.py, every tag from 0.1.2rc0 to 0.1.3.rc3):
 

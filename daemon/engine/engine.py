@@ -25,7 +25,7 @@ import numpy as np
 
 from daemon.config.model import ModelSettings
 from daemon.engine.bundle import Model, locate, open_model
-from daemon.engine.fit import Budget, Limits, PromptFit
+from daemon.engine.prompt_fit import Budget, Limits, PromptFit
 from daemon.engine.llm import LLM
 from daemon.engine.prompt import DEFAULT_SYSTEM, PromptBuilder
 from daemon.engine.vision import Vision
@@ -190,12 +190,13 @@ class Engine:
     # ------------------------------------------------------------------ per prompt
 
     def answer(self, prefix: Prefix, p: Prompt, on_token: OnToken | None = None, stop=None,
-               sampling: Sampling | None = None, stop_texts: Sequence[str] = ()) -> Answer:
+               sampling: Sampling | None = None, stop_texts: Sequence[str] = (), constrain=None) -> Answer:
         """Answer one prompt about the prefix's frames. Raises Cancelled when `stop` is set.
 
         `sampling` overrides the engine's for this answer only (its own seeded generator, so the same
         request with the same seed gives the same text); generation also ends where the text first
-        contains one of `stop_texts`, which is cut off (and never streamed)."""
+        contains one of `stop_texts`, which is cut off (and never streamed). `constrain` (a
+        `daemon.engine.constrain.JsonConstraint`) masks every step's logits to what its grammar allows."""
         self.check(len(prefix.frames), p)
         t0, m0 = time.perf_counter(), self.model.meter.ms
         self._restore(prefix, stop)
@@ -209,7 +210,7 @@ class Engine:
             timings = Timings(prefill_ms=(t1 - t0) * 1e3, modelled_npu_ms=self.model.meter.ms - m0)
             return Answer(p.id, best, (), n_prompt, "choice", best, probs, timings)
         stream = _Streamer(self.prompts, p.id, on_token, stop_texts)
-        tokens, reason = self._generate(p, logits, n_prompt, stream, stop, sampling)
+        tokens, reason = self._generate(p, logits, n_prompt, stream, stop, sampling, constrain)
         timings = Timings(prefill_ms=(t1 - t0) * 1e3, decode_ms=(time.perf_counter() - t1) * 1e3,
                           generated=len(tokens), modelled_npu_ms=self.model.meter.ms - m0)
         return Answer(p.id, stream.finish(tokens), tuple(tokens), n_prompt, reason, timings=timings)
@@ -243,13 +244,17 @@ class Engine:
         return Analysis(answers, prefix.timings, prefix.tokens)
 
     def _generate(self, p: Prompt, logits: np.ndarray, pos: int, stream: _Streamer, stop,
-                  sampling: Sampling | None) -> tuple[list[int], str]:
+                  sampling: Sampling | None, constrain=None) -> tuple[list[int], str]:
         limit = p.max_new_tokens or self.max_new_tokens
         rng = self.rng if sampling is None else np.random.default_rng(sampling.seed)
         sampling = sampling or self.sampling
         tokens: list[int] = []
         while True:
+            if constrain is not None:  # only what keeps the answer valid; closing first when room runs out
+                logits = constrain.mask(logits, min(limit - len(tokens), self.llm.geo.kv_len - pos + 1))
             tok = sample(logits, sampling, rng)
+            if constrain is not None:
+                constrain.accept(tok)
             if tok in self.prompts.stop_ids:
                 return tokens, "stop"
             tokens.append(tok)

@@ -1,6 +1,6 @@
 """The Qwen2 LLM as the NPU runs it: one graph per decoder layer, a post graph.
 
-Shape groups (DESIGN section 3), read from the sessions, never assumed:
+Shape groups (docs/npu-contract.md), read from the sessions, never assumed:
 
     group 0   decode:  K/V_cache [1, KV, kvd]  indices [1, 1]  input [1, 1, H]  mask [1, 1, KV+1]
     group 1   prefill: K/V_cache placeholder   indices [1, P]  input [1, P, H]  mask [1, P, P]

@@ -15,6 +15,8 @@ import re
 import statistics
 from pathlib import Path
 
+from daemon.errors import ModelError
+
 LFS_POINTER = b"version https://git-lfs.github.com/spec/v1"
 INTERNVL3_2B_LAYERS = 28  # Qwen2-1.5B inside InternVL3-2B: the board layout's folder names this model
 # A compiled InternVL3-2B graph is tens to hundreds of MB; these floors catch pointers and placeholders
@@ -104,3 +106,28 @@ def ranges(numbers: list[int]) -> str:
 
 def _size(n: int) -> str:
     return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} bytes"
+
+
+def require(files) -> None:
+    """Every file of a located bundle (`bundle.BundleFiles`) there and plausibly what it is named (no
+    git-lfs pointer, no cut-off copy), or one ModelError listing each problem, then what the folders hold."""
+    graphs = [*files.layers, files.post, *([files.vit] if files.vit is not None else [])]
+    missing = [str(p) for p in [*files.layers, files.post, files.embeddings] if not p.is_file()]
+    missing += [str(files.vit)] if files.vit is not None and not files.vit.is_file() else []
+    if not (files.tokenizer / "tokenizer.json").is_file() and not (files.tokenizer / "tokenizer_config.json").is_file():
+        missing.append(f"{files.tokenizer}/tokenizer.json")
+    kind = "axmodel" if files.kind == "axmodel" else "onnx"
+    bad = [problem for p in graphs if p.is_file() and (problem := file_problem(p, kind))]
+    if files.embeddings.is_file() and (problem := file_problem(files.embeddings, "table")):
+        bad.append(problem)
+    bad += truncated_layers(files.layers) if not bad else []
+    if missing or bad:
+        folders = dict.fromkeys(p.parent for p in [*files.layers, files.post, *([files.vit] if files.vit else [])])
+        folders[files.tokenizer] = None
+        layers = f" ({len(files.layers)} layer graphs expected: {files.layers_from})" if files.layers_from else ""
+        raise ModelError(
+            "model files are missing or unreadable" + layers + ":\n  " + "\n  ".join(missing + bad)
+            + "\nFound:\n  " + "\n  ".join(found(folder) for folder in folders)
+            + "\nCheck the model folder (model.dir, model.tokenizer, model.vit; or --model, --tokenizer, --vit),"
+            " or copy the complete model folder."
+        )

@@ -21,7 +21,7 @@ from typing import Protocol, Sequence
 
 import numpy as np
 
-from daemon.engine.ports import Port, check_feeds
+from daemon.engine.feeds import Port, check_feeds
 from daemon.errors import ModelError, ShapeError
 
 

@@ -2,7 +2,7 @@
 
 A session is one compiled graph. Everything the engine knows about a graph it
 reads from `inputs(group)`: names, shapes and dtypes per *shape group*
-(DESIGN section 3). Backends:
+(docs/npu-contract.md). Backends:
 
 - `AxEngineSession`: the vendor `axengine` runtime on the AX650N (or the M.2
   card through AXCLRT). Imported lazily: the package exists only on boards.
@@ -40,7 +40,7 @@ from daemon.engine.costs import (  # noqa: F401 -- re-exported: the cost model's
     modelled_ms,
     run_traffic,
 )
-from daemon.engine.ports import Port, check_feeds
+from daemon.engine.feeds import Port, check_feeds
 from daemon.engine.resident import HostBuffers, ResidentInputs, ResidentUnavailable
 from daemon.errors import ModelError, ShapeError
 

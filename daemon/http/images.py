@@ -24,6 +24,15 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
+def even_sample(n: int, most: int) -> list[int]:
+    """Indices of `most` of `n` images, evenly spread in time, the first and the last kept (all when n <= most)."""
+    if n <= most:
+        return list(range(n))
+    if most <= 1:
+        return [0] if most == 1 else []
+    return [round(i * (n - 1) / (most - 1)) for i in range(most)]
+
+
 def bad_image(where: str, message: str) -> ApiError:
     return ApiError(400, f"{where}: {message}", code="invalid_image", param="messages")
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Mapping, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -41,6 +41,25 @@ class ApiError(Exception):
 
 
 @dataclass(frozen=True)
+class Turn:
+    """One message's shape, for recognising clients (daemon.http.profiles): its role, its text parts in
+    order, how many images it has, and whether they all come before its texts."""
+
+    role: str
+    texts: tuple[str, ...]
+    images: int = 0
+    images_first: bool = False
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """response_format json_object (schema None: any object) or json_schema (its schema)."""
+
+    schema: Mapping[str, Any] | None = None
+    name: str = "json_object"
+
+
+@dataclass(frozen=True)
 class ChatRequest:
     """A parsed chat-completions request; `images` are the image URLs (data: or http(s):), in order."""
 
@@ -54,11 +73,16 @@ class ChatRequest:
     stop: tuple[str, ...] = ()
     stream: bool = False
     include_usage: bool = False
+    turns: tuple[Turn, ...] = ()
+    response_format: ResponseFormat | None = None  # None: text
 
 
 @dataclass(frozen=True)
 class Completion:
-    """What the backend is asked: a question about these frames (none: text only)."""
+    """What the backend is asked: a question about these frames (none: text only).
+
+    `images_sent` counts the request's images, of which `frames` are an even sample; `profile` names the
+    client profile whose compact prompt replaced the request's text (daemon.http.profiles)."""
 
     question: str
     frames: tuple[Frame, ...]
@@ -67,6 +91,10 @@ class Completion:
     top_p: float | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    turns: tuple[Turn, ...] = ()
+    response_format: ResponseFormat | None = None
+    images_sent: int = 0
+    profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +106,9 @@ class Generated:
     completion_tokens: int
     finish_reason: Literal["stop", "length"]
     modelled_npu_ms: float = 0.0
+    images_used: int = 0
+    images_sent: int = 0
+    profile: str | None = None
 
 
 class Sink(Protocol):
@@ -137,8 +168,12 @@ def parse_chat(raw: Any) -> ChatRequest:
     _refuse_unsupported(body)
     texts: list[str] = []
     images: list[str] = []
+    turns: list[Turn] = []
     for i, message in enumerate(body.messages):
-        _read_message(message, f"messages[{i}]", texts, images)
+        n_texts, n_images = len(texts), len(images)
+        first_text = _read_message(message, f"messages[{i}]", texts, images)
+        turns.append(Turn(message.get("role"), tuple(texts[n_texts:]), len(images) - n_images,
+                          first_text is None or first_text >= len(images) - n_images))
     question = "\n\n".join(t for t in texts if t.strip()).strip()
     if not question:
         raise ApiError(400, "the messages have no text: add a text part with the question", param="messages")
@@ -148,7 +183,27 @@ def parse_chat(raw: Any) -> ChatRequest:
                        " characters", param="stop")
     include_usage = bool(body.stream_options and body.stream_options.include_usage)
     return ChatRequest(body.model, question, tuple(images), body.max_completion_tokens or body.max_tokens,
-                       body.temperature, body.top_p, body.seed, stop, body.stream, include_usage)
+                       body.temperature, body.top_p, body.seed, stop, body.stream, include_usage, tuple(turns),
+                       response_format(body.response_format))
+
+
+def response_format(raw: dict[str, Any] | None) -> ResponseFormat | None:
+    """OpenAI's response_format -> ResponseFormat (None for text); ApiError 400 naming what is wrong."""
+    kind = (raw or {}).get("type", "text")
+    if kind == "text":
+        return None
+    if kind == "json_object":
+        return ResponseFormat()
+    if kind != "json_schema":
+        raise ApiError(400, f"response_format.type {kind!r} is not supported; give 'text', 'json_object' or "
+                       "'json_schema'", param="response_format")
+    spec = raw.get("json_schema")
+    schema = spec.get("schema") if isinstance(spec, dict) else None
+    if not isinstance(schema, dict):
+        raise ApiError(400, "response_format.json_schema.schema must be a JSON schema object, as in "
+                       '{"type": "json_schema", "json_schema": {"name": "reply", "schema": {"type": "object", ...}}}',
+                       param="response_format")
+    return ResponseFormat(schema, str(spec.get("name") or "json_schema"))
 
 
 def _refuse_unsupported(body: _Body) -> None:
@@ -156,22 +211,21 @@ def _refuse_unsupported(body: _Body) -> None:
         raise ApiError(400, "tools and functions are not supported by this model server", param="tools")
     if body.logprobs:
         raise ApiError(400, "logprobs are not supported by this model server", param="logprobs")
-    kind = (body.response_format or {}).get("type", "text")
-    if kind != "text":
-        raise ApiError(400, f"response_format {kind!r} is not supported; only 'text'", param="response_format")
 
 
-def _read_message(message: dict[str, Any], where: str, texts: list[str], images: list[str]) -> None:
+def _read_message(message: dict[str, Any], where: str, texts: list[str], images: list[str]) -> int | None:
+    """Append the message's texts and image URLs; return how many images came before its first text."""
     role = message.get("role")
     if role not in ("system", "developer", "user", "assistant"):
         raise ApiError(400, f"{where}.role must be one of system, developer, user, assistant (got {role!r})",
                        param="messages")
     content = message.get("content")
     if content is None and role == "assistant":
-        return
+        return None
     if isinstance(content, str):
         texts.append(content)
-        return
+        return 0
+    first_text, n_images = None, 0
     if not isinstance(content, list):
         raise ApiError(400, f"{where}.content must be a string or a list of parts", param="messages")
     for j, part in enumerate(content):
@@ -179,15 +233,18 @@ def _read_message(message: dict[str, Any], where: str, texts: list[str], images:
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):
             texts.append(part["text"])
+            first_text = n_images if first_text is None else first_text
         elif kind == "image_url":
             url = part.get("image_url")
             url = url.get("url") if isinstance(url, dict) else url
             if not isinstance(url, str) or not url:
                 raise ApiError(400, f"{here}.image_url.url must be a URL string", param="messages")
             images.append(url)
+            n_images += 1
         else:
             raise ApiError(400, f"{here}: expected a part {{\"type\": \"text\", \"text\": ...}} or "
                            "{\"type\": \"image_url\", \"image_url\": {\"url\": ...}}", param="messages")
+    return first_text
 
 
 def _path(loc: tuple) -> str:
@@ -227,8 +284,19 @@ def error_json(message: str, type: str, code: str | None = None, param: str | No
 
 
 def usage_json(g: Generated) -> dict[str, Any]:
+    """OpenAI's usage, and the images the model saw of those sent (an even sample when there were more)."""
     return {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
-            "total_tokens": g.prompt_tokens + g.completion_tokens}
+            "total_tokens": g.prompt_tokens + g.completion_tokens, "images_used": g.images_used,
+            "images_sent": g.images_sent}
+
+
+def vlmwatch_headers(g: Generated | Completion) -> dict[str, str]:
+    """What vlmwatch did to fit the request, as response headers (sent before a stream's first chunk)."""
+    used = len(g.frames) if isinstance(g, Completion) else g.images_used
+    headers = {"X-Vlmwatch-Images": f"{used}/{g.images_sent}"}
+    if g.profile:
+        headers["X-Vlmwatch-Profile"] = g.profile
+    return headers
 
 
 def completion_json(cid: str, created: int, model: str, g: Generated) -> dict[str, Any]:
@@ -237,7 +305,9 @@ def completion_json(cid: str, created: int, model: str, g: Generated) -> dict[st
         "choices": [{"index": 0, "message": {"role": "assistant", "content": g.text},
                      "finish_reason": g.finish_reason, "logprobs": None}],
         "usage": usage_json(g),
-        "vlmwatch": {"modelled_npu_ms": round(g.modelled_npu_ms, 3)},  # what the request costs on an AX650N
+        # what the request costs on an AX650N, and what was done to fit it
+        "vlmwatch": {"modelled_npu_ms": round(g.modelled_npu_ms, 3), "profile": g.profile,
+                     "images_used": g.images_used, "images_sent": g.images_sent},
     }
 
 

@@ -31,7 +31,7 @@ from aiohttp import web
 
 from daemon.config.http import HttpSettings
 from daemon.errors import Busy, ConfigError, QuestionError
-from daemon.http.images import bad_image, data_url_bytes, decode_image, fetch_bytes
+from daemon.http.images import bad_image, data_url_bytes, decode_image, even_sample, fetch_bytes
 from daemon.http.messages import (
     ApiError,
     ChatRequest,
@@ -47,7 +47,9 @@ from daemon.http.messages import (
     now,
     parse_chat,
     usage_json,
+    vlmwatch_headers,
 )
+from daemon.http.web import PageApi
 from daemon.types import Frame
 
 log = logging.getLogger(__name__)
@@ -68,7 +70,7 @@ class Backend(Protocol):
 
     def admit(self, client: str) -> None: ...  # Busy when the client is over its rate limit
 
-    def check(self, completion: Completion) -> int: ...  # prompt tokens; QuestionError when it cannot fit
+    def fit(self, completion: Completion) -> Completion: ...  # fitted to the model; QuestionError when it cannot be
 
     def submit(self, completion: Completion, client: str, sink: Sink) -> Callable[[], None]: ...  # -> cancel
 
@@ -114,8 +116,9 @@ class HttpServer:
     """Serves the API until stop(); one thread, one event loop, one small decoding pool."""
 
     def __init__(self, settings: HttpSettings, backend: Backend, api_key: str | None = None,
-                 observe: Observe | None = None):
+                 observe: Observe | None = None, page: PageApi | None = None):
         self.settings, self.backend, self._key, self._observe = settings, backend, api_key, observe
+        self._page = page  # the web page and its JSON (daemon.http.web), when the daemon serves it
         self._created = now()
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -158,6 +161,8 @@ class HttpServer:
         thread.join(timeout)
         if thread.is_alive():
             log.warning("HTTP API: the server thread did not stop within %.0f s", timeout)
+        if self._page is not None:
+            self._page.close()
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
@@ -198,6 +203,8 @@ class HttpServer:
         app.router.add_get("/v1/models", self._models, name="models")
         app.router.add_get("/v1/models/{model}", self._model, name="model")
         app.router.add_get("/healthz", self._health, name="healthz")
+        if self._page is not None:
+            app.add_routes(self._page.routes())
         return app
 
     # ------------------------------------------------------------------ plumbing
@@ -270,7 +277,7 @@ class HttpServer:
             completion = await self._completion(chat)
             loop = asyncio.get_running_loop()
             try:
-                await loop.run_in_executor(self._pool, self.backend.check, completion)
+                completion = await loop.run_in_executor(self._pool, self.backend.fit, completion)
             except QuestionError as exc:
                 raise api_error(exc) from None
         events = _Events(loop)
@@ -281,7 +288,7 @@ class HttpServer:
         try:
             await self._started(events)
             if chat.stream:
-                return await self._stream(request, chat, events)
+                return await self._stream(request, chat, events, completion)
             return await self._complete(chat, events)
         finally:
             cancel()  # a no-op once answered; otherwise the client left or gave up: stop the job
@@ -305,13 +312,13 @@ class HttpServer:
 
     async def _completion(self, chat: ChatRequest) -> Completion:
         limit = self.backend.max_images()
-        if len(chat.images) > limit:
-            raise ApiError(400, f"the request has {len(chat.images)} images; this model takes at most {limit} per "
-                           "request (each image is one frame of one window, in order)", code="too_many_images",
-                           param="messages")
+        if chat.images and not limit:
+            raise ApiError(400, f"the request has {len(chat.images)} images; this model takes none (it has no ViT "
+                           "graph): ask a text-only question", code="too_many_images", param="messages")
+        chosen = even_sample(len(chat.images), limit)
         sources: list[str | bytes] = []
-        for i, url in enumerate(chat.images):
-            where = f"image {i + 1}"
+        for i in chosen:
+            url, where = chat.images[i], f"image {i + 1}"
             if url.startswith("data:"):
                 sources.append(url)
             elif url.lower().startswith(("http://", "https://")):
@@ -322,15 +329,15 @@ class HttpServer:
                 sources.append(await fetch_bytes(self._fetcher, url, s.fetch_max_bytes, s.fetch_timeout, where))
             else:
                 raise bad_image(where, "expected a data URL (data:image/jpeg;base64,...) or an http(s) URL")
-        images = await asyncio.get_running_loop().run_in_executor(self._pool, self._decode, sources)
+        images = await asyncio.get_running_loop().run_in_executor(self._pool, self._decode, sources, chosen)
         frames = tuple(Frame("http", float(i), i, image) for i, image in enumerate(images))
         cap = self.settings.max_tokens
         return Completion(chat.question, frames, min(chat.max_tokens or cap, cap), chat.temperature, chat.top_p,
-                          chat.seed, chat.stop)
+                          chat.seed, chat.stop, chat.turns, chat.response_format, len(chat.images))
 
-    def _decode(self, sources: list[str | bytes]) -> list:
+    def _decode(self, sources: list[str | bytes], numbers: list[int]) -> list:
         s, out = self.settings, []
-        for i, source in enumerate(sources):
+        for i, source in zip(numbers, sources):
             where = f"image {i + 1}"
             data = data_url_bytes(source, s.max_image_bytes, where) if isinstance(source, str) else source
             out.append(decode_image(data, s.max_image_pixels, where))
@@ -352,14 +359,16 @@ class HttpServer:
         while True:
             kind, value = await events.next()
             if kind == "finished":
-                return web.json_response(completion_json(new_id(), now(), self.backend.model, value))
+                return web.json_response(completion_json(new_id(), now(), self.backend.model, value),
+                                         headers=vlmwatch_headers(value))
             if kind == "failed":
                 raise api_error(value)
 
-    async def _stream(self, request: web.Request, chat: ChatRequest, events: _Events) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, chat: ChatRequest, events: _Events,
+                      completion: Completion) -> web.StreamResponse:
         """Server-sent events: one chunk per piece of text as the tokens arrive, then [DONE]."""
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                               "X-Accel-Buffering": "no"})
+                                               "X-Accel-Buffering": "no", **vlmwatch_headers(completion)})
         await response.prepare(request)
         cid, created, model = new_id(), now(), self.backend.model
 

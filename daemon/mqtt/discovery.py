@@ -27,7 +27,8 @@ from dataclasses import dataclass
 
 from daemon import __version__
 from daemon.config.mqtt import DiscoverySettings
-from daemon.mqtt.messages import Topics, check_name
+from daemon.config.base import check_name
+from daemon.mqtt.messages import Topics
 
 ON, OFF = "ON", "OFF"
 ONLINE, OFFLINE = "online", "offline"
@@ -80,12 +81,12 @@ class Discovery:
         self.settings = settings
         self.topics = topics
         self.node_id = node_id_for(topics.base)
-        self.cameras = tuple(check_name("camera", c) for c in cameras)
+        self.cameras = tuple(check_name(c, "camera name") for c in cameras)
         self.rules = tuple(RuleInfo(r.name, self.cameras if r.cameras is None else tuple(r.cameras), r.off_delay)
                            for r in rules)
-        self.summary_jobs = tuple(check_name("summary job", j) for j in summary_jobs)
+        self.summary_jobs = tuple(check_name(j, "summary job") for j in summary_jobs)
         for rule in self.rules:
-            check_name("rule", rule.name)
+            check_name(rule.name, "rule")
             unknown = sorted(set(rule.cameras or ()) - set(self.cameras))
             if unknown:
                 raise ValueError(f"rule {rule.name!r} names cameras that are not configured: {', '.join(unknown)}")

@@ -20,19 +20,7 @@ from daemon.config.mqtt import MAX_PACKET_BYTES, topic_problem
 from daemon.times import iso
 from daemon.types import Alert, Result, Summary, Timings, new_message_id
 
-# Camera, rule, prompt and summary job names become topic levels and Home
-# Assistant object ids, which allow exactly these characters. Always `fullmatch`:
-# with `match` and `$`, "door\n" would pass (`$` matches before a final newline).
-NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 RESERVED_CAMERA_NAMES = frozenset({"summary"})  # <base>/summary/<job> is taken
-
-
-def check_name(kind: str, name: str) -> str:
-    """Return `name` if it can be a topic level and an object id, else raise ValueError saying why."""
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise ValueError(f"{kind} name {shorten(repr(name))} must be 1-64 letters, digits, '_' or '-', starting with "
-                         "a letter or digit: it becomes an MQTT topic level and a Home Assistant object id")
-    return name
 
 
 def message_problem(topic: str, payload: bytes, max_payload: int) -> str | None:
@@ -170,9 +158,10 @@ def alert_json(alert: Alert, message_id: str) -> dict[str, Any]:
     }
 
 
-def summary_json(summary: Summary, message_id: str) -> dict[str, Any]:
+def summary_json(summary: Summary, message_id: str | None = None) -> dict[str, Any]:
+    """A summary as MQTT publishes it and `vlmwatch summarize --json` prints it (there without an id)."""
     return {
-        "id": message_id,
+        **({"id": message_id} if message_id is not None else {}),
         "job": summary.job,
         "ts": iso(summary.ts),
         "period": {"start": iso(summary.period_start), "end": iso(summary.period_end)},

@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from daemon.config.base import check_name
 from daemon.config.mqtt import MqttSettings
 from daemon.errors import ConfigError, PublishError
 from daemon.mqtt.asks import Asks
@@ -40,7 +41,6 @@ from daemon.mqtt.messages import (
     AskRequest,
     Topics,
     alert_json,
-    check_name,
     encode,
     new_message_id,
     npu_json,
@@ -82,7 +82,7 @@ def plan_entities(settings: MqttSettings, cameras: Iterable[str], rules: Iterabl
     """The topics and Home Assistant entities for these names; ConfigError when a name cannot be a
     topic level or an entity id, or two entities collide (`vlmwatch check-config` calls this too)."""
     try:
-        checked = tuple(check_name("camera", c) for c in cameras)
+        checked = tuple(check_name(c, "camera name") for c in cameras)
         reserved = RESERVED_CAMERA_NAMES & set(checked)
         if reserved:
             raise ValueError(f"camera name {min(reserved)!r} is reserved (<base>/summary/<job> is taken)")
@@ -176,13 +176,14 @@ class Publisher:
     # -- what the daemon publishes (any thread) ---------------------------------
 
     def publish_result(self, result: Result, message_id: str | None = None) -> str:
-        """Text -> `<camera>/description`, choice -> `<camera>/answer/<prompt>`; both retained. Returns the id
-        (`message_id`: the one recorded with the result in history; a new one if None)."""
-        check_name("camera", result.camera)
+        """Description -> `<camera>/description`, a rule's choice or JSON answer -> `<camera>/answer/<prompt>`;
+        both retained. Returns the id (`message_id`: the one recorded with the result in history; a new one
+        if None)."""
+        check_name(result.camera, "camera name")
         message_id = message_id or new_message_id()
         payload = encode(result_json(result, message_id))
-        if result.choice is not None:
-            topic = self.topics.answer(result.camera, check_name("prompt", result.prompt_id))
+        if result.choice is not None or result.prompt_id != "description":  # a rule's choice or JSON answer
+            topic = self.topics.answer(result.camera, check_name(result.prompt_id, "prompt"))
             self._enqueue(OutboxMessage(Kind.ANSWER, topic, payload, retain=True))
         else:
             self._enqueue(OutboxMessage(Kind.DESCRIPTION, self.topics.description(result.camera), payload, retain=True))
@@ -190,7 +191,7 @@ class Publisher:
 
     def publish_alert(self, alert: Alert, message_id: str | None = None) -> str:
         """Snapshot (retained), alert JSON (not retained), rule state ON (retained). Returns the alert's id."""
-        camera, rule = check_name("camera", alert.camera), check_name("rule", alert.rule)
+        camera, rule = check_name(alert.camera, "camera name"), check_name(alert.rule, "rule")
         message_id = message_id or new_message_id()
         if alert.snapshot_jpeg is not None:
             self._enqueue(OutboxMessage(Kind.SNAPSHOT, self.topics.snapshot(camera), alert.snapshot_jpeg, retain=True))
@@ -200,7 +201,7 @@ class Publisher:
         return message_id
 
     def publish_rule_state(self, camera: str, rule: str, on: bool) -> None:
-        topic = self.topics.rule(check_name("camera", camera), check_name("rule", rule))
+        topic = self.topics.rule(check_name(camera, "camera name"), check_name(rule, "rule"))
         self._enqueue(OutboxMessage(Kind.RULE, topic, (ON if on else OFF).encode(), retain=True))
 
     def publish_npu(self, load: float, queue: int, ts: float) -> bool:
@@ -218,14 +219,14 @@ class Publisher:
 
     def publish_summary(self, summary: Summary, message_id: str | None = None) -> str:
         message_id = message_id or new_message_id()
-        topic = self.topics.summary(check_name("summary job", summary.job))
+        topic = self.topics.summary(check_name(summary.job, "summary job"))
         self._enqueue(OutboxMessage(Kind.SUMMARY, topic, encode(summary_json(summary, message_id)), retain=True))
         return message_id
 
     def publish_camera_status(self, status: CameraStatus) -> None:
         """`<camera>/status`, retained JSON from the camera watchdog: `state` (starting, up, restarting,
         down, ended), `last_frame_age` (s), `restarts`, `dropped` (windows), `error`."""
-        camera = check_name("camera", status.camera)
+        camera = check_name(status.camera, "camera name")
         payload = encode({"id": new_message_id(), "camera": camera, "state": status.state, "ts": iso(status.ts),
                           "last_frame_age": status.last_frame_age, "restarts": status.restarts,
                           "dropped": status.dropped, "error": status.error})

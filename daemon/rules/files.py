@@ -21,6 +21,11 @@ Each file holds a list of rules:
     - id: smoke
       match: {any: [smoke, fire, flames]}   # or all: [...], regex: "..."; all given must hold
 
+    - id: crowd_at_door                     # a JSON answer and a condition on it (daemon.rules.answers)
+      ask_json: How many people are at the door?
+      fields: {people: {type: integer, minimum: 0, maximum: 20}}
+      when: {people: {min: 2}}
+
 Every problem is one line, `FILE:LINE: rule id: message`, and all of them are
 reported at once. Values are read from the YAML text as written, so
 `when: yes` is the word "yes", not YAML 1.1's boolean, and `22:00` is a time,
@@ -32,7 +37,6 @@ cooldown may be 0s.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,15 +44,18 @@ from typing import Any
 
 import yaml
 
+from daemon.config.base import NAME_RE, NAME_RULE
 from daemon.config.yamlfiles import compose_yaml, yaml_problem
 from daemon.errors import ConfigError
 from daemon.rules.hours import TimeRange, parse_days, parse_time_range
+from daemon.rules.answers import AskJson
+from daemon.rules.asks import AskReader
 from daemon.rules.model import DESCRIPTION, SEVERITIES, Ask, Match, Rule, RuleSet, Template, parse_template
 from daemon.times import parse_duration
 
-RULE_ID = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")  # an MQTT topic level and HA object id; always fullmatch
-OPTIONS = ("id", "cameras", "ask", "choices", "when", "threshold", "match", "for", "cooldown", "active",
-           "severity", "snapshot", "message", "off_delay", "zones")
+RULE_ID = NAME_RE  # an MQTT topic level and HA object id; always fullmatch
+OPTIONS = ("id", "cameras", "ask", "choices", "when", "threshold", "match", "ask_json", "fields", "for", "cooldown",
+           "active", "severity", "snapshot", "message", "off_delay", "zones")
 ASK_ONLY = ("choices", "when", "threshold")
 MATCH_OPTIONS = ("any", "all", "regex")
 ACTIVE_OPTIONS = ("time", "days")
@@ -157,7 +164,7 @@ def _construct(node: yaml.Node) -> Any:
 
 
 @dataclass
-class _RuleReader:
+class _RuleReader(AskReader):
     """Reads one rule mapping, collecting problems instead of stopping at the first."""
 
     path: Path
@@ -167,6 +174,7 @@ class _RuleReader:
     zones: dict[str, set[str]] | None = None  # camera -> its configured zone names
 
     def __post_init__(self) -> None:
+        self._value = _construct  # for AskReader
         self.problems: list[tuple[int, str]] = []
         self.rule_id: str | None = None
         self.label = f"rule {self.index + 1}"
@@ -194,7 +202,7 @@ class _RuleReader:
                 except ValueError as exc:
                     self.problem(self.keys[key], f"{key}: {exc}")
         message: Template | None = kwargs.get("message")
-        if message is not None and isinstance(trigger, Match) and "probability" in message.fields:
+        if message is not None and not isinstance(trigger, Ask) and "probability" in message.fields:
             self.problem(self.keys["message"], "message: {probability} is only known for ask rules")
         if "zones" in kwargs:
             self._check_zones(kwargs["zones"], kwargs.get("cameras"))
@@ -243,15 +251,21 @@ class _RuleReader:
             return None
         rule_id = str(node.value) if isinstance(node, yaml.ScalarNode) else ""
         if not RULE_ID.fullmatch(rule_id):
-            self.problem(node, f"id {rule_id[:80] or node.tag!r} must be 1-64 lower-case letters, digits, '_' or '-',"
-                         " starting with a letter or digit (it becomes an MQTT topic level)")
+            self.problem(node, f"id {rule_id[:80] or node.tag!r} must be {NAME_RULE} (it becomes an MQTT topic level)")
             return None
         self.label = rule_id
         if rule_id == DESCRIPTION:
             self.problem(node, f"id {DESCRIPTION!r} is reserved for the description prompt; choose another")
         return rule_id
 
-    def _trigger(self) -> Ask | Match | None:
+    def _trigger(self) -> Ask | Match | AskJson | None:
+        if "ask_json" in self.options:  # a JSON answer (daemon.rules.answers); `when` is its condition
+            extra = [k for k in ("ask", "match", "choices", "threshold") if k in self.options]
+            for key in extra:
+                self.problem(self.keys[key], f"{key} does not apply to ask_json rules (fields and when do)")
+            return None if extra else self._ask_json()
+        if "fields" in self.options:
+            self.problem(self.keys["fields"], "fields only applies to ask_json rules")
         has_ask, has_match = "ask" in self.options, "match" in self.options
         if has_ask == has_match:
             where = self.keys["match"] if has_ask else self.node
@@ -265,41 +279,6 @@ class _RuleReader:
                     self.problem(self.keys[key], f"{key} only applies to ask rules; this one has match")
             return self._match(self.options["match"])
         return self._ask()
-
-    def _ask(self) -> Ask | None:
-        try:
-            question = self._text(self.options["ask"], "ask")
-        except ValueError as exc:
-            self.problem(self.keys["ask"], str(exc))
-            return None
-        choices: tuple[str, ...] = ("yes", "no")
-        if "choices" in self.options:
-            try:
-                choices = tuple(c.strip() for c in self._texts(self.options["choices"], "a choice"))
-            except ValueError as exc:
-                self.problem(self.keys["choices"], f"choices: {exc}")
-                return None
-            if len(choices) < 2 or len(set(choices)) != len(choices):
-                self.problem(self.keys["choices"], "choices: give at least two different choices, e.g. [yes, no]")
-                return None
-        when = choices[0]
-        if "when" in self.options:
-            try:
-                when = self._text(self.options["when"], "when").strip()
-            except ValueError as exc:
-                self.problem(self.keys["when"], str(exc))
-                return None
-            if when not in choices:
-                self.problem(self.keys["when"], f"when {when!r} is not among choices ({', '.join(choices)})")
-                return None
-        threshold = 0.5
-        if "threshold" in self.options:
-            value = _construct(self.options["threshold"])
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-                self.problem(self.keys["threshold"], f"threshold must be a probability from 0 to 1 (got {value!r})")
-                return None
-            threshold = float(value)
-        return Ask(question.strip(), choices, when, threshold)
 
     def _match(self, node: yaml.Node) -> Match | None:
         if not isinstance(node, yaml.MappingNode):

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import regex
 
+from daemon.rules.answers import AskJson
 from daemon.rules.hours import TimeRange
 from daemon.types import Alert, Result
 
@@ -198,7 +199,7 @@ DEFAULT_MATCH_MESSAGE = parse_template("{camera}: {rule}: {text}")
 @dataclass(frozen=True)
 class Rule:
     id: str
-    trigger: Ask | Match
+    trigger: Ask | Match | AskJson
     cameras: tuple[str, ...] | None = None  # None: every camera
     for_windows: int = 1  # consecutive triggering windows before it fires
     cooldown: float = 300.0  # seconds before it can fire again on the same camera
@@ -294,6 +295,8 @@ def find_result(rule: Rule, results: Sequence[Result]) -> Result | None:
     if isinstance(t, Ask):
         return next((r for r in results if r.question == t.question and r.probabilities
                      and t.when in r.probabilities), None)
+    if isinstance(t, AskJson):
+        return next((r for r in results if r.question == t.question and r.probabilities is None), None)
     return next((r for r in results if r.prompt_id == DESCRIPTION and r.probabilities is None), None)
 
 
@@ -303,7 +306,7 @@ def triggered(rule: Rule, result: Result) -> tuple[bool, float | None]:
     if isinstance(t, Ask):
         p = float(result.probabilities[t.when])
         return p >= t.threshold, p
-    return t.matches(result.text), None
+    return (t.holds if isinstance(t, AskJson) else t.matches)(result.text), None
 
 
 def evaluate(rules: RuleSet, camera: str, results: Sequence[Result], state: State,

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from daemon.rules.answers import AskJson
 from daemon.rules.model import Ask, RuleSet, evaluate, find_result, phases
 from daemon.times import iso
 from daemon.types import Alert
@@ -47,7 +48,7 @@ def replay(history: History, rules: RuleSet, since: float, until: float) -> Repl
                    for row in history.window_results(window.id)]
         for rule in rules.for_camera(window.camera):
             applicable[rule.id] += 1
-            if isinstance(rule.trigger, Ask) and find_result(rule, results) is None:
+            if isinstance(rule.trigger, (Ask, AskJson)) and find_result(rule, results) is None:
                 never_asked[rule.id] += 1
         for phase in phases(results):
             evaluation = evaluate(rules, window.camera, phase, state, now=max(r.ts for r in phase))

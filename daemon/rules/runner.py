@@ -3,7 +3,7 @@ of results, and where alerts go (history, MQTT alert + rule state + snapshot).
 
 `evaluate` stays pure; this class holds the state between windows, persists
 what changed and does the I/O. Results arrive on the NPU worker thread; the
-App's main loop calls `expire` every second (a sensor holds `off_delay` after
+the daemon's main loop calls `expire` every second (a sensor holds `off_delay` after
 its last triggering window, whatever the gate skips), and the MQTT publisher
 asks `sensor_states` on every (re)connect: a lock keeps the three apart.
 """
@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Callable, Protocol
 
+from daemon.rules.answers import AskJson
 from daemon.rules.model import RuleSet, evaluate, expire, sensor_states
 from daemon.rules.state import RuleStateStore
 from daemon.types import Alert, Prompt, Result, Window, new_message_id
@@ -48,8 +49,17 @@ class RuleRunner:
         self._io = threading.Lock()  # one evaluation at a time with what it stores and publishes
 
     def prompts(self, camera: str) -> list[Prompt]:
-        """Choice prompts of the camera's ask rules (one per distinct question)."""
-        return [Prompt(prompt_id, question, choices) for prompt_id, question, choices in self.rules.questions(camera)]
+        """Choice prompts of the camera's ask rules, then JSON prompts of its ask_json rules (one per distinct
+        question)."""
+        prompts = [Prompt(prompt_id, question, choices) for prompt_id, question, choices
+                   in self.rules.questions(camera)]
+        json: dict[tuple[str, str], Prompt] = {}
+        for rule in self.rules.for_camera(camera):
+            t = rule.trigger
+            if isinstance(t, AskJson):
+                json.setdefault((t.question, t.schema), Prompt(rule.id, t.question, max_new_tokens=t.max_tokens,
+                                                               schema=t.schema))
+        return prompts + list(json.values())
 
     def on_results(self, window: Window, results: Sequence[Result], previous: Window | None = None) -> list[Alert]:
         """Evaluate one batch of a window's results; record and publish what fires. `previous`:

@@ -1,11 +1,11 @@
 """Wiring: the one place that opens what the config names and connects the parts.
 
-    app, closers = build_app(cfg)      # opens the model, history, sources, MQTT, ...
-    app.run()
+    daemon, closers = build_app(cfg)   # opens the model, history, sources, MQTT, ...
+    daemon.run()
     for close in reversed(closers): close()
 
-`assemble` connects parts that are already open (tests pass fakes for any of
-them); `build_app` opens the real ones and calls it.
+`assemble` connects parts that are already open into a `Daemon` (tests pass
+fakes for any of them); `build_app` opens the real ones and calls it.
 """
 
 from __future__ import annotations
@@ -24,12 +24,16 @@ from daemon.rules.files import load_rules
 from daemon.rules.model import RuleSet
 from daemon.rules.runner import RuleRunner
 from daemon.rules.state import RuleStateStore
-from daemon.service.app import App, Camera, Publisher
-from daemon.service.fairness import NpuShare
+from daemon.service.asks import AskHandler
+from daemon.service.cameras import Camera
+from daemon.service.daemon import Daemon, Pipeline
+from daemon.service.ledger import WindowLedger
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
-from daemon.service.npus import EngineInUse, Npu
-from daemon.service.worker import NpuWorker, WorkQueue
+from daemon.service.publishing import Publishing
+from daemon.service.windows import WindowHandler
+from daemon.service.workers import Npu, NpuPool, NpuWorker
+from daemon.service.workqueue import NpuShare, RateLimiter, WorkQueue
 from daemon.state.history import History
 from daemon.summaries.runner import RunLog, Summarizer
 from daemon.summaries.scheduler import SummaryScheduler
@@ -45,8 +49,8 @@ log = logging.getLogger(__name__)
 
 
 def build_app(cfg: Config, once: bool = False, engine: Engine | None = None, *, notifier: Notifier | None = None,
-              metrics: Metrics | None = None) -> tuple[App, list[Callable[[], None]]]:
-    """Open everything the config names; return the App and what to close afterwards, in order.
+              metrics: Metrics | None = None) -> tuple[Daemon, list[Callable[[], None]]]:
+    """Open everything the config names; return the daemon and what to close afterwards, in order.
 
     `run` passes what it opened first (daemon.cli.run): the notifier and the metrics endpoint
     (a port in use fails before the model loads), and the engine, checked against every prompt
@@ -70,19 +74,19 @@ def build_app(cfg: Config, once: bool = False, engine: Engine | None = None, *, 
     ruleset = open_rules(cfg)
     on_event = lambda e: metrics.source_event(e.camera, e.kind)  # noqa: E731
     sources = open_sources(cfg, engines[0], on_event=on_event, once=once)
-    closers += [s.close for s in sources.values() if hasattr(s, "close")]  # their records of processed files
+    closers += [s.close for s in sources.values()]  # their records of processed files
     mains = {c.name: open_main_frames(c.name, c.source_url(f"cameras[{i}]"), c, sources[c.name])
              for i, c in enumerate(cfg.cameras) if c.detect_source is not None and c.frames_from == "main"}
-    publisher = make_publisher(cfg, ruleset, on_ask=lambda request: app.on_ask(request),
-                               rule_states=lambda: app.rule_states())
-    app = assemble(cfg, engines, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
-                   ruleset=ruleset, closers=closers, mains=mains)
-    if cfg.http.enabled:
-        closers.append(start_http(cfg, app).stop)
+    publisher = make_publisher(cfg, ruleset, on_ask=lambda request: daemon.pipeline.asks.admit(request),
+                               rule_states=lambda: daemon.rule_states())
+    daemon = assemble(cfg, engines, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
+                      ruleset=ruleset, closers=closers, mains=mains)
+    if daemon.pipeline.chat is not None:
+        closers.append(start_http(cfg, daemon).stop)
     if publisher is not None:
         publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
-    start_triggers(cfg, app, closers)
-    return app, closers
+    start_triggers(cfg, daemon, closers)
+    return daemon, closers
 
 
 def starting_notifier() -> Notifier:
@@ -100,7 +104,7 @@ def open_metrics(cfg: Config) -> Metrics:
     return metrics
 
 
-def start_triggers(cfg: Config, app: App, closers: list[Callable[[], None]]):
+def start_triggers(cfg: Config, daemon: Daemon, closers: list[Callable[[], None]]):
     """Subscribe to the cameras' MQTT triggers (if any); a match makes that camera's gate pass its
     next window. Returns the subscriber, or None."""
     triggers = [(c.name, t) for c in cfg.cameras for t in c.triggers]
@@ -108,7 +112,7 @@ def start_triggers(cfg: Config, app: App, closers: list[Callable[[], None]]):
         return None
     from daemon.mqtt.triggers import TriggerSubscriber
 
-    subscriber = TriggerSubscriber(cfg.mqtt, triggers, lambda camera, label: app.cameras[camera].gate.trigger(label))
+    subscriber = TriggerSubscriber(cfg.mqtt, triggers, lambda camera, label: daemon.cameras[camera].gate.trigger(label))
     subscriber.start()
     closers.append(subscriber.stop)
     return subscriber
@@ -164,23 +168,24 @@ def open_sources(cfg: Config, engine: Engine | None, *, on_event=None, once: boo
 
 
 def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, Source], history: History, *,
-             metrics: Metrics | None = None, notifier: Notifier | None = None, publisher: Publisher | None = None,
+             metrics: Metrics | None = None, notifier: Notifier | None = None, publisher: Publishing | None = None,
              ruleset: RuleSet | None = None, closers: list[Callable[[], None]] | None = None,
              clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
-             mains: dict[str, MainFrames] | None = None) -> App:
-    """Connect open parts into an App: a gate per camera (`mains`: main-stream frames of cameras whose gate
-    reads a substream), the NPU queue and a worker per engine (one per NPU), the rule runner (persisting
-    its state in the history file), the summarizer and its scheduler."""
+             mains: dict[str, MainFrames] | None = None) -> Daemon:
+    """Connect open parts into a Daemon: a gate per camera (`mains`: main-stream frames of cameras whose gate
+    reads a substream), the NPU queue and a worker per engine (one per NPU), the window ledger and the job
+    handlers, the rule runner (persisting its state in the history file), the summarizer and its scheduler,
+    and the HTTP API's side of the queue when http is enabled."""
     closers = closers if closers is not None else []
+    metrics = metrics or Metrics()
     stop = threading.Event()
     asks = cfg.asks
     queue = WorkQueue(max_asks=asks.max_waiting, max_chats=cfg.http.max_waiting, ask_share=asks.npu_share,
                       share=NpuShare(asks.share_seconds))
     engines = list(engine) if isinstance(engine, Sequence) else [engine]
-    npus = [Npu(i, f"npu{i}", e, NpuWorker(queue, stop, i, "npu-worker" if len(engines) == 1 else f"npu-worker-{i}"))
-            for i, e in enumerate(engines)]
-    summary_engine = EngineInUse(engines)
-    vision = getattr(engines[0], "vision", None)  # every NPU runs the same model: one ViT input suits all
+    npus = NpuPool([Npu(i, f"npu{i}", e, NpuWorker(queue, stop, i, "npu-worker" if len(engines) == 1
+                                                   else f"npu-worker-{i}")) for i, e in enumerate(engines)])
+    vision = engines[0].vision  # every NPU runs the same model: one ViT input suits all
     cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate, zones=tuple(c.zones.items()),
                                                        prepare=Preparer(vision.prepare) if vision else None),
                               main=(mains or {}).get(c.name)) for c in cfg.cameras}
@@ -189,29 +194,57 @@ def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, 
         store = RuleStateStore(history.path).open()
         closers.append(store.close)
         rules = RuleRunner(ruleset, store, history, publisher, snapshot)
+    ledger = WindowLedger(history, metrics, sources, clock)
+    windows = WindowHandler(cfg, queue, ledger, history, metrics, stop, publisher=publisher, rules=rules,
+                            clock=clock)
+    limiter = RateLimiter(asks.per_minute, asks.burst)
+    ask_handler = AskHandler(list(cameras), windows.latest, queue, limiter, history, metrics, stop,
+                             publisher=publisher, max_new_tokens=cfg.prompts.max_new_tokens, clock=clock,
+                             monotonic=monotonic)
+    chat = open_chat(cfg, engines[0], queue, limiter, metrics, healthy=lambda: daemon.healthy())
     summarizer = scheduler = None
     if cfg.summaries:
         runlog = RunLog(history.path).open()
         closers.append(runlog.close)
         publish = publisher.publish_summary if publisher is not None else None
-        summarizer = Summarizer(history, summary_engine, runlog, [c.name for c in cfg.cameras], publish, clock)
+        summarizer = Summarizer(history, engines[0], runlog, [c.name for c in cfg.cameras], publish, clock)
         scheduler = SummaryScheduler(cfg.summaries, runlog)
-    return App(cfg, npus, cameras, history, queue, stop,
-               metrics=metrics or Metrics(), notifier=notifier or Notifier(""), publisher=publisher, rules=rules,
-               summarizer=summarizer, scheduler=scheduler, summary_engine=summary_engine, clock=clock,
-               monotonic=monotonic)
+    pipeline = Pipeline(queue, ledger, windows, ask_handler, chat, rules, summarizer, scheduler)
+    daemon = Daemon(cfg, npus, cameras, pipeline, history, stop, metrics=metrics,
+                    notifier=notifier or Notifier(""), publisher=publisher, clock=clock, monotonic=monotonic)
+    return daemon
 
 
-def start_http(cfg: Config, app: App):
-    """Serve the OpenAI-compatible API (http.enabled): requests become jobs in the app's NPU queue."""
-    server_module = http_server_module()
+def open_chat(cfg: Config, engine: Engine, queue: WorkQueue, limiter: RateLimiter, metrics: Metrics,
+              healthy: Callable[[], bool]):
+    """The HTTP API's side of the NPU queue (http.enabled), or None."""
+    if not cfg.http.enabled:
+        return None
     from daemon.service.chat import ChatService
 
-    app.chat = ChatService(app.engine, app.queue, app.limiter, app.metrics, cfg.http, app.healthy)
-    server = server_module.HttpServer(cfg.http, app.chat, api_key=cfg.http.resolve_api_key(),
-                                      observe=app.metrics.http_request)
+    return ChatService(engine, queue, limiter, metrics, cfg.http, healthy)
+
+
+def start_http(cfg: Config, daemon: Daemon):
+    """Serve the OpenAI-compatible API: requests become jobs in the daemon's NPU queue."""
+    server_module = http_server_module()
+    key = cfg.http.resolve_api_key()
+    server = server_module.HttpServer(cfg.http, daemon.pipeline.chat, api_key=key, observe=daemon.metrics.http_request,
+                                      page=open_page(cfg, daemon, key))
     server.start()  # ConfigError (exit 2) when the port is taken
     return server
+
+
+def open_page(cfg: Config, daemon: Daemon, api_key: str | None):
+    """The web page's side (daemon.http.web), closed with the server: history's read-only queries and search
+    index on a connection of their own, and a read-only view of the running daemon (daemon.service.pageview)."""
+    from daemon.http.web import PageApi
+    from daemon.service.pageview import LiveView
+    from daemon.state.browse import Browser
+    from daemon.times import zone_of
+
+    browser = Browser(daemon.history.path).open()
+    return PageApi(browser, LiveView(daemon, cfg.timezone or str(zone_of(None))), api_key)
 
 
 def http_server_module():

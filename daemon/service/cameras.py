@@ -1,6 +1,6 @@
 """The camera watchdog: each camera's capture runs in a thread that is restarted when it dies or stalls.
 
-Frigate's camera watchdog is the model. The App calls `check()` about once a second:
+Frigate's camera watchdog is the model. The daemon calls `check()` about once a second:
 
 - a capture thread that died with an error is started again after a backoff (doubling from the
   camera's `stream.retry_min` to `stream.retry_max`, jittered, like a reconnect, and starting
@@ -9,7 +9,7 @@ Frigate's camera watchdog is the model. The App calls `check()` about once a sec
 - a live camera (rtsp/http: `source.live`) that gave no window for `health.stall_after` seconds is
   restarted the same way: its source is halted and started afresh;
 - a camera is *down* when a live one has had no window for `health.down_after` seconds, or any
-  capture has kept failing that long. A down camera makes the App unhealthy, so the systemd
+  capture has kept failing that long. A down camera makes the daemon unhealthy, so the systemd
   watchdog restarts the whole daemon: the last resort (a hung driver, a thread that ignores halt).
 
 A source that ends (a file; a folder with `once`) is `ended` and never restarted. Each check
@@ -29,6 +29,7 @@ from typing import Callable
 
 from daemon.config.cameras import CameraSettings
 from daemon.config.daemon import HealthSettings
+from daemon.service.ledger import Outcome, Settled
 from daemon.service.metrics import Metrics
 from daemon.types import CameraStatus
 from daemon.video import MainFrames, Source
@@ -37,6 +38,7 @@ from daemon.video.stream import backoff_delay
 
 log = logging.getLogger(__name__)
 
+Capture = Callable[["Camera", threading.Event, Callable[[], None]], None]
 STATUS_EVERY = 60.0  # seconds between status messages of a camera whose state did not change
 
 
@@ -71,11 +73,12 @@ class _Watch:
 class CameraWatch:
     """Starts, watches and restarts the capture thread of every camera.
 
-    `capture(camera, halt)` is the thread's body (the App's): it returns when the source ends
-    or `halt` is set, and raises when the capture breaks.
+    `capture(camera, halt, saw_window)` is the thread's body (`daemon.service.windows`): it returns
+    when the source ends or `halt` is set, raises when the capture breaks, and calls `saw_window()`
+    for each window the source gives.
     """
 
-    def __init__(self, cameras: dict[str, Camera], capture: Callable[[Camera, threading.Event], None],
+    def __init__(self, cameras: dict[str, Camera], capture: Capture,
                  settings: HealthSettings, metrics: Metrics, *, monotonic: Callable[[], float] = time.monotonic,
                  wall: Callable[[], float] = time.time, rng: random.Random | None = None,
                  on_status: Callable[[CameraStatus], None] | None = None) -> None:
@@ -117,7 +120,7 @@ class CameraWatch:
     def _run(self, cam: Camera, watch: _Watch, halt: threading.Event) -> None:
         name = cam.settings.name
         try:
-            self._capture(cam, halt)
+            self._capture(cam, halt, lambda: self.saw_window(name))
         except Exception as exc:  # one broken camera must not take the others down: restarted by check()
             error = f"{type(exc).__name__}: {exc}"
             log.error("camera %s: capture failed: %s", name, error, exc_info=error != watch.error)
@@ -138,10 +141,11 @@ class CameraWatch:
             watch = self._watches[name]
             watch.last_window, watch.failing_since = self._now(), None
 
-    def window_dropped(self, name: str) -> None:
-        self.metrics.window_dropped(name)
-        with self._lock:
-            self._watches[name].dropped += 1
+    def on_settled(self, settled: Settled) -> None:
+        """A window's outcome (the window ledger's listener): dropped ones count in the camera's status."""
+        if settled.outcome is Outcome.DROPPED and settled.window.camera in self._watches:
+            with self._lock:
+                self._watches[settled.window.camera].dropped += 1
 
     # -- the watchdog (main thread) ------------------------------------------------
 
@@ -164,6 +168,11 @@ class CameraWatch:
         """Cameras down for health.down_after or longer (as of the last check)."""
         return [name for name, watch in self._watches.items() if watch.state == "down"]
 
+    def states(self) -> dict[str, tuple[str, str | None]]:
+        """Each camera's state (as of the last check) and why its capture last failed, for the web page."""
+        with self._lock:
+            return {name: (watch.state, watch.error) for name, watch in self._watches.items()}
+
     def capturing(self) -> bool:
         """Whether any camera may still deliver windows (not ended, not down)."""
         with self._lock:
@@ -171,7 +180,7 @@ class CameraWatch:
 
     def _check(self, name: str, cam: Camera, watch: _Watch, now: float) -> CameraStatus | None:
         alive = cam.thread is not None and cam.thread.is_alive()
-        live = bool(getattr(cam.source, "live", False))
+        live = cam.source.live
         self._count_source_drops(name, cam, watch)
         if watch.outcome in ("failed", "halted") and not alive:
             if watch.restart_at is None:
@@ -208,8 +217,8 @@ class CameraWatch:
 
     def _count_source_drops(self, name: str, cam: Camera, watch: _Watch) -> None:
         """Windows the source itself dropped because the daemon was behind (StreamSource.dropped)."""
-        seen = getattr(cam.source, "dropped", 0)
-        if isinstance(seen, int) and seen > watch.source_dropped:
+        seen = cam.source.dropped
+        if seen > watch.source_dropped:
             self.metrics.window_dropped(name, seen - watch.source_dropped)
             watch.dropped += seen - watch.source_dropped
             watch.source_dropped = seen
@@ -247,6 +256,5 @@ class CameraWatch:
     def _last_frame(cam: Camera, watch: _Watch) -> float | None:
         """Monotonic time of the camera's last frame, the source's own (StreamSource.last_frame_at) or
         that of its last window; None before the first."""
-        times = [t for t in (getattr(cam.source, "last_frame_at", None), watch.last_window)
-                 if isinstance(t, (int, float))]
+        times = [t for t in (cam.source.last_frame_at, watch.last_window) if t is not None]
         return max(times) if times else None

@@ -16,15 +16,17 @@ import logging
 import math
 import threading
 import time
+from dataclasses import replace
 from typing import Callable
 
 from daemon.config.http import HttpSettings
+from daemon.engine.constrain import grammars_of
 from daemon.engine.engine import Engine, Sampling
-from daemon.errors import Busy, Cancelled, PromptTooLongError
-from daemon.http.messages import Completion, Generated, Sink
-from daemon.service.fairness import RateLimiter
+from daemon.errors import Busy, Cancelled, PromptTooLongError, QuestionError
+from daemon.http.messages import Completion, Generated, ResponseFormat, Sink
+from daemon.http.profiles import TEMPLATES, recognise, render
 from daemon.service.metrics import Metrics
-from daemon.service.worker import ChatJob, WorkQueue
+from daemon.service.workqueue import ChatJob, RateLimiter, WorkQueue
 from daemon.types import Prompt
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,7 @@ class ChatService:
         self.model = engine.name
         self._frames = frame_budget(engine, settings.max_images)
         self._typical = 10.0  # seconds one request keeps the NPU busy (moving average): for Retry-After
+        self._reported: set[tuple] = set()  # (client, images used, sent, profile) already logged
 
     # -- the HTTP server's thread (daemon.http.server.Backend) ------------------------------
 
@@ -75,17 +78,45 @@ class ChatService:
             raise Busy(f"rate limit: requests per client {self.limiter.describe()} (asks.per_minute); retry in "
                        f"{math.ceil(wait)} s", wait, "rate")
 
-    def check(self, completion: Completion) -> int:
-        """The prompt's tokens; PromptTooLongError (both numbers) before any NPU time is spent."""
-        n, limit = len(completion.frames), self.engine.limits.max_prompt
-        if len(completion.question) > CHARS_PER_TOKEN * limit:  # not worth tokenizing (megabytes of text)
-            raise PromptTooLongError(f"the request's text is {len(completion.question)} characters, far more than "
-                                     f"the model's largest prefill of {limit} tokens holds; send a shorter question")
-        self.engine.check(n, Prompt("http", completion.question), what="request's prompt")
-        return self.engine.prompt_tokens(n, completion.question)
+    def fit(self, completion: Completion) -> Completion:
+        """The request as the model will answer it: a recognised client's prompt rewritten by its profile
+        (and its reply schema enforced), else as sent; QuestionError (PromptTooLongError with both numbers)
+        before any NPU time is spent."""
+        c, n = completion, len(completion.frames)
+        profiles = self.settings.profiles
+        match = recognise(c.turns, n, lambda name: profiles.get(name).enabled) if c.turns else None
+        if match is not None:
+            template = profiles.get(match.profile).prompt or TEMPLATES[match.profile]
+            question = render(match, template, lambda text: self._fits(n, text))
+            if question is None:
+                first = render(match, template, lambda text: True).split("\n")[0]
+                self.engine.check(n, Prompt("http", first), what=f"shortest prompt of profile {match.profile}")
+                raise PromptTooLongError(f"profile {match.profile}'s prompt does not fit beside {n} frames")
+            fmt = c.response_format or (ResponseFormat(match.schema, match.profile) if match.schema else None)
+            c = replace(c, question=question, profile=match.profile, response_format=fmt)
+        else:
+            limit = self.engine.limits.max_prompt
+            if len(c.question) > CHARS_PER_TOKEN * limit:  # not worth tokenizing (megabytes of text)
+                raise PromptTooLongError(f"the request's text is {len(c.question)} characters, far more than the "
+                                         f"model's largest prefill of {limit} tokens holds; send a shorter question")
+            self.engine.check(n, Prompt("http", c.question), what="request's prompt")
+        if c.response_format is not None:
+            room = self.engine.limits.kv_len - self.engine.prompt_tokens(n, c.question)
+            grammars = grammars_of(self.engine)
+            grammars.check(c.response_format.schema, min(c.max_tokens, room))
+            grammars.prepare()  # on this (HTTP) thread: the first NPU's gets the tables ready-made
+        return c
+
+    def _fits(self, n_frames: int, text: str) -> bool:
+        try:
+            self.engine.check(n_frames, Prompt("http", text))
+        except QuestionError:
+            return False
+        return True
 
     def submit(self, completion: Completion, client: str, sink: Sink) -> Callable[[], None]:
         """Queue the request; Busy when too many wait. Returns `cancel`, a no-op once it was answered."""
+        self._report_fit(client, completion)
         job = ChatJob(client, completion, sink)
         if not self.queue.put_ask(job):
             self.metrics.ask_refused("http", "queue")
@@ -103,13 +134,22 @@ class ChatService:
 
         return cancel
 
+    def _report_fit(self, client: str, c: Completion) -> None:
+        """Log, once per client, what was done to fit its requests (a client sends the same kind again)."""
+        seen = (client, len(c.frames), c.images_sent, c.profile)
+        if (len(c.frames) < c.images_sent or c.profile) and seen not in self._reported:
+            if len(self._reported) < 1024:
+                self._reported.add(seen)
+            log.info("HTTP API: %s sends %d images, the model takes %d (an even sample, first and last kept)%s",
+                     client, c.images_sent, len(c.frames),
+                     f"; its prompt is rewritten by profile {c.profile}" if c.profile else "")
+
     # -- the NPU worker's thread ----------------------------------------------------------
 
-    def answer(self, job: ChatJob, stop: threading.Event, engine: Engine | None = None) -> None:
-        """Answer one request on `engine` (the NPU whose worker took it; default the first NPU's); every
-        outcome goes to its sink. Errors other than the client's own cancellation are raised on for
-        `App.handle` (a QuestionError is logged, anything else is fatal)."""
-        engine = engine or self.engine
+    def answer(self, job: ChatJob, stop: threading.Event, engine: Engine) -> None:
+        """Answer one request on `engine` (the NPU whose worker took it); every outcome goes to its sink.
+        Errors other than the client's own cancellation are raised on for `daemon.service.jobs` (a
+        QuestionError is logged, anything else is fatal)."""
         if job.cancel.is_set():
             job.done.set()
             return  # its client left while it waited
@@ -118,9 +158,11 @@ class ChatService:
         prompt = Prompt("http", c.question, max_new_tokens=c.max_tokens)
         try:
             sink.started()
+            fmt = c.response_format
+            constrain = None if fmt is None else grammars_of(engine).start(fmt.schema)
             prefix = engine.prefill(c.frames, [prompt], stop=either)
             answer = engine.answer(prefix, prompt, on_token=lambda _id, text: sink.token(text), stop=either,
-                                        sampling=self.sampling(c), stop_texts=c.stop)
+                                   sampling=self.sampling(c), stop_texts=c.stop, constrain=constrain)
         except Cancelled as exc:
             sink.failed(exc)
             if not job.cancel.is_set():
@@ -137,7 +179,8 @@ class ChatService:
         self.metrics.http_completion(answer.prompt_tokens, len(answer.tokens))
         sink.finished(Generated(answer.text, answer.prompt_tokens, len(answer.tokens),
                                 "length" if answer.stop_reason == "length" else "stop",
-                                prefix.timings.modelled_npu_ms + answer.timings.modelled_npu_ms))
+                                prefix.timings.modelled_npu_ms + answer.timings.modelled_npu_ms,
+                                len(c.frames), c.images_sent, c.profile))
 
     def sampling(self, c: Completion) -> Sampling | None:
         """The request's sampling over the daemon's (`model.sampling`); None: the daemon's own."""

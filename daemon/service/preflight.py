@@ -19,11 +19,12 @@ message`). Checked, in this order:
 7. only when 1-6 pass: every camera's prompts fit the model (the system text and frames,
    the description, each rule question) and rule choices are told apart by one token.
    `run` checks them on the engine it opened; check-config on a probe of the model that
-   loads the tokenizer and the two graphs that declare the limits (daemon.engine.fit).
+   loads the tokenizer and the two graphs that declare the limits (daemon.engine.prompt_fit).
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +35,7 @@ from daemon.types import Prompt
 
 if TYPE_CHECKING:
     from daemon.engine.engine import Engine
-    from daemon.engine.fit import PromptFit
+    from daemon.engine.prompt_fit import PromptFit
     from daemon.rules.model import RuleSet
 
 STATE_FILES = ("history.sqlite", "outbox.sqlite", "processed.sqlite")
@@ -45,7 +46,7 @@ def check_all(path: Path) -> tuple[Config | None, list[str]]:
     cfg, problems = check_before_model(path)
     if cfg is None or problems:
         return cfg, problems
-    from daemon.engine.fit import probe
+    from daemon.engine.prompt_fit import probe
 
     try:
         fit = probe(cfg.model)
@@ -217,21 +218,22 @@ def name_problems(path: Path, cfg: Config, earlier: list[str]) -> list[str]:
     """With MQTT: camera, summary job and entity names as the publisher takes them."""
     if cfg.mqtt is None:
         return []
-    from daemon.mqtt.messages import RESERVED_CAMERA_NAMES, check_name
+    from daemon.config.base import check_name
+    from daemon.mqtt.messages import RESERVED_CAMERA_NAMES
     from daemon.mqtt.publisher import plan_entities
     from daemon.service.build import rule_infos
 
     problems = []
     for i, cam in enumerate(cfg.cameras):
         try:
-            check_name("camera", cam.name)
+            check_name(cam.name, "camera name")
             if cam.name in RESERVED_CAMERA_NAMES:
                 raise ValueError(f"camera name {cam.name!r} is reserved (<base>/summary/<job> is taken); rename it")
         except ValueError as exc:
             problems.append(at(path, ("cameras", i, "name"), f"cameras[{i}].name: {exc}"))
     for i, job in enumerate(cfg.summaries):
         try:
-            check_name("summary job", job.id)
+            check_name(job.id, "summary job")
         except ValueError as exc:
             problems.append(at(path, ("summaries", i, "id"), f"summaries[{i}].id: {exc}"))
     if problems or earlier:
@@ -276,18 +278,23 @@ def prompt_problems(path: Path, cfg: Config, fit: PromptFit) -> list[str]:
 def rule_question_problems(rules: RuleSet, fit: PromptFit, frames: dict[str, int]) -> list[str]:
     """Each ask rule's choices must be told apart from one token, and its question must fit the
     model on each of its cameras (`frames`: camera -> frames per window); one line per rule."""
+    from daemon.engine.constrain import check_schema
+    from daemon.rules.answers import AskJson
     from daemon.rules.model import Ask
 
     problems: list[str] = []
     for rule in rules.rules:
-        if not isinstance(rule.trigger, Ask):
+        t = rule.trigger
+        if not isinstance(t, (Ask, AskJson)):
             continue
-        prompt = Prompt(rule.id, rule.trigger.question, rule.trigger.choices)
+        prompt = Prompt(rule.id, t.question, t.choices) if isinstance(t, Ask) else Prompt(rule.id, t.question)
         for camera, n in frames.items():
             if rule.applies_to(camera):
                 try:
                     fit.check(n, prompt, f"question with the {n}-frame prefix of camera {camera}")
-                except QuestionError as exc:
+                    if isinstance(t, AskJson):
+                        check_schema(json.loads(t.schema), t.max_tokens)
+                except (QuestionError, ModelError) as exc:  # ModelError: llguidance missing
                     problems.append(f"{rule.where}: {rule.id}: {exc}")
                     break
     return problems

@@ -2,7 +2,7 @@
 
     budget = TokenBudget(engine)
     plan = plan_summary(timeline, request, budget)   # pure: no model call
-    text = yield from run_steps(plan, engine_asker(engine, stop), budget)
+    text = yield from run_steps(plan, engine_asker(lambda: engine, stop), budget)
     # a generator: it pauses after each model call, so the NPU worker takes windows in between
 
 A timeline that fits one prompt is one `direct` step. Otherwise its lines are
@@ -275,11 +275,14 @@ def _text(answer: str) -> str:
     return answer.strip() or "(the model returned no text)"
 
 
-def engine_asker(engine, stop: threading.Event | None = None, on_step: Callable[[str, int], None] | None = None) -> Ask:
-    """Text-only questions to the engine; the engine raises Cancelled when `stop` ends a step."""
+def engine_asker(engine_for: Callable[[], object], stop: threading.Event | None = None,
+                 on_step: Callable[[str, int], None] | None = None) -> Ask:
+    """Text-only questions to `engine_for()` (asked per call: each step may run on another NPU); the engine
+    raises Cancelled when `stop` ends a step."""
 
     def ask(question: str, max_new_tokens: int) -> str:
-        answer = engine.ask([], [Prompt("summary", question, max_new_tokens=max_new_tokens)], stop=stop).answers[0]
+        prompt = Prompt("summary", question, max_new_tokens=max_new_tokens)
+        answer = engine_for().ask([], [prompt], stop=stop).answers[0]
         if on_step is not None:
             on_step(question, answer.prompt_tokens)
         return answer.text

@@ -20,7 +20,7 @@ from daemon.times import iso, zone_of
 from daemon.types import Summary, new_message_id
 
 if TYPE_CHECKING:
-    from daemon.config.summaries import SummaryJob
+    from daemon.config.summaries import SummarySettings
     from daemon.state.history import History
 
 log = logging.getLogger(__name__)
@@ -83,7 +83,7 @@ class Fire:
     previous: float | None  # the schedule's time before it: a since_last job's start when it never ran
 
 
-def period_for(job: SummaryJob, fire: Fire, last: LastRun | None, zone: tzinfo) -> Period:
+def period_for(job: SummarySettings, fire: Fire, last: LastRun | None, zone: tzinfo) -> Period:
     """A duration ends at the fire time; since_last starts where the last run ended (or one schedule step back)."""
     seconds = parse_period(job.period)
     if seconds is not None:
@@ -103,7 +103,7 @@ class Summarizer:
         self.history, self.engine, self.runlog, self.cameras = history, engine, runlog, tuple(cameras)
         self.publish, self.clock = publish, clock
 
-    def request(self, job: SummaryJob) -> Request:
+    def request(self, job: SummarySettings) -> Request:
         return Request(job.id, tuple(job.cameras or self.cameras), job.prompt, job.max_new_tokens)
 
     def plan(self, request: Request, period: Period):
@@ -115,31 +115,35 @@ class Summarizer:
         """Plan and run the model calls (none for an empty period); records nothing."""
         return _drain(self.summarize_steps(request, period, stop))
 
-    def summarize_steps(self, request: Request, period: Period,
-                        stop: threading.Event | None = None) -> Generator[None, None, Summary]:
-        """`summarize`, pausing after each model call."""
+    def summarize_steps(self, request: Request, period: Period, stop: threading.Event | None = None,
+                        engine: Callable[[], object] | None = None) -> Generator[None, None, Summary]:
+        """`summarize`, pausing after each model call; `engine()`: the engine for the next call (default ours)."""
         from daemon.summaries.plan import TokenBudget, engine_asker, run_steps
 
         plan = self.plan(request, period)
         calls: list[int] = []
-        ask = engine_asker(self.engine, stop, on_step=lambda question, tokens: calls.append(tokens))
+        ask = engine_asker(engine or (lambda: self.engine), stop, on_step=lambda _q, tokens: calls.append(tokens))
         text = yield from run_steps(plan, ask, TokenBudget(self.engine))
         counts = {**plan.timeline.counts, "timeline": len(plan.timeline.entries), "model_calls": len(calls)}
         return Summary(request.job, period.start, period.end, text, self.clock(), counts, request.cameras)
 
-    def run(self, job: SummaryJob, fire: Fire, stop: threading.Event | None = None) -> Summary | None:
+    def run(self, job: SummarySettings, fire: Fire, stop: threading.Event | None = None) -> Summary | None:
         """Summarise the fire's period, record it and the run, publish it; None if this fire already ran."""
         return _drain(self.run_steps(job, fire, stop))
 
-    def run_steps(self, job: SummaryJob, fire: Fire,
-                  stop: threading.Event | None = None) -> Generator[None, None, Summary | None]:
-        """`run`, pausing after each model call."""
+    def start(self, job: SummarySettings, fire: Fire, stop: threading.Event | None = None) -> SummaryRun:
+        """`run` one model call at a time, each on the engine its `step` is given (the NPU that took it)."""
+        return SummaryRun(lambda engine: self.run_steps(job, fire, stop, engine), self.engine)
+
+    def run_steps(self, job: SummarySettings, fire: Fire, stop: threading.Event | None = None,
+                  engine: Callable[[], object] | None = None) -> Generator[None, None, Summary | None]:
+        """`run`, pausing after each model call; `engine()` as in `summarize_steps`."""
         last = self.runlog.last(job.id) if self.runlog else None
         if last is not None and last.fire >= fire.at:
             log.info("summary %s: the run for %s already happened; not repeating it", job.id, iso(fire.at, None, "seconds"))
             return None
         period = period_for(job, fire, last, zone_of(job.timezone))
-        summary = yield from self.summarize_steps(self.request(job), period, stop)
+        summary = yield from self.summarize_steps(self.request(job), period, stop, engine)
         message_id = new_message_id() if self.publish is not None else None
         row_id = self.history.record_summary(summary, message_id)  # a crash before queueing: the restart queues it
         if self.runlog:
@@ -150,6 +154,27 @@ class Summarizer:
         log.info("summary %s (%s, %d model calls): %s", job.id, period.label(), summary.counts["model_calls"],
                  summary.text[:200])
         return summary
+
+
+class SummaryRun:
+    """A summary in progress: `step(engine)` makes its next model call on `engine`; False once it is done.
+
+    Planning counts tokens with the summarizer's own engine: every NPU runs the same model."""
+
+    def __init__(self, steps: Callable[[Callable[[], object]], Generator[None, None, Summary | None]],
+                 engine: object) -> None:
+        self._engine = engine
+        self._steps = steps(lambda: self._engine)
+        self.summary: Summary | None = None
+
+    def step(self, engine: object) -> bool:
+        self._engine = engine
+        try:
+            next(self._steps)
+        except StopIteration as done:
+            self.summary = done.value
+            return False
+        return True
 
 
 def _drain(steps: Generator[None, None, object]):

@@ -27,7 +27,7 @@ from apscheduler.events import EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.base import BaseTrigger
 
-from daemon.config.summaries import SummaryJob
+from daemon.config.summaries import SummarySettings
 from daemon.config.cron import _TICK, CronSchedule, first_missed, previous_fire
 from daemon.summaries.runner import Fire, RunLog
 from daemon.times import parse_duration, zone_of
@@ -35,18 +35,18 @@ from daemon.times import parse_duration, zone_of
 log = logging.getLogger(__name__)
 
 
-Submit = Callable[[SummaryJob, Fire], bool]  # True when the work was queued
-TriggerFor = Callable[[SummaryJob], BaseTrigger]
+Submit = Callable[[SummarySettings, Fire], bool]  # True when the work was queued
+TriggerFor = Callable[[SummarySettings], BaseTrigger]
 
 
-def cron_trigger(job: SummaryJob) -> CronSchedule:
+def cron_trigger(job: SummarySettings) -> CronSchedule:
     return CronSchedule.from_crontab(job.cron, timezone=zone_of(job.timezone))
 
 
 class SummaryScheduler:
     """One APScheduler job per configured summary; `trigger_for` makes each job's trigger (tests may shift it)."""
 
-    def __init__(self, jobs: Sequence[SummaryJob], runlog: RunLog | None, *, trigger_for: TriggerFor = cron_trigger,
+    def __init__(self, jobs: Sequence[SummarySettings], runlog: RunLog | None, *, trigger_for: TriggerFor = cron_trigger,
                  clock: Callable[[], float] = time.time):
         self.jobs = {job.id: job for job in jobs}
         self.runlog, self.trigger_for, self.clock = runlog, trigger_for, clock

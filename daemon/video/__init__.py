@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 from daemon.config.cameras import SourceSettings
 from daemon.errors import SourceError
 from daemon.redact import mistyped_url, redact_url
-from daemon.video.events import STREAM_SCHEMES, EventSink, Source
+from daemon.video.events import STREAM_SCHEMES, EventSink, Source, SourceBase
 from daemon.video.file import FileProgress, FileSource
 from daemon.video.folder import FolderSource, ProcessedFiles
 from daemon.video.frames import FrameMaker, ModelInput
@@ -36,7 +36,8 @@ from daemon.video.stream import StreamSource
 
 PROCESSED_FILE = "processed.sqlite"  # under state_dir: clips done (folders) and progress in files
 
-__all__ = ["FileSource", "FolderSource", "MainFrames", "Source", "StreamSource", "open_main_frames", "open_source"]
+__all__ = ["FileSource", "FolderSource", "MainFrames", "Source", "SourceBase", "StreamSource", "open_main_frames",
+           "open_source"]
 
 
 def open_source(

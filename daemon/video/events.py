@@ -44,15 +44,40 @@ EventSink = Callable[[SourceEvent], None]
 
 
 class Source(Protocol):
-    """`live` (optional, default False): windows should arrive all the time (a camera), so a
-    silent source is restarted by the daemon's camera watchdog. `recorded(window)` (optional):
-    the daemon has recorded the window, so a file may resume after it (`FileSource`)."""
+    """What the daemon reads windows from; `SourceBase` gives the defaults of everything but `windows`."""
 
     name: str
+    live: bool  # windows should arrive all the time (a camera): the camera watchdog restarts a silent one
+    paced: bool  # a recording read no faster than the NPU queue takes its windows (none are dropped)
+    dropped: int  # windows the source itself dropped because the daemon was behind
+    last_frame_at: float | None  # time.monotonic() of the last frame read, None before the first
 
     def windows(self, stop: threading.Event) -> Iterator[Window]:
         """Windows as they complete, until the source ends or `stop` is set."""
         ...
+
+    def recorded(self, window: Window) -> None:
+        """The daemon has recorded `window` for good: a file may resume after it."""
+        ...
+
+    def close(self) -> None:
+        """Let go of what the source keeps open between runs (its progress record)."""
+        ...
+
+
+class SourceBase:
+    """The defaults of `Source`: not live, not paced, nothing dropped or kept."""
+
+    live = False
+    paced = False
+    dropped = 0
+    last_frame_at: float | None = None
+
+    def recorded(self, window: Window) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def emit(camera: str, kind: str, message: str, on_event: EventSink | None, level: int = logging.INFO) -> None:

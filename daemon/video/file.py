@@ -35,7 +35,7 @@ from daemon.config.cameras import SourceSettings
 from daemon.errors import SourceError
 from daemon.state.store import MEMORY, Store
 from daemon.types import Frame, Window
-from daemon.video.events import EventSink, emit
+from daemon.video.events import EventSink, SourceBase, emit
 from daemon.video.frames import FrameMaker
 from daemon.video.windows import FileWindow, file_layout
 
@@ -152,7 +152,7 @@ class VideoFile:
         self._capture.release()
 
 
-class FileSource:
+class FileSource(SourceBase):
     """One video file. Windows follow the file's timeline; only the frames that windows take are
     converted to pictures, and overlapping windows share them.
 
@@ -165,6 +165,11 @@ class FileSource:
     """
 
     live = False  # ends with the file; the camera watchdog does not expect windows all the time
+
+    @property
+    def paced(self) -> bool:
+        """Read as fast as the NPU takes windows, unless replayed in real time (then stale ones drop)."""
+        return not self.settings.realtime
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ from typing import Callable, Generator, Iterator
 from daemon.config.cameras import SourceSettings
 from daemon.state.store import MEMORY, Store
 from daemon.types import Window
-from daemon.video.events import VIDEO_EXTENSIONS, EventSink, SourceEvent, emit
+from daemon.video.events import VIDEO_EXTENSIONS, EventSink, SourceBase, SourceEvent, emit
 from daemon.video.file import FileProgress, FileSource
 from daemon.video.frames import FrameMaker
 
@@ -75,10 +75,15 @@ class ProcessedFiles(Store):
         return self._run(action, verb)
 
 
-class FolderSource:
+class FolderSource(SourceBase):
     """Every clip that appears in `folder` (recursively), oldest first, once each."""
 
     live = False  # waits for clips: hours without a window are normal
+
+    @property
+    def paced(self) -> bool:
+        """Read as fast as the NPU takes windows, unless replayed in real time (then stale ones drop)."""
+        return not self.settings.realtime
 
     def __init__(
         self,

@@ -44,7 +44,7 @@ from typing import Callable, Iterator
 from daemon.config.cameras import SourceSettings
 from daemon.redact import redact_url
 from daemon.types import Window
-from daemon.video.events import EventSink, emit
+from daemon.video.events import EventSink, SourceBase, emit
 from daemon.video.frames import FrameMaker
 from daemon.video.probe import OK, accepts, camera_address, why_not_open
 from daemon.video.windows import LiveWindows
@@ -80,7 +80,7 @@ def backoff_delay(attempt: int, first: float, cap: float, rng: random.Random) ->
     return min(cap, first * 2.0 ** min(attempt, 30)) * (0.5 + 0.5 * rng.random())
 
 
-class StreamSource:
+class StreamSource(SourceBase):
     """An rtsp://, rtsps:// or http(s):// (MJPEG) camera.
 
     `clock` stamps each grabbed frame (called once per frame; POSIX seconds by

@@ -1,6 +1,6 @@
 """Export a transformers-native InternVL checkpoint to a vlmwatch ONNX bundle.
 
-The bundle mirrors the Axera per-layer NPU contract (DESIGN.md section 3) so
+The bundle mirrors the Axera per-layer NPU contract (docs/npu-contract.md) so
 that one engine drives both backends: a ViT graph, one graph per decoder layer
 whose dynamic axes cover every shape group, a post graph (final norm +
 lm_head), the embedding table as .npy and the tokenizer. Graphs are float32:

@@ -1,6 +1,6 @@
 """The graphs of an ONNX bundle, written out from a transformers InternVL's own modules.
 
-Layer graphs implement the per-layer NPU contract (DESIGN.md section 3) by
+Layer graphs implement the per-layer NPU contract (docs/npu-contract.md) by
 hand from each layer's weights: explicit K/V cache in, new K/V out, an
 additive mask, absolute positions as uint32. The ViT graph is transformers'
 own image-feature path; the post graph is the final norm and the LM head.

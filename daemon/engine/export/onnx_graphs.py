@@ -3,7 +3,7 @@
 The same contract as `graphs.py` (which traces transformers' own modules):
 
     vit.onnx      image [1, 3, S, S] -> features [1, T, H]       InternViT + pixel shuffle + projector
-    layer_NN.onnx K_cache, V_cache, indices, input, mask -> new_K, new_V, hidden   (DESIGN.md section 3)
+    layer_NN.onnx K_cache, V_cache, indices, input, mask -> new_K, new_V, hidden   (docs/npu-contract.md)
     post.onnx     input [1, q, H] -> logits [1, q, V]             final RMSNorm + lm_head
 
 Weights are a dict keyed by transformers' InternVLForConditionalGeneration

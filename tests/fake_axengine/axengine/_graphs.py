@@ -1,8 +1,9 @@
 """What a fake .axmodel declares and computes.
 
 A file without a .fake.json beside it (empty, or a sparse placeholder) is a
-graph of the InternVL3-2B "2048" video build (DESIGN section 3: decode group
-0 plus prefill groups 1..17, hidden 1536, kv_dim 256, KV 2559, bfloat16 K/V/input/mask, uint32 indices) that computes nothing:
+graph of the InternVL3-2B "2048" video build (docs/npu-contract.md: decode
+group 0 plus prefill groups 1..17, hidden 1536, kv_dim 256, KV 2559, bfloat16
+K/V/input/mask, uint32 indices) that computes nothing:
 outputs are zeros, and the post graph's logits pick tokens from a fixed cycle
 so decoding never stops early.
 

@@ -1,41 +1,33 @@
-"""The NPU queue and the worker threads, one per NPU, each owning its engine.
+"""The NPU work queue and its fairness: what waits for an NPU, in which order, and who may add more.
 
-The queue is bounded by construction: at most one pending window per camera
-(a newer window replaces the pending one, and the replaced one is counted as
-dropped), short lists of questions (MQTT asks, HTTP chat completions) that go
-first, and summary jobs that wait behind every window.
+Bounded by construction: at most one pending window per camera (a newer one
+replaces it and keeps its place in line; the replaced one is returned so the
+caller records it as dropped), short lists of questions (MQTT asks, HTTP chats)
+that go first, and summary steps behind every window.
 
-Questions go first only while they stay within their share of NPU time: the
-workers measure how long each job kept an NPU busy, and while a window waits
-and questions took more than `ask_share` of the busy time of the last minute,
-the window goes next (see `daemon.service.fairness`).
+Questions go first only within their share of NPU time (`NpuShare`): while a
+window waits and questions took more than `ask_share` of the last minute's busy
+time, the window goes next, so a flood of asks cannot starve the cameras.
+`RateLimiter` bounds each client's questions before they are queued.
 
-With several NPUs every worker takes from the same queue (`get(npu=i)`), so a
-window goes to whichever NPU is free first: the least loaded. Two rules keep
-the single-NPU guarantees:
-
-- a camera's windows are analysed one at a time, in order: a window waits
-  while the camera's previous one is still on another NPU (rule state,
-  `latest` and history stay in the camera's order);
-- a question goes to the NPU that holds its camera's prefix (`AskJob.npu`);
-  any NPU could answer it, but another one would first prefill the prefix
-  again (seconds of NPU time). HTTP chats bring their own frames: any NPU.
+With several NPUs every worker takes from this queue (`get(npu=i)`): a camera's
+windows are analysed one at a time and in order, and a question goes to the NPU
+that holds its camera's prefix (`AskJob.npu`); chats and summaries go anywhere.
 """
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, defaultdict, deque
 from dataclasses import dataclass, field
 from itertools import count
-from typing import Any, Callable, Generator, Sequence
+from typing import TYPE_CHECKING, Any, Callable
 
-from daemon.service.fairness import NpuShare
 from daemon.types import Window
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:
+    from daemon.summaries.runner import SummaryRun
 
 
 @dataclass(frozen=True)
@@ -66,14 +58,15 @@ class ChatJob:
 
 
 @dataclass(frozen=True, eq=False)
-class SummaryWork:
-    """A summary in progress: each step is one model call; the queue puts it behind waiting windows."""
+class SummaryJob:
+    """A summary in progress: each `run.step(engine)` is one model call; between calls it waits in line
+    behind the windows, and the next call may run on another NPU."""
 
     job_id: str
-    steps: Generator[None, None, Any] = field(repr=False)
+    run: SummaryRun = field(repr=False)
 
 
-Job = WindowJob | AskJob | ChatJob | SummaryWork
+Job = WindowJob | AskJob | ChatJob | SummaryJob
 Question = AskJob | ChatJob
 
 
@@ -94,7 +87,7 @@ class WorkQueue:
         self._cond = threading.Condition()
         self._windows: dict[str, tuple[int, WindowJob]] = {}  # camera -> (arrival, newest window)
         self._asks: deque[Question] = deque()  # MQTT asks and HTTP chats, in arrival order
-        self._summaries: deque[SummaryWork] = deque()
+        self._summaries: deque[SummaryJob] = deque()
         self._max_asks, self._max_chats, self._max_summaries = max_asks, max_chats, max_summaries
         self.ask_share, self.share, self._clock = ask_share, share or NpuShare(), clock
         self._seq = count()
@@ -144,7 +137,7 @@ class WorkQueue:
         with self._cond:
             return sum(isinstance(j, kind) for j in self._asks)
 
-    def put_summary(self, job: SummaryWork) -> bool:
+    def put_summary(self, job: SummaryJob) -> bool:
         return self._put_bounded(self._summaries, job, self._max_summaries)
 
     def _put_bounded(self, q: deque, job, limit: int) -> bool:
@@ -179,7 +172,7 @@ class WorkQueue:
 
     def _ask_for(self, npu: int) -> Question | None:
         """The oldest question NPU `npu` may take: one without affinity (`npu` None or absent), or its own."""
-        return next((a for a in self._asks if getattr(a, "npu", None) in (None, npu)), None)
+        return next((a for a in self._asks if not isinstance(a, AskJob) or a.npu in (None, npu)), None)
 
     def _window_for(self, npu: int) -> str | None:
         """The camera of the oldest pending window that no other NPU is analysing a window of."""
@@ -214,107 +207,79 @@ class WorkQueue:
         return len(self._asks) + len(self._windows) + len(self._summaries)
 
 
-class NpuWorker:
-    """One named thread per NPU: takes the jobs that NPU may take and hands them to `handle`; a failure
-    there is fatal. Keeps when it was busy, for its load."""
+class NpuShare:
+    """NPU busy time by job kind over a sliding window of `horizon` seconds."""
 
-    LOAD_SPAN = 300.0  # seconds of job history kept for `load`
+    def __init__(self, horizon: float = 60.0):
+        if horizon <= 0:
+            raise ValueError(f"horizon must be positive, got {horizon}")
+        self.horizon = horizon
+        self._spans: deque[tuple[float, str, float]] = deque()  # (end, kind, seconds), oldest first
+        self._busy: dict[str, float] = defaultdict(float)
 
-    def __init__(self, queue: WorkQueue, stop: threading.Event, npu: int = 0, name: str = "npu-worker",
-                 clock=time.monotonic):
-        self.queue, self.stop, self.npu, self.clock = queue, stop, npu, clock
-        self.handle: Callable[[Job], None] | None = None
-        self.error: BaseException | None = None
-        self._busy: deque[tuple[float, float]] = deque()  # (start, end) of finished jobs, oldest first
-        self._total = 0.0  # seconds spent in finished jobs since start
-        self._current: float | None = None  # start of the job in hand
+    def record(self, kind: str, seconds: float, now: float) -> None:
+        """A job of `kind` kept the NPU busy for `seconds`, ending at `now`."""
+        seconds = max(0.0, seconds)
+        self._spans.append((now, kind, seconds))
+        self._busy[kind] += seconds
+        self._forget(now)
+
+    def fraction(self, kind: str, now: float) -> float:
+        """The part (0..1) of the busy time within the horizon that went to `kind`; 0 when idle."""
+        self._forget(now)
+        total = sum(self._busy.values())
+        return self._busy[kind] / total if total > 0 else 0.0
+
+    def seconds(self, kind: str, now: float) -> float:
+        self._forget(now)
+        return self._busy[kind]
+
+    def _forget(self, now: float) -> None:
+        while self._spans and self._spans[0][0] < now - self.horizon:
+            _, kind, seconds = self._spans.popleft()
+            self._busy[kind] = max(0.0, self._busy[kind] - seconds)
+
+
+class RateLimiter:
+    """A token bucket per client: `burst` questions at once, then `per_minute` a minute.
+
+    `per_minute` 0 turns limiting off. At most `max_clients` buckets are kept
+    (the least recently seen are forgotten, which only ever lets a client
+    ask sooner), so a stream of new client addresses cannot grow memory.
+    Thread-safe: MQTT's network thread and the HTTP server call it.
+    """
+
+    def __init__(self, per_minute: float, burst: int, max_clients: int = 4096):
+        if per_minute < 0 or burst < 1:
+            raise ValueError(f"need per_minute >= 0 and burst >= 1, got {per_minute} and {burst}")
+        self.rate, self.burst, self.max_clients = per_minute / 60.0, burst, max_clients
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # client -> (tokens, at)
         self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
 
-    def start(self, handle: Callable[[Job], None]) -> None:
-        self.handle = handle
-        self._thread.start()
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
 
-    def _loop(self) -> None:
-        while not self.stop.is_set():
-            job = self.queue.get(timeout=0.2, npu=self.npu)
-            if job is None:
-                continue
-            started = self.clock()
-            self._mark(start=started)
-            try:
-                self.handle(job)
-            except Exception as exc:  # the engine is broken: let systemd restart us
-                log.exception("NPU worker %s failed on %s", self._thread.name, type(job).__name__)
-                self.error = exc
-                self.stop.set()
-            finally:
-                ended = self.clock()
-                self._mark(end=ended)
-                self.queue.done(job, ended - started, npu=self.npu)
+    def describe(self) -> str:
+        """The limit in words, for refusals: 'at most 6 a minute (bursts of 3)'."""
+        return f"at most {self.rate * 60:g} a minute (bursts of {self.burst})"
 
-    def _mark(self, start: float | None = None, end: float | None = None) -> None:
+    def take(self, client: str, now: float) -> float:
+        """Take one question for `client`: 0.0 when allowed, else the seconds until one is."""
+        if not self.enabled:
+            return 0.0
         with self._lock:
-            if start is not None:
-                self._current = start
-            elif self._current is not None:
-                self._busy.append((self._current, end))
-                self._total += end - self._current
-                self._current = None
-                while self._busy and self._busy[0][1] < end - self.LOAD_SPAN:
-                    self._busy.popleft()
-
-    def load(self, span: float = 60.0, now: float | None = None) -> float:
-        """Fraction of the last `span` seconds (at most LOAD_SPAN) spent on jobs, the running one included."""
-        now = self.clock() if now is None else now
-        since = now - min(span, self.LOAD_SPAN)
-        with self._lock:
-            spans = list(self._busy) + ([(self._current, now)] if self._current is not None else [])
-        busy = sum(max(0.0, min(end, now) - max(start, since)) for start, end in spans)
-        return min(1.0, busy / (now - since)) if now > since else 0.0
-
-    def busy_seconds(self) -> float:
-        """Seconds spent on jobs since start, the running one included (any thread)."""
-        with self._lock:
-            running = self.clock() - self._current if self._current is not None else 0.0
-            return self._total + running
-
-    def alive(self) -> bool:
-        return self._thread.is_alive()
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-
-
-NPU_REPORT_EVERY = 30.0  # seconds between `<base>/npu` reports (load over this period, queue depth)
-
-
-class NpuReport:
-    """The NPUs' load between reports: the fraction of wall time their workers spent on jobs, the mean over
-    the NPUs (each NPU's own load is in the metrics, `vlmwatch_npu_load`)."""
-
-    def __init__(self, workers: NpuWorker | Sequence[NpuWorker], every: float = NPU_REPORT_EVERY):
-        self.workers = [workers] if isinstance(workers, NpuWorker) else list(workers)
-        self.every, self._clock = every, self.workers[0].clock  # the workers' own clock
-        self._busy, self._at = self._busy_now(), self._clock()
-        self._next = 0.0  # the first report goes out at once
-
-    def _busy_now(self) -> float:
-        return sum(w.busy_seconds() for w in self.workers) / len(self.workers)
-
-    def due(self) -> bool:
-        return self._clock() >= self._next
-
-    def load(self) -> float:
-        """Since the last report that went out."""
-        return min(1.0, (self._busy_now() - self._busy) / max(self._clock() - self._at, 1e-3))
-
-    def reported(self, sent: object) -> None:
-        """After publishing: a report that went out starts the next period; one that did not (MQTT away)
-        is tried again at the next tick, over the longer period."""
-        if sent:
-            self._busy, self._at = self._busy_now(), self._clock()
-            self._next = self._at + self.every
+            tokens, at = self._buckets.pop(client, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + max(0.0, now - at) * self.rate)
+            wait = 0.0
+            if tokens >= 1.0:
+                tokens -= 1.0
+            else:
+                wait = (1.0 - tokens) / self.rate
+            self._buckets[client] = (tokens, now)
+            while len(self._buckets) > self.max_clients:
+                self._buckets.popitem(last=False)
+            return wait
 
 
 def describe(job: Job) -> str:
@@ -325,6 +290,6 @@ def describe(job: Job) -> str:
         return f"camera {job.camera}: question {job.request.id!r}"
     if isinstance(job, ChatJob):
         return f"HTTP request from {job.client}"
-    if isinstance(job, SummaryWork):
+    if isinstance(job, SummaryJob):
         return f"summary {job.job_id}"
     return repr(job)

@@ -1,0 +1,87 @@
+"""Full-text search over history: descriptions, alerts and summaries, in an SQLite FTS5 index.
+
+The index (`search`, an FTS5 table in the history file) is kept in step with
+history by triggers: a row inserted into `results`, `alerts` or `summaries` is
+indexed in the same transaction, and a row deleted from them (retention's
+`History.prune`) leaves the index with it. Nothing else writes to it, so it
+cannot drift; rows recorded before the index existed are indexed when it is
+created (the migration below).
+
+Row ids: `kind << 40 | id`, so each kind's entries are a contiguous rowid range
+in the order its table's rows were recorded. A query asks each kind for its
+newest hits (FTS5 walks a rowid range backwards and stops at the limit), which
+keeps a common word on a year of history as fast as a rare one
+(benchmarks/bench_search.py).
+
+User text never reaches FTS5's query syntax: `match_expression` quotes every
+word (the last one as a prefix), so any input is a valid query.
+"""
+
+from __future__ import annotations
+
+import re
+
+KINDS = {"result": 1, "alert": 2, "summary": 3}  # kind -> rowid block; 4.. for later kinds (events)
+SHIFT = 40  # ids below 2**40 (a trillion rows) per table
+
+_INDEXED = {  # table -> (kind, text, tags, camera): what of a row is searched
+    "results": ("result", "new.text", "new.prompt_id", "new.camera"),
+    "alerts": ("alert", "new.text", "new.rule || ' ' || new.severity", "new.camera"),
+    "summaries": ("summary", "new.text", "new.job", "''"),
+}
+
+
+def _rowid(kind: str, row: str) -> str:
+    return f"(({KINDS[kind]} << {SHIFT}) + {row}.id)"
+
+
+def _migration() -> list[str]:
+    statements = [
+        # text and tags are searched; camera only filters. unicode61 folds case and diacritics.
+        "CREATE VIRTUAL TABLE search USING fts5(text, tags, camera UNINDEXED, "
+        "tokenize = 'unicode61 remove_diacritics 2')",
+        # the timeline joins alerts to their window by camera and start
+        "CREATE INDEX IF NOT EXISTS alerts_by_window ON alerts (camera, window_start)",
+        "CREATE INDEX IF NOT EXISTS windows_by_start ON windows (camera, start)",  # and an alert to its window
+    ]
+    for table, (kind, text, tags, camera) in _INDEXED.items():
+        statements += [
+            f"CREATE TRIGGER search_{table}_insert AFTER INSERT ON {table} BEGIN "
+            f"INSERT INTO search (rowid, text, tags, camera) VALUES ({_rowid(kind, 'new')}, {text}, {tags}, "
+            f"{camera}); END",
+            f"CREATE TRIGGER search_{table}_delete AFTER DELETE ON {table} BEGIN "
+            f"DELETE FROM search WHERE rowid = {_rowid(kind, 'old')}; END",
+            f"INSERT INTO search (rowid, text, tags, camera) SELECT {_rowid(kind, 'new')}, {text}, {tags}, {camera} "
+            f"FROM {table} AS new",
+        ]
+    return statements
+
+
+# One entry per schema version of the `search` component (daemon.state.store.migrate); append, never edit.
+SEARCH_MIGRATIONS: list[list[str]] = [_migration()]
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+MAX_WORDS = 12
+
+
+def match_expression(text: str) -> str | None:
+    """FTS5 query for what a person typed: every word must occur (the last may be the start of a
+    word, as they type). None when the text has no word in it. Quotes and operators are words' edges."""
+    words = _WORD.findall(text)[:MAX_WORDS]
+    if not words:
+        return None
+    quoted = [f'"{w}"' for w in words]
+    quoted[-1] += "*"
+    return " ".join(quoted)
+
+
+def kind_range(kind: str, first_id: int = 0, last_id: int | None = None) -> tuple[int, int]:
+    """The rowid range [low, high] of `kind`'s entries for its table's ids first_id..last_id."""
+    base = KINDS[kind] << SHIFT
+    return base + first_id, base + (last_id if last_id is not None else (1 << SHIFT) - 1)
+
+
+def split_rowid(rowid: int) -> tuple[str, int]:
+    kind_code, row_id = rowid >> SHIFT, rowid & ((1 << SHIFT) - 1)
+    kind = next(k for k, code in KINDS.items() if code == kind_code)
+    return kind, row_id
