@@ -32,6 +32,16 @@ def test_empty_directory_lists_the_layouts(tmp_path):
     msg = str(err.value)
     assert msg.startswith(f"no model found in {tmp_path}: expected {tmp_path / 'manifest.json'}")
     assert "(board layout)" in msg and "(reference demo layout)" in msg
+    assert msg.endswith(f"(reference demo layout); found {tmp_path}: empty")
+
+
+def test_a_folder_in_no_layout_says_what_it_holds(tmp_path):
+    """A download one level too deep or shallow: what is there, beside what was expected."""
+    (tmp_path / "InternVL3-2B").mkdir()
+    (tmp_path / "README.md").write_text("x")
+    with pytest.raises(ModelError) as err:
+        locate(tmp_path)
+    assert str(err.value).endswith(f"(reference demo layout); found {tmp_path}: InternVL3-2B/, README.md (1 byte)")
 
 
 def test_every_missing_file_is_listed(tiny_model, tmp_path):

@@ -38,7 +38,7 @@ from daemon.engine.sessions import (
     ProfileSession,
     Session,
 )
-from daemon.engine.modelfiles import layer_count, require
+from daemon.engine.modelfiles import found, layer_count, require
 from daemon.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ def locate(model_dir: Path, tokenizer: Path | None = None, vit: Path | None = No
         raise ModelError(
             f"no model found in {model_dir}: expected {model_dir / 'manifest.json'} (ONNX bundle from"
             f" 'vlmwatch export'), {model_dir / BOARD_LLM}/ (board layout) or"
-            f" {model_dir}/qwen2_p128_l0_together.axmodel (reference demo layout)"
+            f" {model_dir}/qwen2_p128_l0_together.axmodel (reference demo layout); found {found(model_dir)}"
         )
     require(files)
     return replace(files, root=model_dir)

@@ -105,7 +105,7 @@ def ranges(numbers: list[int]) -> str:
 
 
 def _size(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} bytes"
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n} byte{'' if n == 1 else 's'}"
 
 
 def require(files) -> None:
