@@ -163,3 +163,40 @@ class CameraStatus:
     restarts: int  # captures restarted since the daemon started
     dropped: int  # windows dropped unanalysed since the daemon started
     error: str | None = None  # why the capture last failed or was restarted
+
+
+@dataclass(frozen=True)
+class Description:
+    """One window's description inside an event."""
+
+    window_start: float
+    window_end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Event:
+    """The record of one activity on a camera (daemon.events); `end` is None while it is open."""
+
+    id: str
+    camera: str
+    start: float
+    last_change: float  # end of the last changed window
+    state: str = "open"  # open | closing (story pending) | ended
+    end: float | None = None
+    ended_by: str | None = None  # quiet | max_length | source ended | shutdown | interrupted
+    reasons: tuple[str, ...] = ()  # distinct kinds, first first
+    zones: frozenset[str] = frozenset()
+    triggers: tuple[str, ...] = ()
+    box: tuple[float, float, float, float] | None = None
+    rules: tuple[str, ...] = ()  # rules that fired, in order, each once
+    descriptions: tuple[Description, ...] = ()
+    windows: int = 0  # changed windows
+    story: str | None = None
+    story_from: str | None = None  # model (8 frames across the event) | description (a one-window event)
+    snapshot_ts: float | None = None  # window end of the best snapshot (largest change)
+    snapshot_change: float = 0.0
+
+    @property
+    def duration(self) -> float:
+        return (self.end if self.end is not None else self.last_change) - self.start

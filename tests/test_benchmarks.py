@@ -21,6 +21,7 @@ CASES = {
     "bench_capture": (["--seconds", "4", "--repeat", "1"], "CPU seconds per minute of stream"),
     "bench_engine": (["--steps", "2"], "decode"),
     "bench_json_decoding": (["--tokens", "20", "--runs", "1", "--only", "llguidance"], "median ms"),
+    "bench_events": (["--quick"], "MQTT messages per hour of activity"),
     "bench_gate": (["--resolutions", "320x240", "--noises", "0", "--codecs", "raw", "--static-windows", "2",
                     "--hour-windows", "2"], "gate ms/window"),
     "bench_memory": (["--seconds", "6", "--only", "files"], "peak"),

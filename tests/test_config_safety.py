@@ -81,10 +81,10 @@ def test_camera_and_job_names_with_a_trailing_newline_are_refused(tmp_path, capf
 
 
 def test_names_on_the_wire_are_matched_whole():
-    assert check_name("door", "rule") == "door"
+    assert check_name("door", kind="rule") == "door"
     for bad in ("door\n", "door\r\n", "do/or", "+", "a" * 65):
         with pytest.raises(ValueError, match="rule .* must be 1-64 lower-case letters"):
-            check_name(bad, "rule")
+            check_name(bad, kind="rule")
 
 
 @pytest.mark.parametrize("setting, expected", [

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "daemon"
-PARTS = ("engine", "video", "rules", "summaries", "mqtt", "http")
+PARTS = ("engine", "video", "rules", "summaries", "mqtt", "http", "events")
 LEAVES = ("daemon.errors", "daemon.types", "daemon.times", "daemon.redact")
 # Below the parts: the configuration (every section, the YAML loader, secrets) and the state files (store,
 # history, recovery), which every part may read; config imports only leaves, state only leaves and config.

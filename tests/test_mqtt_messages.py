@@ -41,10 +41,10 @@ def test_topics() -> None:
 
 
 def test_names_must_be_topic_levels() -> None:
-    assert check_name("front-door_2", "camera name") == "front-door_2"
+    assert check_name("front-door_2", kind="camera name") == "front-door_2"
     for bad in ("", "a/b", "a+", "#", "front door", "x" * 65):
         with pytest.raises(ValueError, match="letters, digits"):
-            check_name(bad, "camera name")
+            check_name(bad, kind="camera name")
 
 
 def test_iso_has_timezone_and_round_trips() -> None:

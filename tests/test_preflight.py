@@ -39,6 +39,12 @@ CASES = {
     "camera description does not fit": (
         dict(camera_extra=f"    prompts:\n      description: {LONG}\n"), None, {},
         "cameras[0].prompts.description: the description prompt with the 8-frame prefix of camera yard is"),
+    "event max_length shorter than end_after": (dict(top_extra="events:\n  end_after: 60\n  max_length: 30\n"), None,
+                                                {}, "events: max_length (30 s) must be longer than end_after (60 s)"),
+    "event story prompt does not fit": (dict(top_extra=f"events:\n  prompt: {LONG}\n"), None, {},
+                                        "events.prompt: the event story prompt with the 8-frame prefix of camera"),
+    "event entity collides with a rule's": (dict(top_extra=MQTT), "- id: event\n" + ASK, {},
+                                           "mqtt: two entities map to the same Home Assistant object id 'yard_event'"),
     "rule question does not fit": (dict(), f"- id: long\n  ask: {LONG}\n", {},
                                    "long: the question with the 8-frame prefix of camera yard is"),
     "rule choices share a token": (dict(), "- id: same\n  ask: Which?\n  choices: [yes, Yes]\n", {},

@@ -354,7 +354,7 @@ def test_unknown_option_suggests_the_nearest(tmp_path, capsys):
     assert err == [f"{path}:3: door: unknown option 'cooldwn'; did you mean 'cooldown'?",
                    f"{path}:4: door: unknown option 'colour'; rule options are: id, cameras, ask, choices, when,"
                    " threshold, match, ask_json, fields, for, cooldown, active, severity, snapshot, message, off_delay,"
-                   " zones"]
+                   " zones, on"]
 
 
 def test_bad_duration(tmp_path, capsys):

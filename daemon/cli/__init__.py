@@ -23,6 +23,7 @@ COMMAND_MODULES = [
     "daemon.cli.bench",
     "daemon.cli.demo",
     "daemon.cli.describe",
+    "daemon.cli.events",
     "daemon.cli.export",
     "daemon.cli.model",
     "daemon.cli.replay",

@@ -12,6 +12,7 @@ the NPU is shared with a running daemon: --dry-run needs no NPU time.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -39,6 +40,7 @@ def run(args) -> int:
     from daemon.config import load_config
     from daemon.engine.engine import open_engine
     from daemon.engine.prompt_fit import probe
+    from daemon.state.events import EventStore
     from daemon.state.history import History
     from daemon.summaries.runner import Summarizer
     from daemon.summaries.timeline import Period, Request
@@ -66,8 +68,9 @@ def run(args) -> int:
         engine = open_engine(cfg.model)
     request = Request("on-demand", tuple(args.camera or configured), args.prompt, args.max_new_tokens)
     now = time.time()
-    with History(path) as history:
-        summarizer = Summarizer(history, engine, None, configured)
+    with History(path) as history, contextlib.ExitStack() as stack:
+        events = stack.enter_context(EventStore(path, cfg.state_dir / "events")) if cfg.events.enabled else None
+        summarizer = Summarizer(history, engine, None, configured, events=events)
         period = Period(now - seconds, now, zone)
         if args.dry_run:
             plan = summarizer.plan(request, period)

@@ -28,6 +28,7 @@ from daemon.config.daemon import (
     PromptSettings,
     RetentionSettings,
 )
+from daemon.config.events import EventSettings
 from daemon.config.hints import not_a_section, unknown_key
 from daemon.config.http import HttpSettings
 from daemon.config.model import ModelSettings
@@ -60,6 +61,8 @@ class Config(Section):
                                description="OpenAI-compatible API (Frigate GenAI, LLM Vision); off by default.")
     health: HealthSettings = Field(default_factory=HealthSettings, description="Camera watchdog and health.")
     logging: LoggingSettings = Field(default_factory=LoggingSettings, description="Logging.")
+    events: EventSettings = Field(default_factory=EventSettings,
+                                  description="Events: one record and one story per activity (issue 20).")
 
     @property
     def tzinfo(self):

@@ -18,7 +18,7 @@ NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
 NAME_RULE = "1-64 lower-case letters, digits, '_' or '-', starting with a letter or digit"
 
 
-def check_name(name: str, kind: str = "name") -> str:
+def check_name(name: str, *, kind: str = "name") -> str:
     """`name` if it is one (`NAME_RE`), else ValueError naming the `kind` ("camera name", "rule", ...)."""
     if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         shown = name[:80] if isinstance(name, str) else name

@@ -77,16 +77,18 @@ class Discovery:
         cameras: Iterable[str],
         rules: Iterable[RuleInfo] = (),
         summary_jobs: Iterable[str] = (),
+        events: bool = False,
     ) -> None:
         self.settings = settings
+        self.events = events  # per camera: an event entity, the last story, activity, the event keyframe
         self.topics = topics
         self.node_id = node_id_for(topics.base)
-        self.cameras = tuple(check_name(c, "camera name") for c in cameras)
+        self.cameras = tuple(check_name(c, kind="camera name") for c in cameras)
         self.rules = tuple(RuleInfo(r.name, self.cameras if r.cameras is None else tuple(r.cameras), r.off_delay)
                            for r in rules)
-        self.summary_jobs = tuple(check_name(j, "summary job") for j in summary_jobs)
+        self.summary_jobs = tuple(check_name(j, kind="summary job") for j in summary_jobs)
         for rule in self.rules:
-            check_name(rule.name, "rule")
+            check_name(rule.name, kind="rule")
             unknown = sorted(set(rule.cameras or ()) - set(self.cameras))
             if unknown:
                 raise ValueError(f"rule {rule.name!r} names cameras that are not configured: {', '.join(unknown)}")
@@ -124,6 +126,8 @@ class Discovery:
     def _build(self) -> list[EntityConfig]:
         entities = self._daemon_entities()
         entities += [e for camera in self.cameras for e in self._camera_entities(camera)]
+        if self.events:
+            entities += [e for camera in self.cameras for e in self._event_entities(camera)]
         entities += [e for rule in self.rules for camera in rule.cameras or ()
                      for e in self._rule_entities(rule, camera)]
         entities += [self._summary_entity(job) for job in self.summary_jobs]
@@ -179,6 +183,39 @@ class Discovery:
             self._entity("image", f"{camera}_snapshot", device, {
                 "name": "Alert snapshot",
                 "image_topic": self.topics.snapshot(camera),
+                "content_type": "image/jpeg",
+            }),
+        ]
+
+    def _event_entities(self, camera: str) -> list[EntityConfig]:
+        device = self._camera_device(camera)
+        return [
+            # Fired once per event, at its end: new and update messages render nothing, which Home
+            # Assistant ignores; the story, the id and the record become the event's attributes.
+            self._entity("event", f"{camera}_event", device, {
+                "name": "Event",
+                "icon": "mdi:movie-open-outline",
+                "state_topic": self.topics.event(camera),
+                "event_types": ["end"],
+                "value_template": "{% if value_json.type == 'end' %}{{ value }}{% endif %}",
+            }),
+            self._entity("sensor", f"{camera}_story", device, {
+                "name": "Last story",
+                "icon": "mdi:script-text-outline",
+                "state_topic": self.topics.story(camera),
+                "value_template": f"{{{{ value_json.text[:{STATE_MAX_CHARS}] }}}}",
+                "json_attributes_topic": self.topics.story(camera),
+            }),
+            self._entity("binary_sensor", f"{camera}_activity", device, {
+                "name": "Activity",
+                "device_class": "motion",
+                "state_topic": self.topics.activity(camera),
+                "payload_on": ON,
+                "payload_off": OFF,
+            }),
+            self._entity("image", f"{camera}_event_snapshot", device, {
+                "name": "Event snapshot",
+                "image_topic": self.topics.event_snapshot(camera),
                 "content_type": "image/jpeg",
             }),
         ]

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from daemon.config.mqtt import MAX_PACKET_BYTES, topic_problem
 from daemon.times import iso
-from daemon.types import Alert, Result, Summary, Timings, new_message_id
+from daemon.types import Alert, Event, Result, Summary, Timings, new_message_id
 
 RESERVED_CAMERA_NAMES = frozenset({"summary"})  # <base>/summary/<job> is taken
 
@@ -78,6 +78,22 @@ class Topics:
 
     def summary(self, job: str) -> str:
         return f"{self.base}/summary/{job}"
+
+    def event(self, camera: str) -> str:
+        """An event's `new`, `update`s and `end` (JSON, not retained)."""
+        return f"{self.base}/{camera}/event"
+
+    def activity(self, camera: str) -> str:
+        """ON while an event is open, else OFF (retained)."""
+        return f"{self.base}/{camera}/activity"
+
+    def story(self, camera: str) -> str:
+        """The last ended event's story (JSON, retained)."""
+        return f"{self.base}/{camera}/story"
+
+    def event_snapshot(self, camera: str) -> str:
+        """The last ended event's keyframe (JPEG, retained)."""
+        return f"{self.base}/{camera}/event/snapshot"
 
     def ask(self, camera: str) -> str:
         return f"{self.base}/{camera}/ask"
@@ -169,6 +185,56 @@ def summary_json(summary: Summary, message_id: str | None = None) -> dict[str, A
         "counts": dict(summary.counts),
         "cameras": list(summary.cameras),
     }
+
+
+def event_record(event: Event) -> dict[str, Any]:
+    """An event as consumers read it (the `after` of an event message; Frigate's review items have this
+    shape: id, camera, start_time, end_time and the details under `data`)."""
+    return {
+        "id": event.id,
+        "camera": event.camera,
+        "start_time": iso(event.start),
+        "end_time": None if event.end is None else iso(event.end),
+        "duration": round(event.duration, 3),
+        "state": event.state,
+        "ended_by": event.ended_by,
+        "story": event.story,
+        "story_from": event.story_from,
+        "data": {
+            "reasons": list(event.reasons),
+            "zones": sorted(event.zones),
+            "triggers": list(event.triggers),
+            "box": None if event.box is None else [round(v, 4) for v in event.box],
+            "rules": list(event.rules),
+            "windows": event.windows,
+            "descriptions": [{"window": _window(d.window_start, d.window_end), "text": d.text}
+                             for d in event.descriptions],
+            "snapshot_time": None if event.snapshot_ts is None else iso(event.snapshot_ts),
+        },
+    }
+
+
+def event_json(kind: str, event: Event, message_id: str, before: Event | None = None) -> dict[str, Any]:
+    """`<camera>/event`: `type` new | update | end, as in Frigate's `frigate/reviews`, with the record as
+    `after` (and `before`, the record the previous message carried, when there was one). `event_type`
+    is what Home Assistant's `event` entity fires; `story` and `event_id` are at the top level so an
+    automation reads `trigger.to_state.attributes.story`."""
+    return {
+        "id": message_id,
+        "type": kind,
+        "event_type": kind,
+        "event_id": event.id,
+        "camera": event.camera,
+        "story": event.story,
+        "before": None if before is None else event_record(before),
+        "after": event_record(event),
+    }
+
+
+def story_json(event: Event, message_id: str) -> dict[str, Any]:
+    return {"id": message_id, "event_id": event.id, "camera": event.camera, "text": event.story or "",
+            "start_time": iso(event.start), "end_time": None if event.end is None else iso(event.end),
+            "duration": round(event.duration, 3), "rules": list(event.rules)}
 
 
 def npu_json(load: float, queue: int, ts: float) -> dict[str, Any]:

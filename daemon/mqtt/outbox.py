@@ -52,6 +52,7 @@ class Kind(str, Enum):
     SUMMARY = "summary"
     RULE = "rule"
     ALERT = "alert"
+    EVENT = "event"  # last: an event's new/update/end (the end carries its story) is dropped after alerts
 
     @property
     def priority(self) -> int:

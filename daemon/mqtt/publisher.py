@@ -42,16 +42,18 @@ from daemon.mqtt.messages import (
     Topics,
     alert_json,
     encode,
+    event_json,
     new_message_id,
     npu_json,
     reply_json,
     result_json,
+    story_json,
     summary_json,
 )
 from daemon.mqtt.outbox import Kind, Outbox, OutboxMessage
 from daemon.mqtt.sender import IN_FLIGHT, Sender
 from daemon.times import iso
-from daemon.types import Alert, CameraStatus, Result, Summary
+from daemon.types import Alert, CameraStatus, Event, Result, Summary
 
 log = logging.getLogger(__name__)
 
@@ -78,15 +80,15 @@ class PublisherStats:
 
 
 def plan_entities(settings: MqttSettings, cameras: Iterable[str], rules: Iterable[RuleInfo] = (),
-                  summary_jobs: Iterable[str] = ()) -> Discovery:
+                  summary_jobs: Iterable[str] = (), events: bool = False) -> Discovery:
     """The topics and Home Assistant entities for these names; ConfigError when a name cannot be a
     topic level or an entity id, or two entities collide (`vlmwatch check-config` calls this too)."""
     try:
-        checked = tuple(check_name(c, "camera name") for c in cameras)
+        checked = tuple(check_name(c, kind="camera name") for c in cameras)
         reserved = RESERVED_CAMERA_NAMES & set(checked)
         if reserved:
             raise ValueError(f"camera name {min(reserved)!r} is reserved (<base>/summary/<job> is taken)")
-        return Discovery(settings.discovery, Topics(settings.base_topic), checked, rules, summary_jobs)
+        return Discovery(settings.discovery, Topics(settings.base_topic), checked, rules, summary_jobs, events)
     except ValueError as exc:
         raise ConfigError(f"mqtt: {exc}") from None
 
@@ -105,10 +107,11 @@ class Publisher:
         *,
         clock: Callable[[], float] = time.time,
         rule_states: Callable[[], Mapping[tuple[str, str], bool]] | None = None,
+        events: bool = False,
     ) -> None:
         self.settings = settings
         self._rule_states = rule_states  # (rule, camera) -> ON now; published on every connect
-        self.discovery = plan_entities(settings, cameras, rules, summary_jobs)
+        self.discovery = plan_entities(settings, cameras, rules, summary_jobs, events)
         self.topics, self.cameras = self.discovery.topics, self.discovery.cameras
         self._outbox = Outbox(outbox_path, settings.outbox.max_messages, settings.outbox.max_bytes, clock,
                               settings.max_payload_bytes)
@@ -179,11 +182,11 @@ class Publisher:
         """Description -> `<camera>/description`, a rule's choice or JSON answer -> `<camera>/answer/<prompt>`;
         both retained. Returns the id (`message_id`: the one recorded with the result in history; a new one
         if None)."""
-        check_name(result.camera, "camera name")
+        check_name(result.camera, kind="camera name")
         message_id = message_id or new_message_id()
         payload = encode(result_json(result, message_id))
         if result.choice is not None or result.prompt_id != "description":  # a rule's choice or JSON answer
-            topic = self.topics.answer(result.camera, check_name(result.prompt_id, "prompt"))
+            topic = self.topics.answer(result.camera, check_name(result.prompt_id, kind="prompt"))
             self._enqueue(OutboxMessage(Kind.ANSWER, topic, payload, retain=True))
         else:
             self._enqueue(OutboxMessage(Kind.DESCRIPTION, self.topics.description(result.camera), payload, retain=True))
@@ -191,7 +194,7 @@ class Publisher:
 
     def publish_alert(self, alert: Alert, message_id: str | None = None) -> str:
         """Snapshot (retained), alert JSON (not retained), rule state ON (retained). Returns the alert's id."""
-        camera, rule = check_name(alert.camera, "camera name"), check_name(alert.rule, "rule")
+        camera, rule = check_name(alert.camera, kind="camera name"), check_name(alert.rule, kind="rule")
         message_id = message_id or new_message_id()
         if alert.snapshot_jpeg is not None:
             self._enqueue(OutboxMessage(Kind.SNAPSHOT, self.topics.snapshot(camera), alert.snapshot_jpeg, retain=True))
@@ -201,7 +204,7 @@ class Publisher:
         return message_id
 
     def publish_rule_state(self, camera: str, rule: str, on: bool) -> None:
-        topic = self.topics.rule(check_name(camera, "camera name"), check_name(rule, "rule"))
+        topic = self.topics.rule(check_name(camera, kind="camera name"), check_name(rule, kind="rule"))
         self._enqueue(OutboxMessage(Kind.RULE, topic, (ON if on else OFF).encode(), retain=True))
 
     def publish_npu(self, load: float, queue: int, ts: float) -> bool:
@@ -219,14 +222,33 @@ class Publisher:
 
     def publish_summary(self, summary: Summary, message_id: str | None = None) -> str:
         message_id = message_id or new_message_id()
-        topic = self.topics.summary(check_name(summary.job, "summary job"))
+        topic = self.topics.summary(check_name(summary.job, kind="summary job"))
         self._enqueue(OutboxMessage(Kind.SUMMARY, topic, encode(summary_json(summary, message_id)), retain=True))
+        return message_id
+
+    def publish_event(self, kind: str, event: Event, message_id: str | None = None, before: Event | None = None,
+                      snapshot: bytes | None = None) -> str:
+        """`<camera>/event` (new | update | end; not retained) and `<camera>/activity` ON at `new`, OFF at
+        `end`; at `end` also the story (`<camera>/story`) and the keyframe (`<camera>/event/snapshot`),
+        both retained, before the event message, so an automation fired by it reads both. Returns the id."""
+        camera = check_name(event.camera, kind="camera name")
+        message_id = message_id or new_message_id()
+        if kind == "end":
+            if snapshot is not None:
+                self._enqueue(OutboxMessage(Kind.SNAPSHOT, self.topics.event_snapshot(camera), snapshot, retain=True))
+            self._enqueue(OutboxMessage(Kind.EVENT, self.topics.story(camera), encode(story_json(event, message_id)),
+                                        retain=True))
+        self._enqueue(OutboxMessage(Kind.EVENT, self.topics.event(camera),
+                                    encode(event_json(kind, event, message_id, before)), retain=False))
+        if kind in ("new", "end"):
+            self._enqueue(OutboxMessage(Kind.EVENT, self.topics.activity(camera), (ON if kind == "new" else OFF)
+                                        .encode(), retain=True))
         return message_id
 
     def publish_camera_status(self, status: CameraStatus) -> None:
         """`<camera>/status`, retained JSON from the camera watchdog: `state` (starting, up, restarting,
         down, ended), `last_frame_age` (s), `restarts`, `dropped` (windows), `error`."""
-        camera = check_name(status.camera, "camera name")
+        camera = check_name(status.camera, kind="camera name")
         payload = encode({"id": new_message_id(), "camera": camera, "state": status.state, "ts": iso(status.ts),
                           "last_frame_age": status.last_frame_age, "restarts": status.restarts,
                           "dropped": status.dropped, "error": status.error})

@@ -20,6 +20,7 @@ Each file holds a list of rules:
 
     - id: smoke
       match: {any: [smoke, fire, flames]}   # or all: [...], regex: "..."; all given must hold
+      on: window                      # or event: match an event's story at its end (match rules only)
 
     - id: crowd_at_door                     # a JSON answer and a condition on it (daemon.rules.answers)
       ask_json: How many people are at the door?
@@ -50,12 +51,13 @@ from daemon.errors import ConfigError
 from daemon.rules.hours import TimeRange, parse_days, parse_time_range
 from daemon.rules.answers import AskJson
 from daemon.rules.asks import AskReader
-from daemon.rules.model import DESCRIPTION, SEVERITIES, Ask, Match, Rule, RuleSet, Template, parse_template
+from daemon.rules.model import (DESCRIPTION, SEVERITIES, Ask, Match, Rule, RuleSet, Template, parse_template,
+                                rule_scope)
 from daemon.times import parse_duration
 
 RULE_ID = NAME_RE  # an MQTT topic level and HA object id; always fullmatch
 OPTIONS = ("id", "cameras", "ask", "choices", "when", "threshold", "match", "ask_json", "fields", "for", "cooldown",
-           "active", "severity", "snapshot", "message", "off_delay", "zones")
+           "active", "severity", "snapshot", "message", "off_delay", "zones", "on")
 ASK_ONLY = ("choices", "when", "threshold")
 MATCH_OPTIONS = ("any", "all", "regex")
 ACTIVE_OPTIONS = ("time", "days")
@@ -195,7 +197,8 @@ class _RuleReader(AskReader):
         kwargs: dict[str, Any] = {}
         for key, parse in (("cameras", self._cameras), ("for", self._for), ("cooldown", self._duration),
                            ("off_delay", self._duration), ("active", self._active), ("severity", self._severity),
-                           ("snapshot", self._snapshot), ("message", self._message), ("zones", self._zones)):
+                           ("snapshot", self._snapshot), ("message", self._message), ("zones", self._zones),
+                           ("on", lambda node: rule_scope(self._text(node, "on"), "ask" in self.options))):
             if key in self.options:
                 try:
                     kwargs[key] = parse(self.options[key])

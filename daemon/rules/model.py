@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 SEVERITIES = ("info", "warning", "critical")
 DESCRIPTION = "description"  # the prompt id whose text `match` rules read
+STORY = "story"  # the prompt id of an event's story, which `on: event` rules read at the event's end
 TEMPLATE_FIELDS = ("camera", "rule", "text", "probability")
 MAX_TEXT = 4000  # characters of description searched (a 128-token description is ~600)
 MAX_PATTERN = 500  # characters of a regular expression
@@ -209,6 +210,7 @@ class Rule:
     message: Template | None = None  # None: the default for the trigger
     off_delay: float = 300.0  # seconds a sensor holds after the last triggering window (the daemon and HA turn it off)
     zones: tuple[str, ...] = ()  # empty: anywhere; else the window's changed regions must touch one
+    on: str = "window"  # window: each analysed window's description; event: an event's story at its end
     file: Path | None = None
     line: int = 0
 
@@ -288,6 +290,13 @@ class Evaluation:
     changes: tuple[StateChange, ...]  # binary_sensor ON/OFF transitions
 
 
+def rule_scope(on: str, asks: bool) -> str:
+    """A rule's `on`: window (each analysed window) or event (an event's story at its end: text, so match only)."""
+    if on not in ("window", "event") or (on == "event" and asks):
+        raise ValueError(f"{on!r}: write window or event (an event's story at its end; match rules only)")
+    return on
+
+
 def find_result(rule: Rule, results: Sequence[Result]) -> Result | None:
     """The result a rule reads: the answer to its question (by question text, so a renamed rule
     still finds it), or the description."""
@@ -297,7 +306,8 @@ def find_result(rule: Rule, results: Sequence[Result]) -> Result | None:
                      and t.when in r.probabilities), None)
     if isinstance(t, AskJson):
         return next((r for r in results if r.question == t.question and r.probabilities is None), None)
-    return next((r for r in results if r.prompt_id == DESCRIPTION and r.probabilities is None), None)
+    wanted = STORY if rule.on == "event" else DESCRIPTION
+    return next((r for r in results if r.prompt_id == wanted and r.probabilities is None), None)
 
 
 def triggered(rule: Rule, result: Result) -> tuple[bool, float | None]:

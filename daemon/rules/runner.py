@@ -74,7 +74,7 @@ class RuleRunner:
         with self._lock:
             evaluation = evaluate(self.rules, window.camera, results, self.state, now)
             self.state = evaluation.state
-        alerts = [self._with_snapshot(alert, window, previous) if self._wants_snapshot(alert) else alert
+        alerts = [self._with_snapshot(alert, window, previous) if self._wants_snapshot(alert) and window.frames else alert
                   for alert in evaluation.alerts]
         # Recorded before the state that says they fired, and before queueing (which a restart finishes
         # from history): a crash anywhere here may repeat an alert, never lose one.

@@ -20,6 +20,7 @@ from daemon.config.model import ModelSettings
 from daemon.engine.bundle import locate
 from daemon.engine.engine import Engine, open_engine
 from daemon.errors import ConfigError
+from daemon.events.book import EventBook
 from daemon.rules.files import load_rules
 from daemon.rules.model import RuleSet
 from daemon.rules.runner import RuleRunner
@@ -30,10 +31,12 @@ from daemon.service.daemon import Daemon, Pipeline
 from daemon.service.ledger import WindowLedger
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
+from daemon.service.events import EventService
 from daemon.service.publishing import Publishing
 from daemon.service.windows import WindowHandler
 from daemon.service.workers import Npu, NpuPool, NpuWorker
 from daemon.service.workqueue import NpuShare, RateLimiter, WorkQueue
+from daemon.state.events import EventStore
 from daemon.state.history import History
 from daemon.summaries.runner import RunLog, Summarizer
 from daemon.summaries.scheduler import SummaryScheduler
@@ -194,9 +197,18 @@ def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, 
         store = RuleStateStore(history.path).open()
         closers.append(store.close)
         rules = RuleRunner(ruleset, store, history, publisher, snapshot)
+    events = None
+    if cfg.events.enabled:
+        event_store = EventStore(history.path, cfg.state_dir / "events").open()
+        closers.append(event_store.close)
+        book = EventBook(cfg.events, snapshot=lambda window: snapshot(window, None))
+        events = EventService(book, event_store, queue, cameras, metrics, stop, publisher=publisher, rules=rules,
+                              clock=clock)
     ledger = WindowLedger(history, metrics, sources, clock)
     windows = WindowHandler(cfg, queue, ledger, history, metrics, stop, publisher=publisher, rules=rules,
-                            clock=clock)
+                            events=events, clock=clock)
+    if events is not None:
+        ledger.listen(on_answered=events.on_answered)
     limiter = RateLimiter(asks.per_minute, asks.burst)
     ask_handler = AskHandler(list(cameras), windows.latest, queue, limiter, history, metrics, stop,
                              publisher=publisher, max_new_tokens=cfg.prompts.max_new_tokens, clock=clock,
@@ -207,9 +219,10 @@ def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, 
         runlog = RunLog(history.path).open()
         closers.append(runlog.close)
         publish = publisher.publish_summary if publisher is not None else None
-        summarizer = Summarizer(history, engines[0], runlog, [c.name for c in cfg.cameras], publish, clock)
+        summarizer = Summarizer(history, engines[0], runlog, [c.name for c in cfg.cameras], publish, clock,
+                                events=events.store if events is not None else None)
         scheduler = SummaryScheduler(cfg.summaries, runlog)
-    pipeline = Pipeline(queue, ledger, windows, ask_handler, chat, rules, summarizer, scheduler)
+    pipeline = Pipeline(queue, ledger, windows, ask_handler, chat, rules, summarizer, scheduler, events)
     daemon = Daemon(cfg, npus, cameras, pipeline, history, stop, metrics=metrics,
                     notifier=notifier or Notifier(""), publisher=publisher, clock=clock, monotonic=monotonic)
     return daemon
@@ -276,7 +289,7 @@ def make_publisher(cfg: Config, ruleset: RuleSet | None, on_ask, rule_states=Non
     cameras = [c.name for c in cfg.cameras]
     infos = rule_infos(ruleset, cameras) if ruleset is not None else ()
     return Publisher(cfg.mqtt, cfg.state_dir / "outbox.sqlite", cameras, infos, [j.id for j in cfg.summaries],
-                     on_ask=on_ask, rule_states=rule_states)
+                     on_ask=on_ask, rule_states=rule_states, events=cfg.events.enabled)
 
 
 def rule_infos(rules: RuleSet, cameras: Sequence[str]):

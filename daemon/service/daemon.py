@@ -22,6 +22,7 @@ from daemon.rules.runner import RuleRunner
 from daemon.service.asks import AskHandler
 from daemon.service.cameras import Camera, CameraWatch
 from daemon.service.chat import ChatService
+from daemon.service.events import EventService
 from daemon.service.jobs import STORAGE_ERRORS, JobRunner
 from daemon.service.ledger import WindowLedger
 from daemon.service.metrics import Metrics
@@ -53,6 +54,7 @@ class Pipeline:
     rules: RuleRunner | None = None
     summarizer: Summarizer | None = None
     scheduler: SummaryScheduler | None = None
+    events: EventService | None = None
 
 
 class Daemon:
@@ -65,7 +67,7 @@ class Daemon:
         self.publisher, self.clock = publisher, clock
         self.queue, self.ledger = pipeline.queue, pipeline.ledger
         self.jobs = JobRunner(cameras, pipeline.windows, pipeline.asks, pipeline.chat, pipeline.queue,
-                              pipeline.ledger, metrics, stop, self.fail)
+                              pipeline.ledger, metrics, stop, self.fail, pipeline.events)
         status = self._publish_status if publisher is not None else None
         self.watch = CameraWatch(cameras, self._capture, config.health, metrics, monotonic=monotonic, wall=clock,
                                  on_status=status)
@@ -84,6 +86,8 @@ class Daemon:
         """Start every thread's owner; what a crash kept out of the outbox is queued first."""
         if self.publisher is not None:
             queue_unqueued(self.history, self.publisher)
+        if self.pipeline.events is not None:
+            self.pipeline.events.recover()  # events a crash left open end as interrupted
         for cam in self.cameras.values():
             if cam.main is not None:
                 cam.main.start(self.stop)
@@ -119,6 +123,8 @@ class Daemon:
             ticks.pruned = now
             try:
                 self.history.prune(now, self.config.retention.keep_seconds)
+                if self.pipeline.events is not None:
+                    self.pipeline.events.prune(now, self.config.retention.keep_seconds)
             except STORAGE_ERRORS as exc:
                 self.fail(exc)
                 return False
@@ -141,6 +147,8 @@ class Daemon:
             if cam.main is not None:
                 cam.main.close()
         self.npus.join(deadline)
+        if self.pipeline.events is not None:
+            self.pipeline.events.shutdown()  # open events end now (activity OFF), told from their descriptions
         if self.publisher is not None:
             self.publisher.stop(max(1.0, min(5.0, deadline - time.monotonic())))  # flush, then `offline`
         return self._exit_code()

@@ -21,11 +21,13 @@ from daemon.errors import Cancelled, PublishError, QuestionError, StateError, St
 from daemon.service.asks import AskHandler
 from daemon.service.cameras import Camera
 from daemon.service.chat import ChatService
+from daemon.service.events import EventService
 from daemon.service.ledger import Outcome, WindowLedger
 from daemon.service.metrics import Metrics
 from daemon.service.windows import WindowHandler
 from daemon.service.workers import Npu
-from daemon.service.workqueue import AskJob, ChatJob, Job, SummaryJob, WindowJob, WorkQueue, describe, kind_of
+from daemon.service.workqueue import (AskJob, ChatJob, Job, StoryJob, SummaryJob, WindowJob, WorkQueue, describe,
+                                     kind_of)
 
 log = logging.getLogger(__name__)
 STORAGE_ERRORS = (StateError, StorageError, PublishError)  # a state file (history, outbox, ...) cannot be written
@@ -46,8 +48,8 @@ class JobRunner:
 
     def __init__(self, cameras: Mapping[str, Camera], windows: WindowHandler, asks: AskHandler,
                  chat: ChatService | None, queue: WorkQueue, ledger: WindowLedger, metrics: Metrics,
-                 stop: threading.Event, fail: Callable[[VlmwatchError], None]) -> None:
-        self.cameras, self.windows, self.asks, self.chat = cameras, windows, asks, chat
+                 stop: threading.Event, fail: Callable[[VlmwatchError], None], events: EventService | None = None) -> None:
+        self.cameras, self.windows, self.asks, self.chat, self.events = cameras, windows, asks, chat, events
         self.queue, self.ledger, self.metrics, self.stop, self.fail = queue, ledger, metrics, stop, fail
 
     def handle(self, job: Job, npu: Npu) -> None:
@@ -67,7 +69,11 @@ class JobRunner:
             self.metrics.npu_job(npu.label, kind_of(job), time.monotonic() - started)
 
     def _run(self, job: Job, npu: Npu) -> None:
-        if isinstance(job, WindowJob):
+        if isinstance(job, StoryJob):  # before WindowJob, which it extends
+            if self.events is None:
+                raise TypeError("an event's story reached the NPU, but events are not enabled")
+            self.events.tell_story(job, npu)
+        elif isinstance(job, WindowJob):
             self.windows.analyse(job, npu, self.cameras[job.window.camera].settings)
         elif isinstance(job, AskJob):
             self.asks.answer(job, npu)
@@ -84,7 +90,7 @@ class JobRunner:
         try:
             if isinstance(job, AskJob):
                 self.asks.refused(job, str(exc))
-            elif isinstance(job, WindowJob):
+            elif isinstance(job, WindowJob) and not isinstance(job, StoryJob):
                 self.ledger.settle(job.window, Outcome.REFUSED, str(exc))
         except STORAGE_ERRORS as failure:
             self.fail(failure)

@@ -226,14 +226,14 @@ def name_problems(path: Path, cfg: Config, earlier: list[str]) -> list[str]:
     problems = []
     for i, cam in enumerate(cfg.cameras):
         try:
-            check_name(cam.name, "camera name")
+            check_name(cam.name, kind="camera name")
             if cam.name in RESERVED_CAMERA_NAMES:
                 raise ValueError(f"camera name {cam.name!r} is reserved (<base>/summary/<job> is taken); rename it")
         except ValueError as exc:
             problems.append(at(path, ("cameras", i, "name"), f"cameras[{i}].name: {exc}"))
     for i, job in enumerate(cfg.summaries):
         try:
-            check_name(job.id, "summary job")
+            check_name(job.id, kind="summary job")
         except ValueError as exc:
             problems.append(at(path, ("summaries", i, "id"), f"summaries[{i}].id: {exc}"))
     if problems or earlier:
@@ -241,7 +241,8 @@ def name_problems(path: Path, cfg: Config, earlier: list[str]) -> list[str]:
     rules = _rules(cfg)
     cameras = [c.name for c in cfg.cameras]
     try:
-        plan_entities(cfg.mqtt, cameras, rule_infos(rules, cameras) if rules else (), [j.id for j in cfg.summaries])
+        plan_entities(cfg.mqtt, cameras, rule_infos(rules, cameras) if rules else (), [j.id for j in cfg.summaries],
+                      cfg.events.enabled)
     except ConfigError as exc:
         problems.append(at(path, ("mqtt",), str(exc)))
     return problems
@@ -271,6 +272,12 @@ def prompt_problems(path: Path, cfg: Config, fit: PromptFit) -> list[str]:
                                                           f" camera {cam.name}")
         except QuestionError as exc:
             problems.append(at(path, key, f"{'cameras[%d].' % i if own else ''}prompts.description: {exc}"))
+        if cfg.events.enabled:  # the story: the same n frames (spread across the event) and the event prompt
+            try:
+                fit.check(n, Prompt("story", cfg.events.prompt, max_new_tokens=cfg.events.max_new_tokens),
+                          f"event story prompt with the {n}-frame prefix of camera {cam.name}")
+            except QuestionError as exc:
+                problems.append(at(path, ("events", "prompt"), f"events.prompt: {exc}"))
     rules = _rules(cfg)
     return problems + (rule_question_problems(rules, fit, {c.name: c.frames for c in cfg.cameras}) if rules else [])
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from daemon.state.recovery import Publishing as Recovering
-from daemon.types import CameraStatus, Result
+from daemon.types import CameraStatus, Event, Result
 
 
 class Publishing(Recovering, Protocol):
@@ -21,6 +21,9 @@ class Publishing(Recovering, Protocol):
     def publish_camera_status(self, status: CameraStatus) -> None: ...
 
     def publish_rule_state(self, camera: str, rule: str, on: bool) -> None: ...
+
+    def publish_event(self, kind: str, event: Event, message_id: str | None = None, before: Event | None = None,
+                      snapshot: bytes | None = None) -> str: ...
 
     def stats(self) -> Any: ...
 

@@ -19,6 +19,7 @@ from daemon.engine.engine import Answer, Engine, Prefix
 from daemon.errors import Cancelled
 from daemon.rules.runner import RuleRunner
 from daemon.service.cameras import Camera
+from daemon.service.events import EventService
 from daemon.service.ledger import Outcome, WindowLedger
 from daemon.service.metrics import Metrics
 from daemon.service.publishing import Publishing
@@ -73,11 +74,10 @@ class WindowHandler:
 
     def __init__(self, config: Config, queue: WorkQueue, ledger: WindowLedger, history: History, metrics: Metrics,
                  stop: threading.Event, *, publisher: Publishing | None, rules: RuleRunner | None,
-                 clock: Callable[[], float]) -> None:
+                 events: EventService | None = None, clock: Callable[[], float]) -> None:
         self.config, self.queue, self.ledger, self.history, self.metrics = config, queue, ledger, history, metrics
-        self.stop, self.publisher, self.rules, self.clock = stop, publisher, rules, clock
+        self.stop, self.publisher, self.rules, self.events, self.clock = stop, publisher, rules, events, clock
         self.latest = LatestWindows()
-        self._rules_lock = threading.Lock()  # rule state is one read-modify-write per batch
         self._skipping: dict[str, int] = {}  # camera -> windows skipped in a row (said once at INFO)
 
     # -- the capture thread -------------------------------------------------------------------
@@ -91,6 +91,8 @@ class WindowHandler:
                     self.queue.wait_slot(cam.settings.name, halt)
                 window = next(windows, None)
                 if window is None:
+                    if self.events is not None:
+                        self.events.source_ended(cam.settings.name)  # its open event ends now
                     break
                 saw_window()
                 self.gate(cam, window)
@@ -101,6 +103,8 @@ class WindowHandler:
     def gate(self, cam: Camera, window: Window) -> None:
         """Skip a window without change, or queue it for the NPU (the stale window it replaces is dropped)."""
         window, decision = cam.gate.check(window, now=window.end)
+        if self.events is not None:
+            self.events.seen(window, decision.analyse, decision.reason)  # opens, holds or closes an event
         if not decision.analyse:
             self.ledger.settle(window, Outcome.SKIPPED, decision.reason)
             self._log_skip(window.camera, decision.reason)
@@ -159,10 +163,11 @@ class WindowHandler:
     def _publish(self, window: Window, window_id: int, prompt: Prompt, answer: Answer, engine: Engine) -> Result:
         """Store one answer, then queue it for MQTT (stored first: a crash in between is queued at restart)."""
         result = make_result(window, prompt.question, answer, engine, self.clock())
-        message_id = new_message_id() if self.publisher is not None else None
+        publish = self.publisher is not None and (self.events is None or self.events.publishes_description(result))
+        message_id = new_message_id() if publish else None
         row_id = self.history.record_result(window_id, result, message_id)
         self.metrics.observe_timings(answer.timings)
-        if self.publisher is not None:
+        if publish:
             self.publisher.publish_result(result, message_id=message_id)
             self.history.mark_queued("results", row_id)
         log.info("camera %s: %s: %s", window.camera, answer.prompt_id, answer.text[:200])
@@ -172,8 +177,7 @@ class WindowHandler:
         """The rules' alerts for one batch of answers (recorded and published by the rule runner)."""
         if self.rules is None or not results:
             return []
-        with self._rules_lock:
-            return self.rules.on_results(window, results, previous)
+        return self.rules.on_results(window, results, previous)
 
 
 def make_result(window: Window, question: str, answer: Answer, engine: Engine, now: float) -> Result:

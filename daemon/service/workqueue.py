@@ -35,6 +35,23 @@ class WindowJob:
     window: Window
     reason: str = ""  # why the gate let it through
 
+    @property
+    def key(self) -> str:
+        """Its place in the queue: one pending window per camera (a newer one replaces it)."""
+        return self.window.camera
+
+
+@dataclass(frozen=True)
+class StoryJob(WindowJob):
+    """An ended event's story: one 8-frame model pass at a window's priority (daemon.service.events).
+    `window` spans the event and has no frames: they are taken from the event book when the job runs."""
+
+    event_id: str = ""
+
+    @property
+    def key(self) -> str:
+        return f"{self.window.camera}/story/{self.event_id}"  # never replaced by a window or another story
+
 
 @dataclass(frozen=True)
 class AskJob:
@@ -97,7 +114,7 @@ class WorkQueue:
 
     def put_window(self, job: WindowJob) -> WindowJob | None:
         """Queue a window; return the stale job of the same camera it replaced, if any."""
-        camera = job.window.camera
+        camera = job.key
         with self._cond:
             old = self._windows.get(camera)
             # A replaced window keeps its place in line: a busy camera is not pushed back.
@@ -284,6 +301,8 @@ class RateLimiter:
 
 def describe(job: Job) -> str:
     """The job in a log line."""
+    if isinstance(job, StoryJob):
+        return f"camera {job.window.camera}: story of event {job.event_id}"
     if isinstance(job, WindowJob):
         return f"camera {job.window.camera}: window at {job.window.start:.1f}"
     if isinstance(job, AskJob):

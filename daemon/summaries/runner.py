@@ -99,9 +99,11 @@ class Summarizer:
     """Summaries from history with the engine; `run` is the scheduled path, `summarize` the on-demand one."""
 
     def __init__(self, history: History, engine, runlog: RunLog | None, cameras: Sequence[str],
-                 publish: Callable[[Summary, str | None], object] | None = None, clock: Callable[[], float] = time.time):
+                 publish: Callable[[Summary, str | None], object] | None = None, clock: Callable[[], float] = time.time,
+                 events=None):
         self.history, self.engine, self.runlog, self.cameras = history, engine, runlog, tuple(cameras)
         self.publish, self.clock = publish, clock
+        self.events = events  # daemon.state.events.EventStore: event stories stand for their windows' descriptions
 
     def request(self, job: SummarySettings) -> Request:
         return Request(job.id, tuple(job.cameras or self.cameras), job.prompt, job.max_new_tokens)
@@ -109,7 +111,8 @@ class Summarizer:
     def plan(self, request: Request, period: Period):
         from daemon.summaries.plan import TokenBudget, plan_summary
 
-        return plan_summary(build_timeline(self.history, period, request.cameras), request, TokenBudget(self.engine))
+        timeline = build_timeline(self.history, period, request.cameras, self.events)
+        return plan_summary(timeline, request, TokenBudget(self.engine))
 
     def summarize(self, request: Request, period: Period, stop: threading.Event | None = None) -> Summary:
         """Plan and run the model calls (none for an empty period); records nothing."""

@@ -4,7 +4,9 @@
     lines = [entry_line(e, timeline.period) for e in timeline.entries]
 
 The period's descriptions, rule answers and alerts become `Entry` lines,
-oldest first; consecutive near-identical descriptions (or answers) of one
+oldest first; with the daemon's events (`daemon.state.events`), each ended event with a
+story is one `event` line, and the descriptions of its windows are left out: fewer, better
+inputs (descriptions outside any event stay); consecutive near-identical descriptions (or answers) of one
 camera merge into one line with a repeat count, so an unchanging scene is
 one line however long it lasts. Times are written in the period's zone, as short as the
 period allows. An empty timeline gets a fixed "nothing was seen" text
@@ -23,6 +25,7 @@ from difflib import SequenceMatcher
 from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
+    from daemon.state.events import EventStore
     from daemon.state.history import History
 
 
@@ -65,7 +68,7 @@ class Request:
 class Entry:
     """One line of the timeline: a description (or a run of near-identical ones), a rule answer run, an alert."""
 
-    kind: str  # description | answer | alert
+    kind: str  # description | answer | alert | event (an event's story)
     camera: str
     start: float
     end: float
@@ -85,8 +88,10 @@ class Timeline:
 # --------------------------------------------------------------------------- timeline
 
 
-def build_timeline(history: History, period: Period, cameras: Sequence[str]) -> Timeline:
-    """The period's descriptions, rule answers and alerts of `cameras`, oldest first, runs merged.
+def build_timeline(history: History, period: Period, cameras: Sequence[str],
+                   events: EventStore | None = None) -> Timeline:
+    """The period's descriptions, rule answers and alerts of `cameras` (and event stories, with `events`),
+    oldest first, runs merged.
 
     Rows are selected and placed by when the daemon recorded them (as history's
     queries and retention are), which is what `period` means.
@@ -95,14 +100,22 @@ def build_timeline(history: History, period: Period, cameras: Sequence[str]) -> 
     results = [r.result for r in history.results(period.start, period.end)
                if r.window_id is not None and r.result.camera in wanted]  # text-only rows are no camera's
     descriptions = [r for r in results if r.choice is None and r.prompt_id == "description"]
+    stories = [e for e in (events.ended_between(period.start, period.end) if events is not None else [])
+               if e.camera in wanted and e.story]
+    if stories:  # an event's story stands for the descriptions of its windows
+        descriptions = [r for r in descriptions if not any(
+            e.camera == r.camera and e.start <= (r.window_start or 0) < (e.end or e.last_change) for e in stories)]
     answers = [r for r in results if r.choice is not None]
     alerts = [a.alert for a in history.alerts(period.start, period.end) if a.alert.camera in wanted]
     entries = merge_runs([Entry("description", r.camera, r.ts, r.ts, " ".join(r.text.split())) for r in descriptions])
     entries += merge_runs([Entry("answer", r.camera, r.ts, r.ts, r.choice, r.prompt_id) for r in answers])
     entries += [Entry("alert", a.camera, a.ts, a.ts, " ".join(a.text.split()), f"{a.rule} ({a.severity})")
                 for a in alerts]
+    entries += [Entry("event", e.camera, ts, ts, " ".join(e.story.split())) for e, ts in
+                ((e, events.recorded(e.id)) for e in stories)]
     entries.sort(key=lambda e: (e.start, e.camera, e.kind))
-    counts = {"descriptions": len(descriptions), "answers": len(answers), "alerts": len(alerts)}
+    counts = {"descriptions": len(descriptions), "answers": len(answers), "alerts": len(alerts),
+              **({"events": len(stories)} if stories else {})}
     return Timeline(period, tuple(cameras), tuple(entries), counts)
 
 
@@ -143,6 +156,8 @@ def entry_line(e: Entry, period: Period) -> str:
         return f"{when} {e.camera} ALERT {e.label}: {e.text}"
     if e.kind == "answer":
         return f"{when} {e.camera} {e.label}: {e.text}{times}"
+    if e.kind == "event":
+        return f"{when} {e.camera} EVENT: {e.text}"
     return f"{when} {e.camera}{times}: {e.text}"
 
 
