@@ -15,13 +15,15 @@ from daemon.errors import PublishError
 CAMERAS = ("front_door",)  # what write_demo_config configures
 
 
-def demo_config_topics(prefix: str = "homeassistant", base: str = "vlmwatch") -> list[str]:
-    """The discovery config topics the demo's daemon publishes."""
-    from daemon.config.mqtt import DiscoverySettings
-    from daemon.mqtt.discovery import Discovery
-    from daemon.mqtt.messages import Topics
+def demo_config_topics() -> list[str]:
+    """The discovery config topics the demo's daemon publishes: its config's (write_demo_config:
+    one camera, no rules or summaries, the default mqtt and events settings), planned as the
+    daemon plans them."""
+    from daemon.config.events import EventSettings
+    from daemon.config.mqtt import MqttSettings
+    from daemon.mqtt.publisher import plan_entities
 
-    return sorted(Discovery(DiscoverySettings(prefix=prefix), Topics(base), CAMERAS).configs())
+    return sorted(plan_entities(MqttSettings(), CAMERAS, events=EventSettings().enabled).configs())
 
 
 def remove_device(host: str, port: int, username: str | None, password: str | None, timeout: float = 10.0) -> int:
