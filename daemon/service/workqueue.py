@@ -88,9 +88,11 @@ Question = AskJob | ChatJob
 
 
 def kind_of(job: Job) -> str:
-    """The accounting kind of a job: "ask" (MQTT or HTTP question), "window" or "summary"."""
+    """The accounting kind of a job: "ask" (MQTT or HTTP question), "window", "story" (an event's) or "summary"."""
     if isinstance(job, (AskJob, ChatJob)):
         return "ask"
+    if isinstance(job, StoryJob):
+        return "story"
     return "window" if isinstance(job, WindowJob) else "summary"
 
 
