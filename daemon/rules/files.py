@@ -51,8 +51,9 @@ from daemon.errors import ConfigError
 from daemon.rules.hours import TimeRange, parse_days, parse_time_range
 from daemon.rules.answers import AskJson
 from daemon.rules.asks import AskReader
-from daemon.rules.model import (DESCRIPTION, SEVERITIES, Ask, Match, Rule, RuleSet, Template, parse_template,
-                                rule_scope)
+from daemon.rules.match import Match
+from daemon.rules.model import DESCRIPTION, SEVERITIES, Ask, Rule, RuleSet, rule_scope
+from daemon.rules.template import Template, parse_template
 from daemon.times import parse_duration
 
 RULE_ID = NAME_RE  # an MQTT topic level and HA object id; always fullmatch
