@@ -119,13 +119,10 @@ MMAP_THRESHOLD = 128 * 1024  # glibc's default, kept fixed
 
 
 def return_freed_memory() -> bool:
-    """Make glibc give freed pictures back to the system at once: allocations from 128 KiB up stay mmapped.
+    """Make glibc give freed pictures back at once: allocations from 128 KiB up stay mmapped.
 
-    By default glibc raises this threshold each time a large block is freed (up to 32 MiB), after which
-    frame-sized arrays (0.6 to 6 MB) come from per-thread heaps that keep their freed memory: with a
-    capture thread per camera and a worker per NPU that was 20-70 MiB of the daemon's peak
-    (benchmarks/bench_memory.py). Setting it explicitly turns the adjustment off. False where there is
-    no glibc (nothing changes there)."""
+    Left to adjust itself, the threshold grows and frame-sized arrays stay in per-thread heaps
+    (measured in docs/design.md). False where there is no glibc (nothing changes there)."""
     import ctypes
     import ctypes.util
 
