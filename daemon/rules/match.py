@@ -1,11 +1,6 @@
-r"""A `match` rule's trigger: keywords and a regular expression searched in a description, in bounded time.
-
-A rule file must not be able to hang the daemon, and Python's `re` backtracks
-(`(a|aa)+b` takes exponential time). So patterns are at most `MAX_PATTERN`
-characters, a repeat nested in an unbounded repeat (`(a+)+`, `(\w+\s?)*`) is
-refused at load, the text is capped at `MAX_TEXT` characters, and the search
-runs on the `regex` module with a `REGEX_TIMEOUT` deadline (a timeout counts as
-no match and is logged). Keywords compile to escaped literals, which cannot backtrack.
+r"""A `match` rule's trigger: keywords and a regular expression searched in a description, in bounded
+time: patterns are capped and refused when nested repeats could backtrack exponentially, the text
+is capped, the search has a deadline (a timeout counts as no match). Keywords are escaped literals.
 """
 
 from __future__ import annotations

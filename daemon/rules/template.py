@@ -11,10 +11,7 @@ TEMPLATE_FIELDS = ("camera", "rule", "text", "probability")
 
 @dataclass(frozen=True)
 class Template:
-    """`{camera}`, `{rule}`, `{text}`, `{probability}` and literal text (`{{` `}}` for braces).
-
-    Rendered by concatenation from the parsed pieces: str.format never sees
-    user text, so there is no attribute access, indexing or format spec."""
+    """Parsed pieces, rendered by concatenation: str.format never sees user text."""
 
     source: str
     pieces: tuple[tuple[str, str | None], ...]  # (literal, field or None)
