@@ -1,18 +1,11 @@
 """Rules: what turns a window's results into alerts. Pure: results, rule state and `now` in;
 alerts, the next state and the binary_sensor changes out. No clock, no I/O, no eval.
 
-A rule has one trigger: `Ask` (its own choice question; triggers when the
-probability of `when` reaches `threshold`), `Match` (keywords or a regex in the
-description, `daemon.rules.match`) or `AskJson` (`daemon.rules.answers`).
-
-Per (rule, camera) the state counts consecutive triggering windows; at
-`for_windows` the condition holds (sensor ON) and an alert fires unless one
-fired less than `cooldown` ago. A non-triggering window (also one outside
-`active` hours or the rule's `zones`) resets the count and turns the sensor
-OFF; a window without the rule's result leaves the count alone. A sensor holds
-only `off_delay` after its last triggering window (`expire`), as Home
-Assistant's `off_delay` does, so one left ON while the gate skips a static
-scene, or the daemon is stopped, turns OFF.
+A trigger is an `Ask` (a choice question), a `Match` (daemon.rules.match) or an `AskJson`
+(daemon.rules.answers). Per (rule, camera), `for_windows` consecutive triggering windows turn the
+sensor ON and fire an alert outside `cooldown`; a non-triggering window resets; a window without
+the rule's result changes nothing; `expire` turns a sensor OFF `off_delay` after its last trigger
+(docs/design.md).
 """
 
 from __future__ import annotations
