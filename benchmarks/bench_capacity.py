@@ -6,9 +6,9 @@
    own capture thread (`StreamSource`, frames stamped by a media clock): a 1080p25 camera whose gate
    reads the main stream; a 640x360 25 fps camera; a camera with a 640x360 substream for the gate and
    its 1080p main stream kept as packets (`StreamFrames`: demuxed, not decoded; the GOP of a window that
-   passes is decoded then, counted at the `--changed` share); and, as a candidate the daemon does not
-   use yet, a 1080p25 camera whose gate would decode keyframes only (OpenCV's "avdiscard;nonkey") with
-   the main stream kept as packets and a passed window decoded from them. Shown as a share of one core here and of the
+   passes is decoded then, counted at the `--changed` share); a 1080p25 camera with `stream.gate_decode:
+   keyframes` (the daemon's capture thread decoding keyframes only, its packets kept by a second
+   connection, a passed window decoded from them), and the same done by bare FFmpeg calls for comparison. Shown as a share of one core here and of the
    board's 8 Cortex-A55 cores, taking one A55 core as 1/`--a55` of a core of this machine (4-6).
 2. NPU seconds per window from the call census of one window (the default description, 64 tokens,
    and two yes/no rules) through the real engine on full-size sessions that compute nothing
@@ -53,10 +53,10 @@ from daemon.engine.bundle import Model, load_embeddings  # noqa: E402
 from daemon.engine.engine import Engine  # noqa: E402
 from daemon.engine.sessions import Meter  # noqa: E402
 from daemon.types import Frame, Prompt  # noqa: E402
+from daemon.video.decoders import KEYFRAMES_ONLY, open_capture  # noqa: E402
 from daemon.video.stream import StreamSource  # noqa: E402
 
 FPS, GOP_S = 25, 2
-FFMPEG_OPTIONS = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
 BOARD_CORES = 8  # Cortex-A55 on the AX650N
 PROMPTS = [Prompt("person", "Is a person at the door? Answer yes or no.", ("yes", "no")),
            Prompt("package", "Is a package left? Answer yes or no.", ("yes", "no")),
@@ -95,7 +95,9 @@ def clip(folder: Path, seconds: float, width: int, height: int) -> Path:
 
 
 def gate_stream(path: Path, settings: SourceSettings) -> int:
-    """The capture thread on a clip, once through (what the daemon does with a camera); windows made."""
+    """The capture thread on a clip, once through (what the daemon does with a camera); windows made.
+    Frames are stamped by the clip's media clock: one frame per grab, or one GOP per grab when the
+    gate decodes keyframes only."""
     stop = threading.Event()
 
     def on_event(event) -> None:
@@ -103,7 +105,8 @@ def gate_stream(path: Path, settings: SourceSettings) -> int:
             stop.set()
 
     ticks = itertools.count()
-    source = StreamSource("bench", str(path), settings, on_event=on_event, clock=lambda: next(ticks) / FPS)
+    step = GOP_S if settings.stream.gate_decode == "keyframes" else 1 / FPS
+    source = StreamSource("bench", str(path), settings, on_event=on_event, clock=lambda: next(ticks) * step)
     return sum(1 for _ in source.windows(stop))
 
 
@@ -139,20 +142,9 @@ def cpu(run) -> float:
 
 
 def keyframes_only(path: Path) -> int:
-    """Every keyframe decoded and converted, nothing else: FFmpeg's skip_frame = AVDISCARD_NONKEY, which
-    OpenCV's FFmpeg backend sets from OPENCV_FFMPEG_CAPTURE_OPTIONS "avdiscard;nonkey". A candidate
-    for the gate's stream: the daemon does not read cameras this way yet."""
-    import cv2
-
-    old = os.environ.get(FFMPEG_OPTIONS)
-    os.environ[FFMPEG_OPTIONS] = "avdiscard;nonkey"
-    try:
-        capture, frames = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG), 0
-    finally:
-        if old is None:
-            del os.environ[FFMPEG_OPTIONS]
-        else:
-            os.environ[FFMPEG_OPTIONS] = old
+    """Every keyframe decoded and converted, nothing else: FFmpeg's skip_frame = AVDISCARD_NONKEY
+    ("avdiscard;nonkey", for this capture only), without the daemon's windows and frames around it."""
+    capture, frames = open_capture(str(path), (), (KEYFRAMES_ONLY,)), 0
     while True:
         ok, image = capture.read()
         if not ok:
@@ -171,7 +163,10 @@ def captures(folder: Path, seconds: float, changed: float) -> list[Capture]:
     rows = [Capture("1080p25, the gate reads the main stream", cpu(lambda: gate_stream(full, settings)) / windows),
             Capture("640x360 25 fps camera", cpu(lambda: gate_stream(small, settings)) / windows)]
     rows.append(Capture("substream 640x360 + 1080p main as packets", rows[1].cpu_per_window + main_packets + passed))
-    rows.append(Capture("(candidate) 1080p25 keyframes only + window decode", cpu(lambda: keyframes_only(full))
+    rows.append(Capture("(bare FFmpeg) 1080p25 keyframes only + window decode", cpu(lambda: keyframes_only(full))
+                        / windows + main_packets + passed))
+    keyed = SourceSettings.model_validate({"stream": {"gate_decode": "keyframes"}})
+    rows.append(Capture("1080p25, gate_decode: keyframes (+ packets, passed)", cpu(lambda: gate_stream(full, keyed))
                         / windows + main_packets + passed))
     return rows
 

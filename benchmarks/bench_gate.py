@@ -35,12 +35,15 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from clips import background  # noqa: E402
-from gate_scenes import Setup, detection_trials, smallest_found, static_run  # noqa: E402
+from clips import background, read_clip, write_h264  # noqa: E402
+from gate_scenes import (FRAMES, KINDS, STATIC, Noise, Setup, Trial, detection_trials, place, render,  # noqa: E402
+                         smallest_found, static_run, windows_of)
 
-from daemon.config.cameras import GateSettings
-from daemon.types import Frame  # noqa: E402
+from daemon.config.cameras import GateSettings  # noqa: E402
+from daemon.types import Frame, Window  # noqa: E402
+from daemon.video.decoders import KEYFRAMES_ONLY, open_capture  # noqa: E402
 from daemon.video.gate import GateState, decide  # noqa: E402
+from daemon.video.windows import KeyframeWindows  # noqa: E402
 
 AREAS = (0.00025, 0.0005, 0.001, 0.002, 0.005)
 WINDOW_SECONDS = 8.0
@@ -104,6 +107,109 @@ def cpu_ms(width: int, height: int, repeat: int = 20) -> tuple[float, float]:
     return statistics.median(new), statistics.median(old)
 
 
+# ---------------------------------------------------------------- the gate on keyframes only (stream.gate_decode)
+
+
+def keyframe_clip(setup: Setup, passing: tuple[int, ...], rng: np.random.Generator) -> tuple[list, list[np.ndarray]]:
+    """Trial pairs (reference window, tested window) as in gate_scenes.detection_trials, 0.1 % things
+    appearing, leaving, moving (in the tested window's second half, staying), and things passing: seen
+    for `d` seconds of the tested window from a random second on, then gone. One frame a second."""
+    base, noise = background(setup.width, setup.height, setup.seed), Noise(setup, rng)
+    plans, images = [], []
+    for kind in [*KINDS, *(f"pass {d} s" for d in passing)]:
+        for _ in range(4):  # positions
+            box = place(base, 0.001, rng)
+            other = place(base, 0.001, rng, avoid=box) if kind == "move" else None
+            before = {"leave": [box], "move": [box]}.get(kind, [])
+            after = {"appear": [box], "move": [other]}.get(kind, [])
+            seen = int(kind.split()[1]) if kind.startswith("pass") else 0
+            first = FRAMES + int(rng.integers(0, FRAMES - seen + 1))
+            light = float(rng.uniform(1 - setup.drift, 1 + setup.drift))
+            for i in range(2 * FRAMES):
+                if seen:
+                    boxes = [box] if first <= i < first + seen else []
+                else:
+                    boxes = after if i >= FRAMES + FRAMES // 2 else before
+                images.append(render(base, light * (1 + 0.002 * i), noise, boxes))
+            plans.append((kind, box if kind != "move" else other))
+    images += [render(base, 1.0, noise, ()) for _ in range(FRAMES)]  # a last window holds the keyframe after
+    return plans, images
+
+
+def keyframes_of(path: Path) -> list[Frame]:
+    """The clip's keyframes as the daemon's gate gets them (FFmpeg skips the other frames), at their
+    media second."""
+    import cv2
+
+    capture, frames = open_capture(str(path), (), (KEYFRAMES_ONLY,)), []
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        second = round(capture.get(cv2.CAP_PROP_POS_MSEC) / 1000 * 8)  # written at 8 fps, one frame a second
+        frames.append(Frame("cam", float(second), second, image))
+    capture.release()
+    return frames
+
+
+def keyframe_windows(frames: list[Frame]) -> dict[float, Window]:
+    windows = KeyframeWindows("cam", WINDOW_SECONDS, WINDOW_SECONDS, FRAMES, max_gap=10.0)
+    return {w.start: w for f in frames if windows.wants(f.ts) for w in windows.add(f)}
+
+
+def keyframe_trials(setup: Setup, gop: int, folder: Path, passing=(1, 2, 4)) -> dict[str, tuple[int, int, int]]:
+    """Per trial kind: (found with every frame decoded, found with keyframes only, trials), same clip."""
+    plans, images = keyframe_clip(setup, passing, np.random.default_rng(setup.seed))
+    path = write_h264(folder / f"keyframes-{setup.width}-{gop}.mp4", images, fps=8, gop=gop)
+    every = windows_of(read_clip(path))
+    keyed = keyframe_windows(keyframes_of(path))
+    out: dict[str, list[int]] = {}
+    for k, (kind, box) in enumerate(plans):
+        row = out.setdefault(kind, [0, 0, 0])
+        for column, (reference, tested) in enumerate([(every[2 * k], every[2 * k + 1]),
+                                                      (keyed.get(16.0 * k), keyed.get(16.0 * k + 8))]):
+            if reference is None or tested is None:
+                continue  # no window: nothing found
+            _, state = decide(reference.frames, GateState(), STATIC, now=0.0)
+            decision, _ = decide(tested.frames, state, STATIC, now=8.0)
+            row[column] += Trial(0.001, kind, box, decision, (setup.width, setup.height)).found
+        row[2] += 1
+    path.unlink()
+    return {kind: tuple(row) for kind, row in out.items()}  # type: ignore[misc]
+
+
+def keyframe_static(setup: Setup, gop: int, windows: int, folder: Path) -> tuple[int, int, int]:
+    """Windows analysed after the first in a static scene (noise, drift, x264): every frame decoded,
+    keyframes only; and how many windows."""
+    rng = np.random.default_rng(setup.seed + 100)
+    base, noise = background(setup.width, setup.height, setup.seed), Noise(setup, rng)
+    total = (windows + 1) * FRAMES
+    images = [render(base, 1 - setup.drift + 2 * setup.drift * i / total, noise, ()) for i in range(total)]
+    path = write_h264(folder / f"keyframes-static-{setup.width}-{gop}.mp4", images, fps=8, gop=gop)
+    counts = []
+    for ws in (windows_of(read_clip(path)), sorted(keyframe_windows(keyframes_of(path)).values(),
+                                                   key=lambda w: w.start)):
+        state, analysed = GateState(), 0
+        for number, window in enumerate(ws):
+            decision, state = decide(window.frames, state, STATIC, now=window.end)
+            analysed += bool(number) and decision.analyse
+        counts.append(analysed)
+    path.unlink()
+    return counts[0], counts[1], windows
+
+
+def print_keyframes(resolutions, noise: float, gops: list[int], static_windows: int, folder: Path) -> None:
+    print(f"\n{'resolution':>10} {'GOP':>4} | 0.1 % things found: every frame decoded / keyframes only"
+          f" (noise {noise:g}, h264) | false windows in {static_windows} static: every / keyframes")
+    for width, height in resolutions:
+        for gop in gops:
+            setup = Setup(width, height, noise, "h264", gop=gop)
+            rows = keyframe_trials(setup, gop, folder)
+            shown = "  ".join(f"{kind} {a}/{b} of {n}" for kind, (a, b, n) in rows.items())
+            every, keyed, n = keyframe_static(setup, gop, static_windows, folder)
+            print(f"{width}x{height:<4} {gop:>3}s | {shown} | {every} / {keyed}", flush=True)
+
+
 def parse_resolutions(text: str) -> list[tuple[int, int]]:
     return [tuple(int(v) for v in item.split("x")) for item in text.split(",")]  # type: ignore[misc]
 
@@ -126,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--codecs", default="h264,mp4v,raw")
     parser.add_argument("--static-windows", type=int, default=40, help="static windows per setup (8 s each)")
     parser.add_argument("--gop", type=int, default=8, help="x264 keyframe interval, seconds of scene (default 8)")
+    parser.add_argument("--keyframe-gops", default="1,2,4",
+                        help="keyframe intervals (s) at which the gate reading keyframes only is measured")
     parser.add_argument("--quick", action="store_true", help="320x240 and 640x360 only, 20 static windows")
     parser.add_argument("--hour-windows", type=int, default=450, help="windows of the long static run (450: 1 h)")
     args = parser.parse_args(argv)
@@ -167,6 +275,8 @@ def main(argv: list[str] | None = None) -> int:
         for step in ("exposure", "ir", "day"):
             run = static_run(Setup(width, height, 8.0, "h264", gop=args.gop), 10, folder, step=step)
             print(f"{width}x{height:<4} {step:>8} | {run.analysed}  {'; '.join(run.reasons)}", flush=True)
+
+    print_keyframes(resolutions, max(noises), [int(g) for g in args.keyframe_gops.split(",")], static_windows, folder)
 
     print(f"\n{'resolution':>10} | {'gate ms/window':>14} | {'old gate ms/window':>18}")
     for width, height in resolutions:

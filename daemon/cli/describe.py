@@ -82,7 +82,10 @@ def run(args) -> int:
         analysis = engine.ask(frames, [Prompt("question", args.question, choices)], on_token)
         answer = analysis.answers[0]
         if args.json:
-            found = answer_json(analysis, answer, engine.model.meter.ms, engine.kv_path)
+            from daemon.video.decoders import decoding
+
+            found = {**answer_json(analysis, answer, engine.model.meter.ms, engine.kv_path),
+                     "video": decoding().as_json()}
             del engine, analysis  # sessions let go while fd 1 still points at stderr
             print(json.dumps(found, ensure_ascii=False), file=out)
         elif choices:

@@ -19,7 +19,7 @@ from pydantic import (
 )
 
 from daemon.config.base import Section, Timezone
-from daemon.config.cameras import CameraSettings
+from daemon.config.cameras import KEYFRAME_GAP, CameraSettings
 from daemon.config.daemon import (
     AskSettings,
     HealthSettings,
@@ -93,10 +93,12 @@ class Config(Section):
             out.append((("health", "down_after"), f"must be 0 or at least health.stall_after "
                         f"({health.stall_after:g} s): a stalled camera is restarted before it counts as down"))
         for cam in self.cameras:
-            first = cam.stream.open_timeout + cam.span + cam.stride
+            keyframes = cam.stream.gate_decode == "keyframes"  # a window waits for the keyframe after it
+            first = cam.stream.open_timeout + cam.span + cam.stride + (KEYFRAME_GAP if keyframes else 0.0)
             if "://" in cam.source and health.stall_after <= first:
+                gap = f" + {KEYFRAME_GAP:g} s for a keyframe" if keyframes else ""
                 out.append((("health", "stall_after"), f"{health.stall_after:g} s is too short for camera "
-                            f"{cam.name}: its first window may take stream.open_timeout + span + stride = "
+                            f"{cam.name}: its first window may take stream.open_timeout + span + stride{gap} = "
                             f"{first:g} s; raise stall_after above that"))
         return out
 

@@ -79,7 +79,7 @@ def build_app(cfg: Config, once: bool = False, engine: Engine | None = None, *, 
     sources = open_sources(cfg, engines[0], on_event=on_event, once=once)
     closers += [s.close for s in sources.values()]  # their records of processed files
     mains = {c.name: open_main_frames(c.name, c.source_url(f"cameras[{i}]"), c, sources[c.name])
-             for i, c in enumerate(cfg.cameras) if c.detect_source is not None and c.frames_from == "main"}
+             for i, c in enumerate(cfg.cameras) if c.takes_main_frames}
     publisher = make_publisher(cfg, ruleset, on_ask=lambda request: daemon.pipeline.asks.admit(request),
                                rule_states=lambda: daemon.rule_states())
     triggers = make_triggers(cfg, lambda camera, label: daemon.cameras[camera].gate.trigger(label))

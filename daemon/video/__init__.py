@@ -15,7 +15,8 @@
 - `frames`: what a captured frame keeps (a reduced picture, the model's input).
 - `gate`: skips windows in which nothing changed (pure).
 - `events`: what sources report (never exceptions out of `windows()`).
-- `mainframes`: the main stream's frames for windows the gate passed on a substream.
+- `mainframes`: the main stream's frames for windows the gate passed on a substream (or on keyframes).
+- `decoders`: FFmpeg options per capture; the board's hardware decoders when present.
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def open_source(
     if mistyped is not None:
         raise SourceError(f"camera {name}: source {redact_url(uri)!r} looks like a {mistyped}:// URL, but '//' does "
                           f"not follow '{mistyped}:'; write {mistyped}://HOST/PATH")
-    make_frame = FrameMaker(settings.picture_width, model_input)
+    keyframes = settings.stream.gate_decode == "keyframes"  # gate-only frames: the model's are decoded apart
+    make_frame = FrameMaker(settings.picture_width, None if keyframes else model_input)
     scheme = uri.split("://", 1)[0].lower() if "://" in uri else ""
     if scheme in STREAM_SCHEMES:
         return StreamSource(name, uri, settings, on_event=on_event, make_frame=make_frame)

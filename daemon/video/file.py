@@ -35,6 +35,7 @@ from daemon.config.cameras import SourceSettings
 from daemon.errors import SourceError
 from daemon.state.store import MEMORY, Store
 from daemon.types import Frame, Window
+from daemon.video.decoders import CameraDecoder
 from daemon.video.events import EventSink, SourceBase, emit
 from daemon.video.frames import FrameMaker
 from daemon.video.windows import FileWindow, file_layout
@@ -118,7 +119,8 @@ class VideoFile:
         if not self.path.is_file():
             raise SourceError(f"cannot read {self.path}: no such file; check the path")
         params = [cv2.CAP_PROP_N_THREADS, threads] if threads > 0 else []
-        self._capture = cv2.VideoCapture(str(self.path), cv2.CAP_FFMPEG, params)
+        self.decoder = CameraDecoder(self.path.name)  # the board's hardware decoder when it has one for the codec
+        self._capture = self.decoder.open(str(self.path), params)
         if not self._capture.isOpened():
             self._capture.release()
             raise SourceError(f"cannot read {self.path}: not a video FFmpeg can open; is it a complete video file?")

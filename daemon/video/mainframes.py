@@ -27,7 +27,6 @@ low-resolution copy): frames at the same media time.
 from __future__ import annotations
 
 import logging
-import os
 import random
 import tempfile
 import threading
@@ -41,7 +40,9 @@ from daemon.config.cameras import SourceSettings
 from daemon.redact import redact_url
 from daemon.types import Frame, Window
 from daemon.video.events import EventSink, emit
-from daemon.video.stream import DEFAULT_FFMPEG_OPTIONS, FFMPEG_OPTIONS_ENV, backoff_delay
+from daemon.video.decoders import decoding, open_capture
+from daemon.video.stream import backoff_delay
+from daemon.video.windows import segment_times
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +78,8 @@ class StreamFrames:
         self._url, self.safe_url = url, redact_url(url)
         self._clock, self._rng = clock, rng or random.Random()
         self.keep = settings.span + settings.stride + KEEP_MARGIN
+        # the gate read keyframes only: its frames are not at the segment mid-points, the model's must be
+        self.at_segments = settings.stream.gate_decode == "keyframes"
         self._packets: deque[Packet] = deque()
         self._bytes = 0
         self._header = b""  # codec extradata (H.264 SPS/PPS), written before the packets
@@ -118,10 +121,9 @@ class StreamFrames:
         import cv2
 
         s = self.settings.stream
-        os.environ.setdefault(FFMPEG_OPTIONS_ENV, DEFAULT_FFMPEG_OPTIONS)
         params = [cv2.CAP_PROP_FORMAT, -1, cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, round(s.open_timeout * 1000),
                   cv2.CAP_PROP_READ_TIMEOUT_MSEC, round(s.read_timeout * 1000)]
-        capture = cv2.VideoCapture(self._url, cv2.CAP_FFMPEG, params)
+        capture = open_capture(self._url, params)
         if not capture.isOpened():
             capture.release()
             emit(self.name, "error", f"main stream {self.safe_url}: cannot open it; check address and credentials",
@@ -131,8 +133,9 @@ class StreamFrames:
         suffix = SUFFIXES.get(fourcc)
         if suffix is None:
             capture.release()
+            remedy = "set stream.gate_decode: all" if self.at_segments else "set frames_from: detect"
             emit(self.name, "error", f"main stream {self.safe_url}: codec {fourcc!r} cannot be kept as packets "
-                 "(H.264 or H.265 can); set frames_from: detect for this camera", self.on_event, logging.ERROR)
+                 f"(H.264 or H.265 can); {remedy} for this camera", self.on_event, logging.ERROR)
             return None
         ok, extradata = capture.retrieve(flag=int(capture.get(cv2.CAP_PROP_CODEC_EXTRADATA_INDEX)))
         with self._cond:
@@ -183,7 +186,8 @@ class StreamFrames:
     # -- on demand (the capture thread of the substream)
 
     def take(self, window: Window) -> Window | None:
-        wanted = [f.ts for f in window.frames]
+        wanted = segment_times(window.start, window.end, self.settings.frames) if self.at_segments \
+            else [f.ts for f in window.frames]
         with self._cond:  # the main stream may lag the substream a little: wait for its packets
             self._cond.wait_for(lambda: self._packets and self._packets[-1].ts >= wanted[-1],
                                 timeout=self.settings.stream.read_timeout)
@@ -191,7 +195,7 @@ class StreamFrames:
         first = max((i for i, p in enumerate(packets) if p.key and p.ts <= wanted[0]), default=None)
         if first is None or suffix is None:
             log.warning("camera %s: the main stream has no frames from %.1f s ago (not connected, or keyframes "
-                        "further apart than %.0f s); the window keeps the substream's frames", self.name,
+                        "further apart than %.0f s); the window keeps the gate's frames", self.name,
                         time.time() - wanted[0], self.keep)
             return None
         last = next((i for i in range(first, len(packets)) if packets[i].ts > wanted[-1]), len(packets) - 1)
@@ -199,7 +203,7 @@ class StreamFrames:
         picks = [min(range(len(segment)), key=lambda i: abs(segment[i].ts - t)) for t in wanted]
         images = decode(header + b"".join(p.data for p in segment), suffix, set(picks))
         if any(i not in images for i in picks):
-            log.warning("camera %s: %d of %d main-stream packets decoded; the window keeps the substream's frames",
+            log.warning("camera %s: %d of %d main-stream packets decoded; the window keeps the gate's frames",
                         self.name, len(images), len(segment))
             return None
         frames = {i: Frame(self.name, segment[i].ts, segment[i].number, images[i]) for i in set(picks)}
@@ -208,12 +212,10 @@ class StreamFrames:
 
 def decode(stream: bytes, suffix: str, wanted: set[int]) -> dict:
     """Decode an elementary stream (from a keyframe); the pictures at the `wanted` positions (BGR)."""
-    import cv2
-
     with tempfile.NamedTemporaryFile(suffix=suffix, prefix="vlmwatch-main-") as file:
         file.write(stream)
         file.flush()
-        capture = cv2.VideoCapture(file.name, cv2.CAP_FFMPEG)
+        capture = open_capture(file.name, (), decoding().options(suffix.lstrip(".")))
         images: dict = {}
         try:
             position = 0

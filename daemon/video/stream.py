@@ -16,7 +16,9 @@ only ever shown redacted.
 FFmpeg options come from OPENCV_FFMPEG_CAPTURE_OPTIONS ("key;value|key;value").
 When it is unset, `rtsp_transport;tcp` is used: UDP loses packets (smeared
 frames) on busy Wi-Fi and through NAT. Set it in the service's environment to
-override, e.g. for a camera that only offers UDP.
+override, e.g. for a camera that only offers UDP. Each capture opens through
+`daemon.video.decoders` (its own options, e.g. keyframes only for the gate's
+stream with `stream.gate_decode: keyframes`; the board's hardware decoder).
 
 OpenCV and FFmpeg write their own log lines straight to file descriptor 2,
 past Python's logging ("[tcp @ 0x...] Connection refused" on every retry).
@@ -36,18 +38,17 @@ import threading
 import time
 from typing import Callable, Iterator
 
-from daemon.config.cameras import SourceSettings
+from daemon.config.cameras import KEYFRAME_GAP, SourceSettings
 from daemon.redact import redact_url
 from daemon.types import Window
+from daemon.video.decoders import KEYFRAMES_ONLY, CameraDecoder
 from daemon.video.events import EventSink, SourceBase, emit
 from daemon.video.frames import FrameMaker
-from daemon.video.windows import LiveWindows
+from daemon.video.windows import KeyframeWindows, LiveWindows
 
 log = logging.getLogger(__name__)
 
 
-FFMPEG_OPTIONS_ENV = "OPENCV_FFMPEG_CAPTURE_OPTIONS"
-DEFAULT_FFMPEG_OPTIONS = "rtsp_transport;tcp"
 FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"  # read once, when OpenCV first opens anything with FFmpeg
 OPENCV_LOGLEVEL_ENV = "OPENCV_LOG_LEVEL"
 AV_LOG_QUIET = -8
@@ -93,8 +94,11 @@ class StreamSource(SourceBase):
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         make_frame: FrameMaker | None = None,
+        decoder: CameraDecoder | None = None,
     ) -> None:
         self.name, self.settings, self.on_event = name, settings, on_event
+        self.decoder = decoder or CameraDecoder(name)  # software or the board's hardware decoder
+        self.keyframes = settings.stream.gate_decode == "keyframes"
         self.make_frame = make_frame or FrameMaker(settings.picture_width)
         self._url = url  # never log this one: it may carry credentials
         self.safe_url = redact_url(url)
@@ -147,21 +151,21 @@ class StreamSource(SourceBase):
         import cv2
 
         s = self.settings.stream
-        os.environ.setdefault(FFMPEG_OPTIONS_ENV, DEFAULT_FFMPEG_OPTIONS)
         quiet_native_logs(log.isEnabledFor(logging.DEBUG))
+        read_timeout = s.read_timeout + (KEYFRAME_GAP if self.keyframes else 0.0)  # grab() waits for a keyframe
         params = [
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, round(s.open_timeout * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, round(s.read_timeout * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, round(read_timeout * 1000),
         ]  # fmt: skip
         threads = self.settings.threads(live=True)
         if threads > 0:
             params += [cv2.CAP_PROP_N_THREADS, threads]
         started = time.monotonic()
-        capture = cv2.VideoCapture(self._url, cv2.CAP_FFMPEG, params)
+        capture = self.decoder.open(self._url, params, (KEYFRAMES_ONLY,) if self.keyframes else ())
         if capture.isOpened():
             self.connects += 1
             width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
-            shape = f"{width}x{height}, {capture.get(cv2.CAP_PROP_FPS):.0f} fps"
+            shape = f"{width}x{height}, {capture.get(cv2.CAP_PROP_FPS):.0f} fps" + self._decoding_note()
             emit(self.name, "connected", f"connected to {self.safe_url} ({shape})", self.on_event)
             return capture
         capture.release()
@@ -171,9 +175,17 @@ class StreamSource(SourceBase):
         emit(self.name, "error", message, self.on_event, logging.WARNING)
         return None
 
+    def _decoding_note(self) -> str:
+        """What the connected line adds when this camera does not decode every frame in software."""
+        notes = (["the gate decodes keyframes only"] if self.keyframes else []) + \
+            ([f"decoder {self.decoder.in_use}"] if self.decoder.in_use != "software" else [])
+        return "; " + ", ".join(notes) if notes else ""
+
     def _read(self, capture, halt: threading.Event, out: queue.Queue) -> int:
         """Grab frames until the stream fails or `halt`; returns how many were grabbed."""
-        windows = LiveWindows(self.name, self.settings.span, self.settings.stride, self.settings.frames)
+        s = self.settings
+        windows = KeyframeWindows(self.name, s.span, s.stride, s.frames, KEYFRAME_GAP) if self.keyframes \
+            else LiveWindows(self.name, s.span, s.stride, s.frames)
         grabbed, why = 0, "stopped"
         try:
             while not halt.is_set():

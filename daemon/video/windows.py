@@ -124,3 +124,53 @@ class LiveWindows:
                 still_open.append(w)
         self._open = still_open
         return done
+
+
+class KeyframeWindows:
+    """Assembles gate windows from a stream of keyframes only (a camera sends one every 1-4 s).
+
+    A window takes the keyframes inside [start, end) and the first one at or after its end (so it
+    always has at least one: with a GOP longer than the span, that is all it gets); it completes when
+    that one arrives. A keyframe less than 3/4 of `span / frames` after the last one taken is not
+    taken (an MJPEG stream is all keyframes; 3/4: camera clocks jitter), so the gate sees at most 4/3
+    of the frames it would with every frame decoded. A frame more than `max_gap` seconds after a
+    window's end (the stream paused) is not taken: the window completes without it, or, without any
+    frame, is dropped and counted in `incomplete`. The model's frames of a window that passes are
+    decoded elsewhere, exactly at its segment mid-points (`segment_times`).
+    """
+
+    def __init__(self, camera: str, span: float, stride: float, frames: int, max_gap: float) -> None:
+        self.camera, self.span, self.stride, self.max_gap = camera, span, stride, max_gap
+        self.min_gap = span / frames
+        self.incomplete = 0
+        self._open: list[_OpenWindow] = []
+        self._next_start: float | None = None
+        self._last: float | None = None  # ts of the last frame taken
+
+    def wants(self, ts: float) -> bool:
+        return self._last is None or ts - self._last >= 0.75 * self.min_gap
+
+    def add(self, frame: Frame) -> list[Window]:
+        self._last = frame.ts
+        if self._next_start is None:
+            self._next_start = frame.ts
+        while self._next_start <= frame.ts:
+            self._open.append(_OpenWindow(self._next_start, self._next_start + self.span, []))
+            self._next_start += self.stride
+        done: list[Window] = []
+        still_open: list[_OpenWindow] = []
+        for w in self._open:
+            if frame.ts < w.end:
+                w.frames.append(frame)
+                still_open.append(w)
+            elif frame.ts - w.end > self.max_gap:  # the stream paused: this frame shows a later time
+                if w.frames:
+                    done.append(Window(self.camera, w.start, w.end, tuple(w.frames)))
+                else:
+                    self.incomplete += 1
+                    log.debug("camera %s: window at %.1f dropped: no keyframe until %.1f s after it", self.camera,
+                              w.start, frame.ts - w.end)
+            else:
+                done.append(Window(self.camera, w.start, w.end, (*w.frames, frame)))  # type: ignore[arg-type]
+        self._open = still_open
+        return done
