@@ -1,14 +1,5 @@
-"""Prometheus metrics: what the daemon is doing, scraped over HTTP.
-
-Every metric lives on the instance's own `CollectorRegistry`, never on
-prometheus_client's global one, so several `Metrics` (tests, one per
-daemon in a process) do not collide and nothing registers at import.
-
-Counters carry a `camera` label; the number of cameras is small and fixed by
-the configuration, so label cardinality stays bounded. Gauges that mirror a
-queue can be bound to a function instead of being set
-(`metrics.npu_queue_depth.set_function(queue.qsize)`), which keeps them
-current without the owner remembering to push.
+"""Prometheus metrics, on the instance's own registry (never the global one: several daemons in one
+process do not collide, nothing registers at import). Labels are configured camera names.
 """
 
 from __future__ import annotations
