@@ -1,12 +1,6 @@
-"""Read-only queries for the web page and its JSON endpoints: newest first, bounded, on a connection
-of their own (WAL: reads never wait for the daemon's writes, nor the writes for them).
-
-    browser = Browser(state_dir / "history.sqlite").open()   # creates the search index if missing
-    browser.timeline(camera="yard", limit=50)
-    browser.search("red car")
-
-Every query is bounded by a `limit` (at most MAX_LIMIT) and walks an index
-newest first; paging goes by id (`before`), never by OFFSET.
+"""Read-only queries for the web page on a connection of their own (WAL: reads and the daemon's writes
+never wait for each other). Every query is bounded by `limit` (at most MAX_LIMIT), walks an index
+newest first and pages by id (`before`), never by OFFSET.
 """
 
 from __future__ import annotations

@@ -1,26 +1,9 @@
-"""Full-text search over history: descriptions, alerts, summaries and events' stories, in an SQLite FTS5 index.
+"""Full-text search over history (descriptions, alerts, summaries, events' stories) in an SQLite FTS5 index.
 
-The index (`search`, an FTS5 table in the history file) is kept in step with
-history by triggers: a row inserted into `results`, `alerts` or `summaries` is
-indexed in the same transaction, and a row deleted from them (retention's
-`History.prune`) leaves the index with it. Nothing else writes to it, so it
-cannot drift; rows recorded before the index existed are indexed when it is
-created (the migration below).
-
-Stories live in the `events` table, which exists only once events have been
-enabled (daemon.state.events): their triggers are a component of their own
-(`search_events`), added when both tables exist. A story is indexed when its
-event's row gets one (the event ends), replaced if it changes, and leaves the
-index when retention deletes the event.
-
-Row ids: `kind << 40 | id`, so each kind's entries are a contiguous rowid range
-in the order its table's rows were recorded. A query asks each kind for its
-newest hits (FTS5 walks a rowid range backwards and stops at the limit), which
-keeps a common word on a year of history as fast as a rare one
-(benchmarks/bench_search.py).
-
-User text never reaches FTS5's query syntax: `match_expression` quotes every
-word (the last one as a prefix), so any input is a valid query.
+Triggers keep the index in step with its tables, so it cannot drift. Row ids are `kind << 40 | id`,
+so each kind's newest hits are found by walking its rowid range backwards (docs/design.md).
+Stories' triggers are a component of their own (`search_events`), added once the events table exists.
+`match_expression` quotes every word: user text never reaches FTS5's query syntax.
 """
 
 from __future__ import annotations
