@@ -135,8 +135,8 @@ class EventBrowser(Browser):
         seq, opened, *columns = row
         event = _event(tuple(columns))
         end = event.end if event.end is not None else event.last_change
-        alerts = db.execute(f"SELECT id, rule, severity, text, snapshot_jpeg IS NOT NULL FROM alerts WHERE {_ALERTS_OF}",
-                            (event.camera, event.start, end, end))
+        alerts = db.execute("SELECT id, rule, severity, text, snapshot_jpeg IS NOT NULL FROM alerts "
+                            f"WHERE {_ALERTS_OF}", (event.camera, event.start, end, end))
         path = self._keyframe_path((columns[-1],))
         return EventEntry(seq, event, opened, path is not None and path.is_file(),
                           tuple(AlertBrief(i, r, s, t, bool(snap)) for i, r, s, t, snap in alerts.fetchall()))
