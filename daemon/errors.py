@@ -1,17 +1,8 @@
 """One error hierarchy for everything a user can get wrong or the world can break.
 
-Every message says what failed, where, and what to do. The CLI maps these to
-exit codes in one place (`daemon.cli.main`); nothing else prints tracebacks
-for them.
-
-Exit codes follow one rule, which the systemd unit relies on
-(`RestartPreventExitStatus=2`):
-
-- 2 (`EXIT_NEEDS_FIX`): a problem a restart cannot fix and a person must: a bad
-  configuration, rule or model file, a damaged or unwritable state file, a
-  broker that refuses our credentials;
-- 1 (`EXIT_TRANSIENT`): a fault that may pass by itself, so a restart is worth
-  it: disk full, an I/O error, a lost camera or broker, a failed NPU call.
+Every message says what failed, where, and what to do. The CLI maps these to exit codes in one
+place (`daemon.cli.main`): 2 when a person must fix something, 1 when a restart may help
+(the systemd unit relies on it: docs/design.md).
 """
 
 from __future__ import annotations
@@ -47,11 +38,8 @@ class ModelError(VlmwatchError):
 
 
 class QuestionError(VlmwatchError):
-    """A question the model cannot take: too long, or choices it cannot tell apart.
-
-    The asker's mistake, not the engine's: an MQTT or HTTP asker gets it as the
-    reply, a window or summary logs it and goes on. Raised before NPU time is spent.
-    """
+    """A question the model cannot take: too long, or choices it cannot tell apart. The asker's
+    mistake: raised before NPU time is spent, answered as the reply (MQTT, HTTP) or logged."""
 
     exit_code = EXIT_NEEDS_FIX
 
@@ -98,11 +86,8 @@ class PublishError(VlmwatchError):
 
 
 class Busy(VlmwatchError):
-    """Work refused for now: the NPU queue is full or the asker exceeded its rate limit.
-
-    Not a fault of the question: the same request later is fine. `retry_after`
-    is the seconds to wait (MQTT: said in the error reply; HTTP: 429 with Retry-After).
-    """
+    """Work refused for now (a full NPU queue, a client over its rate limit); the same request later is
+    fine. `retry_after`: seconds to wait (MQTT: in the error reply; HTTP: 429 with Retry-After)."""
 
     def __init__(self, message: str, retry_after: float, reason: str = "busy"):
         super().__init__(message)
@@ -111,8 +96,5 @@ class Busy(VlmwatchError):
 
 
 class Cancelled(Exception):
-    """The stop event was set; model work ended at a step boundary.
-
-    The one way cancellation leaves the engine: a cancelled answer is never
-    returned, so it can never be published or stored as a result.
-    """
+    """The stop event was set; model work ended at a step boundary. A cancelled answer is never
+    returned, so it can never be published or stored."""

@@ -1,7 +1,5 @@
-"""Typed seams between modules: small frozen dataclasses, never bare dicts.
-
-Timestamps are POSIX seconds (float, UTC); conversion to ISO-8601 happens at
-the edges (MQTT payloads, CLI JSON).
+"""Typed seams between modules: small frozen dataclasses, never bare dicts. Timestamps are POSIX
+seconds (float, UTC), turned into ISO-8601 only at the edges (MQTT payloads, CLI JSON).
 """
 
 from __future__ import annotations
@@ -20,19 +18,12 @@ def new_message_id() -> str:
 
 @dataclass(frozen=True, eq=False)
 class Frame:
-    """One decoded frame. Identity (`is`) is the frame's identity: windows that
-    overlap share Frame objects so the engine can reuse their ViT features.
+    """One decoded frame; identity (`is`) is the frame's identity, so overlapping windows share
+    Frame objects and the engine reuses their ViT features.
 
-    A frame keeps what its consumers need, not the decoded picture: the daemon's
-    sources reduce `image` (the picture the gate and alert snapshots see) to
-    `picture_width` and set `model_input`, the picture already resized to the
-    ViT's input by the engine's own resize, computed from the full-resolution
-    picture at capture. The ViT uses `model_input` when it has the ViT's size,
-    else it resizes `image`; either way a frame's features equal those of the
-    full picture as long as `model_input` was made from it. A frame of a window the
-    gate passed also carries `vit_input`, the ViT's normalised input, made on the
-    capture thread (`daemon.video.frames.Preparer`) so that the NPU worker only feeds it.
-    """
+    `image` is the picture reduced for the gate and snapshots, `model_input` the picture already
+    resized to the ViT's input at capture, `vit_input` (gated windows) the ViT's normalised input,
+    made on the capture thread. Why a frame keeps these and not the decoded picture: docs/design.md."""
 
     camera: str
     ts: float  # seconds: POSIX time for live sources, media time + file start for files

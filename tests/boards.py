@@ -1,6 +1,6 @@
 """Model folders in the board layout, for the fake `axengine` (tests/fake_axengine).
 
-    board_layout(root, tokenizer)         # the full-size 2048 build: empty graph files, zeros out
+    board_layout(root, tokenizer)         # the full-size 2048 build: placeholder graph files, zeros out
     tiny_board_layout(root, tiny_model)   # the tiny bundle's ONNX graphs under the board's file names
 
 A helper module like clips.py. In the tiny layout the fake runs the ONNX
@@ -18,19 +18,24 @@ from pathlib import Path
 import numpy as np
 
 VOCAB, HIDDEN, LAYERS = 151674, 1536, 28
+GRAPH_BYTES = 48 << 20  # a placeholder graph's size: sparse, so no disk; check-model takes it for a graph
+
+
+def placeholder(path: Path, size: int = GRAPH_BYTES) -> None:
+    with open(path, "wb") as f:
+        f.truncate(size)  # sparse: zeros, no disk writes
 
 
 def board_layout(root: Path, tokenizer: Path) -> Path:
-    """The published board layout with empty graph files and a sparse full-size bf16 table."""
+    """The published board layout with placeholder graph files and a sparse full-size bf16 table."""
     llm = root / "internvl3_2b_axmodel"
     llm.mkdir(parents=True)
     for i in range(LAYERS):
-        (llm / f"qwen2_p128_l{i}_together.axmodel").touch()
-    (llm / "qwen2_post.axmodel").touch()
-    with open(llm / "model.embed_tokens.weight.bfloat16.bin", "wb") as f:
-        f.truncate(VOCAB * HIDDEN * 2)  # sparse: zeros, no disk writes
+        placeholder(llm / f"qwen2_p128_l{i}_together.axmodel")
+    placeholder(llm / "qwen2_post.axmodel")
+    placeholder(llm / "model.embed_tokens.weight.bfloat16.bin", VOCAB * HIDDEN * 2)
     (root / "vit_axmodel").mkdir()
-    (root / "vit_axmodel" / "internvl3_2b_vit_slim.axmodel").touch()
+    placeholder(root / "vit_axmodel" / "internvl3_2b_vit_slim.axmodel")
     shutil.copytree(tokenizer, root / "internvl3_2b_tokenizer")
     return root
 
@@ -68,4 +73,7 @@ def tiny_board_layout(root: Path, tiny_model: Path) -> Path:
     _graph(tiny_model / files["vit"], root / "vit_axmodel" / "internvl3_2b_vit_slim.axmodel",
            [manifest["vit_inputs"]], [[_spec("features", features.get_outputs()[0].shape, "float32")]])
     shutil.copytree(tiny_model / files["tokenizer"], root / "internvl3_2b_tokenizer")
+    # As InternVL's config.json in the board's tokenizer folder: the layer count check-model expects.
+    (root / "internvl3_2b_tokenizer" / "config.json").write_text(
+        json.dumps({"llm_config": {"num_hidden_layers": len(files["layers"])}}))
     return root

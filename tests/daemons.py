@@ -25,16 +25,19 @@ def board_speed_engine(model: Path, max_new_tokens: int = 2) -> Engine:
 
 @contextmanager
 def running(cfg: Config, engine: Engine | None = None):
-    """The daemon on a thread; stopped, joined and closed on exit, and its exit code checked (0)."""
+    """The daemon started (its HTTP server listening), ticking on a thread; stopped, joined and closed on exit,
+    and its exit code checked (0)."""
     app, closers = build_app(cfg, engine=engine)
     codes = []
-    thread = threading.Thread(target=lambda: codes.append(app.run()), name="daemon")
-    thread.start()
+    thread = threading.Thread(target=lambda: codes.append(app.loop()), name="daemon")
     try:
+        app.start()
+        thread.start()
         yield app
     finally:
         app.stop.set()
-        thread.join(60)
+        if thread.is_alive():
+            thread.join(60)
         for close in reversed(closers):
             close()
     assert codes == [0]

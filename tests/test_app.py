@@ -96,7 +96,8 @@ def test_stopping_during_analysis_publishes_nothing_empty_and_stores_no_cancelle
 
 
 def test_a_question_the_model_cannot_take_is_the_askers_error_and_the_daemon_goes_on(daemon_parts, mosquitto,
-                                                                                      listen):
+                                                                                      listen, caplog):
+    caplog.set_level("INFO")
     app = daemon_parts
     heard = listen(mosquitto, "vlmwatch/#")
     app.jobs.handle(AskJob("yard", AskRequest("yard", "q0", "Anyone there?")), app.npus[0])  # no analysed window yet
@@ -113,6 +114,10 @@ def test_a_question_the_model_cannot_take_is_the_askers_error_and_the_daemon_goe
     assert got["q1"]["ok"] is False and "tokens but the model's largest prefill is" in got["q1"]["error"]
     assert got["q2"]["ok"] is True and got["q2"]["text"]
     assert app.npus[0].worker.error is None
+    # The asker's refusals are told to the asker; the log keeps them at INFO, not as the daemon's errors.
+    refusals = [r for r in caplog.records if r.getMessage().startswith(("camera yard: question 'q0'",
+                                                                        "camera yard: question 'q1'"))]
+    assert [r.levelname for r in refusals] == ["INFO", "INFO"], [r.getMessage() for r in refusals]
 
 
 def test_an_unknown_job_is_an_error_not_ignored(daemon_parts):

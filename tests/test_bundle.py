@@ -32,6 +32,16 @@ def test_empty_directory_lists_the_layouts(tmp_path):
     msg = str(err.value)
     assert msg.startswith(f"no model found in {tmp_path}: expected {tmp_path / 'manifest.json'}")
     assert "(board layout)" in msg and "(reference demo layout)" in msg
+    assert msg.endswith(f"(reference demo layout); found {tmp_path}: empty")
+
+
+def test_a_folder_in_no_layout_says_what_it_holds(tmp_path):
+    """A download one level too deep or shallow: what is there, beside what was expected."""
+    (tmp_path / "InternVL3-2B").mkdir()
+    (tmp_path / "README.md").write_text("x")
+    with pytest.raises(ModelError) as err:
+        locate(tmp_path)
+    assert str(err.value).endswith(f"(reference demo layout); found {tmp_path}: InternVL3-2B/, README.md (1 byte)")
 
 
 def test_every_missing_file_is_listed(tiny_model, tmp_path):
@@ -45,23 +55,33 @@ def test_every_missing_file_is_listed(tiny_model, tmp_path):
         locate(bundle)
     assert str(err.value) == (
         "model files are missing or unreadable:\n  " + "\n  ".join(str(p) for p in gone)
+        + f"\nFound:\n  {bundle}: embeddings.npy (0.3 MB), layer_00.onnx (0.2 MB), manifest.json"
+          f" ({(bundle / 'manifest.json').stat().st_size} bytes), tokenizer/, vit.onnx (0.2 MB)"
+        + f"\n  {bundle}/tokenizer: " + ", ".join(f"{p.name} ({p.stat().st_size} bytes)"
+                                                  for p in sorted((bundle / "tokenizer").iterdir()))
         + "\nCheck the model folder (model.dir, model.tokenizer, model.vit; or --model, --tokenizer, --vit),"
           " or copy the complete model folder.")
 
 
 def test_board_layout_lists_missing_vit_tokenizer_and_layers(tmp_path):
+    from boards import placeholder
+
     llm = tmp_path / "internvl3_2b_axmodel"
     llm.mkdir()
-    (llm / "qwen2_p128_l0_together.axmodel").touch()
-    (llm / "qwen2_p128_l2_together.axmodel").touch()  # l1 missing
+    placeholder(llm / "qwen2_p128_l0_together.axmodel")
+    placeholder(llm / "qwen2_p128_l2_together.axmodel")  # l1 missing, and l3..l27 of InternVL3-2B's 28
     with pytest.raises(ModelError) as err:
         locate(tmp_path)
     lines = str(err.value).splitlines()
-    assert lines[0] == "model files are missing or unreadable:"
-    assert set(lines[1:-1]) == {f"  {p}" for p in [
-        llm / "qwen2_p128_l1_together.axmodel", llm / "qwen2_post.axmodel",
-        llm / "model.embed_tokens.weight.npy", tmp_path / "vit_axmodel/internvl3_2b_vit_slim.axmodel",
-        tmp_path / "internvl3_2b_tokenizer/tokenizer.json"]}
+    assert lines[0] == ("model files are missing or unreadable (28 layer graphs expected: InternVL3-2B's; no"
+                        " config.json states a count):")
+    found = lines.index("Found:")
+    assert lines[1:found] == [f"  {p}" for p in [
+        llm / "qwen2_p128_l1_together.axmodel", *(llm / f"qwen2_p128_l{i}_together.axmodel" for i in range(3, 28)),
+        llm / "qwen2_post.axmodel", llm / "model.embed_tokens.weight.bfloat16.bin",
+        tmp_path / "vit_axmodel/internvl3_2b_vit_slim.axmodel", tmp_path / "internvl3_2b_tokenizer/tokenizer.json"]]
+    assert lines[found + 1:-1] == [f"  {llm}: layer graphs l0, 2 (2)", f"  {tmp_path}/vit_axmodel: no such folder",
+                                   f"  {tmp_path}/internvl3_2b_tokenizer: no such folder"]
 
 
 def test_demo_layout_needs_a_tokenizer(tmp_path):
@@ -122,12 +142,14 @@ RSS_SCRIPT = textwrap.dedent("""
 
 def test_full_size_embedding_table_is_memory_mapped(tmp_path, tiny_model):
     """A 151674 x 1536 float32 table (0.93 GB) must not be read into memory."""
+    from boards import placeholder
+
     vocab, hidden = 151674, 1536
     demo = tmp_path / "demo"
     demo.mkdir()
     for i in range(28):
-        (demo / f"qwen2_p128_l{i}_together.axmodel").touch()
-    (demo / "qwen2_post.axmodel").touch()
+        placeholder(demo / f"qwen2_p128_l{i}_together.axmodel")
+    placeholder(demo / "qwen2_post.axmodel")
     table = np.lib.format.open_memmap(demo / "model.embed_tokens.weight.npy", "w+", np.float32, (vocab, hidden))
     table[:: vocab // 7] = 1.0  # real data in a few rows; the rest stays sparse
     table.flush()

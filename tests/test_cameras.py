@@ -117,7 +117,6 @@ class Daemon:
         self.metrics = Metrics()
         self.history = History(tmp_path / "state" / "history.sqlite").open()
         self.publisher = make_publisher(self.cfg, None, on_ask=None)
-        self.publisher.start()
         notifier = Notifier(str(self.systemd.path), environ={"WATCHDOG_USEC": "200000"})  # a check every 0.1 s
         self.app = assemble(self.cfg, open_engine(self.cfg.model, max_new_tokens=2),
                             {"yard": source_for(self.cfg.cameras[0])}, self.history, metrics=self.metrics,

@@ -27,16 +27,17 @@ def axengine(monkeypatch):
 
 
 def board_layout(root: Path, tokenizer: Path, layers: int = 28) -> Path:
-    """The AXERA-TECH/InternVL3-2B folder names, with empty graphs and a sparse full-size bf16 table."""
+    """The AXERA-TECH/InternVL3-2B folder names, with sparse placeholder graphs and a sparse full-size bf16 table."""
+    from boards import placeholder
+
     llm = root / "internvl3_2b_axmodel"
     llm.mkdir(parents=True)
     for i in range(layers):
-        (llm / f"qwen2_p128_l{i}_together.axmodel").touch()
-    (llm / "qwen2_post.axmodel").touch()
-    with open(llm / "model.embed_tokens.weight.bfloat16.bin", "wb") as f:
-        f.truncate(151674 * 1536 * 2)
+        placeholder(llm / f"qwen2_p128_l{i}_together.axmodel")
+    placeholder(llm / "qwen2_post.axmodel")
+    placeholder(llm / "model.embed_tokens.weight.bfloat16.bin", 151674 * 1536 * 2)
     (root / "vit_axmodel").mkdir()
-    (root / "vit_axmodel" / "internvl3_2b_vit_slim.axmodel").touch()
+    placeholder(root / "vit_axmodel" / "internvl3_2b_vit_slim.axmodel")
     shutil.copytree(tokenizer, root / "internvl3_2b_tokenizer")
     return root
 
@@ -93,15 +94,73 @@ def test_board_layout_without_axengine_says_what_it_could_not_check(tiny_model, 
 
 
 def test_missing_files_are_listed_exactly(tiny_model, tmp_path, capsys):
+    """The layer count is the model's (InternVL3-2B: 28), not the files': l27 missing is missing."""
     root = board_layout(tmp_path / "InternVL3-2B", tiny_model / "tokenizer", layers=27)
     (root / "vit_axmodel" / "internvl3_2b_vit_slim.axmodel").unlink()
     assert main(["check-model", str(root)]) == 2
-    err = capsys.readouterr().err
-    assert f"{root}/internvl3_2b_axmodel/qwen2_p128_l27_together.axmodel" not in err  # 27 layers: l0..l26 all there
-    assert f"{root}/vit_axmodel/internvl3_2b_vit_slim.axmodel" in err
-    (root / "internvl3_2b_axmodel" / "qwen2_p128_l5_together.axmodel").unlink()
+    err = capsys.readouterr().err.splitlines()
+    llm = root / "internvl3_2b_axmodel"
+    assert err[:3] == [
+        "vlmwatch: error: model files are missing or unreadable (28 layer graphs expected: InternVL3-2B's; no"
+        " config.json states a count):",
+        f"  {llm}/qwen2_p128_l27_together.axmodel",
+        f"  {root}/vit_axmodel/internvl3_2b_vit_slim.axmodel"]
+    assert err[3:6] == [
+        "Found:",
+        f"  {llm}: layer graphs l0-26 (27), model.embed_tokens.weight.bfloat16.bin (0.47 GB), qwen2_post.axmodel"
+        " (50.3 MB)",
+        f"  {root}/vit_axmodel: empty"]
+    (llm / "qwen2_p128_l5_together.axmodel").unlink()
     assert main(["check-model", str(root)]) == 2
-    assert f"{root}/internvl3_2b_axmodel/qwen2_p128_l5_together.axmodel" in capsys.readouterr().err
+    assert f"{llm}: layer graphs l0-4, 6-26 (26)," in capsys.readouterr().err
+
+
+def test_the_layer_count_comes_from_the_models_config(tiny_model, tmp_path, capsys):
+    """InternVL's config.json in the tokenizer folder says 28; l26 and l27 of a partial download are missing."""
+    root = board_layout(tmp_path / "InternVL3-2B", tiny_model / "tokenizer", layers=26)
+    config = root / "internvl3_2b_tokenizer" / "config.json"
+    config.write_text(json.dumps({"llm_config": {"num_hidden_layers": 28}}))
+    assert main(["check-model", str(root)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    llm = root / "internvl3_2b_axmodel"
+    assert err[:3] == [f"vlmwatch: error: model files are missing or unreadable (28 layer graphs expected:"
+                       f" llm_config.num_hidden_layers in {config}):",
+                       f"  {llm}/qwen2_p128_l26_together.axmodel", f"  {llm}/qwen2_p128_l27_together.axmodel"]
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"version https://git-lfs.github.com/spec/v1\noid sha256:" + b"0" * 64 + b"\nsize 51234567\n",
+     "a git-lfs pointer (133 bytes), not the file: the download fetched the pointers only; run `git lfs pull` in"
+     " that clone, or download with `hf download`"),
+    (b"ok", "2 bytes, too small for a compiled axmodel file (at least 64 kB); the download is incomplete: fetch it"
+            " again"),
+])
+def test_pointer_and_placeholder_graphs_are_named(tiny_model, tmp_path, capsys, content, problem):
+    root = board_layout(tmp_path / "InternVL3-2B", tiny_model / "tokenizer")
+    layer = root / "internvl3_2b_axmodel" / "qwen2_p128_l3_together.axmodel"
+    layer.write_bytes(content)
+    assert main(["check-model", str(root)]) == 2
+    assert capsys.readouterr().err.splitlines()[1] == f"  {layer}: {problem}"
+
+
+def test_a_cut_off_layer_graph_is_named(tiny_model, tmp_path, capsys):
+    from boards import GRAPH_BYTES, placeholder
+
+    root = board_layout(tmp_path / "InternVL3-2B", tiny_model / "tokenizer")
+    layer = root / "internvl3_2b_axmodel" / "qwen2_p128_l9_together.axmodel"
+    placeholder(layer, 10 << 20)
+    assert main(["check-model", str(root)]) == 2
+    assert capsys.readouterr().err.splitlines()[1] == (
+        f"  {layer}: {10 << 20:,} bytes, under half the other layer graphs' {GRAPH_BYTES:,}: a cut-off download;"
+        " fetch it again")
+
+
+def test_the_board_layout_expects_its_bfloat16_table(tiny_model, tmp_path, capsys):
+    root = board_layout(tmp_path / "InternVL3-2B", tiny_model / "tokenizer")
+    (root / "internvl3_2b_axmodel" / "model.embed_tokens.weight.bfloat16.bin").unlink()
+    assert main(["check-model", str(root)]) == 2
+    assert capsys.readouterr().err.splitlines()[1] == (
+        f"  {root}/internvl3_2b_axmodel/model.embed_tokens.weight.bfloat16.bin")
 
 
 def test_broken_onnx_bundles(tiny_model, tmp_path, capsys):

@@ -60,7 +60,7 @@ def test_good_config_passes(tmp_path, good, capsys):
 def test_unknown_key(tmp_path, good, capsys):
     code, err, path = check(tmp_path, good + "  cameras_typo: 1\n".replace("  ", "", 1), capsys)
     assert code == 2
-    assert err[-1] == f"{path}:8: cameras_typo: unknown key (check the spelling; see config.yaml for every option)"
+    assert err[-1] == f"{path}:8: cameras_typo: unknown key; did you mean 'cameras'?"
 
 
 def test_wrong_type_names_file_line_key_and_value(tmp_path, good, capsys):

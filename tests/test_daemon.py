@@ -131,3 +131,44 @@ def test_a_file_cut_short_by_a_restart_resumes_without_recording_a_window_twice(
         windows = history.windows(0, time.time() + 1)
     done = [(w.start, w.end) for w in windows if not w.reason.startswith("cancelled")]  # cancelled: redone
     assert len(done) == len(set(done)) == 10
+
+
+def test_run_with_the_http_port_taken_exits_2_before_mqtt_or_any_camera_starts(tmp_path, daemon_config, yard_clip,
+                                                                              mosquitto, capsys):
+    path = daemon_config(yard_clip)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        path.write_text(path.read_text() + f"http:\n  enabled: true\n  port: {port}\n"
+                        f"mqtt:\n  host: {mosquitto.host}\n  port: {mosquitto.port}\n")
+        assert main(["run", "-c", str(path), "--once"]) == 2
+    assert f"cannot serve the HTTP API on 127.0.0.1:{port}: " in capsys.readouterr().err
+    assert not (tmp_path / "state" / "outbox.sqlite").exists()  # the publisher never started
+    with History(tmp_path / "state" / "history.sqlite").open() as history:
+        assert history.windows(0, time.time() + 1) == []  # nor did any camera
+
+
+def test_a_publisher_that_cannot_start_stops_the_http_server_started_before_it(tmp_path, daemon_config, yard_clip,
+                                                                              mosquitto):
+    import pytest
+    from mosquitto import free_port
+
+    from daemon.config import load_config
+    from daemon.errors import ConfigError
+    from daemon.service.build import build_app
+
+    port = free_port()
+    path = daemon_config(yard_clip)
+    path.write_text(path.read_text() + f"http:\n  enabled: true\n  port: {port}\n"
+                    f"mqtt:\n  host: {mosquitto.host}\n  port: {mosquitto.port}\n  username: watcher\n"
+                    f"  password_file: {tmp_path / 'missing'}\n")
+    app, closers = build_app(load_config(path))
+    try:
+        with pytest.raises(ConfigError, match="missing"):
+            app.start()
+        with socket.socket() as again:
+            again.bind(("127.0.0.1", port))  # the server that had started let its port go
+    finally:
+        for close in reversed(closers):
+            close()

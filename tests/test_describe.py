@@ -81,7 +81,9 @@ def test_text_only_streams_the_answer(tiny_model, capsys):
 
 
 @pytest.mark.parametrize("argv, code, message", [
-    (["-q", "x", "/nonexistent.mp4"], 1, "vlmwatch: error: /nonexistent.mp4: no such file"),
+    (["-q", "x", "/nonexistent.mp4"], 2, "vlmwatch: error: /nonexistent.mp4: no such file; check the path"),
+    (["-q", "x", "/"], 2, "vlmwatch: error: /: is a folder; give one video file, or image files as the frames of one"
+     " window"),
     (["-q", "x", "--frames", "0"], 2, "vlmwatch: error: --frames must be at least 1, got 0"),
     (["-q", "x", "--choices", "yes"], 2,
      "vlmwatch: error: --choices needs at least two comma-separated answers, got 'yes'"),
@@ -100,7 +102,7 @@ def test_missing_model_dir(tmp_path, capsys):
 def test_corrupt_video(tiny_model, tmp_path, capsys):
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"\x00not a video" * 100)
-    assert main(["describe", "--model", str(tiny_model), "-q", "x", str(bad)]) == 1
+    assert main(["describe", "--model", str(tiny_model), "-q", "x", str(bad)]) == 2  # the file given: a person fixes it
     assert capsys.readouterr().err.strip().startswith(f"vlmwatch: error: {bad}: cannot decode video")
 
 

@@ -166,7 +166,8 @@ def test_settings_refuse_a_max_length_shorter_than_end_after():
 
 
 def test_a_rule_on_events_reads_the_story_not_the_descriptions():
-    from daemon.rules.model import STORY, Match, Rule, find_result, rule_scope
+    from daemon.rules.match import Match
+    from daemon.rules.model import STORY, Rule, find_result, rule_scope
     from daemon.types import Result
 
     rule = Rule("parcel", Match.build(any=["parcel"]), on="event")

@@ -306,3 +306,22 @@ def test_event_scene_gate_sees_every_event_and_skips_static_windows(tmp_path, na
     skipped = len(static - set(analysed)) / len(static)
     assert skipped >= 0.9, f"analysed {analysed}"
     assert analysed == [0, *sorted(EVENT_WINDOWS)]
+
+
+def test_a_scene_cut_reads_scene_changed_and_the_light_fit_stays_defined(tmp_path, capsys):
+    """A cut to another picture (here: the room turned upside down, which reverses its gradient,
+    then the room again, as a clip starting over) has no gain: it used to read `light changed:
+    gain -0.33` after a RuntimeWarning from log() of the negative gain, then `gain 0.01`.
+    pyproject turns a RuntimeWarning from daemon.video.gate into an error."""
+    from clips import write_clip
+
+    from daemon import cli
+
+    room = np.clip(background(320, 240, seed=2), 0, 255).astype(np.uint8)
+    turned = np.ascontiguousarray(room[::-1, ::-1])
+    clip = write_clip(tmp_path / "cut.mp4", [room] * 40 + [turned] * 40 + [room] * 40, fps=5)
+    assert cli.main(["windows", "--span", "8", str(clip)]) == 0
+    reasons = [line.split("ANALYSE", 1)[-1].strip() for line in capsys.readouterr().out.splitlines()]
+    assert reasons[0] == "first window"
+    for reason in reasons[1:]:
+        assert re.fullmatch(r"scene changed: correlation -?0\.\d\d with the last analysed picture", reason), reason

@@ -1,5 +1,6 @@
 """The web page (daemon/http/web.py, daemon/http/static/) in a real browser: Debian's chromium driven by
-Playwright, against the real daemon (tiny model, ONNX Runtime) fed by a generated clip.
+Playwright, against the real daemon (tiny model, ONNX Runtime, events on) fed by a generated clip in
+which a box crosses the yard: one event, told as a story when the clip ends.
 
 Set VLMWATCH_SCREENSHOT=docs/page.png to write the README's screenshot from this run.
 """
@@ -20,6 +21,7 @@ import pytest
 
 from daemon.cli import main
 from daemon.config import Config
+from daemon.state.events import EventStore
 from daemon.state.history import History
 from daemons import SYSTEM, running
 from mosquitto import free_port
@@ -34,7 +36,7 @@ ZONE = "Pacific/Auckland"  # far from the test machine's UTC: a time shown in UT
 
 @pytest.fixture(scope="module")
 def daemon(tmp_path_factory, tiny_model, yard_clip):
-    """The daemon with its page and an API key, after it has analysed the whole clip."""
+    """The daemon with its page and an API key, after it has analysed the whole clip and told its events."""
     tmp = tmp_path_factory.mktemp("page")
     cfg = Config.model_validate({
         "model": {"dir": str(tiny_model), "system": SYSTEM}, "timezone": ZONE,
@@ -46,6 +48,7 @@ def daemon(tmp_path_factory, tiny_model, yard_clip):
         app.url = f"http://127.0.0.1:{cfg.http.port}"
         app.cfg = cfg
         wait_for(lambda: app.watch.states()["yard"][0] == "ended" and app.queue.depth == 0 and app.pipeline.windows.latest.get("yard"))
+        wait_for(lambda: (events := events_of(app)) and all(e.state == "ended" for e in events))
         yield app
 
 
@@ -89,6 +92,18 @@ def history_of(daemon):
     return windows, results
 
 
+def events_of(daemon):
+    """The events in history, newest first."""
+    with EventStore(daemon.cfg.state_dir / "history.sqlite") as store:
+        return store.find()
+
+
+def linked_windows(daemon, event_id):
+    """The ids of the windows history linked to the event when it ended (daemon.state.events)."""
+    with EventStore(daemon.cfg.state_dir / "history.sqlite") as store:
+        return store.items(event_id)["window"]
+
+
 def api(daemon, path, key=KEY):
     request = urllib.request.Request(daemon.url + path, headers={"Authorization": f"Bearer {key}"} if key else {})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -117,7 +132,10 @@ def test_the_timeline_lists_the_analysed_windows_newest_first(page, daemon):
     windows, _ = history_of(daemon)
     analysed = [w for w in windows if w.analysed]
     page.click("nav >> text=Timeline")
-    items = page.locator("ol.timeline > li")
+    page.locator("ol.timeline > li[data-event]").first.wait_for()  # events first, while they are recorded
+    page.select_option("select[name=of]", "windows")
+    page.click("form.filters button[type=submit]")
+    items = page.locator("ol.timeline > li:not([data-event])")
     items.first.wait_for()
     assert items.count() == len(analysed)
     links = [a.get_attribute("href") for a in page.locator("ol.timeline > li > div > a").all()]
@@ -138,10 +156,81 @@ def test_search_finds_a_word_of_a_description(page, daemon):
     page.press("input[name=q]", "Enter")
     page.locator("#search-summary").wait_for()
     hits = page.locator("ol.timeline > li")
-    expected = [r for r in results if word.lower() in r.result.text.lower()]
+    stories = [e.story for e in events_of(daemon)]  # a story may say it too
+    expected = [t for t in [r.result.text for r in results] + stories if word.lower() in t.lower()]
     assert 0 < hits.count() <= len(expected)
     assert word.lower() in hits.first.inner_text().lower()
     assert page.locator("ol.timeline mark").first.inner_text().lower().startswith(word.lower())
+
+
+def test_the_timeline_lists_the_events_with_their_story_and_keyframe(page, daemon):
+    events = events_of(daemon)
+    assert events and all(e.story for e in events), "the clip's box crossing made no event with a story"
+    page.click("nav >> text=Timeline")
+    items = page.locator("ol.timeline > li[data-event]")
+    items.first.wait_for()
+    assert [items.nth(i).get_attribute("data-event") for i in range(items.count())] == [e.id for e in events]
+    first = items.first
+    assert first.locator(".story").inner_text() == events[0].story
+    assert first.locator(".badge.status-ended").inner_text() == "ended"  # told when the clip ended
+    assert f"{events[0].duration:.0f} s" in first.inner_text()
+    assert page.evaluate("document.querySelector('ol.timeline li[data-event] img.thumb').naturalWidth") > 0
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.select_option("select[name=camera]", "yard")  # the filters apply to events too
+    page.fill("input[name=rule]", "no-such-rule")
+    page.click("form.filters button[type=submit]")
+    page.locator("ol.timeline > li >> text=Nothing recorded yet.").wait_for()
+    assert "of=events" in page.url and "rule=no-such-rule" in page.url
+
+
+def story_word(story: str) -> str:
+    """A word of the story as the index splits it: letters only (digits would join it), three or more."""
+    words = [w for w in re.findall(r"[^\W_]+", story) if w.isalpha() and len(w) >= 3]
+    assert words, f"the tiny model's story has no word of three letters: {story!r}"
+    return max(words, key=len)
+
+
+def test_search_finds_a_word_of_a_story_and_leads_to_its_event(page, daemon):
+    event = events_of(daemon)[0]
+    word = story_word(event.story)
+    page.click("nav >> text=Timeline")
+    page.fill("input[name=q]", word)
+    page.press("input[name=q]", "Enter")
+    page.locator("#search-summary").wait_for()
+    hit = page.locator("ol.timeline > li", has=page.locator(".badge", has_text="event"))
+    assert hit.count() == 1 and word.lower() in hit.inner_text().lower()
+    found = api(daemon, f"/api/search?q={word}")["hits"]
+    assert {"kind": "event", "event_id": event.id, "link": f"#/event/{event.id}"}.items() <= next(
+        h for h in found if h["kind"] == "event").items()
+    hit.locator("a").click()
+    page.locator("h2 >> text=Story").wait_for()
+    assert page.url.endswith(f"#/event/{event.id}")
+
+
+def test_the_event_page_shows_its_story_windows_keyframe_and_changes(page, daemon):
+    event = events_of(daemon)[0]
+    windows = linked_windows(daemon, event.id)
+    assert windows, "the event has no analysed window linked"
+    page.goto(f"{daemon.url}/#/event/{event.id}")
+    page.locator("h2 >> text=Windows").wait_for()
+    assert page.locator("p.story").inner_text() == event.story
+    links = [a.get_attribute("href") for a in page.locator("main table a[href^='#/window/']").all()]
+    assert links == [f"#/window/{i}" for i in windows]
+    assert page.evaluate("document.querySelector('.editor .pic img').naturalWidth") > 0  # the keyframe
+    assert page.locator(".editor .pic svg rect[stroke-dasharray]").count() == (1 if event.box else 0)
+    data = api(daemon, f"/api/events/{event.id}")
+    best = next(w for w in data["windows"] if w["end"] == data["keyframe_ts"])  # the keyframe's window
+    drawn = page.locator(".editor .pic svg rect:not([stroke-dasharray])")
+    assert drawn.count() == len(best["regions"]) > 0
+    assert [float(drawn.nth(i).get_attribute("x")) for i in range(drawn.count())] == [r["x"] for r in best["regions"]]
+    assert float(drawn.first.get_attribute("stroke-width")) >= 1  # screen pixels (non-scaling stroke): visible
+    _, results = history_of(daemon)
+    ids = [r.id for r in results if r.window_id in windows]
+    assert ids and page.locator("main table td.dim div").count() >= len(ids)  # a message id (or —) per answer
+    page.click(f"a[href='#/window/{windows[-1]}']")
+    page.locator("h2 >> text=Answers").wait_for()
+    assert [w["id"] for w in data["windows"]] == windows and data["status"] == "ended"
+    assert data["keyframe"] == f"/api/events/{event.id}/keyframe.jpg"
 
 
 def test_a_polygon_drawn_in_the_editor_is_accepted_by_check_config(page, daemon, tmp_path, capsys):
@@ -184,7 +273,8 @@ def test_a_wrong_key_gets_nothing(browser, daemon):
     assert "Incorrect API key" in page.inner_text("#key-error")
     assert page.locator("article").count() == 0 and "yard" not in page.inner_text("main")
     context.close()
-    for path in ("/api/cameras", "/api/timeline", "/api/search?q=a", "/api/cameras/yard/picture.jpg", "/api/npu"):
+    for path in ("/api/cameras", "/api/timeline", "/api/search?q=a", "/api/cameras/yard/picture.jpg", "/api/npu",
+                 "/api/events", f"/api/events/{events_of(daemon)[0].id}"):
         for key in ("sk-wrong", None):
             with pytest.raises(urllib.error.HTTPError) as caught:
                 api(daemon, path, key)
@@ -244,6 +334,11 @@ def test_the_json_endpoints_say_what_is_wrong_with_a_request(daemon):
     assert error("/api/timeline?limit=-3") == (400, "limit='-3' is not a positive whole number")
     assert error("/api/timeline?camera=garage") == (404, "there is no camera 'garage'; cameras: yard")
     assert error("/api/windows/999999")[0] == 404
+    assert error("/api/events/1.000-000000") == (404, "there is no event '1.000-000000' in history (pruned, or "
+                                                 "never recorded)")
+    assert error("/api/events/a%20b")[0] == 404 and error("/api/events/1.000-000000/keyframe.jpg")[0] == 404
+    assert error("/api/events?severity=info&until=soon") == (400, "until='soon' is not a date (YYYY-MM-DD), a date "
+                                                             "and time (ISO-8601) or POSIX seconds")
     assert error("/api/search?q=" + "a" * 201)[0] == 400
     windows = api(daemon, "/api/timeline?limit=2")["windows"]
     assert len(windows) == 2 and windows[0]["id"] > windows[1]["id"]

@@ -74,7 +74,6 @@ class Daemon:
         publisher = make_publisher(cfg, ruleset, on_ask=None, rule_states=lambda: self.app.rule_states())
         self.app = assemble(cfg, Engine(model, system="You watch a camera.", max_new_tokens=2), {"yard": self.camera},
                             history, publisher=publisher, ruleset=ruleset, closers=self.closers, clock=clock)
-        publisher.start()
         self.thread = threading.Thread(target=self.app.run, name="test-daemon", daemon=True)
         self.thread.start()
 

@@ -12,19 +12,9 @@ from daemon.cli import main
 from daemon.config import load_config
 from daemon.rules.files import check_rules, load_rules
 from daemon.rules.hours import TimeRange, parse_days
-from daemon.rules.model import (
-    Ask,
-    Match,
-    Rule,
-    RuleSet,
-    RuleStatus,
-    StateChange,
-    evaluate,
-    expire,
-    parse_template,
-    phases,
-    sensor_states,
-)
+from daemon.rules.match import Match
+from daemon.rules.model import Ask, Rule, RuleSet, RuleStatus, StateChange, evaluate, expire, phases, sensor_states
+from daemon.rules.template import parse_template
 from daemon.rules.state import RuleStateStore
 from daemon.state.history import History
 from daemon.types import Result

@@ -1,16 +1,19 @@
 """Full-text search over history (daemon/state/search.py, daemon/state/browse.py): the FTS5 index
-follows history's writes and retention, takes any text a person types, and filters by camera and time."""
+follows history's writes and retention (events' stories too), takes any text a person types, and
+filters by camera and time."""
 
 from __future__ import annotations
 
 import sqlite3
+from dataclasses import replace
 
 import pytest
 
 from daemon.state.browse import Browser
+from daemon.state.events import EventStore
 from daemon.state.history import History
 from daemon.state.search import match_expression
-from daemon.types import Alert, Summary
+from daemon.types import Alert, Description, Event, Summary
 from histories import record_description
 
 T0 = 1_750_000_000.0
@@ -91,3 +94,69 @@ def test_the_index_lives_in_the_history_file_under_its_own_schema_version(tmp_pa
     db = sqlite3.connect(path)
     versions = dict(db.execute("SELECT component, version FROM schema_version").fetchall())
     assert versions["search"] == 1 and versions["history"] >= 1
+
+
+def event(event_id: str, camera: str, start: float, story: str | None = None, **fields) -> Event:
+    ended = {"state": "ended", "end": start + 20, "ended_by": "quiet"} if story is not None else {}
+    return Event(event_id, camera, start, start + 20, story=story, **{**ended, **fields})
+
+
+def index_size(browser) -> int:
+    return browser._run(lambda db: db.execute("SELECT count(*) FROM search").fetchone()[0], "count")
+
+
+def test_a_story_is_found_once_its_event_ends_follows_its_changes_and_goes_with_it(tmp_path):
+    path = tmp_path / "history.sqlite"
+    with History(path) as history, EventStore(path) as store, Browser(path) as browser:
+        record_description(history, "porch", T0, "A fox near the bushes.")
+        opened = event("e1", "porch", T0 - 8, descriptions=(Description(T0 - 8, T0, "A fox near the bushes."),))
+        store.save(opened, T0 + 1)
+        store.save(replace(opened, windows=2), T0 + 5)  # rewritten at every change, no story yet
+        assert [h.kind for h in browser.search("fox")] == ["result"]  # the description only
+        ended = replace(opened, state="ended", end=T0 + 12, ended_by="quiet", rules=("visitor",),
+                        story="A fox trots across the lawn and leaves by the hedge.")
+        store.save(ended, T0 + 20)
+        store.save(ended, T0 + 21)  # saved again unchanged: still one entry
+        hits = browser.search("hedge")
+        assert [(h.kind, h.camera, h.event_id, h.text, h.window_id) for h in hits] == [
+            ("event", "porch", "e1", ended.story, None)]
+        assert hits[0].ts == T0 + 1  # when the event was first recorded (wall clock)
+        assert [h.kind for h in browser.search("fox")] == ["event", "result"]
+        assert [h.event_id for h in browser.search("visitor")] == ["e1"]  # the rules that fired are words too
+        assert [h.kind for h in browser.search("story")] == ["event"]
+        assert browser.search("hedge", camera="yard") == [] and browser.search("hedge", kinds=("result",)) == []
+        assert index_size(browser) == 2
+        store.save(replace(ended, story="A fox sits by the gate."), T0 + 30)  # a story told again
+        assert browser.search("hedge") == [] and [h.event_id for h in browser.search("gate")] == ["e1"]
+        assert index_size(browser) == 2
+        assert store.prune(T0 + 100, keep_seconds=0) == 1
+        assert browser.search("gate") == [] and index_size(browser) == 1  # the description stays (history's)
+
+
+def test_stories_recorded_before_their_index_existed_are_indexed_when_it_is_created(tmp_path):
+    path = tmp_path / "history.sqlite"
+    with History(path), Browser(path) as browser:  # events never enabled: no events table, no stories
+        assert browser.search("badger") == []
+    with History(path), EventStore(path) as store:  # events enabled later; the page not running
+        store.save(event("e1", "yard", T0, story="A badger digs under the fence."), T0)
+    with Browser(path) as browser:
+        assert [(h.kind, h.event_id) for h in browser.search("badger")] == [("event", "e1")]
+        versions = dict(browser._run(lambda db: db.execute("SELECT component, version FROM schema_version")
+                                     .fetchall(), "read"))
+    assert versions["search_events"] == 1
+
+
+def test_stories_are_newest_first_and_filtered_by_time_among_the_other_kinds(tmp_path):
+    path = tmp_path / "history.sqlite"
+    with History(path) as history, EventStore(path) as store, Browser(path) as browser:
+        for i in range(6):
+            if i % 2:
+                record_description(history, "yard", T0 + 60 * i, f"a heron, number {i}")
+            else:
+                store.save(event(f"e{i}", "yard", T0 + 60 * i - 8, story=f"a heron lands, number {i}"),
+                           T0 + 60 * i)
+        assert texts(browser.search("heron", limit=3)) == ["a heron, number 5", "a heron lands, number 4",
+                                                           "a heron, number 3"]
+        hits = browser.search("heron", since=T0 + 60, until=T0 + 60 * 3)
+        assert [(h.kind, h.text) for h in hits] == [("event", "a heron lands, number 2"),
+                                                     ("result", "a heron, number 1")]

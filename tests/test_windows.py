@@ -239,7 +239,9 @@ def test_cli_gives_up_on_a_camera_that_never_answers_without_native_noise(tmp_pa
     assert proc.returncode == 1 and proc.stdout == ""
     assert re.fullmatch(re.escape("vlmwatch: error: 127.0.0.1: no window in 2 s, gave up (--timeout 0 keeps retrying,"
                                   f" as the daemon does); the last attempt: cannot open {url} after ") + r"\d+\.\d"
-                        + re.escape(" s: refused or not a video stream; check address, credentials and network"),
+                        + re.escape(f" s: unreachable: connection refused by {url[7:].split('/')[0]}: nothing listens on"
+                                    " that port; check the address and port, and that the camera is on"),
                         lines[-1]), lines[-1]
-    assert all(line.startswith(("WARNING daemon.", "INFO daemon.", "vlmwatch: error:")) for line in lines), lines
+    assert all(re.match(r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (WARNING|INFO) daemon\.|vlmwatch: error:)", line)
+               for line in lines), lines
     assert elapsed < 15

@@ -10,10 +10,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 from daemon import __version__
 from daemon.errors import VlmwatchError
+
+EXIT_READER_GONE = 141  # 128 + SIGPIPE: what cat or grep return when `| head` has read enough
 
 # Modules that contribute sub-commands, in help order.
 COMMAND_MODULES = [
@@ -27,6 +30,7 @@ COMMAND_MODULES = [
     "daemon.cli.rules",
     "daemon.cli.tiny",
     "daemon.cli.run",
+    "daemon.cli.cameras",
     "daemon.cli.summarize",
     "daemon.cli.windows",
 ]
@@ -45,12 +49,31 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def to_journal() -> bool:
+    """Whether stderr is systemd's journal (which stamps every line itself): systemd sets
+    JOURNAL_STREAM to the device and inode of the stream it connected."""
+    device, _, inode = os.environ.get("JOURNAL_STREAM", "").partition(":")
+    try:
+        st = os.fstat(sys.stderr.fileno())
+        return (st.st_dev, st.st_ino) == (int(device), int(inode))
+    except (ValueError, OSError, AttributeError):  # not set, or stderr is not a real file
+        return False
+
+
+def log_format() -> str:
+    """Log lines with the local time to the second, except in the journal, which has its own."""
+    if to_journal():
+        return "%(levelname)s %(name)s: %(message)s"
+    return "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
+        format=log_format(),
+        datefmt="%Y-%m-%d %H:%M:%S",
         stream=sys.stderr,
     )
     if not getattr(args, "func", None):
@@ -63,3 +86,8 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader (`| head`) has gone: stop quietly, as cat and grep do. Point stdout at
+        # /dev/null, or Python's own flush at exit fails again and prints a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_READER_GONE

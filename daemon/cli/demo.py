@@ -43,6 +43,8 @@ def add_cli(sub) -> None:
                    " an embedded one")
     p.add_argument("--mqtt-username", metavar="USER", help=f"log in to --mqtt as USER; the password is read from"
                    f" ${PASSWORD_ENV}")
+    p.add_argument("--remove-device", action="store_true", help="remove the demo's device from Home Assistant:"
+                   " clear its retained discovery configs on the --mqtt broker, then exit")
     p.add_argument("--once", action="store_true", help="process the clip once, as fast as possible, then stop"
                    " (default: play it in real time, again and again, until Ctrl-C)")
     p.set_defaults(func=run)
@@ -51,6 +53,8 @@ def add_cli(sub) -> None:
 def run(args) -> int:
     from daemon.cli.run import run_daemon
 
+    if args.remove_device:
+        return remove(args)
     home = args.home
     model = args.model or tiny_model(home / "tiny-model")
     clip = write_demo_clip(home / "front-door.mp4")
@@ -58,10 +62,7 @@ def run(args) -> int:
     feeder = None if args.once else ClipFeeder(clip, home / "front_door", CLIP_SECONDS)
     broker = None
     if args.mqtt:
-        host, _, port = args.mqtt.rpartition(":")
-        if not host or not port.isdigit():
-            raise UsageError(f"--mqtt must be HOST:PORT, got {args.mqtt!r}")
-        port = int(port)
+        host, port = broker_address(args.mqtt)
     else:
         host, port = "127.0.0.1", free_port()
         broker = EmbeddedBroker(host, port)
@@ -72,9 +73,9 @@ def run(args) -> int:
                                realtime=feeder is not None, username=args.mqtt_username)
     forget_progress(home / "state")
     printer = Printer(host, port, args.mqtt_username, os.environ.get(PASSWORD_ENV))
-    printer.start()
-    print(where_to_look(config, host, port, args.once), flush=True)
     try:
+        printer.start(given=broker is None)
+        print(where_to_look(config, host, port, args.once), flush=True)
         if feeder is not None:
             feeder.start()
         code = run_daemon(argparse.Namespace(config=config, once=args.once))
@@ -84,10 +85,36 @@ def run(args) -> int:
         printer.stop()
         if broker is not None:
             broker.stop()
+    if args.mqtt:
+        print(f"\ndemo: the device \"Front door\" stays in Home Assistant (its discovery configs are retained);"
+              f" remove it with: vlmwatch demo --remove-device --mqtt {args.mqtt}"
+              + (f" --mqtt-username {args.mqtt_username}" if args.mqtt_username else ""))
     print(f"\ndemo: history in {home / 'state' / 'history.sqlite'}; the model is random, so its text is"
           " meaningless.\ndemo: for real descriptions set model.dir in the config to InternVL3-2B (board layout"
           " or 'vlmwatch export' ONNX bundle) and run 'vlmwatch run -c CONFIG'.")
     return code
+
+
+def remove(args) -> int:
+    from daemon.cli.demo_device import remove_device
+
+    if not args.mqtt:
+        print("demo: nothing to remove: without --mqtt the demo's own broker keeps nothing after it stops;"
+              " give the broker the demo published to: vlmwatch demo --remove-device --mqtt HOST:PORT")
+        return 0
+    host, port = broker_address(args.mqtt)
+    count = remove_device(host, port, args.mqtt_username, os.environ.get(PASSWORD_ENV))
+    print(f"demo: cleared {count} retained discovery configs on {host}:{port}; Home Assistant removes the demo's"
+          " entities and the device \"Front door\" (a vlmwatch daemon on this broker with the default base topic"
+          " announces its own again when it reconnects or Home Assistant restarts)")
+    return 0
+
+
+def broker_address(text: str) -> tuple[str, int]:
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise UsageError(f"--mqtt must be HOST:PORT, got {text!r}")
+    return host, int(port)
 
 
 def forget_progress(state: Path) -> None:
@@ -176,7 +203,8 @@ class ClipFeeder:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(5)
+        if self._thread.ident is not None:  # started
+            self._thread.join(5)
 
 
 def write_demo_clip(path: Path, seconds: int = 32, fps: int = 10) -> Path:
@@ -268,14 +296,28 @@ class Printer:
         self.client.on_connect = lambda c, *_: c.subscribe([("vlmwatch/#", 1), ("homeassistant/#", 1)])
         self.client.on_message = lambda _c, _u, m: print(describe(m.topic, m.payload, m.retain), flush=True)
         self.host, self.port = host, port
+        self._started = False
 
-    def start(self) -> None:
-        self.client.connect(self.host, self.port)
+    def start(self, given: bool = True) -> None:
+        """Connect once; a broker that cannot be reached is the user's --mqtt to fix (`given`), or a
+        broker the demo failed to start. paho reconnects by itself after that."""
+        try:
+            self.client.connect(self.host, self.port)
+        except (OSError, ValueError) as exc:
+            why = getattr(exc, "strerror", None) or str(exc) or exc.__class__.__name__
+            if given:
+                raise UsageError(f"--mqtt {self.host}:{self.port}: cannot reach an MQTT broker there ({why}). Check"
+                                 " the host and port (Home Assistant's Mosquitto add-on listens on 1883) and that"
+                                 " the broker runs, or leave out --mqtt: the demo then starts its own.") from None
+            raise UsageError(f"the demo's embedded MQTT broker on {self.host}:{self.port} does not answer ({why})") \
+                from None
         self.client.loop_start()
+        self._started = True
 
     def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        if self._started:
+            self.client.disconnect()
+            self.client.loop_stop()
 
 
 def describe(topic: str, payload: bytes, retain: bool) -> str:

@@ -81,7 +81,8 @@ def _layout(files, root: Path) -> str:
 
 def _files(files) -> str:
     vit = ", ViT graph" if files.vit else ", no ViT graph"
-    return f"{len(files.layers)} layer graphs, post graph{vit}, embeddings {files.embeddings.name}, tokenizer"
+    source = f" ({files.layers_from})" if files.layers_from else ""
+    return f"{len(files.layers)} layer graphs{source}, post graph{vit}, embeddings {files.embeddings.name}, tokenizer"
 
 
 def _size(files) -> int:

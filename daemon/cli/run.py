@@ -20,6 +20,8 @@ def add_cli(sub) -> None:
         " names, and that every camera's prompts fit the model. Prints FILE:LINE: key: message for each problem"
         " and exits 2, or prints OK and exits 0: then `vlmwatch run` starts.")
     p.add_argument("-c", "--config", type=Path, required=True, help="configuration file")
+    p.add_argument("--probe", action="store_true", help="also connect to each camera once, as check-cameras does:"
+                   " OK with resolution and fps, unauthorized, unreachable or not a video stream")
     p.set_defaults(func=run_check)
     add_run_cli(sub)
 
@@ -31,7 +33,11 @@ def run_check(args) -> int:
     cfg, problems = check_all(args.config)
     if report(problems):
         return EXIT_NEEDS_FIX
-    print(f"{args.config}: OK ({len(cfg.cameras)} camera(s), model {cfg.model.dir})")
+    print(f"{args.config}: OK ({len(cfg.cameras)} camera(s), model {cfg.model.dir})", flush=True)
+    if args.probe:
+        from daemon.cli.cameras import probe_cameras
+
+        return probe_cameras(cfg)
     return 0
 
 

@@ -76,11 +76,39 @@ def run(args) -> int:
             plan = summarizer.plan(request, period)
             print(json.dumps(plan_json(plan), ensure_ascii=False) if args.json else plan_text(plan))
             return 0
-        summary = summarizer.summarize(request, period)
+        summary = with_progress(summarizer, request, period)
     from daemon.mqtt.messages import summary_json
 
     print(json.dumps(summary_json(summary), ensure_ascii=False) if args.json else summary.text)
     return 0
+
+
+def with_progress(summarizer, request, period):
+    """Run the summary, saying on stderr what it will do and when each model call is done: a long
+    period takes minutes, which would otherwise pass in silence."""
+    import sys
+
+    plan = summarizer.plan(request, period)
+    calls, started = len(plan.steps), time.monotonic()
+    lines = len(plan.timeline.entries)
+    if not calls:
+        print(f"summarize: nothing recorded in {period.label()}; no model call", file=sys.stderr, flush=True)
+    else:
+        print(f"summarize: {lines} timeline line(s) from {period.label()}; {calls} model call(s) at most",
+              file=sys.stderr, flush=True)
+    steps, done = summarizer.summarize_steps(request, period), 0
+    while True:
+        try:
+            next(steps)
+        except StopIteration as end:
+            summary = end.value
+            if calls:
+                print(f"summarize: done: {summary.counts['model_calls']} model call(s) in"
+                      f" {time.monotonic() - started:.1f} s", file=sys.stderr, flush=True)
+            return summary
+        done += 1
+        print(f"summarize: model call {done} of at most {calls} done after {time.monotonic() - started:.1f} s",
+              file=sys.stderr, flush=True)
 
 
 def plan_json(plan) -> dict:

@@ -24,6 +24,10 @@ def add_cli(subparsers) -> None:
     )
     p.add_argument("source", metavar="SOURCE", help="rtsp://, rtsps://, http(s):// URL, video file, or folder of clips")
     p.add_argument("--name", help="source name in the output (default: file name, folder name or host)")
+    p.add_argument("--username", metavar="USER", help="camera login, put into the URL (instead of user@ in it)")
+    p.add_argument("--password-env", metavar="VAR", help="read the camera password from environment variable VAR"
+                   " (keeps it out of the command line and shell history)")
+    p.add_argument("--password-file", metavar="FILE", help="read the camera password from FILE")
     p.add_argument("--span", type=float, help="seconds a window covers (default 8)")
     p.add_argument("--stride", type=float, help="seconds between window starts (default: span)")
     p.add_argument("--frames", type=int, help="frames per window (default 8)")
@@ -120,7 +124,7 @@ def run_windows(args) -> int:
             errors.append(event)
 
     name = args.name or source_name(args.source)
-    source = open_source(name, args.source, settings, on_event=on_event, state_dir=args.state_dir)
+    source = open_source(name, source_with_login(args), settings, on_event=on_event, state_dir=args.state_dir)
     gate, stop = Gate(settings.gate), threading.Event()
     patience = Patience(args.timeout if isinstance(source, StreamSource) else 0.0, stop)
     windows, count, origin = source.windows(stop), 0, None
@@ -143,6 +147,39 @@ def run_windows(args) -> int:
                           f" daemon does); {why}")
     # A camera that failed and came back reached the limit: fine. A file that ended on an error: not.
     return 1 if errors and not (args.limit and count >= args.limit) else 0
+
+
+def source_with_login(args) -> str:
+    """The source URL with --username and the password from --password-env/--password-file in it."""
+    import os
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    if args.password_env and args.password_file:
+        raise UsageError("give the camera password one way: --password-env or --password-file, not both")
+    password = None
+    if args.password_env:
+        password = os.environ.get(args.password_env)
+        if password is None:
+            raise UsageError(f"--password-env {args.password_env}: that environment variable is not set; set it"
+                             f" first, e.g. read -rs {args.password_env} && export {args.password_env}")
+    elif args.password_file:
+        try:
+            password = open(args.password_file, encoding="utf-8").read().rstrip("\r\n")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--password-file {args.password_file}: cannot read it"
+                             f" ({getattr(exc, 'strerror', None) or exc})") from None
+    if password is None and args.username is None:
+        return args.source
+    if "://" not in args.source:
+        raise UsageError("--username and --password-* are for cameras (rtsp://, http://), not files")
+    url = urlsplit(args.source)
+    userinfo, _, host = url.netloc.rpartition("@")
+    user = quote(args.username, safe="") if args.username else userinfo.split(":", 1)[0]
+    if not user:
+        raise UsageError("a password needs a user: give --username, or write it in the URL (rtsp://user@host/...)")
+    kept = userinfo.partition(":")[1:]  # a password written in the URL stays when none is given
+    secret = f":{quote(password, safe='')}" if password is not None else "".join(kept)
+    return urlunsplit(url._replace(netloc=f"{user}{secret}@{host}"))
 
 
 class Patience:

@@ -29,6 +29,7 @@ from daemon.config.daemon import (
     RetentionSettings,
 )
 from daemon.config.events import EventSettings
+from daemon.config.hints import not_a_section, unknown_key
 from daemon.config.http import HttpSettings
 from daemon.config.model import ModelSettings
 from daemon.config.mqtt import MqttSettings
@@ -176,7 +177,9 @@ def _format(path: Path, lines: dict, err: dict) -> str:
     line = _line(lines, loc)
     msg = err["msg"]
     if err["type"] == "extra_forbidden":
-        msg = "unknown key (check the spelling; see config.yaml for every option)"
+        msg = unknown_key(Config, loc)
+    elif err["type"] in ("model_type", "model_attributes_type", "dict_type") and not_a_section(Config, loc):
+        msg = not_a_section(Config, loc)
     elif err["type"] == "missing":
         msg = "required key is missing"
     elif msg.startswith("Value error, "):

@@ -201,7 +201,8 @@ class CameraSettings(SourceSettings):
     detect_source: str | None = Field(
         None, min_length=1,
         description="A low-resolution substream (rtsp://...) or a low-resolution copy of the file that feeds the "
-        "gate; windows that pass are taken from `source` (see frames_from). Default: the gate reads `source`.")
+        "gate; windows that pass are taken from `source` (see frames_from). Default: the gate reads `source`. "
+        "The camera's username and password apply to it too.")
     frames_from: Literal["main", "detect"] = Field(
         "main", description="With detect_source: take an analysed window's frames from the main `source` (main) or "
         "from the substream itself (detect: the main stream is never opened).")
@@ -227,6 +228,9 @@ class CameraSettings(SourceSettings):
         url = urlsplit(self.source)
         if given and url.password is not None:
             raise ValueError(f"{first} is set but the source URL holds a password too: remove it from the URL")
+        if given and self.detect_source and urlsplit(self.detect_source).password is not None:
+            raise ValueError(f"{first} is set but detect_source holds a password too: remove it from the URL"
+                             " (the camera's login applies to both streams)")
         if given and self.username is None and not url.username:
             raise ValueError(f"{first} is set but there is no user: set username, or write it in the URL "
                              "(rtsp://user@host/...)")
@@ -236,13 +240,22 @@ class CameraSettings(SourceSettings):
         """The source with the camera's login in the URL (user and password percent-encoded). It
         holds the password: hand it to the capture, never to a log line. ConfigError naming
         `key`.password_* when the password cannot be read."""
+        return self._with_login(self.source, key)
+
+    def detect_url(self, key: str) -> str | None:
+        """`detect_source` with the camera's login, as `source_url` (a camera's substream takes the
+        same login as its main stream), or None without one."""
+        return None if self.detect_source is None else self._with_login(self.detect_source, key)
+
+    def _with_login(self, source: str, key: str) -> str:
         password = read_secret(f"{key}.password", env=self.password_env, file=self.password_file,
                                credential=self.password_credential, what="the password")
-        if password is None and self.username is None:
-            return self.source
-        url = urlsplit(self.source)
+        if (password is None and self.username is None) or "://" not in source:
+            return source
+        url = urlsplit(source)
         userinfo, _, host = url.netloc.rpartition("@")
-        user = quote(self.username, safe="") if self.username is not None else userinfo.split(":", 1)[0]
+        main_user = urlsplit(self.source).netloc.rpartition("@")[0].split(":", 1)[0]  # a substream takes the main's
+        user = quote(self.username, safe="") if self.username is not None else userinfo.split(":", 1)[0] or main_user
         secret = f":{quote(password, safe='')}" if password is not None else ""
         if userinfo and password is None:
             secret = userinfo[len(userinfo.split(":", 1)[0]):]  # keep a password written in the URL

@@ -1,8 +1,5 @@
-"""The `http:` section of the configuration: the OpenAI-compatible endpoint, off by default.
-
-The API key is a `SecretStr` or a reference to where it lives (environment,
-file, systemd credential), like the MQTT password; it never appears in a repr,
-a dump or a log line.
+"""The `http:` section: the OpenAI-compatible endpoint, off by default. The API key, like the MQTT
+password, is a `SecretStr` or a reference to where it lives and never appears in a log line.
 """
 
 from __future__ import annotations

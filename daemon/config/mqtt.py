@@ -1,9 +1,5 @@
-"""The `mqtt:` section of the configuration, validated once, plus the two
-look-ups it implies at start-up: the password (from the environment or a
-systemd credential) and the TLS context.
-
-The password is a `SecretStr` or a reference to where it lives; it never
-appears in a repr, a dump or a log line.
+"""The `mqtt:` section, and the look-ups it implies at start-up: the password and the TLS context.
+The password is a `SecretStr` or a reference to where it lives; it never appears in a log line.
 """
 
 from __future__ import annotations

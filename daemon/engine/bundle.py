@@ -38,6 +38,7 @@ from daemon.engine.sessions import (
     ProfileSession,
     Session,
 )
+from daemon.engine.modelfiles import found, layer_count, require
 from daemon.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -64,6 +65,7 @@ class BundleFiles:
     vit: Path | None
     manifest: dict | None = None
     root: Path = Path(".")  # the model folder as given
+    layers_from: str = ""  # where the layer count was read (axmodel layouts)
 
     @property
     def name(self) -> str:
@@ -95,31 +97,34 @@ def locate(model_dir: Path, tokenizer: Path | None = None, vit: Path | None = No
         files = _locate_onnx(model_dir)
     elif (model_dir / BOARD_LLM).is_dir():
         llm = model_dir / BOARD_LLM
-        files = _locate_axmodel(llm, tokenizer or model_dir / BOARD_TOKENIZER, vit or model_dir / BOARD_VIT)
+        files = _locate_axmodel(llm, tokenizer or model_dir / BOARD_TOKENIZER, vit or model_dir / BOARD_VIT,
+                                EMBED_BF16)
     elif any(LAYER_RE.fullmatch(p.name) for p in model_dir.iterdir()):
         if tokenizer is None:
             raise ModelError(
                 f"{model_dir} is in the reference demo layout, which has no tokenizer:"
                 " give the InternVL3-2B tokenizer folder (model.tokenizer, or --tokenizer DIR)"
             )
-        files = _locate_axmodel(model_dir, tokenizer, vit)  # no --vit: text-only questions
+        files = _locate_axmodel(model_dir, tokenizer, vit, EMBED_NPY)  # no --vit: text-only questions
     else:
         raise ModelError(
             f"no model found in {model_dir}: expected {model_dir / 'manifest.json'} (ONNX bundle from"
             f" 'vlmwatch export'), {model_dir / BOARD_LLM}/ (board layout) or"
-            f" {model_dir}/qwen2_p128_l0_together.axmodel (reference demo layout)"
+            f" {model_dir}/qwen2_p128_l0_together.axmodel (reference demo layout); found {found(model_dir)}"
         )
-    _require(files)
+    require(files)
     return replace(files, root=model_dir)
 
 
-def _locate_axmodel(llm: Path, tokenizer: Path, vit: Path | None) -> BundleFiles:
+def _locate_axmodel(llm: Path, tokenizer: Path, vit: Path | None, embed: str) -> BundleFiles:
+    """`embed`: the table's name in this layout when neither form is there (the board ships bfloat16)."""
     found = {int(m.group(1)): p for p in llm.iterdir() if (m := LAYER_RE.fullmatch(p.name))}
-    count = max(found, default=-1) + 1
-    layers = tuple(found.get(i, llm / f"qwen2_p128_l{i}_together.axmodel") for i in range(max(count, 1)))
-    embeddings = llm / EMBED_BF16 if (llm / EMBED_BF16).exists() else llm / EMBED_NPY
+    count, source = layer_count([Path(tokenizer), llm, llm.parent])  # the model's own number, not the files'
+    layers = tuple(found.get(i, llm / f"qwen2_p128_l{i}_together.axmodel") for i in range(count))
+    present = [llm / name for name in (EMBED_BF16, EMBED_NPY) if (llm / name).exists()]
+    embeddings = present[0] if present else llm / embed
     return BundleFiles("axmodel", layers, llm / POST_AXMODEL, embeddings, Path(tokenizer),
-                       Path(vit) if vit else None)
+                       Path(vit) if vit else None, layers_from=source)
 
 
 def _locate_onnx(model_dir: Path) -> BundleFiles:
@@ -137,21 +142,6 @@ def _locate_onnx(model_dir: Path) -> BundleFiles:
         raise ModelError(
             f"{path} is not a valid vlmwatch ONNX manifest ({exc!r}); re-run 'vlmwatch export'"
         ) from None
-
-
-def _require(files: BundleFiles) -> None:
-    wanted = [*files.layers, files.post, files.embeddings]
-    if files.vit is not None:
-        wanted.append(files.vit)
-    missing = [str(p) for p in wanted if not p.is_file()]
-    if not (files.tokenizer / "tokenizer.json").is_file() and not (files.tokenizer / "tokenizer_config.json").is_file():
-        missing.append(f"{files.tokenizer}/tokenizer.json")
-    if missing:
-        raise ModelError(
-            "model files are missing or unreadable:\n  " + "\n  ".join(missing)
-            + "\nCheck the model folder (model.dir, model.tokenizer, model.vit; or --model, --tokenizer, --vit),"
-            " or copy the complete model folder."
-        )
 
 
 def choose_backend(files: BundleFiles, backend: str | None, key: str = "model.backend") -> str:

@@ -1,10 +1,5 @@
-"""The frames an open event keeps for its story: bounded whatever the event's length.
-
-A reservoir (Vitter's algorithm R) keeps a uniform sample of at most `capacity`
-of the frames seen so far, each reduced to the model's input (448 x 448 x 3
-bytes, about 0.6 MB) when the source made one. At the event's end `spread`
-picks the frames nearest to evenly spaced times across the whole event, so
-the story sees its beginning, middle and end, not the last minute.
+"""The frames an open event keeps for its story: a uniform sample (algorithm R) of at most
+`capacity` frames however long the event; `spread` picks frames evenly spaced in time.
 """
 
 from __future__ import annotations

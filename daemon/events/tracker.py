@@ -1,18 +1,8 @@
 """Events: one record per activity on a camera, from its first changed window to its end.
 
-Pure: what the daemon saw goes in (a `Sighting` per window, descriptions, rule
-alerts, the story), with the time it happened; transitions come out:
-
-- `new`     the first changed window (the gate saw change, or a trigger forced it);
-- `update`  a rule fired or a description arrived (at most every `update_every` seconds;
-            what arrives faster is folded into the next update or the end);
-- `closing` `end_after` seconds without change, `max_length` reached or the source ended:
-            the caller tells the story (one more model pass) and then calls `told`;
-- `end`     the story is in: the whole record.
-
-A heartbeat window, the first window of a source and a static window are not
-activity. Times of sightings are window times (media time for files), so a
-recording replayed faster than real time makes the same events as live.
+Pure: sightings, descriptions, alerts and the story go in with their times; transitions come out
+(`new`, `update`, `closing` (tell the story, then `told`), `end`). Times are window times, so a
+replayed recording makes the same events as live.
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ from datetime import tzinfo
 from typing import Any
 
 from daemon.http.live import LiveCamera, LiveNpu
-from daemon.state.browse import CameraFigures, Hit, NpuFigures, TimelineEntry, WindowPage
+from daemon.state.browse import AlertBrief, CameraFigures, Hit, NpuFigures, TimelineEntry, WindowPage
+from daemon.state.eventbrowse import EventEntry, EventPage
 from daemon.state.history import AlertRow, SummaryRow, WindowRow
 from daemon.times import iso
 
@@ -32,9 +33,39 @@ def entry_json(e: TimelineEntry, zone: tzinfo, frames: int = 0) -> dict[str, Any
     return {**window_json(e.window, zone),
             "thumbnail": f"/api/windows/{e.window.id}/frames/{frames // 2}.jpg" if frames else None,
             "descriptions": [{"prompt": p, "text": t} for p, t in e.descriptions],
-            "alerts": [{"id": a.id, "rule": a.rule, "severity": a.severity, "text": a.text,
-                        "snapshot": f"/api/alerts/{a.id}/snapshot.jpg" if a.has_snapshot else None}
-                       for a in e.alerts]}
+            "alerts": [brief_json(a) for a in e.alerts]}
+
+
+def brief_json(a: AlertBrief) -> dict[str, Any]:
+    return {"id": a.id, "rule": a.rule, "severity": a.severity, "text": a.text,
+            "snapshot": f"/api/alerts/{a.id}/snapshot.jpg" if a.has_snapshot else None}
+
+
+def event_entry_json(entry: EventEntry, zone: tzinfo) -> dict[str, Any]:
+    """An event on the timeline: `seq` pages (`before`), `id` names it (`/api/events/{id}`)."""
+    e = entry.event
+    return {"id": e.id, "seq": entry.seq, "camera": e.camera, "start": e.start, "start_iso": when(e.start, zone),
+            "end": e.end, "end_iso": when(e.end, zone), "last_change": e.last_change,
+            "duration": round(e.duration, 3), "status": entry.status, "state": e.state, "ended_by": e.ended_by,
+            "opened": entry.opened, "opened_iso": when(entry.opened, zone), "story": e.story,
+            "story_from": e.story_from, "descriptions": [{"window_start": d.window_start, "window_end": d.window_end,
+                                                          "text": d.text} for d in e.descriptions],
+            "rules": list(e.rules), "reasons": list(e.reasons), "zones": sorted(e.zones),
+            "triggers": list(e.triggers), "box": None if e.box is None else list(e.box), "changed_windows": e.windows,
+            "keyframe": f"/api/events/{e.id}/keyframe.jpg" if entry.keyframe else None, "keyframe_ts": e.snapshot_ts,
+            "alerts": [brief_json(a) for a in entry.alerts]}
+
+
+def event_page_json(page: EventPage, zone: tzinfo) -> dict[str, Any]:
+    """The event with its analysed windows (each with its answers) and its alerts, with message ids."""
+    answers: dict[int | None, list[dict[str, Any]]] = {}
+    for r, mid in zip(page.results, page.result_ids):
+        answers.setdefault(r.window_id, []).append(
+            {"prompt": r.result.prompt_id, "text": r.result.text, "choice": r.result.choice, "message_id": mid})
+    return {**event_entry_json(page.entry, zone),
+            "windows": [{**window_json(w, zone), "link": f"#/window/{w.id}", "results": answers.get(w.id, [])}
+                            for w in page.windows],
+            "alerts": [alert_json(a, zone, mid) for a, mid in zip(page.alerts, page.alert_ids)]}
 
 
 def alert_json(row: AlertRow, zone: tzinfo, message_id: str | None = None,
@@ -73,10 +104,10 @@ def summary_json(row: SummaryRow, zone: tzinfo) -> dict[str, Any]:
 
 
 def hit_json(h: Hit, zone: tzinfo) -> dict[str, Any]:
-    link = (f"#/window/{h.window_id}" if h.window_id is not None  # else its row on the alerts & summaries page
-            else f"#/alerts/{h.kind}-{h.id}")
+    link = (f"#/window/{h.window_id}" if h.window_id is not None else f"#/event/{h.event_id}" if h.event_id
+            else f"#/alerts/{h.kind}-{h.id}")  # a summary (or an alert without its window): its row on that page
     return {"kind": h.kind, "id": h.id, "camera": h.camera, "ts": h.ts, "ts_iso": when(h.ts, zone), "text": h.text,
-            "window_id": h.window_id, "link": link}
+            "window_id": h.window_id, "event_id": h.event_id, "link": link}
 
 
 def camera_json(c: LiveCamera, figures: CameraFigures, zone: tzinfo) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import re
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, tzinfo
@@ -26,19 +27,23 @@ from aiohttp import web
 from daemon.http import pagejson as pj
 from daemon.http.live import Live
 from daemon.http.messages import ApiError
-from daemon.state.browse import KINDS, MAX_LIMIT, Browser
+from daemon.state.browse import KINDS, MAX_LIMIT
+from daemon.state.eventbrowse import EventBrowser
 from daemon.times import zone_of
 
 STATIC = Path(__file__).with_name("static")
 HOUR = 3600.0
 WORKERS = 2  # threads answering the page's queries: at most this many cores go to page views
+EVENT_ID = re.compile(r"[A-Za-z0-9._-]{1,100}")  # the shape of an event id (daemon.events.tracker)
 
 
 class PageApi:
-    """The page's routes over `browser` (history) and `live` (the running daemon)."""
+    """The page's routes over `browser` (history) and `live` (the running daemon); `events`: whether the
+    daemon records events now (the timeline shows them first; past events are shown either way)."""
 
-    def __init__(self, browser: Browser, live: Live, api_key: str | None, clock: Callable[[], float] = time.time):
-        self.browser, self.live, self._key, self.clock = browser, live, api_key, clock
+    def __init__(self, browser: EventBrowser, live: Live, api_key: str | None,
+                 clock: Callable[[], float] = time.time, events: bool = False):
+        self.browser, self.live, self._key, self.clock, self.events = browser, live, api_key, clock, events
         self.zone: tzinfo = zone_of(live.timezone)
         self._pool = ThreadPoolExecutor(WORKERS, thread_name_prefix="http-page")
 
@@ -57,6 +62,9 @@ class PageApi:
             get("/api/cameras/{camera}/picture.jpg", self._picture, name="api-picture"),
             get("/api/timeline", self._timeline, name="api-timeline"),
             get("/api/search", self._search, name="api-search"),
+            get("/api/events", self._events, name="api-events"),
+            get("/api/events/{id}", self._event, name="api-event"),
+            get("/api/events/{id}/keyframe.jpg", self._keyframe, name="api-keyframe"),
             get("/api/windows/{id}", self._window, name="api-window"),
             get("/api/windows/{id}/frames/{index}.jpg", self._frame, name="api-frame"),
             get("/api/alerts", self._alerts, name="api-alerts"),
@@ -98,7 +106,7 @@ class PageApi:
     async def _info(self, request: web.Request) -> web.Response:
         cameras = await self._call(request, self.live.cameras)
         return web.json_response({"timezone": self.live.timezone, "cameras": [c.name for c in cameras],
-                                  "search_kinds": list(KINDS), "max_limit": MAX_LIMIT})
+                                  "events": self.events, "search_kinds": list(KINDS), "max_limit": MAX_LIMIT})
 
     async def _cameras(self, request: web.Request) -> web.Response:
         def read():
@@ -128,6 +136,31 @@ class PageApi:
 
         entries, windows = await self._call(request, read)
         return web.json_response({"windows": windows, "next_before": entries[-1].window.id if entries else None})
+
+    async def _events(self, request: web.Request) -> web.Response:
+        q = Query(request, self.zone)
+        options = dict(camera=self._camera(request, q.text("camera")), rule=q.text("rule"),
+                       severity=q.text("severity"), since=q.time("since"), until=q.time("until", end_of_day=True),
+                       before=q.integer("before"), limit=q.integer("limit") or 50)
+        entries = await self._call(request, lambda: self.browser.events(**options))
+        return web.json_response({"events": [pj.event_entry_json(e, self.zone) for e in entries],
+                                  "next_before": entries[-1].seq if entries else None})
+
+    async def _event(self, request: web.Request) -> web.Response:
+        event_id = _event_id(request)
+        page = await self._call(request, lambda: self.browser.event(event_id))
+        if page is None:
+            raise ApiError(404, f"there is no event {event_id!r} in history (pruned, or never recorded)",
+                           code="no_such_event")
+        return web.json_response(pj.event_page_json(page, self.zone))
+
+    async def _keyframe(self, request: web.Request) -> web.Response:
+        event_id = _event_id(request)
+        data = await self._call(request, lambda: self.browser.keyframe(event_id))
+        if data is None:
+            raise ApiError(404, f"event {event_id!r} has no keyframe (none saved yet, or pruned)", code="no_keyframe")
+        # an open event's keyframe is replaced by a better one at its end: asked again each time it is shown
+        return web.Response(body=data, content_type="image/jpeg", headers={"Cache-Control": "no-cache"})
 
     async def _search(self, request: web.Request) -> web.Response:
         q = Query(request, self.zone)
@@ -250,6 +283,14 @@ class Query:
         if end_of_day and len(value) == 10:
             when += timedelta(days=1)
         return when.timestamp()
+
+
+def _event_id(request: web.Request) -> str:
+    value = request.match_info["id"]
+    if EVENT_ID.fullmatch(value) is None:
+        raise ApiError(404, f"{request.path}: {value!r} is not an event id (like 1750000000.000-0a1b2c)",
+                       code="not_found")
+    return value
 
 
 def _loopback(address: str | None) -> bool:

@@ -1,9 +1,6 @@
-"""Ad-hoc questions: a message on `<base>/<camera>/ask` becomes an `AskRequest` for the
-daemon's `on_ask`, or an error reply on `<base>/<camera>/reply` saying what was wrong.
-
-Runs on paho's network thread, so it never waits: `on_ask` only queues the
-question (the answer comes later through `Publisher.reply`), and an error
-reply is handed to `deliver`, which keeps it in memory for the outbox sender.
+"""Ad-hoc questions: a message on `<base>/<camera>/ask` becomes an `AskRequest` for `on_ask`, or an
+error reply saying what was wrong. Runs on paho's thread, so it never waits: `on_ask` only queues,
+and error replies go to `deliver` (memory) for the outbox sender.
 """
 
 from __future__ import annotations

@@ -1,20 +1,9 @@
 """The broker connection: paho's client and everything its network thread does.
 
-As paho and Home Assistant's client do it: the last will (`offline`) is set
-before connecting; subscriptions are made in `on_connect`, so they survive
-reconnects; the birth message (`online`) and the discovery configs go out
-again after every reconnect, and again when Home Assistant announces itself
-(at most once per `REDISCOVERY_INTERVAL`: a flood of announcements is coalesced);
-paho's exponential backoff does the reconnecting; a refusal (credentials, a
-certificate that fails verification) is retried `refused_attempts` times and
-then given up for good, as a `PublishError` naming the remedy.
-
-Status, discovery configs and the rules' current ON/OFF (`retained_state`,
-asked on every connect and published before the birth message, so Home
-Assistant never sees an entity available with a stale state) are state
-rebuilt on every connect, so they go straight to paho; outbox messages follow
-them. Everything else goes through the outbox, which the callbacks never
-touch: acks go to the `Sender`, questions to `Asks`, both in memory.
+Last will before connecting; subscriptions, the rules' states, the birth message and discovery
+again on every connect; paho's backoff reconnects; a refusal is retried `refused_attempts`
+times, then given up as a `PublishError`. The callbacks never touch the outbox: acks go to the
+`Sender`, questions to `Asks`, in memory. The reasons: docs/design.md.
 """
 
 from __future__ import annotations

@@ -1,21 +1,9 @@
-"""Home Assistant MQTT discovery: one retained config per entity.
+"""Home Assistant MQTT discovery: one retained config per entity. Pure: the publisher does the I/O.
 
-The daemon's own device comes first, so that the cameras' `via_device` points
-at a device Home Assistant already has: a connectivity `binary_sensor` on
-`<base>/status` (ON while the daemon is online; never unavailable) and two
-`sensor`s read from `<base>/npu`: the NPU load and the queue length.
-
-Per camera: a description `sensor` (state = first 255 characters of the text,
-the whole result as attributes) and an `image` of the latest alert snapshot,
-under a `device` for the camera. Per rule and camera: a `binary_sensor` with
-`off_delay` and an `event` fired by each alert. Per summary job: a `sensor`
-under the daemon's own device. Every entity is `available` while
-`<base>/status` says `online`.
-
-Config topics are `<prefix>/<component>/<node_id>/<object_id>/config`, where
-node_id comes from the base topic; that lets the publisher subscribe to its
-own configs and delete (empty retained payload) those of cameras, rules or
-jobs that are no longer configured. Pure: the publisher does the I/O.
+The daemon's device (connectivity, NPU load, queue length) comes first, so the cameras'
+`via_device` points at a known device; then per camera a description sensor and a snapshot image,
+per rule and camera a binary_sensor and an event, per summary job a sensor. Config topics carry
+node_id from the base topic, so the publisher can delete configs no longer configured.
 """
 
 from __future__ import annotations

@@ -1,10 +1,7 @@
-"""What goes over the wire: topic names, JSON payloads, and parsing of ad-hoc questions.
+"""What goes over the wire: topic names, JSON payloads, and parsing of ad-hoc questions. Pure.
 
-Pure functions of the typed seams (`Result`, `Alert`, `Summary`); the
-`Publisher` in `daemon.mqtt` does the I/O. Times become ISO-8601 with a
-timezone here and nowhere else. Every JSON payload carries `id`, a unique
-message id that survives retries, so consumers can de-duplicate QoS 1
-redeliveries by it.
+Times become ISO-8601 here and nowhere else; every payload carries `id`, a message id that
+survives retries, so consumers can de-duplicate QoS 1 redeliveries.
 """
 
 from __future__ import annotations

@@ -1,27 +1,9 @@
-"""A bounded, persistent outbox for QoS 1 MQTT messages (SQLite, WAL).
+"""A bounded, persistent outbox for QoS 1 MQTT messages (SQLite, WAL, synchronous=FULL).
 
-Every message is written here before it is handed to paho and deleted only
-when the broker acknowledges it, so a broker outage or a daemon restart
-loses nothing. Past the size limit the oldest message of the most
-expendable kind is dropped (descriptions first, alerts last); every drop is
-counted and logged.
-
-A message that can never be published (a topic MQTT or the broker refuses, a
-payload over the broker's limit) must not block the ones behind it: it is
-refused before it is stored, or, when paho refuses a stored row, moved to
-the `dead_letters` table of the same file with the reason. Either way it is
-counted and logged once. Dead letters are kept for inspection
-(`sqlite3 outbox.sqlite 'SELECT * FROM dead_letters'`), the newest
-`DEAD_LETTERS_KEPT` within the outbox's byte limit.
-
-Row ids come from AUTOINCREMENT, so they never go back: "pending after id N"
-is a stable cursor for the publisher, oldest first.
-
-A `daemon.state.store.Store` of its own file (state_dir/outbox.sqlite): one connection
-behind the store's lock, schema versioned with `migrate` (component "outbox").
-Unlike history it syncs every commit (synchronous=FULL). A file that cannot be
-opened is a StateError like every store's (exit 2; a damaged one is named with the
-`mv` command that moves it aside); a failed insert is a PublishError.
+A message is stored before paho sees it and deleted on PUBACK. Past the size limit the most
+expendable kind goes first (descriptions first, alerts last); a message that can never be
+published goes to `dead_letters` instead of blocking the rest. Row ids never go back, so
+"pending after id N" is a stable cursor. Why: docs/design.md.
 """
 
 from __future__ import annotations

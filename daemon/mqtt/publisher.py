@@ -5,20 +5,9 @@
     publisher.publish_result(result)       # -> vlmwatch/porch/description (retained)
     publisher.stop(timeout=5)              # flush briefly, publish `offline`, disconnect
 
-A facade that wires three parts together:
-
-- `connection.Connection`: paho's client and its network thread (birth, last
-  will, subscriptions, discovery, refusals);
-- `sender.Sender`: the thread moving the SQLite outbox to paho, at most
-  `IN_FLIGHT` unacknowledged;
-- `asks.Asks`: questions on `<camera>/ask` handed to `on_ask`, or answered with
-  an error reply.
-
-Messages published from the daemon's threads are stored in the outbox before
-the call returns (PublishError if the disk is full). Messages produced on
-paho's network thread (error replies to questions, or replies an `on_ask`
-handler sends at once) are kept in memory and stored by the sender thread:
-paho's thread never touches SQLite.
+A facade over `Connection` (paho's client), `Sender` (outbox -> paho) and `Asks`. A message
+published from the daemon's threads is in the outbox when the call returns; paho's thread never
+touches SQLite (its replies are stored by the sender).
 """
 
 from __future__ import annotations

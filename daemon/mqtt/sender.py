@@ -1,17 +1,7 @@
-"""The outbox sender: one thread that moves outbox rows to paho and deletes them on PUBACK.
-
-At most `IN_FLIGHT` messages are handed to paho and not yet acknowledged, oldest
-first. Every unacknowledged message stays in paho's memory across reconnects
-(paho resends it itself), so the sender only ever moves forward through the
-outbox; after a restart it starts again from the oldest row. A row paho
-refuses for good (ValueError: a topic too long or with a wildcard, a payload
-too large) becomes a dead letter (`Outbox.dead_letter`) and the sender moves
-on: one bad message never blocks the others.
-
-This thread is the only one besides the daemon's producers that touches the
-SQLite outbox. paho's network thread never does: it hands acks (`ack`) and the
-replies it produces (`post`) over through in-memory queues and wakes the sender,
-so neither thread ever waits on the other or on the disk.
+"""The outbox sender: one thread moving outbox rows to paho, at most `IN_FLIGHT` unacknowledged,
+deleting them on PUBACK. It only moves forward (paho resends what is unacknowledged); a row paho
+refuses for good becomes a dead letter. paho's thread hands acks and replies over in memory
+(`ack`, `post`), so neither thread waits on the other or on the disk.
 """
 
 from __future__ import annotations

@@ -1,16 +1,12 @@
 """JSON-answer rules: a question whose answer is a small JSON object, and a condition on its values.
 
     - id: crowd_at_door
-      ask_json: How many people are at the door, and what is the nearest one doing?
-      fields:                                     # each a JSON schema: type and bounds, or an enum
-        people: {type: integer, minimum: 0, maximum: 20}
-        doing: {enum: [walking, standing, delivering, other]}
-      when: {people: {min: 2}, doing: [standing, other]}   # every condition must hold
+      ask_json: How many people are at the door?
+      fields: {people: {type: integer, minimum: 0, maximum: 20}}   # each a small JSON schema
+      when: {people: {min: 2}}                                     # every condition must hold
 
-The engine answers such a question by constrained decoding (daemon.engine.constrain), so the answer is
-always an object with exactly these fields within their bounds: a count and a kind in one short
-answer, where a choice question gives one probability. A window whose answer somehow does not parse
-counts as not triggering. Pure: no I/O, no eval.
+Constrained decoding (daemon.engine.constrain) makes the answer always parse; one that somehow
+does not counts as not triggering. Pure: no I/O, no eval.
 """
 
 from __future__ import annotations

@@ -1,9 +1,5 @@
-"""Reading a rule's question triggers, ask and ask_json, from its YAML nodes (a part of
-`daemon.rules.files._RuleReader`).
-
-`fields` and `when` are small mappings of plain values. They are read here without YAML 1.1's
-implicit types, so `enum: [yes, no]` stays the words "yes" and "no": a scalar is a number when it
-reads as one, true/false when written so, else text as written.
+"""Reading ask and ask_json triggers from their YAML nodes (a part of `daemon.rules.files`). Plain
+values are read without YAML 1.1's implicit types: `enum: [yes, no]` stays the words.
 """
 
 from __future__ import annotations

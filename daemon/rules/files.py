@@ -1,38 +1,15 @@
-"""Rule files (`rules/*.yaml`): parsing with line numbers and validation (`vlmwatch check-rules`
-prints what `check_rules` finds).
+"""Rule files (`rules/*.yaml`): parsing with line numbers and validation (`vlmwatch check-rules`).
 
-Each file holds a list of rules:
-
-    - id: person_at_door_night        # unique across the directory; MQTT topic level
+    - id: person_at_door_night        # unique; an MQTT topic level
       cameras: [front_door]           # default: every camera
-      ask: Is a person at the door?   # own choice question ...
-      choices: [yes, no]              # ... default [yes, no]
-      when: yes                       # the triggering choice, default the first
-      threshold: 0.6                  # probability of `when`, default 0.5
-      for: 2                          # consecutive triggering windows, default 1
-      cooldown: 10m                   # before it can fire again on that camera, default 5m
-      active: {time: "22:00-06:00", days: [mon-fri]}   # or a list of ranges; default always
-      severity: warning               # info | warning | critical, default warning
-      snapshot: true                  # attach the frame that changed most, default false
-      message: "{camera}: someone at the door ({probability})"
-      off_delay: 5m                   # the sensor turns off this long after the last trigger, default 5m
-      zones: [porch]                  # only when the gate's changed regions touch one of these zones
+      ask: Is a person at the door?   # or match: {any: [...], all: [...], regex: ...}, or ask_json + fields
+      threshold: 0.6
+      for: 2                          # consecutive triggering windows
+      cooldown: 10m
+      active: {time: "22:00-06:00", days: [mon-fri]}
 
-    - id: smoke
-      match: {any: [smoke, fire, flames]}   # or all: [...], regex: "..."; all given must hold
-      on: window                      # or event: match an event's story at its end (match rules only)
-
-    - id: crowd_at_door                     # a JSON answer and a condition on it (daemon.rules.answers)
-      ask_json: How many people are at the door?
-      fields: {people: {type: integer, minimum: 0, maximum: 20}}
-      when: {people: {min: 2}}
-
-Every problem is one line, `FILE:LINE: rule id: message`, and all of them are
-reported at once. Values are read from the YAML text as written, so
-`when: yes` is the word "yes", not YAML 1.1's boolean, and `22:00` is a time,
-not the sexagesimal number 1320. Durations are written as everywhere in
-vlmwatch (`daemon.times.parse_duration`: 90s, 15m, 1.5h, 1h30m, 1d, 1w); a
-cooldown may be 0s.
+Every option: rules/README.md. Values are read as written (`when: yes`
+is the word, `22:00` a time); every problem is one line, `FILE:LINE: rule id: message`.
 """
 
 from __future__ import annotations
@@ -51,8 +28,9 @@ from daemon.errors import ConfigError
 from daemon.rules.hours import TimeRange, parse_days, parse_time_range
 from daemon.rules.answers import AskJson
 from daemon.rules.asks import AskReader
-from daemon.rules.model import (DESCRIPTION, SEVERITIES, Ask, Match, Rule, RuleSet, Template, parse_template,
-                                rule_scope)
+from daemon.rules.match import Match
+from daemon.rules.model import DESCRIPTION, SEVERITIES, Ask, Rule, RuleSet, rule_scope
+from daemon.rules.template import Template, parse_template
 from daemon.times import parse_duration
 
 RULE_ID = NAME_RE  # an MQTT topic level and HA object id; always fullmatch

@@ -1,65 +1,31 @@
-r"""Rules: what turns a window's results into alerts. Pure: results, rule state and `now` in;
+"""Rules: what turns a window's results into alerts. Pure: results, rule state and `now` in;
 alerts, the next state and the binary_sensor changes out. No clock, no I/O, no eval.
 
-A rule has one trigger:
-
-- `Ask`: its own choice question, asked of every analysed window of its cameras
-  (the engine scores the choices from one decode step); it triggers when the
-  probability of `when` is at least `threshold`.
-- `Match`: keywords (`any` / `all`, whole words, case-insensitive) and/or a
-  regular expression, searched in the window's description.
-
-Per (rule, camera) the state counts consecutive triggering windows. Once the
-count reaches `for_windows` the condition holds: the binary_sensor is ON, and
-the rule fires an alert unless it fired on that camera less than `cooldown`
-seconds ago. A window in which the rule does not trigger (including one
-outside its `active` hours, or one whose changed regions touch none of
-the rule's `zones`) resets the count and turns the sensor OFF. A
-window without the rule's result (its question was not asked, or there is no
-description yet, or the gate skipped it) leaves the count alone; but a sensor
-holds only `off_delay` seconds after the last triggering window (`expire`), as
-Home Assistant's own `off_delay` does, so a sensor left ON while the gate skips
-a static scene, or while the daemon is stopped, turns OFF and comes back ON
-only on a new triggering window.
-
-Regular expressions and time safety: a rule file must not be able to hang the
-daemon, and Python's `re` backtracks (`(a|aa)+b` takes exponential time). So:
-patterns are at most `MAX_PATTERN` characters, repetition nested inside an
-unbounded repetition (`(a+)+`, `(\w+\s?)*`) is rejected at load with a
-message, the text searched is capped at `MAX_TEXT` characters, and the search
-runs on the `regex` module with a `REGEX_TIMEOUT` deadline: a pattern that
-still blows up (overlapping alternatives) stops there, counts as no match and
-is logged. Keywords compile to escaped literals, which cannot backtrack.
+A trigger is an `Ask` (a choice question), a `Match` (daemon.rules.match) or an `AskJson`
+(daemon.rules.answers). Per (rule, camera), `for_windows` consecutive triggering windows turn the
+sensor ON and fire an alert outside `cooldown`; a non-triggering window resets; a window without
+the rule's result changes nothing; `expire` turns a sensor OFF `off_delay` after its last trigger
+(docs/design.md).
 """
 
 from __future__ import annotations
 
-import logging
-import re
-import string
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, tzinfo
 from pathlib import Path
 
-import regex
-
 from daemon.rules.answers import AskJson
 from daemon.rules.hours import TimeRange
+from daemon.rules.match import Match
+from daemon.rules.template import Template, parse_template
 from daemon.types import Alert, Result
-
-log = logging.getLogger(__name__)
-
 
 SEVERITIES = ("info", "warning", "critical")
 DESCRIPTION = "description"  # the prompt id whose text `match` rules read
 STORY = "story"  # the prompt id of an event's story, which `on: event` rules read at the event's end
-TEMPLATE_FIELDS = ("camera", "rule", "text", "probability")
-MAX_TEXT = 4000  # characters of description searched (a 128-token description is ~600)
-MAX_PATTERN = 500  # characters of a regular expression
-REGEX_TIMEOUT = 0.05  # seconds one search may take
 
-# ----------------------------------------------------------------------------- triggers
+# ----------------------------------------------------------------------------- rules
 
 
 @dataclass(frozen=True)
@@ -70,132 +36,8 @@ class Ask:
     threshold: float = 0.5
 
 
-@dataclass(frozen=True)
-class Match:
-    any: tuple[str, ...] = ()
-    all: tuple[str, ...] = ()
-    regex: str | None = None
-    _any: tuple[re.Pattern, ...] = field(default=(), repr=False, compare=False)
-    _all: tuple[re.Pattern, ...] = field(default=(), repr=False, compare=False)
-    _regex: regex.Pattern | None = field(default=None, repr=False, compare=False)
-
-    @classmethod
-    def build(cls, any: Sequence[str] = (), all: Sequence[str] = (), pattern: str | None = None) -> Match:
-        """Compile the keywords and the regex; ValueError with the reason for a bad regex."""
-        return cls(tuple(any), tuple(all), pattern, tuple(map(keyword_pattern, any)),
-                   tuple(map(keyword_pattern, all)), None if pattern is None else compile_regex(pattern))
-
-    def matches(self, text: str) -> bool:
-        text = text[:MAX_TEXT]
-        if self._any and not any(p.search(text) for p in self._any):
-            return False
-        if not all(p.search(text) for p in self._all):
-            return False
-        if self._regex is not None:
-            try:
-                return self._regex.search(text, timeout=REGEX_TIMEOUT) is not None
-            except TimeoutError:
-                log.warning("regex %r took longer than %.0f ms on a description; counted as no match "
-                            "(simplify overlapping alternatives such as (a|aa)+)", self.regex, REGEX_TIMEOUT * 1e3)
-                return False
-        return True
-
-
-def keyword_pattern(keyword: str) -> re.Pattern:
-    """Whole words, case-insensitive; inner spaces match any whitespace."""
-    words = keyword.split()
-    if not words:
-        raise ValueError("a keyword is empty")
-    return re.compile(r"(?<!\w)" + r"\s+".join(map(re.escape, words)) + r"(?!\w)", re.IGNORECASE)
-
-
-def compile_regex(pattern: str) -> regex.Pattern:
-    """Python `re` syntax, case-insensitive; ValueError for a bad or dangerous pattern."""
-    if len(pattern) > MAX_PATTERN:
-        raise ValueError(f"regex is {len(pattern)} characters long; at most {MAX_PATTERN} are allowed")
-    try:
-        re.compile(pattern)
-    except re.error as exc:
-        where = f" at position {exc.pos}" if exc.pos is not None else ""
-        raise ValueError(f"bad regex {pattern!r}: {exc.msg}{where}") from None
-    if _nested_repeat(_parse(pattern)):
-        raise ValueError(f"bad regex {pattern!r}: a quantifier inside a group that is itself repeated by + or *"
-                         " can take exponential time; rewrite it without the nesting")
-    return regex.compile(pattern, regex.IGNORECASE | regex.VERSION0)
-
-
-def _parse(pattern: str):
-    try:
-        from re import _parser  # Python 3.11+
-    except ImportError:  # pragma: no cover - Python 3.10
-        import sre_parse as _parser
-    return _parser.parse(pattern)
-
-
-_REPEATS = {"MAX_REPEAT", "MIN_REPEAT", "POSSESSIVE_REPEAT"}
-_MAXREPEAT = _parse("a*")[0][1][1]  # the parser's "no upper bound"
-
-
-def _nested_repeat(items, inside: bool = False) -> bool:
-    """Whether a variable-length repeat sits inside an unbounded one."""
-    for op, arg in items:
-        name = str(op)
-        if name in _REPEATS:
-            low, high, body = arg
-            if (inside and high != low) or _nested_repeat(body, inside or high == _MAXREPEAT):
-                return True
-        elif name == "SUBPATTERN" and _nested_repeat(arg[-1], inside):
-            return True
-        elif name == "BRANCH" and any(_nested_repeat(branch, inside) for branch in arg[1]):
-            return True
-        elif name in ("ASSERT", "ASSERT_NOT") and _nested_repeat(arg[1], inside):
-            return True
-    return False
-
-
-# ----------------------------------------------------------------------------- message templates
-
-
-@dataclass(frozen=True)
-class Template:
-    """`{camera}`, `{rule}`, `{text}`, `{probability}` and literal text (`{{` `}}` for braces).
-
-    Rendered by concatenation from the parsed pieces: str.format never sees
-    user text, so there is no attribute access, indexing or format spec."""
-
-    source: str
-    pieces: tuple[tuple[str, str | None], ...]  # (literal, field or None)
-
-    @property
-    def fields(self) -> set[str]:
-        return {f for _, f in self.pieces if f is not None}
-
-    def render(self, values: Mapping[str, str]) -> str:
-        return "".join(literal + (values[f] if f is not None else "") for literal, f in self.pieces)
-
-
-def parse_template(text: str) -> Template:
-    """ValueError naming what is not allowed."""
-    allowed = ", ".join("{" + f + "}" for f in TEMPLATE_FIELDS)
-    try:
-        parsed = list(string.Formatter().parse(text))
-    except ValueError as exc:
-        raise ValueError(f"{exc} in {text!r} (write {{{{ and }}}} for literal braces)") from None
-    pieces = []
-    for literal, name, spec, conversion in parsed:
-        if name is not None and (name not in TEMPLATE_FIELDS or spec or conversion):
-            shown = "{" + name + (f"!{conversion}" if conversion else "") + (f":{spec}" if spec else "") + "}"
-            raise ValueError(f"{shown} is not allowed; use only {allowed}"
-                             " (no attributes, indexes, conversions or formats)")
-        pieces.append((literal, name))
-    return Template(text, tuple(pieces))
-
-
 DEFAULT_ASK_MESSAGE = parse_template("{camera}: {rule} ({probability})")
 DEFAULT_MATCH_MESSAGE = parse_template("{camera}: {rule}: {text}")
-
-# ----------------------------------------------------------------------------- rules
-
 
 @dataclass(frozen=True)
 class Rule:

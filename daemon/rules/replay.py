@@ -2,13 +2,8 @@
 
     vlmwatch replay -c config.yaml --rules rules/ --since 24h [--json]
 
-Windows analysed in the period are replayed in the order they were recorded,
-from an empty rule state, through the same `evaluate` and in the same phases
-as the daemon (rule answers first, then the description, each at the time its
-last result was produced), so the daemon and replay agree on what fires.
-`match` rules read the stored descriptions. `ask` rules need stored answers
-to the same question (the daemon asks only the questions its rules had at
-the time): windows without one are counted and reported per rule.
+Same `evaluate`, same phases and order as the daemon, from an empty state, so both agree on what
+fires; `ask` rules need stored answers to their question (windows without one are counted).
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
-"""The daemon's side of rules: prompts for a camera's ask rules, evaluation of each batch
-of results, and where alerts go (history, MQTT alert + rule state + snapshot).
+"""The daemon's side of rules: a camera's ask prompts, evaluation of each batch of results, and where
+alerts go (history, MQTT alert, rule state, snapshot). `evaluate` stays pure; this holds the state.
 
-`evaluate` stays pure; this class holds the state between windows, persists
-what changed and does the I/O. Results arrive on the NPU worker thread; the
-the daemon's main loop calls `expire` every second (a sensor holds `off_delay` after
-its last triggering window, whatever the gate skips), and the MQTT publisher
-asks `sensor_states` on every (re)connect: a lock keeps the three apart.
+Threads: NPU workers (results), the main loop (`expire` every second) and the publisher
+(`sensor_states` on every connect), kept apart by one lock.
 """
 
 from __future__ import annotations

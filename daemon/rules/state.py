@@ -1,9 +1,5 @@
-"""Rule state (consecutive counts, last fired, ON/OFF) in the history database, so a restart
-neither forgets a cooldown nor re-fires a debounced rule.
-
-The store has its own connection to the history file (WAL lets it share the
-file with `History`) and its own `rules` schema version through `migrate`.
-Only the entries an evaluation changed are written, in one transaction.
+"""Rule state (counts, last fired, ON/OFF) in the history file, so a restart neither forgets a
+cooldown nor re-fires a debounced rule. Only changed entries are written, in one transaction.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Wiring: the one place that opens what the config names and connects the parts.
 
-    daemon, closers = build_app(cfg)   # opens the model, history, sources, MQTT, ...
-    daemon.run()
+    daemon, closers = build_app(cfg)   # opens the model, history, sources, ...
+    daemon.run()                       # starts the HTTP server, MQTT, cameras, NPUs; stops them
     for close in reversed(closers): close()
 
 `assemble` connects parts that are already open into a `Daemon` (tests pass
@@ -27,7 +27,7 @@ from daemon.rules.runner import RuleRunner
 from daemon.rules.state import RuleStateStore
 from daemon.service.asks import AskHandler
 from daemon.service.cameras import Camera
-from daemon.service.daemon import Daemon, Pipeline
+from daemon.service.daemon import Daemon, Pipeline, Serving
 from daemon.service.ledger import WindowLedger
 from daemon.service.metrics import Metrics
 from daemon.service.notify import Notifier
@@ -82,13 +82,9 @@ def build_app(cfg: Config, once: bool = False, engine: Engine | None = None, *, 
              for i, c in enumerate(cfg.cameras) if c.takes_main_frames}
     publisher = make_publisher(cfg, ruleset, on_ask=lambda request: daemon.pipeline.asks.admit(request),
                                rule_states=lambda: daemon.rule_states())
+    triggers = make_triggers(cfg, lambda camera, label: daemon.cameras[camera].gate.trigger(label))
     daemon = assemble(cfg, engines, sources, history, metrics=metrics, notifier=notifier, publisher=publisher,
-                      ruleset=ruleset, closers=closers, mains=mains)
-    if daemon.pipeline.chat is not None:
-        closers.append(start_http(cfg, daemon).stop)
-    if publisher is not None:
-        publisher.start()  # connects in the background; a bad password or TLS file fails here (exit 2)
-    start_triggers(cfg, daemon, closers)
+                      triggers=triggers, ruleset=ruleset, closers=closers, mains=mains)
     return daemon, closers
 
 
@@ -107,18 +103,15 @@ def open_metrics(cfg: Config) -> Metrics:
     return metrics
 
 
-def start_triggers(cfg: Config, daemon: Daemon, closers: list[Callable[[], None]]):
-    """Subscribe to the cameras' MQTT triggers (if any); a match makes that camera's gate pass its
-    next window. Returns the subscriber, or None."""
+def make_triggers(cfg: Config, on_trigger: Callable[[str, str], None]):
+    """The subscriber to the cameras' MQTT triggers, or None without triggers; a match calls
+    `on_trigger(camera, label)`, which makes that camera's gate pass its next window."""
     triggers = [(c.name, t) for c in cfg.cameras for t in c.triggers]
     if not triggers or cfg.mqtt is None:
         return None
     from daemon.mqtt.triggers import TriggerSubscriber
 
-    subscriber = TriggerSubscriber(cfg.mqtt, triggers, lambda camera, label: daemon.cameras[camera].gate.trigger(label))
-    subscriber.start()
-    closers.append(subscriber.stop)
-    return subscriber
+    return TriggerSubscriber(cfg.mqtt, triggers, on_trigger)
 
 
 M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter number (malloc.h)
@@ -144,13 +137,10 @@ def release_heap() -> bool:
 
 
 def return_freed_memory() -> bool:
-    """Make glibc give freed pictures back to the system at once: allocations from 128 KiB up stay mmapped.
+    """Make glibc give freed pictures back at once: allocations from 128 KiB up stay mmapped.
 
-    By default glibc raises this threshold each time a large block is freed (up to 32 MiB), after which
-    frame-sized arrays (0.6 to 6 MB) come from per-thread heaps that keep their freed memory: with a
-    capture thread per camera and a worker per NPU that was 20-70 MiB of the daemon's peak
-    (benchmarks/bench_memory.py). Setting it explicitly turns the adjustment off. False where there is
-    no glibc (nothing changes there)."""
+    Left to adjust itself, the threshold grows and frame-sized arrays stay in per-thread heaps
+    (measured in docs/design.md). False where there is no glibc (nothing changes there)."""
     import ctypes
     import ctypes.util
 
@@ -182,20 +172,21 @@ def open_sources(cfg: Config, engine: Engine | None, *, on_event=None, once: boo
     """Every camera's source. With an engine that has a ViT, frames keep its input (resized at capture by
     the engine's own resize) and a reduced picture, never the decoded one."""
     model_input = engine.vision.fit if engine is not None and engine.vision is not None else None
-    return {c.name: open_source(c.name, c.detect_source or c.source_url(f"cameras[{i}]"), c, on_event=on_event,
+    return {c.name: open_source(c.name, c.detect_url(f"cameras[{i}]") or c.source_url(f"cameras[{i}]"), c,
+                                on_event=on_event,
                                 state_dir=cfg.state_dir, once=once, model_input=model_input)
             for i, c in enumerate(cfg.cameras)}  # with a detect_source the gate reads it (main frames: `mains`)
 
 
 def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, Source], history: History, *,
              metrics: Metrics | None = None, notifier: Notifier | None = None, publisher: Publishing | None = None,
-             ruleset: RuleSet | None = None, closers: list[Callable[[], None]] | None = None,
+             triggers: Serving | None = None, ruleset: RuleSet | None = None, closers: list[Callable[[], None]] | None = None,
              clock: Callable[[], float] = time.time, monotonic: Callable[[], float] = time.monotonic,
              mains: dict[str, MainFrames] | None = None) -> Daemon:
     """Connect open parts into a Daemon: a gate per camera (`mains`: main-stream frames of cameras whose gate
     reads a substream), the NPU queue and a worker per engine (one per NPU), the window ledger and the job
     handlers, the rule runner (persisting its state in the history file), the summarizer and its scheduler,
-    and the HTTP API's side of the queue when http is enabled."""
+    and, when http is enabled, the HTTP API's side of the queue and its server (started by the daemon)."""
     closers = closers if closers is not None else []
     metrics = metrics or Metrics()
     stop = threading.Event()
@@ -240,8 +231,9 @@ def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, 
                                 events=events.store if events is not None else None)
         scheduler = SummaryScheduler(cfg.summaries, runlog)
     pipeline = Pipeline(queue, ledger, windows, ask_handler, chat, rules, summarizer, scheduler, events)
-    daemon = Daemon(cfg, npus, cameras, pipeline, history, stop, metrics=metrics,
-                    notifier=notifier or Notifier(""), publisher=publisher, clock=clock, monotonic=monotonic)
+    http = (lambda daemon: http_server(cfg, daemon)) if chat is not None else None
+    daemon = Daemon(cfg, npus, cameras, pipeline, history, stop, metrics=metrics, notifier=notifier or Notifier(""),
+                    publisher=publisher, triggers=triggers, http=http, clock=clock, monotonic=monotonic)
     return daemon
 
 
@@ -255,14 +247,13 @@ def open_chat(cfg: Config, engine: Engine, queue: WorkQueue, limiter: RateLimite
     return ChatService(engine, queue, limiter, metrics, cfg.http, healthy)
 
 
-def start_http(cfg: Config, daemon: Daemon):
-    """Serve the OpenAI-compatible API: requests become jobs in the daemon's NPU queue."""
+def http_server(cfg: Config, daemon: Daemon):
+    """The OpenAI-compatible API and the web page, not yet listening: requests become jobs in the daemon's
+    NPU queue. `daemon.start()` makes it and starts it first (a taken port: ConfigError, exit 2)."""
     server_module = http_server_module()
     key = cfg.http.resolve_api_key()
-    server = server_module.HttpServer(cfg.http, daemon.pipeline.chat, api_key=key, observe=daemon.metrics.http_request,
-                                      page=open_page(cfg, daemon, key))
-    server.start()  # ConfigError (exit 2) when the port is taken
-    return server
+    return server_module.HttpServer(cfg.http, daemon.pipeline.chat, api_key=key, observe=daemon.metrics.http_request,
+                                    page=open_page(cfg, daemon, key))
 
 
 def open_page(cfg: Config, daemon: Daemon, api_key: str | None):
@@ -270,11 +261,12 @@ def open_page(cfg: Config, daemon: Daemon, api_key: str | None):
     index on a connection of their own, and a read-only view of the running daemon (daemon.service.pageview)."""
     from daemon.http.web import PageApi
     from daemon.service.pageview import LiveView
-    from daemon.state.browse import Browser
+    from daemon.state.eventbrowse import EventBrowser
     from daemon.times import zone_of
 
-    browser = Browser(daemon.history.path).open()
-    return PageApi(browser, LiveView(daemon, cfg.timezone or str(zone_of(None))), api_key)
+    browser = EventBrowser(daemon.history.path, cfg.state_dir / "events").open()
+    return PageApi(browser, LiveView(daemon, cfg.timezone or str(zone_of(None))), api_key,
+                   events=daemon.pipeline.events is not None)
 
 
 def http_server_module():

@@ -1,21 +1,8 @@
-"""The camera watchdog: each camera's capture runs in a thread that is restarted when it dies or stalls.
+"""The camera watchdog: each camera's capture thread, restarted with backoff when it dies or stalls.
 
-Frigate's camera watchdog is the model. The daemon calls `check()` about once a second:
-
-- a capture thread that died with an error is started again after a backoff (doubling from the
-  camera's `stream.retry_min` to `stream.retry_max`, jittered, like a reconnect, and starting
-  afresh once a restarted capture has run for `health.stall_after`); a failure is logged with
-  its traceback, the same failure again in one line;
-- a live camera (rtsp/http: `source.live`) that gave no window for `health.stall_after` seconds is
-  restarted the same way: its source is halted and started afresh;
-- a camera is *down* when a live one has had no window for `health.down_after` seconds, or any
-  capture has kept failing that long. A down camera makes the daemon unhealthy, so the systemd
-  watchdog restarts the whole daemon: the last resort (a hung driver, a thread that ignores halt).
-
-A source that ends (a file; a folder with `once`) is `ended` and never restarted. Each check
-exports per camera the last frame's age, restarts, dropped windows and a down flag to the
-metrics, and hands a `CameraStatus` to `on_status` (MQTT `<base>/<camera>/status`, retained)
-whenever the camera's state changes and every STATUS_EVERY seconds.
+`check()` runs about once a second: it restarts dead or stalled captures, marks a camera down
+(which makes the daemon unhealthy, so systemd restarts it) and exports each camera's status.
+The policy and its reasons: docs/design.md.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
-"""The HTTP API's side of the NPU queue: requests admitted, checked and queued like MQTT asks.
-
-`ChatService` is the `daemon.http.server.Backend` the service hands the HTTP
-server. Requests are rate-limited per client and wait in the same queue as
-MQTT asks, within the same share of NPU time (`asks:`), so they cannot starve
-camera windows. Everything a request can get wrong is found before it is
-queued (too many images, a prompt that does not fit), so a refused request
-costs no NPU time. On the NPU thread, `answer` runs the request with its own
-stop event combined with the daemon's, streams its text to the request's sink
-and reports what it cost.
+"""The HTTP API's side of the NPU queue (`daemon.http.server.Backend`): requests rate-limited per client
+and checked before they are queued (a refused request costs no NPU time), then waiting with MQTT asks
+within the same share of NPU time. `answer` runs on the NPU thread and streams to the request's sink.
 """
 
 from __future__ import annotations

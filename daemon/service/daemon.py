@@ -1,10 +1,11 @@
 """The running daemon: starts the threads' owners, ticks once a second, shuts down, reports health.
 
 No job logic lives here: a window's trip is `daemon.service.windows`, the NPU
-workers' dispatch and error policy `daemon.service.jobs`. The owners of threads
-are the camera watchdog (capture per camera), the NPU pool (one worker per NPU),
-the publisher (its outbox sender) and the HTTP server (started by
-`daemon.service.build`). `run` returns the exit code (`shutdown`).
+workers' dispatch and error policy `daemon.service.jobs`. The owners of threads,
+all started in `start` and stopped in `shutdown`: the HTTP server, the MQTT
+publisher (its outbox sender) and trigger subscriber, the camera watchdog
+(capture per camera), the NPU pool (one worker per NPU) and the summary
+scheduler. `run` returns the exit code.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 from daemon.config import Config
 from daemon.engine.engine import Engine
@@ -42,6 +44,14 @@ PRUNE_EVERY = 3600.0  # seconds between retention passes
 LOAD_LOG_EVERY = 300.0  # seconds between log lines with each NPU's load
 
 
+class Serving(Protocol):
+    """A connection's owner the daemon starts and stops: the HTTP server, the MQTT trigger subscriber."""
+
+    def start(self) -> None: ...  # ConfigError when it cannot (a taken port, an unreadable password file)
+
+    def stop(self) -> None: ...
+
+
 @dataclass(frozen=True, eq=False)
 class Pipeline:
     """The connected parts a running daemon drives (built by `daemon.service.build.assemble`)."""
@@ -60,11 +70,14 @@ class Pipeline:
 class Daemon:
     def __init__(self, config: Config, npus: NpuPool, cameras: dict[str, Camera], pipeline: Pipeline,
                  history: History, stop: threading.Event, *, metrics: Metrics, notifier: Notifier,
-                 publisher: Publishing | None = None, clock: Callable[[], float] = time.time,
+                 publisher: Publishing | None = None, triggers: Serving | None = None,
+                 http: Callable[[Daemon], Serving] | None = None, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic) -> None:
         self.config, self.npus, self.cameras, self.pipeline = config, npus, cameras, pipeline
         self.history, self.stop, self.metrics, self.notifier = history, stop, metrics, notifier
-        self.publisher, self.clock = publisher, clock
+        self.publisher, self.triggers, self.clock = publisher, triggers, clock
+        self._open_http = http  # the server reads this daemon (its page's live view): made in start()
+        self.http: Serving | None = None
         self.queue, self.ledger = pipeline.queue, pipeline.ledger
         self.jobs = JobRunner(cameras, pipeline.windows, pipeline.asks, pipeline.chat, pipeline.queue,
                               pipeline.ledger, metrics, stop, self.fail, pipeline.events)
@@ -83,7 +96,10 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start every thread's owner; what a crash kept out of the outbox is queued first."""
+        """Start every thread's owner. The connections come first, the HTTP server before all: a taken port
+        or an unreadable password file is a ConfigError (exit 2) before any camera or NPU works. What a crash
+        kept out of the outbox is queued before new results."""
+        self._connect()
         if self.publisher is not None:
             queue_unqueued(self.history, self.publisher)
         if self.pipeline.events is not None:
@@ -102,8 +118,12 @@ class Daemon:
                  self.npus.labels)
 
     def run(self, once: bool = False) -> int:
-        """Start, tick until stopped (or, with once, until the sources end and the queue drained); the exit code."""
+        """Start, then `loop`; the exit code."""
         self.start()
+        return self.loop(once)
+
+    def loop(self, once: bool = False) -> int:
+        """Tick until stopped (or, with once, until the sources end and the queue drained), then shut down."""
         interval = min(self.notifier.watchdog_interval() or 1.0, 1.0)
         ticks = _Ticks()
         while not self.stop.wait(interval):
@@ -136,6 +156,8 @@ class Daemon:
     def shutdown(self, timeout: float = 10.0) -> int:
         """Stop everything; 0, or the exit code of what stopped us (daemon.errors: 2 needs a person, 1 may pass)."""
         self.notifier.stopping()
+        if self.http is not None:
+            self.http.stop()  # no new requests; open ones are cancelled, their NPU jobs with them
         if self.pipeline.scheduler is not None:
             self.pipeline.scheduler.shutdown()  # no new fires; queued summaries are abandoned with the queue
         self.stop.set()
@@ -149,6 +171,8 @@ class Daemon:
         self.npus.join(deadline)
         if self.pipeline.events is not None:
             self.pipeline.events.shutdown()  # open events end now (activity OFF), told from their descriptions
+        if self.triggers is not None:
+            self.triggers.stop()
         if self.publisher is not None:
             self.publisher.stop(max(1.0, min(5.0, deadline - time.monotonic())))  # flush, then `offline`
         return self._exit_code()
@@ -180,6 +204,25 @@ class Daemon:
         log.info("NPU load over the last %.0f min: %s; %d job(s) waiting", span / 60, loads, self.queue.depth)
 
     # -- internals ---------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        """Start the HTTP server, the publisher and the trigger subscriber, in this order; when one fails,
+        stop those already started and raise its error."""
+        started: list[Serving | Publishing] = []
+        try:
+            if self._open_http is not None:
+                server = self._open_http(self)
+                server.start()
+                self.http = server
+                started.append(server)
+            for part in (self.publisher, self.triggers):
+                if part is not None:
+                    part.start()
+                    started.append(part)
+        except BaseException:
+            for part in reversed(started):
+                part.stop()
+            raise
 
     def _capture(self, cam: Camera, halt: threading.Event, saw_window: Callable[[], None]) -> None:
         """A capture thread's body: the window handler's; a state file that cannot be written stops us."""

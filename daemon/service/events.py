@@ -1,9 +1,8 @@
-"""The running daemon's events (`daemon.events`): what the window handler tells the event book, and what
-becomes of the transitions: stored (`daemon.state.events`), published (`<camera>/event`, activity, story),
-and each ended event's story queued as a job at a window's priority.
+"""The running daemon's events (`daemon.events`): sightings told to the event book, transitions stored,
+published, and each ended event's story queued as a job at a window's priority.
 
-Threads: capture threads call `seen` and `source_ended`, NPU workers the rest (the ledger tells
-`on_answered`); the book has its own lock, and the store and the publisher are thread-safe.
+Threads: capture threads call `seen` and `source_ended`, NPU workers the rest; the book has its own
+lock, the store and the publisher are thread-safe.
 """
 
 from __future__ import annotations

@@ -1,13 +1,6 @@
-"""What an NPU worker does with a job: the handler of its kind, then one policy for every engine error.
-
-- `Cancelled` (shutting down): nothing is published or stored for the job;
-- `QuestionError` (a question the model cannot take): the asker gets it as the
-  reply, a window is settled as refused, and the daemon goes on (an HTTP chat
-  tells its client itself, `daemon.service.chat`);
-- a state file that cannot be written (`STORAGE_ERRORS`) stops the daemon with
-  that error's exit code (`fail`);
-- anything else (a broken runtime, a bug) is raised to the worker, which stops:
-  systemd restarts the daemon.
+"""What an NPU worker does with a job: the handler of its kind, then one policy for every engine error:
+`Cancelled` stores nothing; a `QuestionError` is the asker's reply (a window is settled as refused);
+a state file that cannot be written stops the daemon (`fail`); anything else stops the worker.
 """
 
 from __future__ import annotations
@@ -59,7 +52,9 @@ class JobRunner:
         except Cancelled:
             log.info("%s: cancelled by shutdown; nothing was published for it", describe(job))
         except QuestionError as exc:
-            log.error("%s: %s", describe(job), exc)
+            # An asker's question refused is the asker's business (the reply says why); a window's or a
+            # summary's prompt that does not fit is the configuration's, which someone must fix.
+            log.log(logging.INFO if isinstance(job, AskJob) else logging.ERROR, "%s: %s", describe(job), exc)
             self._refused(job, exc)
         except STORAGE_ERRORS as exc:
             self.fail(exc)

@@ -2,18 +2,9 @@
 
     window_id = ledger.settle(window, Outcome.SKIPPED, decision.reason)
 
-`settle` writes the window's history row, counts it in the metrics, moves the
-source's resume point (a file restarted later goes on after it) and tells the
-listeners. A window is settled once: skipped by the gate, dropped for a newer
-one, refused by the model, cancelled by shutdown (a restart takes it again) or
-analysed. An analysed window is settled when its prefix is ready (its answers
-are stored under its id); its resume point moves with `answered`, once every
-answer is stored and queued, so a shutdown in the middle of its answers leaves
-it to be taken again.
-
-Listeners (`listen`) run on the thread that settles, in order; what they raise
-is raised to the caller, whose error policy applies (a state file that cannot
-be written stops the daemon).
+A window is settled once (history row, metrics, the source's resume point, listeners); an analysed
+one's resume point moves only with `answered`, once every answer is stored and queued. Listeners
+run on the settling thread; what they raise reaches the caller's error policy.
 """
 
 from __future__ import annotations

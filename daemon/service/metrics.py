@@ -1,14 +1,5 @@
-"""Prometheus metrics: what the daemon is doing, scraped over HTTP.
-
-Every metric lives on the instance's own `CollectorRegistry`, never on
-prometheus_client's global one, so several `Metrics` (tests, one per
-daemon in a process) do not collide and nothing registers at import.
-
-Counters carry a `camera` label; the number of cameras is small and fixed by
-the configuration, so label cardinality stays bounded. Gauges that mirror a
-queue can be bound to a function instead of being set
-(`metrics.npu_queue_depth.set_function(queue.qsize)`), which keeps them
-current without the owner remembering to push.
+"""Prometheus metrics, on the instance's own registry (never the global one: several daemons in one
+process do not collide, nothing registers at import). Labels are configured camera names.
 """
 
 from __future__ import annotations
@@ -110,7 +101,7 @@ class Metrics:
             "vlmwatch_npu_busy_seconds", "Wall-clock seconds each NPU worker spent on jobs; its rate is the "
             "NPU's load. npu: npu<i>, the i-th entry of model.devices (npu0 alone by default).", ["npu"], registry=r)
         self.npu_jobs = Counter(
-            "vlmwatch_npu_jobs", "Jobs each NPU worker finished, by kind: window, ask, summary (one model call "
+            "vlmwatch_npu_jobs", "Jobs each NPU worker finished, by kind: window, story (an event's), ask, summary (one model call "
             "of a summary).", ["npu", "kind"], registry=r)
         self.npu_load = Gauge(
             "vlmwatch_npu_load", "Fraction of the last minute each NPU worker spent on jobs (0..1).", ["npu"],
@@ -134,7 +125,7 @@ class Metrics:
     def add_npu(self, npu: str) -> None:
         """Export an NPU's series as 0 before its first job."""
         self.npu_busy_seconds.labels(npu=npu)
-        for kind in ("window", "ask", "summary"):
+        for kind in ("window", "story", "ask", "summary"):
             self.npu_jobs.labels(npu=npu, kind=kind)
         self.npu_load.labels(npu=npu).set(0)
 

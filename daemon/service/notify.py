@@ -1,15 +1,6 @@
-"""The systemd notification protocol (sd_notify), in plain Python.
-
-systemd passes a unix datagram socket in `NOTIFY_SOCKET`: a filesystem path,
-or `@name` for a socket in the abstract namespace. Each datagram is a few
-`KEY=value` lines. We use READY=1 (start-up finished), WATCHDOG=1 (still
-healthy), STOPPING=1 (shutting down), STATUS=... (one line shown by
-`systemctl status`) and EXTEND_TIMEOUT_USEC=... (start-up is slow but alive).
-
-Outside systemd (no `NOTIFY_SOCKET`) every call is a no-op, so the daemon
-needs no "am I under systemd" branches. A failed send never raises: the
-service must not die because the supervisor's socket went away; the first
-failure is logged as a warning, later ones at debug level.
+"""The systemd notification protocol (sd_notify) in plain Python: READY, WATCHDOG, STOPPING, STATUS,
+EXTEND_TIMEOUT_USEC over the datagram socket in `NOTIFY_SOCKET` (a path or `@abstract`).
+Outside systemd every call is a no-op; a failed send never raises.
 """
 
 from __future__ import annotations

@@ -1,11 +1,7 @@
-"""The web page's read-only view of the running daemon (`daemon.http.live.Live`).
+"""The web page's read-only view of the running daemon (`daemon.http.live.Live`); runs nothing on its own.
 
-The HTTP side asks; nothing here runs on its own. A camera's picture is the frame
-of its latest analysed window that changed most (the alert snapshot's choice),
-encoded once per window. The frames of the last RECENT analysed windows of each
-camera are kept as small JPEGs for the window page, taken when the page looks
-(a window the page never saw while it was the latest has no frames kept: history
-stores no pictures, only alerts' snapshots).
+A camera's picture is its latest analysed window's most changed frame, encoded once per window; the
+frames of the last RECENT analysed windows are kept as small JPEGs, taken when the page looks.
 """
 
 from __future__ import annotations

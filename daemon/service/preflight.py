@@ -1,25 +1,11 @@
-"""Everything checked before the daemon starts, in one place: `vlmwatch check-config` and
-`vlmwatch run` call the same functions, so a config that check-config calls OK starts, and a
-config that `run` refuses is refused by check-config with the same lines and exit code.
+"""Everything checked before the daemon starts: `check-config` and `run` call the same functions,
+so they agree on every problem, line and exit code.
 
     cfg, problems = check_all(path)                        # check-config
     cfg, problems = check_before_model(path)               # run, first: all that needs no model
     engine, problems = open_checked_engine(path, cfg)      # run, then: the model and every prompt on it
 
-Every problem is one line, `FILE:LINE: key.path: message` (rule files: `FILE:LINE: rule id:
-message`). Checked, in this order:
-
-1. the config itself: keys, types, values, `${ENV}` (daemon.config);
-2. the model folder, and that `model.backend` runs what it holds;
-3. the rule files and the cameras they name;
-4. secrets: the MQTT password and TLS files, camera passwords;
-5. `state_dir` is (or can become) a writable folder whose SQLite files are not damaged;
-   file sources exist; with `http:` enabled, the server can load and its API key be read;
-6. names fit MQTT topics and Home Assistant entities (with an `mqtt:` section);
-7. only when 1-6 pass: every camera's prompts fit the model (the system text and frames,
-   the description, each rule question) and rule choices are told apart by one token.
-   `run` checks them on the engine it opened; check-config on a probe of the model that
-   loads the tokenizer and the two graphs that declare the limits (daemon.engine.prompt_fit).
+Every problem is one line, `FILE:LINE: key.path: message`. The order of the checks: docs/design.md.
 """
 
 from __future__ import annotations
@@ -174,13 +160,26 @@ def state_dir_problems(path: Path, cfg: Config) -> list[str]:
     where = at(path, ("state_dir",), "state_dir: ")
     if not existing.is_dir():
         return [f"{where}{existing} is not a folder, so {state} cannot be created there; point state_dir at a folder"]
-    if not os.access(existing, os.W_OK | os.X_OK):
+    refused = None if os.access(existing, os.W_OK | os.X_OK) else "permission denied"
+    refused = refused or cannot_write_in(existing)  # os.access says yes to root in /proc or on a read-only disk
+    if refused:
         what = "is not writable" if existing == state else f"cannot be created: {existing} is not writable"
-        return [f"{where}{state} {what} for this user; point state_dir at a writable folder (the service's is"
-                " /var/lib/vlmwatch, made by systemd's StateDirectory=)"]
+        return [f"{where}{state} {what} for this user ({refused}); point state_dir at a writable folder (the"
+                " service's is /var/lib/vlmwatch, made by systemd's StateDirectory=)"]
     stuck = [state / f for f in STATE_FILES if (state / f).exists() and not os.access(state / f, os.R_OK | os.W_OK)]
     return [f"{where}{f} is not readable and writable for this user; fix its owner (chown) or remove it"
             for f in stuck]
+
+
+def cannot_write_in(folder: Path) -> str | None:
+    """Why a folder cannot be made in `folder` (tried, then removed), or None when it can."""
+    import tempfile
+
+    try:
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".vlmwatch-check-"):
+            return None
+    except OSError as exc:
+        return exc.strerror or str(exc)
 
 
 def source_problems(path: Path, cfg: Config) -> list[str]:

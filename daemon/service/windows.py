@@ -87,6 +87,7 @@ class WindowHandler:
         self.config, self.queue, self.ledger, self.history, self.metrics = config, queue, ledger, history, metrics
         self.stop, self.publisher, self.rules, self.events, self.clock = stop, publisher, rules, events, clock
         self.latest = LatestWindows(all_pictures=config.http.enabled)  # the page (served over HTTP) shows them
+        self._skipping: dict[str, int] = {}  # camera -> windows skipped in a row (said once at INFO)
 
     # -- the capture thread -------------------------------------------------------------------
 
@@ -115,12 +116,23 @@ class WindowHandler:
             self.events.seen(window, decision.analyse, decision.reason)  # opens, holds or closes an event
         if not decision.analyse:
             self.ledger.settle(window, Outcome.SKIPPED, decision.reason)
+            self._log_skip(window.camera, decision.reason)
             return
+        skipped = self._skipping.pop(window.camera, 0)
+        if skipped:
+            log.info("camera %s: analysing a window again after %d skipped: %s", window.camera, skipped,
+                     decision.reason)
         if cam.main is not None:  # the gate read the substream; the model sees the main stream
             window = cam.main.take(window) or window
         replaced = self.queue.put_window(WindowJob(window, decision.reason))
         if replaced is not None:
             self.ledger.settle(replaced.window, Outcome.DROPPED, "a newer window replaced it")
+
+    def _log_skip(self, camera: str, reason: str) -> None:
+        """The first skip of a run at INFO (the gate at work, without a line every few seconds), the rest at DEBUG."""
+        count = self._skipping[camera] = self._skipping.get(camera, 0) + 1
+        log.log(logging.INFO if count == 1 else logging.DEBUG, "camera %s: window skipped, %s%s", camera, reason,
+                "; further skips are logged at debug level until a window is analysed" if count == 1 else "")
 
     # -- the NPU worker ------------------------------------------------------------------------
 

@@ -1,18 +1,8 @@
-"""The NPU work queue and its fairness: what waits for an NPU, in which order, and who may add more.
+"""The NPU work queue: what waits for an NPU, in which order, and who may add more.
 
-Bounded by construction: at most one pending window per camera (a newer one
-replaces it and keeps its place in line; the replaced one is returned so the
-caller records it as dropped), short lists of questions (MQTT asks, HTTP chats)
-that go first, and summary steps behind every window.
-
-Questions go first only within their share of NPU time (`NpuShare`): while a
-window waits and questions took more than `ask_share` of the last minute's busy
-time, the window goes next, so a flood of asks cannot starve the cameras.
-`RateLimiter` bounds each client's questions before they are queued.
-
-With several NPUs every worker takes from this queue (`get(npu=i)`): a camera's
-windows are analysed one at a time and in order, and a question goes to the NPU
-that holds its camera's prefix (`AskJob.npu`); chats and summaries go anywhere.
+Bounded by construction: one pending window per camera (a newer one replaces it in place),
+short lists of questions that go first within their share of NPU time (`NpuShare`), summary
+steps last. Why, and how several NPUs share it: docs/design.md.
 """
 
 from __future__ import annotations
@@ -88,9 +78,11 @@ Question = AskJob | ChatJob
 
 
 def kind_of(job: Job) -> str:
-    """The accounting kind of a job: "ask" (MQTT or HTTP question), "window" or "summary"."""
+    """The accounting kind of a job: "ask" (MQTT or HTTP question), "window", "story" (an event's) or "summary"."""
     if isinstance(job, (AskJob, ChatJob)):
         return "ask"
+    if isinstance(job, StoryJob):
+        return "story"
     return "window" if isinstance(job, WindowJob) else "summary"
 
 

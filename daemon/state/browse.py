@@ -1,12 +1,6 @@
-"""Read-only queries for the web page and its JSON endpoints: newest first, bounded, on a connection
-of their own (WAL: reads never wait for the daemon's writes, nor the writes for them).
-
-    browser = Browser(state_dir / "history.sqlite").open()   # creates the search index if missing
-    browser.timeline(camera="yard", limit=50)
-    browser.search("red car")
-
-Every query is bounded by a `limit` (at most MAX_LIMIT) and walks an index
-newest first; paging goes by id (`before`), never by OFFSET.
+"""Read-only queries for the web page on a connection of their own (WAL: reads and the daemon's writes
+never wait for each other). Every query is bounded by `limit` (at most MAX_LIMIT), walks an index
+newest first and pages by id (`before`), never by OFFSET.
 """
 
 from __future__ import annotations
@@ -28,14 +22,23 @@ from daemon.state.history import (
     _result_row,
     _summary,
 )
-from daemon.state.search import KINDS, SEARCH_MIGRATIONS, kind_range, match_expression, split_rowid
+from daemon.state.search import (
+    EVENT_SEARCH_MIGRATIONS,
+    KINDS,
+    SEARCH_MIGRATIONS,
+    kind_range,
+    match_expression,
+    split_rowid,
+)
 from daemon.state.store import Store, migrate
 from daemon.types import Region
 
 MAX_LIMIT = 200
 _WINDOW_COLUMNS = ("SELECT id, camera, start, \"end\", change, analysed, reason, frame_ts, recorded, regions, zones, "
                    "\"trigger\" FROM windows")
-_TABLES = {"result": ("results", "ts"), "alert": ("alerts", "ts"), "summary": ("summaries", "ts")}
+# kind -> (table, time column, id column): what a search of that kind reads
+_TABLES = {"result": ("results", "ts", "id"), "alert": ("alerts", "ts", "id"), "summary": ("summaries", "ts", "id"),
+           "event": ("events", "opened", "rowid")}
 
 
 @dataclass(frozen=True)
@@ -71,12 +74,13 @@ class WindowPage:
 class Hit:
     """A search hit: what matched (kind and its row id), where and when."""
 
-    kind: str  # result | alert | summary
+    kind: str  # result | alert | summary | event (its story)
     id: int
     camera: str
     ts: float
     text: str
     window_id: int | None  # the window a result or alert came from (alerts: matched by camera and start)
+    event_id: str | None = None  # the event whose story matched
 
 
 @dataclass(frozen=True)
@@ -105,6 +109,8 @@ class Browser(Store):
         db.execute("PRAGMA busy_timeout=5000")
         migrate(db, "history", HISTORY_MIGRATIONS)  # no-op when History opened it first
         migrate(db, "search", SEARCH_MIGRATIONS)
+        if has_events(db):  # stories: once events have been enabled (daemon.state.events made the table)
+            migrate(db, "search_events", EVENT_SEARCH_MIGRATIONS)
 
     # -- the timeline --------------------------------------------------------------
 
@@ -212,7 +218,7 @@ class Browser(Store):
 
     def search(self, text: str, *, camera: str | None = None, kinds: tuple[str, ...] = tuple(KINDS),
                since: float | None = None, until: float | None = None, limit: int = 50) -> list[Hit]:
-        """The newest `limit` descriptions, alerts and summaries containing every word of `text`."""
+        """The newest `limit` descriptions, alerts, summaries and stories containing every word of `text`."""
         expression = match_expression(text)
         if expression is None:
             return []
@@ -221,8 +227,10 @@ class Browser(Store):
         def read(db: sqlite3.Connection) -> list[Hit]:
             hits: list[Hit] = []
             for kind in kinds:
-                table, column = _TABLES[kind]
-                first, last = _id_span(db, table, column, since, until)
+                table, column, key = _TABLES[kind]
+                if kind == "event" and not has_events(db):
+                    continue
+                first, last = _id_span(db, table, column, key, since, until)
                 if first is None:
                     continue
                 low, high = kind_range(kind, first, last)
@@ -265,14 +273,15 @@ def _window_filters(camera, since, until, before, skipped) -> tuple[list[str], l
     return where, params
 
 
-def _id_span(db: sqlite3.Connection, table: str, column: str, since: float | None,
+def _id_span(db: sqlite3.Connection, table: str, column: str, key: str, since: float | None,
              until: float | None) -> tuple[int | None, int | None]:
-    """The ids of `table`'s rows recorded in [since, until), as an id range (rows are recorded in time order)."""
-    first = db.execute(f"SELECT min(id) FROM {table}" + (f" WHERE {column} >= ?" if since is not None else ""),
+    """The ids (`key`) of `table`'s rows recorded in [since, until), as an id range (rows are recorded in
+    time order)."""
+    first = db.execute(f"SELECT min({key}) FROM {table}" + (f" WHERE {column} >= ?" if since is not None else ""),
                        () if since is None else (since,)).fetchone()[0]
     if until is None:
         return first, None
-    last = db.execute(f"SELECT max(id) FROM {table} WHERE {column} < ?", (until,)).fetchone()[0]
+    last = db.execute(f"SELECT max({key}) FROM {table} WHERE {column} < ?", (until,)).fetchone()[0]
     return (first, last) if last is not None and first is not None and first <= last else (None, None)
 
 
@@ -284,10 +293,19 @@ def _hit(db: sqlite3.Connection, kind: str, row_id: int) -> Hit:
         camera, ts, text, window_id = db.execute(
             "SELECT a.camera, a.ts, a.text, (SELECT w.id FROM windows w WHERE w.camera = a.camera AND w.start = "
             "a.window_start ORDER BY w.id DESC LIMIT 1) FROM alerts a WHERE a.id = ?", (row_id,)).fetchone()
+    elif kind == "event":
+        camera, ts, text, event_id = db.execute("SELECT camera, opened, story, id FROM events WHERE rowid = ?",
+                                                (row_id,)).fetchone()
+        return Hit(kind, row_id, camera, ts, text, None, event_id)
     else:
         ts, text, cameras = db.execute("SELECT ts, text, cameras FROM summaries WHERE id = ?", (row_id,)).fetchone()
         camera, window_id = ", ".join(json.loads(cameras)), None
     return Hit(kind, row_id, camera, ts, text, window_id)
+
+
+def has_events(db: sqlite3.Connection) -> bool:
+    """Whether the history file has the events table (events enabled now or once)."""
+    return db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").fetchone() is not None
 
 
 def _window_row(row: tuple[Any, ...]) -> WindowRow:

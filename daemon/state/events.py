@@ -1,11 +1,6 @@
-"""Events in history: the `events` table (in the history file), what belongs to each event
-(`event_items`: its windows, results and alerts) and its best snapshot as a JPEG under
-`<state_dir>/events/`.
-
-An event is written when it opens and at every change, so a daemon killed during
-one leaves its record up to the last change; at the next start `interrupt_open`
-closes it as `interrupted` with what was recorded. Retention is history's: an
-event whose row goes (by its wall-clock `opened`) takes its keyframe with it.
+"""Events in history: the `events` table, what belongs to each (`event_items`) and its best snapshot as a
+JPEG under `<state_dir>/events/`. Written at every change, so an event a crash cut short is closed
+as `interrupted` at the next start (`interrupt_open`); retention takes the keyframe with the row.
 """
 
 from __future__ import annotations

@@ -1,35 +1,9 @@
-"""What the daemon saw and said, in SQLite under the state directory.
+"""What the daemon saw and said, in SQLite under the state directory: windows, results, alerts, summaries.
 
-Tables: `windows` (every window, analysed or skipped and why), `results`
-(one per prompt per analysed window, or text-only summary input), `alerts`,
-`summaries`, and `schema_version`, which records one version per component
-so that later features (the MQTT outbox, rule state) can keep their own
-tables in the same file and migrate them with `migrate()`.
-
-Times: every row has a wall-clock column (`windows.recorded`, `ts`
-elsewhere) saying when the daemon produced it. Queries and retention use
-that column, never a window's media time: a file from last year is recorded
-today and must not be pruned on arrival.
-
-Threads: one connection behind a lock. Writes are a few rows per window
-(seconds apart), so a lock costs nothing, and one connection means our own
-threads never meet SQLITE_BUSY. WAL lets other connections to the file (the
-outbox, `sqlite3` in a shell) read while we write; busy_timeout covers
-their writes. synchronous=NORMAL: a power cut may lose the last rows of
-history, never corrupt it (the outbox, which must not lose alerts, uses FULL
-on its own connection).
-
-Publishing survives a crash: a result, alert or summary meant for MQTT is
-recorded with its message id and `queued = 0`, handed to the publisher (whose
-outbox is another file), then marked `queued = 1` (`mark_queued`). A daemon
-killed in between leaves the row unqueued; at the next start
-`daemon.state.recovery` queues what `unqueued()` returns, with the same id.
-So every recorded alert reaches the outbox at least once, and a duplicate
-(killed after queueing, before marking) carries the same id.
-
-A file that is not a readable database, or is damaged, is reported when it is
-opened (`daemon.state.store`), never recreated: it is the user's data (and, once other
-components share the file, their state too).
+Every row carries the wall-clock time it was recorded; queries and retention use it, never media
+time. Threads: one connection behind a lock (WAL lets other connections read). A row meant for MQTT
+is recorded unqueued, then marked queued (`mark_queued`), so `daemon.state.recovery` can queue what a
+crash left behind, with the same message id. Why these choices: docs/design.md.
 """
 
 from __future__ import annotations

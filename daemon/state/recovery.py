@@ -1,12 +1,5 @@
-"""At start: queue for MQTT what history recorded but a crash kept out of the outbox.
-
-History (history.sqlite) and the outbox (outbox.sqlite) are separate files, so
-recording an alert and queueing its messages cannot be one transaction. They
-are made exact instead (see `daemon.state.history`): the alert is recorded
-first, with its message id and "not queued"; queued; then marked queued. A
-SIGKILL between the two leaves an unqueued row, which this pass queues before
-any new work, with the id it was recorded with. Delivery is therefore at least
-once: a kill after queueing but before marking sends the row twice with one id.
+"""At start: queue for MQTT what history recorded but a crash kept out of the outbox, with the message
+id it was recorded with (at least once; a duplicate carries the same id). See `daemon.state.history`.
 """
 
 from __future__ import annotations

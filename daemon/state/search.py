@@ -1,27 +1,16 @@
-"""Full-text search over history: descriptions, alerts and summaries, in an SQLite FTS5 index.
+"""Full-text search over history (descriptions, alerts, summaries, events' stories) in an SQLite FTS5 index.
 
-The index (`search`, an FTS5 table in the history file) is kept in step with
-history by triggers: a row inserted into `results`, `alerts` or `summaries` is
-indexed in the same transaction, and a row deleted from them (retention's
-`History.prune`) leaves the index with it. Nothing else writes to it, so it
-cannot drift; rows recorded before the index existed are indexed when it is
-created (the migration below).
-
-Row ids: `kind << 40 | id`, so each kind's entries are a contiguous rowid range
-in the order its table's rows were recorded. A query asks each kind for its
-newest hits (FTS5 walks a rowid range backwards and stops at the limit), which
-keeps a common word on a year of history as fast as a rare one
-(benchmarks/bench_search.py).
-
-User text never reaches FTS5's query syntax: `match_expression` quotes every
-word (the last one as a prefix), so any input is a valid query.
+Triggers keep the index in step with its tables, so it cannot drift. Row ids are `kind << 40 | id`,
+so each kind's newest hits are found by walking its rowid range backwards (docs/design.md).
+Stories' triggers are a component of their own (`search_events`), added once the events table exists.
+`match_expression` quotes every word: user text never reaches FTS5's query syntax.
 """
 
 from __future__ import annotations
 
 import re
 
-KINDS = {"result": 1, "alert": 2, "summary": 3}  # kind -> rowid block; 4.. for later kinds (events)
+KINDS = {"result": 1, "alert": 2, "summary": 3, "event": 4}  # kind -> rowid block
 SHIFT = 40  # ids below 2**40 (a trillion rows) per table
 
 _INDEXED = {  # table -> (kind, text, tags, camera): what of a row is searched
@@ -31,8 +20,8 @@ _INDEXED = {  # table -> (kind, text, tags, camera): what of a row is searched
 }
 
 
-def _rowid(kind: str, row: str) -> str:
-    return f"(({KINDS[kind]} << {SHIFT}) + {row}.id)"
+def _rowid(kind: str, row: str, column: str = "id") -> str:
+    return f"(({KINDS[kind]} << {SHIFT}) + {row}.{column})"
 
 
 def _migration() -> list[str]:
@@ -59,6 +48,32 @@ def _migration() -> list[str]:
 
 # One entry per schema version of the `search` component (daemon.state.store.migrate); append, never edit.
 SEARCH_MIGRATIONS: list[list[str]] = [_migration()]
+
+# An event's entry: its story; tags "story" and the rules that fired in it. The events table has a text
+# primary key, so its (implicit) rowid numbers the entries: stable, as nothing VACUUMs the history file.
+_EVENT_INSERT = (f"INSERT INTO search (rowid, text, tags, camera) SELECT {_rowid('event', 'new', 'rowid')}, new.story, "
+                 "'story ' || coalesce((SELECT group_concat(value, ' ') FROM json_each(new.record, '$.rules')), ''), "
+                 "new.camera")
+
+
+def _event_migration() -> list[str]:
+    old_rowid = _rowid("event", "old", "rowid")
+    return [
+        f"CREATE TRIGGER search_events_insert AFTER INSERT ON events WHEN new.story IS NOT NULL BEGIN "
+        f"{_EVENT_INSERT}; END",
+        # an event's row is rewritten at every change; its entry only when the story (or a rule) changes
+        f"CREATE TRIGGER search_events_update AFTER UPDATE OF story, record ON events WHEN old.story IS NOT "
+        f"new.story OR (new.story IS NOT NULL AND json_extract(old.record, '$.rules') IS NOT "
+        f"json_extract(new.record, '$.rules')) BEGIN DELETE FROM search WHERE rowid = {old_rowid}; "
+        f"{_EVENT_INSERT} WHERE new.story IS NOT NULL; END",
+        f"CREATE TRIGGER search_events_delete AFTER DELETE ON events BEGIN "
+        f"DELETE FROM search WHERE rowid = {old_rowid}; END",
+        f"{_EVENT_INSERT} FROM events AS new WHERE new.story IS NOT NULL",
+    ]
+
+
+# The `search_events` component: applied once both the index and the events table exist.
+EVENT_SEARCH_MIGRATIONS: list[list[str]] = [_event_migration()]
 
 _WORD = re.compile(r"\w+", re.UNICODE)
 MAX_WORDS = 12

@@ -1,12 +1,8 @@
-"""SQLite files of the daemon's state: one base for opening, migrating and
-serialising access, so every store handles a locked or damaged file the same way.
+"""SQLite files of the daemon's state: one base for opening, migrating and serialising access.
 
-A damaged file (garbage over some of its pages, a foreign file) is found when it
-is opened (`PRAGMA quick_check`), not at the first write hours later, and is
-never overwritten: the error names the file and the `mv` command that moves it
-aside (`StateError`, exit 2). A write that fails while running is classified the
-same way (`storage_error`): damaged or unwritable is a `StateError`, disk full or
-an I/O error a `StorageError` (exit 1: a restart may succeed once the disk is back).
+A damaged file is found when opened (`quick_check`) and never overwritten: the error names the `mv`
+command that moves it aside (`StateError`, exit 2). A failed write is a `StateError` when the file is
+damaged or unwritable, a `StorageError` (exit 1) for disk full or an I/O error.
 """
 
 from __future__ import annotations
@@ -162,13 +158,9 @@ def quick_check(db: sqlite3.Connection) -> str | None:
 
 
 def check_file(path: Path | str, what: str = "the state file") -> str | None:
-    """For `vlmwatch check-config`: a one-line problem if the existing SQLite file `path` is damaged,
-    else None (also when it does not exist yet). Opens it read-only and changes nothing.
-
-    Without a -wal file beside it (no writer is running, none was killed) the file is read as
-    immutable: a read-only connection would otherwise create -wal and -shm files, owned by
-    whoever runs the check (root, say), which the daemon's user then could not open.
-    """
+    """For `check-config`: a one-line problem if the existing SQLite file is damaged, else None (also
+    when it does not exist yet). Read-only; an idle file is opened immutable, so no -wal/-shm files
+    are left behind owned by whoever ran the check."""
     path = Path(path)
     if not path.is_file():
         return None

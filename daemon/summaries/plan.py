@@ -1,21 +1,10 @@
 """Map-reduce planning of a summary within the model's limits, and running the plan.
 
-    budget = TokenBudget(engine)
-    plan = plan_summary(timeline, request, budget)   # pure: no model call
-    text = yield from run_steps(plan, engine_asker(lambda: engine, stop), budget)
-    # a generator: it pauses after each model call, so the NPU worker takes windows in between
+    plan = plan_summary(timeline, request, TokenBudget(engine))   # pure: no model call
+    text = yield from run_steps(plan, engine_asker(lambda: engine, stop), budget)  # pauses after each call
 
-A timeline that fits one prompt is one `direct` step. Otherwise its lines are
-packed into `map` prompts that fit, each answered with a partial summary of at
-most `partial_tokens`; partials are packed into `merge` prompts until they fit
-one `final` prompt, which carries the user's question. Map prompts are known
-exactly before any model call; merge and final prompts depend on the partials,
-so the plan gives their templates and an upper bound of their size, and
-`run_steps` builds them from the real partials and counts them exactly again.
-
-Limits come from the engine: the largest prefill, and the KV cache, where a
-step's prompt must leave room for its answer. Prompts are counted with the
-engine's own prompt builder, so counts are exact, not estimates.
+One `direct` step when the timeline fits; else `map` steps into partials, `merge` steps, one
+`final`. Prompts are counted with the engine's own builder, so counts are exact (docs/design.md).
 """
 
 from __future__ import annotations

@@ -1,19 +1,10 @@
-"""When summaries run: APScheduler 3 cron triggers that queue work for the NPU thread.
+"""When summaries run: APScheduler 3 cron triggers that only queue work for the NPU thread.
 
     scheduler = SummaryScheduler(cfg.summaries, runlog)
     scheduler.start(submit)     # submit(job, Fire) queues the model work; never runs it here
-    scheduler.shutdown()
 
-Each fire only computes its `Fire` (scheduled time, and the schedule's time
-before it) and hands it to `submit`; the model runs on the NPU worker behind
-every window. Missed runs are coalesced into one, and a run later than the
-job's `misfire_grace` is skipped (APScheduler's own rules). The last finished
-run of each job is in the `RunLog`: a run the daemon missed while stopped is
-caught up at start (coalesced, within the grace), and a fire that already ran
-is not run again.
-
-Fixed-time jobs ("30 2 * * *") run once on the night the clocks go back, as
-cron does; jobs with a wildcard minute or hour keep running by real time.
+Missed runs coalesce, runs later than `misfire_grace` are skipped, and the `RunLog` catches up a
+run missed while stopped without running a fire twice.
 """
 
 from __future__ import annotations

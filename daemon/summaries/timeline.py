@@ -1,19 +1,10 @@
-"""What a summary reads: the timeline of a period of history, as text lines.
+"""What a summary reads: the timeline of a period of history, as text lines, oldest first.
 
     timeline = build_timeline(history, Period(start, end, zone), cameras)
-    lines = [entry_line(e, timeline.period) for e in timeline.entries]
 
-The period's descriptions, rule answers and alerts become `Entry` lines,
-oldest first; with the daemon's events (`daemon.state.events`), each ended event with a
-story is one `event` line, and the descriptions of its windows are left out: fewer, better
-inputs (descriptions outside any event stay); consecutive near-identical descriptions (or answers) of one
-camera merge into one line with a repeat count, so an unchanging scene is
-one line however long it lasts. Times are written in the period's zone, as short as the
-period allows. An empty timeline gets a fixed "nothing was seen" text
-(`nothing_seen`) and no model call.
-
-Also the seams of a summary: `Period` (when, and in which zone), `Request`
-(what to summarise, from a config job or `vlmwatch summarize`), `Timeline`.
+Near-identical consecutive descriptions of a camera merge into one line with a count; an ended
+event's story replaces the descriptions of its windows. Also the summary's seams: `Period`,
+`Request`, `Timeline`.
 """
 
 from __future__ import annotations

@@ -19,9 +19,11 @@ def load_frames(sources: list[str], n: int) -> list[Frame]:
     if not sources:
         return []
     paths = [Path(s) for s in sources]
-    for p in paths:
+    for p in paths:  # the command line's mistake, as any bad option: exit 2
+        if p.is_dir():
+            raise UsageError(f"{p}: is a folder; give one video file, or image files as the frames of one window")
         if not p.is_file():
-            raise SourceError(f"{p}: no such file")
+            raise UsageError(f"{p}: no such file; check the path")
     if all(p.suffix.lower() in IMAGE_SUFFIXES for p in paths):
         return [Frame("cli", float(i), i, read_image(p)) for i, p in enumerate(paths)]
     videos = [p for p in paths if p.suffix.lower() not in IMAGE_SUFFIXES]
@@ -39,7 +41,7 @@ def read_image(path: Path) -> np.ndarray:
 
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
-        raise SourceError(f"{path}: not an image OpenCV can read")
+        raise UsageError(f"{path}: not an image OpenCV can read; give .jpg, .png, .bmp or .webp files")
     return img
 
 
@@ -50,7 +52,7 @@ def read_video(path: Path, n: int) -> list[Frame]:
     try:
         video = VideoFile(path)
     except SourceError:
-        raise SourceError(f"{path}: cannot decode video; is it a complete video file FFmpeg can read?") from None
+        raise UsageError(f"{path}: cannot decode video; is it a complete video file FFmpeg can read?") from None
     try:
         indices = segment_indices(0, video.frame_count - 1, n)  # a short clip repeats frames
         read = {i: Frame("cli", seconds, i, bgr) for i, seconds, bgr in video.read(sorted(set(indices)))}

@@ -1,68 +1,22 @@
 """Scene-change gate: skip windows in which nothing changed since the model last looked.
 
-Pure logic: a window's frames, the gate state and `now` in; a decision with its
-reason, the changed regions and the zones they touch, and the new state out.
-No clock, no I/O. `Gate` keeps the state for one source and takes triggers.
+Pure: a window's frames, the gate state and `now` in; a decision with its reason,
+the changed regions and the zones they touch, and the new state out. `Gate` keeps
+the state for one source and takes triggers.
 
-How a window is scored (what a motion detector such as Frigate's sees):
-
-- Each frame becomes a *signature*: grayscale, area-averaged into k x k pixel
-  cells with k = round(height / 100) (1080p: 98 x 174 cells of 11 px; 320x240:
-  120 x 160 of 2 px), then box-blurred over 3 x 3 cells. A thing of 0.1 % of
-  the picture covers about 4 x 4 cells at any resolution.
-- The reference is the signature of the last frame of the last *analysed*
-  window: what the model saw most recently.
-- Gradual light change (dusk, clouds, auto exposure) is global, so a gain and
-  an offset fitted between frame and reference (least squares, refitted
-  without the outlier cells) cancel it. A gain beyond one exposure stop
-  (0.5..2) is not drift but lights switched on or off: the whole picture
-  counts as changed. Masked cells take no part in the fit.
-- A cell has changed when it still differs by more than `CELL_DELTA` gray
-  levels and by more than `NOISE_FACTOR` times the picture's own noise level
-  (robustly, from the median cell), so the grain of a night picture is not
-  taken for change, and when it also differs that much from the reference as
-  it was (before the light fit): a cell that still equals it is a block the
-  encoder did not update while the light changed.
-- Changed cells are grouped into 8-connected regions; a region of at least
-  `threshold` of the picture (default 0.05 %) is an event, scattered single
-  cells are noise. A window is analysed when any frame has such a region; its
-  regions are the union over its frames (a moving thing leaves one track),
-  and `change` is the largest region's share of the picture.
-
-Measured on generated scenes (tests/gate_scenes.py; `python benchmarks/bench_gate.py`
-prints the table): a textured room at 320x240, 640x360, 1280x720 and 1920x1080,
-sensor noise sigma 0, 8 and 30 gray levels, light drifting +-25 %, frames
-through x264 at constant quantizer 38 (a low-quality camera stream; a keyframe
-every 8 s, or every 32 s for the first two points), OpenCV's mp4v, or raw;
-things with at least 80 gray levels of contrast:
-
-- a thing of 0.1 % of the picture appearing, leaving or moving was found
-  (analysed, with a region on it) in every trial of every combination; the
-  smallest found in every trial was 0.025 % to 0.05 % of the picture;
-- static scenes: no false window in 30 windows (4 min) of any combination,
-  nor in an hour (450 windows) at 320x240 and 640x360, sigma 30, x264;
-- an exposure step (x1.6) inside a window analyses no window (the light fit
-  takes it), a switch to infrared (colour -> gray, other tones) or back at
-  most one. Before the not-updated-block test, the switch back through x264
-  under fast drift (+-25 % in 72 s) analysed 3 of 8 windows at 320x240. With
-  a keyframe only every 32 s the encoder refines the picture for half a
-  minute after a switch, and 320x240 took 2 windows (cameras send a keyframe
-  every 1-4 s and usually a new one at the switch);
-- CELL_DELTA = 10 analysed 7 of 30 static windows at 320x240 without sensor
-  noise through x264: under drift the codec updates brightness block by block,
-  in steps of its quantizer; 16 analysed none and still finds 0.05 % things;
-- cost: 1.3 ms per 1080p frame for the signature (an exact integer reduction;
-  a fractional INTER_AREA resize took 8 ms) and 0.3 ms for the comparison;
-  per 8-frame 1080p window 15.1 ms against 15.5 ms for the 64-cell gate it
-  replaced, side by side (18.4 against 18.0 ms in a more loaded run).
-
-Real scenes add leaves, rain and flicker that no synthetic noise models: mask
-them (`gate.masks`), or raise `threshold` for such a camera. `vlmwatch windows
-SOURCE --json` prints every window's regions to tune with.
+Each frame becomes a ~100-cell-high grayscale signature and is compared with the
+last analysed frame's: a global gain and offset are fitted first, so drifting light
+is not change; a contrast jump beyond one stop is lights switched, and a picture
+that no longer correlates with the reference is another scene (a cut, a clip
+starting again), where no gain exists. Cells that still differ by more than
+`CELL_DELTA` and the picture's own noise form regions; one of at least `threshold`
+makes the window analysed. Why these constants, and what they were measured on:
+docs/gate.md.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from threading import Lock
 from typing import Callable, Sequence
@@ -78,6 +32,8 @@ BLUR = 3  # cells: a box blur over the signature divides uncorrelated noise by 3
 CELL_DELTA = 16.0  # gray levels (of 255) a cell must move, after the light fit, to count as changed
 NOISE_FACTOR = 4.5  # a cell must also move this many noise sigmas of its picture
 GAIN_RANGE = (0.5, 2.0)  # light changing by more than one exposure stop is a change, not drift
+CUT_CORRELATION = 0.5  # below: another picture, not the same one in other light (cuts measured near 0)
+MIN_GAIN = 0.01  # a frame with no contrast left (lights off, lens covered) reads as gain 0.01
 Zones = tuple[tuple[str, Polygon], ...]  # (name, polygon), in relative coordinates
 
 
@@ -115,32 +71,70 @@ def signature(image: np.ndarray) -> np.ndarray:
     return cv2.blur(small.astype(np.float32), (BLUR, BLUR), borderType=cv2.BORDER_REFLECT)
 
 
-def _light_fit(frame: np.ndarray, reference: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, float]:
+@dataclass(frozen=True)
+class LightFit:
+    """How a frame relates to the reference as a whole: `gain` (> 0, its contrast against the
+    reference's) outside GAIN_RANGE is a light switched; `correlation` below CUT_CORRELATION is
+    another picture (a cut, a clip starting again, a camera turned), for which no gain exists."""
+
+    gain: float = 1.0
+    correlation: float = 1.0
+
+    @property
+    def jumped(self) -> bool:
+        return self.correlation < CUT_CORRELATION or not GAIN_RANGE[0] <= self.gain <= GAIN_RANGE[1]
+
+    def reason(self) -> str:
+        if self.correlation < CUT_CORRELATION:
+            return f"scene changed: correlation {self.correlation:.2f} with the last analysed picture"
+        return f"light changed: gain {self.gain:.2f}"
+
+    def extremity(self) -> float:
+        """How far from `same picture, same light`: a cut beats any gain."""
+        if self.correlation < CUT_CORRELATION:
+            return math.inf
+        return abs(math.log(max(self.gain, MIN_GAIN)))
+
+
+def _light_fit(frame: np.ndarray, reference: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, LightFit]:
     """The reference with the frame's global gain and offset applied (robust least squares over the
-    `valid` cells, all without), and the gain; the caller treats a gain outside GAIN_RANGE as
-    lights switched on or off."""
+    `valid` cells, all without), and how the frame relates to it (see LightFit)."""
     x, y = (reference.ravel(), frame.ravel()) if valid is None else (reference[valid], frame[valid])
+    if x.size == 0:
+        return reference, LightFit()
+    mx, my = float(x.mean()), float(y.mean())
+    var_x, var_y = float(np.dot(x - mx, x - mx)) / x.size, float(np.dot(y - my, y - my)) / x.size
+    if var_x <= 1.0:  # a flat reference (dark, fogged): only an offset can be fitted
+        return reference + (my - mx), LightFit()
+    contrast = max(math.sqrt(var_y / var_x), MIN_GAIN)
+    if not GAIN_RANGE[0] <= contrast <= GAIN_RANGE[1]:  # lights on or off: the picture's contrast jumped
+        return reference, LightFit(gain=contrast)
+    correlation = float(np.dot(x - mx, y - my)) / x.size / math.sqrt(var_x * var_y)
+    if correlation < CUT_CORRELATION:  # same contrast, unrelated content: not a light change at all
+        return reference, LightFit(gain=contrast, correlation=correlation)
     xs, ys = x, y
     gain, offset = 1.0, 0.0
-    for _ in range(2):  # fit, drop cells that changed, fit again
-        mx, my = float(xs.mean()) if xs.size else 0.0, float(ys.mean()) if ys.size else 0.0
-        variance = float(np.dot(xs - mx, xs - mx)) / max(1, xs.size)
-        gain = float(np.dot(xs - mx, ys - my)) / max(1, xs.size) / variance if variance > 1.0 else 1.0
-        if not GAIN_RANGE[0] <= gain <= GAIN_RANGE[1]:
-            return reference, gain
-        offset = my - gain * mx
+    for attempt in range(2):  # fit, drop cells that changed, fit again
+        sx, sy = float(xs.mean()), float(ys.mean())
+        variance = float(np.dot(xs - sx, xs - sx)) / xs.size
+        fitted = float(np.dot(xs - sx, ys - sy)) / xs.size / variance if variance > 1.0 else 1.0
+        if not GAIN_RANGE[0] <= fitted <= GAIN_RANGE[1]:
+            if attempt == 0:  # correlated but its fitted gain beyond a stop: a light change
+                return reference, LightFit(gain=fitted, correlation=correlation)
+            break  # the refit on the inliers is worse: keep the first fit
+        gain, offset = fitted, sy - fitted * sx
         inliers = np.abs(y - gain * x - offset) <= CELL_DELTA
         if inliers.sum() < x.size // 2:  # most of the picture changed: keep the first fit
             break
         xs, ys = x[inliers], y[inliers]
-    return gain * reference + offset, gain
+    return gain * reference + offset, LightFit(gain=gain, correlation=correlation)
 
 
 @dataclass(frozen=True, eq=False)
 class FrameChange:
     changed: np.ndarray  # [h, w] bool: cells of the regions of at least `min_area`
     largest: float  # the largest region's share of the picture, however small
-    gain: float | None = None  # set when the light jumped (the whole picture counts as changed)
+    jump: LightFit | None = None  # set when the light or the scene jumped (the whole picture counts as changed)
 
 
 def frame_change(frame: np.ndarray, reference: np.ndarray, ignore: np.ndarray | None,
@@ -149,9 +143,9 @@ def frame_change(frame: np.ndarray, reference: np.ndarray, ignore: np.ndarray | 
     if frame.shape != reference.shape:  # resolution or aspect changed: a different picture
         return FrameChange(np.ones(reference.shape, bool), 1.0)
     valid = None if ignore is None else ~ignore
-    fitted, gain = _light_fit(frame, reference, valid)
-    if not GAIN_RANGE[0] <= gain <= GAIN_RANGE[1]:
-        return FrameChange(np.ones(frame.shape, bool) if valid is None else valid, 1.0, gain)
+    fitted, fit = _light_fit(frame, reference, valid)
+    if fit.jumped:
+        return FrameChange(np.ones(frame.shape, bool) if valid is None else valid, 1.0, fit)
     residual = np.abs(frame - fitted)
     if valid is not None:
         residual[~valid] = 0.0
@@ -175,16 +169,16 @@ def frame_change(frame: np.ndarray, reference: np.ndarray, ignore: np.ndarray | 
 def window_change(signatures: Sequence[np.ndarray], reference: np.ndarray, ignore: np.ndarray | None = None,
                   min_area: float = 0.0) -> FrameChange:
     """The union of every frame's regions (one frame with an event is enough), the largest region of
-    any frame, and the most extreme light jump if there was one."""
+    any frame, and the most extreme light or scene jump if there was one."""
     union = np.zeros(reference.shape, bool)
-    largest, gain = 0.0, None
+    largest, jump = 0.0, None
     for sig in signatures:
         change = frame_change(sig, reference, ignore, min_area)
         union |= change.changed
         largest = max(largest, change.largest)
-        if change.gain is not None and (gain is None or abs(np.log(change.gain)) > abs(np.log(gain))):
-            gain = change.gain
-    return FrameChange(union, largest, gain)
+        if change.jump is not None and (jump is None or change.jump.extremity() > jump.extremity()):
+            jump = change.jump
+    return FrameChange(union, largest, jump)
 
 
 def _percent(share: float) -> str:
@@ -213,7 +207,7 @@ def decide(frames: Sequence[Frame], state: GateState, settings: GateSettings, no
     _, stats = components(change.changed)
     regions = to_regions(stats, reference.shape)
     touched = zones_touched(change.changed, zones)
-    score = 1.0 if change.gain is not None else regions[0].area if regions else change.largest
+    score = 1.0 if change.jump is not None else regions[0].area if regions else change.largest
 
     def analyse(reason: str) -> tuple[Decision, GateState]:
         return Decision(True, reason, score, regions, touched), analysed
@@ -222,8 +216,8 @@ def decide(frames: Sequence[Frame], state: GateState, settings: GateSettings, no
         return analyse(forced)
     if not settings.enabled:
         return analyse("gate disabled")
-    if change.gain is not None:
-        return analyse(f"light changed: gain {change.gain:.2f}")
+    if change.jump is not None:
+        return analyse(change.jump.reason())
     if regions:
         height, width = frames[-1].image.shape[:2]
         x, y, w, h = regions[0].pixels(width, height)

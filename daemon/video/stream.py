@@ -10,7 +10,11 @@ counted, so capture never blocks.
 Failure handling: an open that takes longer than `open_timeout`, or a read
 without a frame for `read_timeout` (a frozen or vanished camera), closes the
 capture; the thread waits a capped exponential backoff with jitter and opens
-again. Each state change is one log line with the camera's name; the URL is
+again. While the camera's TCP port is closed (an outage, a reboot) the port is
+checked every second during that wait and the camera opened as soon as it
+accepts, so a backoff grown during a long outage never keeps it away for long.
+When a camera will not open, `probe.why_not_open` asks it why (unauthorized,
+unreachable, not a video stream). Each state change is one log line with the camera's name; the URL is
 only ever shown redacted.
 
 FFmpeg options come from OPENCV_FFMPEG_CAPTURE_OPTIONS ("key;value|key;value").
@@ -36,14 +40,16 @@ import queue
 import random
 import threading
 import time
+from dataclasses import dataclass
 from typing import Callable, Iterator
 
 from daemon.config.cameras import KEYFRAME_GAP, SourceSettings
 from daemon.redact import redact_url
 from daemon.types import Window
-from daemon.video.decoders import KEYFRAMES_ONLY, CameraDecoder
+from daemon.video.decoders import KEYFRAMES_ONLY, CameraDecoder, open_capture
 from daemon.video.events import EventSink, SourceBase, emit
 from daemon.video.frames import FrameMaker
+from daemon.video.probe import OK, accepts, camera_address, why_not_open
 from daemon.video.windows import KeyframeWindows, LiveWindows
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,8 @@ log = logging.getLogger(__name__)
 FFMPEG_LOGLEVEL_ENV = "OPENCV_FFMPEG_LOGLEVEL"  # read once, when OpenCV first opens anything with FFmpeg
 OPENCV_LOGLEVEL_ENV = "OPENCV_LOG_LEVEL"
 AV_LOG_QUIET = -8
+PROBE_TIMEOUT = 5.0  # seconds for asking a camera that would not open why
+PORT_CHECK = 1.0  # seconds between checks of a closed camera port during a backoff
 
 
 def quiet_native_logs(debug: bool) -> None:
@@ -102,6 +110,7 @@ class StreamSource(SourceBase):
         self.make_frame = make_frame or FrameMaker(settings.picture_width)
         self._url = url  # never log this one: it may carry credentials
         self.safe_url = redact_url(url)
+        self._address = camera_address(url)  # (host, port) whose TCP port tells an outage from other trouble
         self._clock, self._rng = clock, rng or random.Random()
         self._index = 0  # frame number, monotonic across reconnects
         self.connects = 0
@@ -143,8 +152,25 @@ class StreamSource(SourceBase):
             delay = backoff_delay(attempt, s.retry_min, s.retry_max, self._rng)
             attempt += 1
             emit(self.name, "retrying", f"retrying in {delay:.1f} s (attempt {attempt})", self.on_event)
-            if halt.wait(delay):
+            if self._wait(halt, delay):
                 break
+
+    def _wait(self, halt: threading.Event, delay: float) -> bool:
+        """Wait out the backoff, or less: while the camera's port is closed (an outage, a reboot) it is
+        checked every PORT_CHECK seconds, and the camera is tried again as soon as the port accepts, so
+        a backoff grown during a long outage does not keep it away once it is back. True when halted."""
+        host, port = self._address
+        if not host or accepts(host, port, PORT_CHECK / 2):
+            return halt.wait(delay)  # it answers, yet failed: a login or stream problem; back off in full
+        end = time.monotonic() + delay
+        while (left := end - time.monotonic()) > 0:
+            if halt.wait(min(PORT_CHECK, left)):
+                return True
+            if accepts(host, port, PORT_CHECK / 2):
+                emit(self.name, "retrying", f"{host}:{port} accepts connections again; reconnecting now",
+                     self.on_event)
+                return False
+        return False
 
     def _open(self):
         """A connected cv2.VideoCapture, or None after reporting why not."""
@@ -170,8 +196,11 @@ class StreamSource(SourceBase):
             return capture
         capture.release()
         waited = time.monotonic() - started
-        why = "no answer (open timeout)" if waited >= 0.9 * s.open_timeout else "refused or not a video stream"
-        message = f"cannot open {self.safe_url} after {waited:.1f} s: {why}; check address, credentials and network"
+        if waited >= 0.9 * s.open_timeout:
+            why = "unreachable: no answer (open timeout); check the address and the network"
+        else:  # FFmpeg's error does not say which: ask the camera (401, refused, 404, ...)
+            why = str(why_not_open(self._url, min(s.open_timeout, PROBE_TIMEOUT)))
+        message = f"cannot open {self.safe_url} after {waited:.1f} s: {why}"
         emit(self.name, "error", message, self.on_event, logging.WARNING)
         return None
 
@@ -226,3 +255,27 @@ class StreamSource(SourceBase):
                     log.debug("camera %s: consumer behind, dropped a window (%d so far)", self.name, self.dropped)
                 except queue.Empty:
                     pass
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    verdict: str
+    detail: str  # "1920x1080, 25 fps" when OK
+
+
+def probe_camera(url: str, timeout: float) -> ProbeResult:
+    """Open the camera once through OpenCV, as the daemon does, and read one frame; on failure, why."""
+    import cv2
+
+    quiet_native_logs(False)
+    ms = round(timeout * 1000)
+    started = time.monotonic()
+    capture = open_capture(url, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+    try:
+        if capture.isOpened() and capture.grab():
+            width, height = int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)), int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT))
+            return ProbeResult(OK, f"{width}x{height}, {capture.get(cv2.CAP_PROP_FPS):.0f} fps")
+    finally:
+        capture.release()
+    diagnosis = why_not_open(url, max(1.0, timeout - (time.monotonic() - started)))
+    return ProbeResult(diagnosis.verdict, diagnosis.detail)

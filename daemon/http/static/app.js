@@ -90,7 +90,7 @@ function query() { return new URLSearchParams(location.hash.split("?")[1] || "")
 
 // ---------------------------------------------------------------- router
 
-const pages = { cameras, timeline, window: windowPage, alerts, npu, editor };
+const pages = { cameras, timeline, window: windowPage, event: eventPage, alerts, npu, editor }; // eventPage: events.js
 
 async function route() {
   clearTimeout(timer);
@@ -149,7 +149,8 @@ async function timeline() {
   const field = (label, input) => h("label", {}, label, input);
   const value = (name) => q.get(name) || "";
   const form = h("form", { class: "filters", role: "search" },
-    field("Search", h("input", { type: "search", name: "q", value: value("q"), placeholder: "words in descriptions, alerts, summaries" })),
+    field("Search", h("input", { type: "search", name: "q", value: value("q"), placeholder: "words in descriptions, stories, alerts, summaries" })),
+    field("Show", h("select", { name: "of" }, ["events", "windows"].map((v) => h("option", { value: v, selected: (v === "events") === showsEvents(q) }, v)))),
     field("Camera", h("select", { name: "camera" }, h("option", { value: "" }, "all"),
       info.cameras.map((c) => h("option", { value: c, selected: c === value("camera") }, c)))),
     field("Rule", h("input", { name: "rule", value: value("rule"), size: 10 })),
@@ -157,7 +158,7 @@ async function timeline() {
       h("option", { value: v, selected: v === value("severity") }, v || "any")))),
     field("From", h("input", { type: "date", name: "since", value: value("since") })),
     field("To", h("input", { type: "date", name: "until", value: value("until") })),
-    field("Skipped too", h("input", { type: "checkbox", name: "skipped", checked: value("skipped") === "1" })),
+    field("Skipped windows", h("input", { type: "checkbox", name: "skipped", checked: value("skipped") === "1" })),
     h("button", { type: "submit" }, "Show"));
   form.addEventListener("submit", (event) => {
     event.preventDefault();
@@ -177,10 +178,12 @@ async function timeline() {
       h("div", {}, h("a", { href: hit.link }, when(hit.ts) + " · " + hit.camera), h("p", {}, marked(hit.text, q.get("q")))))));
     return;
   }
+  const events = showsEvents(q); // events (events.js) or windows
   async function load(before) {
-    const data = await api("/api/timeline", { ...params, before });
-    for (const w of data.windows) list.append(await entry(w));
-    if (!data.windows.length && !list.children.length) list.append(h("li", {}, "Nothing recorded yet."));
+    const data = await api(events ? "/api/events" : "/api/timeline", { ...params, before });
+    const rows = events ? data.events : data.windows;
+    for (const row of rows) list.append(await (events ? eventEntry(row) : entry(row)));
+    if (!rows.length && !list.children.length) list.append(h("li", {}, "Nothing recorded yet."));
     more.hidden = !data.next_before;
     more.onclick = () => load(data.next_before);
   }
@@ -246,7 +249,7 @@ async function windowPage(id) {
 
 function regionsSvg(regions, polygons) {
   const svg = s("svg", { viewBox: "0 0 1 1", preserveAspectRatio: "none", "aria-hidden": "true" });
-  for (const r of regions) svg.append(s("rect", { x: r.x, y: r.y, width: r.w, height: r.h, fill: "none", stroke: "#ff3b30", "stroke-width": 0.006, "vector-effect": "non-scaling-stroke" }));
+  for (const r of regions) svg.append(s("rect", { x: r.x, y: r.y, width: r.w, height: r.h, fill: "none", stroke: "#ff3b30", "stroke-width": 2, "vector-effect": "non-scaling-stroke" }));
   for (const p of polygons) svg.append(p);
   return svg;
 }

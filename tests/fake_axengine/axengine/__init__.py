@@ -16,7 +16,7 @@ sized for the largest shape group. Memory is modelled (`_memory`): CPU writes
 reach the NPU only when flushed, every access is bounds-checked, and bytes
 copied and flushed are counted per session (`session.traffic`).
 
-Graphs are described in `_graphs`: empty files are the full-size 2048 build
+Graphs are described in `_graphs`: placeholder files are the full-size 2048 build
 computing zeros; ONNX files (a tiny bundle's) are executed with ONNX Runtime.
 """
 
