@@ -175,7 +175,6 @@ def captures(folder: Path, seconds: float, changed: float) -> list[Capture]:
 class Census:
     npu_s: float
     host_cpu_s: float  # on the worker thread, this machine
-    capture_cpu_s: float  # on the capture thread for a window the gate passed (its ViT input), this machine
     prefix_tokens: int
     calls: dict
 
@@ -192,27 +191,12 @@ def census() -> Census:
         layers, post, vit = sessions(meter)
         model = Model("InternVL3-2B (modelled)", layers, post, vit, load_embeddings(path, HIDDEN), tokenizer, meter)
         engine = Engine(model, kv="resident")
-        prepare = preparer(engine)
-        engine.ask(prepare(frames[8:]), PROMPTS)  # warm up (first calls allocate); then one window measured
+        engine.ask(frames[8:], PROMPTS)  # warm up (first calls allocate); then one window measured
         meter.calls.clear()
-        started = time.thread_time()
-        window = prepare(frames[:8])  # on the capture thread, when the gate passed the window
-        capture = time.thread_time() - started
         ms, started = meter.ms, time.thread_time()
-        analysis = engine.ask(window, PROMPTS)
+        analysis = engine.ask(frames[:8], PROMPTS)
         host = time.thread_time() - started
-        return Census((meter.ms - ms) / 1000, host, capture, analysis.prefix_tokens, dict(meter.calls))
-
-
-def preparer(engine: Engine):
-    """What the capture thread does to a window the gate passed (nothing before daemon.video.frames.Preparer)."""
-    try:
-        from daemon.types import Window
-        from daemon.video.frames import Preparer
-    except ImportError:
-        return list
-    prepare = Preparer(engine.vision.prepare)
-    return lambda frames: list(prepare(Window("cam", 0.0, 8.0, tuple(frames))).frames)
+        return Census((meter.ms - ms) / 1000, host, analysis.prefix_tokens, dict(meter.calls))
 
 
 def analysed_gap(changed: float, stride: float, heartbeat: float) -> float:
@@ -251,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{c.calls.get(('layer', 0), 0) // 28}, post calls {c.calls.get(('post', 0), 0)}: {c.npu_s:.2f} s modelled")
     host_a55 = c.host_cpu_s * args.a55
     print(f"host CPU per window on the worker thread: {c.host_cpu_s:.3f} s here, ~{host_a55:.2f} s on an A55"
-          f" (ViT inputs made on the capture thread when the gate passes a window: {c.capture_cpu_s:.3f} s here)")
+          " (the next frame's ViT input is made on a helper thread while the ViT runs)")
     worker_s = c.npu_s + host_a55
     gap = analysed_gap(args.changed, stride, heartbeat)
     npu_cameras = args.target * gap / worker_s

@@ -22,15 +22,14 @@ class Frame:
     Frame objects and the engine reuses their ViT features.
 
     `image` is the picture reduced for the gate and snapshots, `model_input` the picture already
-    resized to the ViT's input at capture, `vit_input` (gated windows) the ViT's normalised input,
-    made on the capture thread. Why a frame keeps these and not the decoded picture: docs/design.md."""
+    resized to the ViT's input at capture. Why a frame keeps these and not the decoded picture:
+    docs/design.md."""
 
     camera: str
     ts: float  # seconds: POSIX time for live sources, media time + file start for files
     index: int  # frame number within the source (monotonic per source)
     image: np.ndarray = field(repr=False)  # [H, W, 3] uint8 BGR, possibly reduced from the decoded picture
     model_input: np.ndarray | None = field(default=None, repr=False)  # [S, S, 3] uint8 BGR for the ViT, or None
-    vit_input: np.ndarray | None = field(default=None, repr=False)  # [1, 3, S, S] normalised, ready for the ViT
 
 
 @dataclass(frozen=True)

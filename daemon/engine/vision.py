@@ -68,8 +68,7 @@ class Vision:
         return fit(bgr, self.size)
 
     def prepare(self, frame: Frame) -> np.ndarray:
-        """The ViT's input [1, 3, S, S] for a frame, normalised, in the graph's dtype: what `features` feeds.
-        Sources call it on the capture thread for windows the gate passed (`Frame.vit_input`)."""
+        """The ViT's input [1, 3, S, S] for a frame, normalised, in the graph's dtype: what `features` feeds."""
         return normalise(self._input(frame)).astype(self._dtype, copy=False)
 
     def features_of(self, frames: Sequence[Frame], outs: Sequence[np.ndarray]) -> None:
@@ -81,10 +80,10 @@ class Vision:
         window is queued instead held them for every waiting window: ~65 MiB more at the peak of two 1080p
         cameras (benchmarks/bench_memory.py)."""
         todo = [(f, out) for f, out in zip(frames, outs) if not self._from_cache(f, out)]
-        ahead = self._helper().submit(self._input_of, todo[0][0]) if todo else None
+        ahead = self._helper().submit(self.prepare, todo[0][0]) if todo else None
         for i, (frame, out) in enumerate(todo):
             x = ahead.result()
-            ahead = self._helper().submit(self._input_of, todo[i + 1][0]) if i + 1 < len(todo) else None
+            ahead = self._helper().submit(self.prepare, todo[i + 1][0]) if i + 1 < len(todo) else None
             if not self._from_cache(frame, out):  # the same frame twice in one window: computed once
                 self._run(frame, x, out)
 
@@ -92,12 +91,6 @@ class Vision:
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vit-input")
         return self._pool
-
-    def _input_of(self, frame: Frame) -> np.ndarray:
-        x = frame.vit_input
-        if x is None or x.shape != (1, 3, self.size, self.size) or x.dtype != self._dtype:
-            x = self.prepare(frame)
-        return x
 
     def _from_cache(self, frame: Frame, out: np.ndarray) -> bool:
         feats = self._cache.get(frame)
@@ -114,7 +107,7 @@ class Vision:
         """[T, H] features of one frame, from the cache when this frame object was seen."""
         feats = self._cache.get(frame)
         if feats is None:
-            feats = np.array(self.session.run({self._name: self._input_of(frame)}, 0)[0][0])  # [T, H], own memory
+            feats = np.array(self.session.run({self._name: self.prepare(frame)}, 0)[0][0])  # [T, H], own memory
             self._cache[frame] = feats
             self.runs += 1
         return feats

@@ -196,8 +196,8 @@ def assemble(cfg: Config, engine: Engine | Sequence[Engine], sources: dict[str, 
     engines = list(engine) if isinstance(engine, Sequence) else [engine]
     npus = NpuPool([Npu(i, f"npu{i}", e, NpuWorker(queue, stop, i, "npu-worker" if len(engines) == 1
                                                    else f"npu-worker-{i}")) for i, e in enumerate(engines)])
-    # No ViT input is made ahead for queued windows (daemon.video.frames.Preparer): at 2.4 MB a frame it held
-    # ~65 MiB more at the peak of two 1080p cameras; the engine normalises each next frame while the ViT runs.
+    # No ViT input is made ahead for queued windows: at 2.4 MB a frame that held ~65 MiB more at the peak of
+    # two 1080p cameras; the engine normalises each next frame while the ViT runs one (docs/memory.md).
     cameras = {c.name: Camera(c, sources[c.name], Gate(c.gate, zones=tuple(c.zones.items())),
                               main=(mains or {}).get(c.name)) for c in cfg.cameras}
     rules = None

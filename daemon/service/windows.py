@@ -61,7 +61,7 @@ class LatestWindows:
         let go now."""
         w = analysed.window
         kept = w.frames if self._all_pictures else w.frames[-1:]
-        pictures = tuple(replace(f, model_input=None, vit_input=None) for f in kept)
+        pictures = tuple(replace(f, model_input=None) for f in kept)
         analysed = replace(analysed, window=replace(w, frames=pictures))
         with self._lock:
             previous = self._latest.get(analysed.window.camera)

@@ -19,17 +19,14 @@ the decoded picture is dropped there.
 
 from __future__ import annotations
 
-import weakref
-from dataclasses import replace
 from typing import Callable
 
 import cv2
 import numpy as np
 
-from daemon.types import Frame, Window
+from daemon.types import Frame
 
 ModelInput = Callable[[np.ndarray], np.ndarray]  # full BGR picture -> the ViT's input picture
-VitInput = Callable[[Frame], np.ndarray]  # a frame -> the ViT's normalised input [1, 3, S, S]
 
 
 def reduce(bgr: np.ndarray, width: int) -> np.ndarray:
@@ -54,29 +51,3 @@ class FrameMaker:
     def __call__(self, camera: str, ts: float, index: int, bgr: np.ndarray) -> Frame:
         fitted = self.model_input(bgr) if self.model_input is not None else None
         return Frame(camera, ts, index, reduce(bgr, self.picture_width), fitted)
-
-
-class Preparer:
-    """Gives the frames of a window the gate passed their ViT input (`Frame.vit_input`), on the capture
-    thread, so that the NPU worker does nothing before its ViT calls but feed them.
-
-    Only passed windows: normalising every captured frame would cost capture CPU on the windows the gate
-    skips (98 % of them at 2 % change). Prepared frames drop `model_input` (the normalised copy replaces
-    it). Overlapping windows share frames: a frame prepared for one window is the same prepared object
-    in the next (remembered while the original lives), so the engine's feature cache still hits."""
-
-    def __init__(self, vit_input: VitInput) -> None:
-        self.vit_input = vit_input
-        self._prepared: weakref.WeakKeyDictionary[Frame, Frame] = weakref.WeakKeyDictionary()
-
-    def __call__(self, window: Window) -> Window:
-        return replace(window, frames=tuple(self._frame(f) for f in window.frames))
-
-    def _frame(self, frame: Frame) -> Frame:
-        if frame.vit_input is not None:
-            return frame
-        prepared = self._prepared.get(frame)
-        if prepared is None:
-            prepared = replace(frame, model_input=None, vit_input=self.vit_input(frame))
-            self._prepared[frame] = prepared
-        return prepared

@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from threading import Lock
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -234,11 +234,8 @@ class Gate:
     """`decide` with the state kept for one source. `check` runs on the source's capture thread;
     `trigger` may be called from any thread (MQTT) and applies to the next window checked."""
 
-    def __init__(self, settings: GateSettings, zones: Zones = (),
-                 prepare: Callable[[Window], Window] | None = None) -> None:
-        """`prepare`: what a window that passes gets before it leaves the capture thread (the ViT's
-        input, `daemon.video.frames.Preparer`)."""
-        self.settings, self.zones, self.prepare = settings, tuple(zones), prepare
+    def __init__(self, settings: GateSettings, zones: Zones = ()) -> None:
+        self.settings, self.zones = settings, tuple(zones)
         self.state = GateState()
         self._lock = Lock()
         self._trigger: str | None = None
@@ -255,7 +252,5 @@ class Gate:
             trigger, self._trigger = self._trigger, None
         decision, self.state = decide(window.frames, self.state, self.settings, now, zones=self.zones,
                                       trigger=trigger)
-        if decision.analyse and self.prepare is not None:
-            window = self.prepare(window)
         return replace(window, change=decision.change, regions=decision.regions, zones=decision.zones,
                        trigger=trigger), decision
