@@ -76,6 +76,18 @@ def test_an_analysed_window_resumes_and_is_heard_once_its_answers_are_in(ledger)
     assert heard.window_id == window_id and heard.results == (result,) and heard.alerts == ()
 
 
+def test_an_analysis_cut_short_by_shutdown_is_recorded_as_cancelled_and_taken_again(ledger):
+    ledger, history, source = ledger
+    answers = []
+    ledger.listen(on_answered=answers.append)
+    w = window(30.0)
+    window_id = ledger.settle(w, Outcome.ANALYSED, "motion")
+    ledger.cut_short(w, window_id)  # the prefix was ready, a shutdown stopped its answers
+    [row] = history.windows(0, time.time() + 1)
+    assert (row.analysed, row.reason) == (False, "cancelled: shutting down during its answers")
+    assert source.resume_after == [] and answers == []  # the next start analyses it again: one analysed row
+
+
 def test_a_listener_that_fails_is_the_callers_error(ledger):
     ledger, history, _ = ledger
 

@@ -97,6 +97,11 @@ class WindowLedger:
             listener(settled)
         return window_id
 
+    def cut_short(self, window: Window, window_id: int) -> None:
+        """An analysed window whose answers a shutdown cut short: history says so (cancelled), and its resume
+        point stays before it, so it is analysed again, not recorded twice as analysed."""
+        self.history.mark_window(window_id, False, Outcome.CANCELLED.stored("shutting down during its answers"))
+
     def answered(self, window: Window, window_id: int, results: Sequence[Result], alerts: Sequence[Alert]) -> None:
         """An analysed window's answers are stored and queued: its source may resume after it; tell the
         listeners."""

@@ -152,10 +152,15 @@ class WindowHandler:
         results: list[Result] = []
         alerts: list[Alert] = []
         rule_questions = [p for p in prompts if p.choices or p.schema]  # rule answers first: alerts go out sooner
-        for batch in (rule_questions, [p for p in prompts if p not in rule_questions]):
-            answers = [self._publish(window, window_id, p, self._answer(engine, prefix, p), engine) for p in batch]
-            results += answers
-            alerts += self._apply_rules(window, answers, previous)
+        try:
+            for batch in (rule_questions, [p for p in prompts if p not in rule_questions]):
+                answers = [self._publish(window, window_id, p, self._answer(engine, prefix, p), engine)
+                           for p in batch]
+                results += answers
+                alerts += self._apply_rules(window, answers, previous)
+        except Cancelled:  # its source resumes before it: the next start analyses it again
+            self.ledger.cut_short(window, window_id)
+            raise
         self.ledger.answered(window, window_id, results, alerts)
 
     def _answer(self, engine: Engine, prefix: Prefix, prompt: Prompt) -> Answer:

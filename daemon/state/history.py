@@ -160,6 +160,15 @@ class History(Store):
             "regions": json.dumps([[round(v, 5) for v in (r.x, r.y, r.w, r.h, r.area)] for r in window.regions]),
             "zones": json.dumps(sorted(window.zones)), "trigger": window.trigger})
 
+    def mark_window(self, window_id: int, analysed: bool, reason: str) -> None:
+        """What became of a recorded window, corrected (an analysis a shutdown cut short)."""
+        with self._lock:
+            db = self._require_open()
+            try:
+                db.execute("UPDATE windows SET analysed = ?, reason = ? WHERE id = ?", (int(analysed), reason, window_id))
+            except sqlite3.Error as exc:
+                raise self._runtime_error("correct a row of windows", exc) from exc
+
     # `message_id` (record_result, record_alert, record_summary): the row is to be published with that
     # id; it counts as unqueued until `mark_queued`, so that a crash in between loses nothing.
 
